@@ -1,0 +1,30 @@
+//! The Eventfold event log: the [`EventStore`] ports and their backends.
+//!
+//! - [`PgEventStore`] — PostgreSQL, for production. Appends stay concurrent and readers
+//!   never skip an event committed out of order (see the `postgres` module docs for the
+//!   in-flight watermark that makes this true).
+//! - [`SqliteEventStore`] — a single SQLite file in WAL mode: the embedded default.
+//! - [`InMemoryEventStore`] — for unit tests.
+//! - [`AnyEventStore`] — one of the above, chosen at run time from a URL.
+//!
+//! Every backend passes the same conformance suite (`tests/conformance_*.rs`).
+
+mod any;
+mod append;
+mod error;
+mod memory;
+mod postgres;
+mod sqlite;
+mod store;
+mod subscription;
+
+pub use any::AnyEventStore;
+pub use append::{AppendResult, Limits};
+pub use error::{Error, Result};
+pub use memory::InMemoryEventStore;
+pub use postgres::PgEventStore;
+pub use sqlite::SqliteEventStore;
+pub use store::{EventReader, EventStore, EventWriter, ReadDirection, STREAM_END};
+pub use subscription::{Subscription, SubscriptionOptions};
+
+pub use eventfold_event_schemas as schemas;

@@ -1,0 +1,133 @@
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use eventfold_event_schemas::{Position, RecordedEvent};
+use tokio::sync::watch;
+
+use crate::{EventReader, Result};
+
+/// How a [`Subscription`] reads the log.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    /// Only events of this stream category.
+    pub category: Option<String>,
+    /// Events fetched per read (default 500).
+    pub page_size: usize,
+    /// Longest wait before polling again when no wake-up arrives (default 1 s): the
+    /// fallback that bounds delivery delay if a notification is lost.
+    pub poll_interval: Duration,
+}
+
+impl Default for SubscriptionOptions {
+    fn default() -> Self {
+        Self {
+            category: None,
+            page_size: 500,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SubscriptionOptions {
+    /// Only events of `category`.
+    pub fn category(category: impl Into<String>) -> Self {
+        Self {
+            category: Some(category.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A catch-up-then-live subscription to the log.
+///
+/// It is pull-based: nothing runs between calls to [`next`](Self::next) or
+/// [`next_batch`](Self::next_batch), so a slow consumer simply reads later (no
+/// unbounded buffer). Its position only moves past events it has handed out.
+#[derive(Debug)]
+pub struct Subscription<R> {
+    reader: R,
+    options: SubscriptionOptions,
+    changes: watch::Receiver<u64>,
+    /// Position of the last event fetched from the log (handed out or buffered).
+    fetched_up_to: Position,
+    buffer: VecDeque<RecordedEvent>,
+}
+
+impl<R: EventReader> Subscription<R> {
+    /// A subscription delivering events after `after`.
+    pub fn new(reader: R, after: Position, options: SubscriptionOptions) -> Self {
+        let changes = reader.changes();
+        Self {
+            reader,
+            options,
+            changes,
+            fetched_up_to: after,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The next event, waiting for it if the subscription has caught up.
+    ///
+    /// An error (e.g. the database is down) leaves the subscription where it was: call
+    /// again to retry.
+    pub async fn next(&mut self) -> Result<RecordedEvent> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Ok(event);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Between 1 and `max` events, waiting for at least one.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<RecordedEvent>> {
+        if self.buffer.is_empty() {
+            self.fill().await?;
+        }
+        let take = max.max(1).min(self.buffer.len());
+        Ok(self.buffer.drain(..take).collect())
+    }
+
+    /// Whatever is available now without waiting (possibly nothing).
+    pub async fn try_next_batch(&mut self, max: usize) -> Result<Vec<RecordedEvent>> {
+        if self.buffer.is_empty() {
+            self.fetch().await?;
+        }
+        let take = max.min(self.buffer.len());
+        Ok(self.buffer.drain(..take).collect())
+    }
+
+    /// Reads until at least one event is buffered.
+    async fn fill(&mut self) -> Result<()> {
+        loop {
+            // Mark the current change as seen *before* reading, so an append that lands
+            // after the read wakes the wait below instead of being slept through.
+            self.changes.borrow_and_update();
+            if self.fetch().await? {
+                return Ok(());
+            }
+            let interval = self.options.poll_interval;
+            if let Ok(Err(_closed)) = tokio::time::timeout(interval, self.changes.changed()).await {
+                // No more wake-ups will come: fall back to plain polling.
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<bool> {
+        let page = self
+            .reader
+            .read_all(
+                self.fetched_up_to,
+                self.options.category.as_deref(),
+                self.options.page_size,
+            )
+            .await?;
+        if let Some(last) = page.last() {
+            self.fetched_up_to = last.global_position;
+        }
+        let got = !page.is_empty();
+        self.buffer.extend(page);
+        Ok(got)
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the event log against every backend (one binary, so one link).
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+mod conformance;
+mod postgres_gaps;
+mod support;
