@@ -320,10 +320,18 @@ async fn reappending_the_same_events_returns_the_original_result<S: EventStore>(
 async fn the_same_event_id_elsewhere_is_an_error<S: EventStore>(store: S) -> anyhow::Result<()> {
     let e = event(0);
     store
-        .append(&stream("order-1"), ExpectedVersion::Any, &[e.clone()])
+        .append(
+            &stream("order-1"),
+            ExpectedVersion::Any,
+            std::slice::from_ref(&e),
+        )
         .await?;
     let elsewhere = store
-        .append(&stream("order-2"), ExpectedVersion::Any, &[e.clone()])
+        .append(
+            &stream("order-2"),
+            ExpectedVersion::Any,
+            std::slice::from_ref(&e),
+        )
         .await;
     match elsewhere {
         Err(Error::DuplicateEventId {

@@ -1,0 +1,132 @@
+//! `eventfold streams …`: look at and write to the log from a terminal or a script.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use eventfold_event_log::schemas::{ExpectedVersion, NewEvent, Position, StreamId};
+use eventfold_event_log::{
+    AnyEventStore, EventReader, EventStore, EventWriter, ReadDirection, SubscriptionOptions,
+    STREAM_END,
+};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StreamsCommand {
+    /// Print one stream's events as JSON lines.
+    Read(ReadArgs),
+    /// Print events as JSON lines as they arrive (catch-up first). Ctrl-C stops.
+    Tail(TailArgs),
+    /// Append one event to a stream and print where it landed.
+    Append(AppendArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// The stream, e.g. `order-42`.
+    stream: String,
+    /// Newest first.
+    #[arg(long)]
+    backwards: bool,
+    /// First version to read (default: the start, or the end with --backwards).
+    #[arg(long)]
+    from: Option<i64>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Only this stream category, e.g. `order`.
+    #[arg(long)]
+    category: Option<String>,
+    /// Start after this global position (default: from the beginning).
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AppendArgs {
+    /// The stream, e.g. `order-42`.
+    stream: String,
+    /// Event type, e.g. `OrderPlaced`.
+    #[arg(long = "type")]
+    event_type: String,
+    /// Event data: a JSON object.
+    #[arg(long)]
+    data: String,
+    /// `any`, `no_stream`, `stream_exists` or a version number.
+    #[arg(long, default_value = "any")]
+    expected_version: String,
+}
+
+pub(crate) async fn run(
+    store: &AnyEventStore,
+    command: StreamsCommand,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match command {
+        StreamsCommand::Read(args) => read(store, args, out).await,
+        StreamsCommand::Tail(args) => tail(store, args, out).await,
+        StreamsCommand::Append(args) => append(store, args, out).await,
+    }
+}
+
+async fn read(store: &AnyEventStore, args: ReadArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let stream = StreamId::new(args.stream)?;
+    let (direction, from) = match (args.backwards, args.from) {
+        (false, from) => (ReadDirection::Forwards, from.unwrap_or(0)),
+        (true, from) => (ReadDirection::Backwards, from.unwrap_or(STREAM_END)),
+    };
+    let events = store
+        .read_stream(&stream, direction, from, args.limit)
+        .await?;
+    if events.is_empty() {
+        eprintln!("stream {stream} has no events in that range");
+    }
+    for event in events {
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+    }
+    Ok(())
+}
+
+async fn tail(store: &AnyEventStore, args: TailArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if args.after < 0 {
+        anyhow::bail!("--after must be >= 0");
+    }
+    let options = SubscriptionOptions {
+        category: args.category,
+        ..SubscriptionOptions::default()
+    };
+    let mut subscription = store.subscribe(Position(args.after), options);
+    let mut printed = 0;
+    while args.limit.is_none_or(|limit| printed < limit) {
+        let event = tokio::select! {
+            event = subscription.next() => event?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+        out.flush()?;
+        printed += 1;
+    }
+    Ok(())
+}
+
+async fn append(
+    store: &AnyEventStore,
+    args: AppendArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let stream = StreamId::new(args.stream)?;
+    let expected: ExpectedVersion = args.expected_version.parse()?;
+    let data: serde_json::Value =
+        serde_json::from_str(&args.data).context("--data is not valid JSON")?;
+    let result = store
+        .append(&stream, expected, &[NewEvent::new(args.event_type, data)])
+        .await?;
+    writeln!(out, "{}", serde_json::to_string(&result)?)?;
+    Ok(())
+}
