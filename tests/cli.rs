@@ -1,0 +1,197 @@
+//! The `eventfold` binary, run as a user would (root package integration test).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("eventfold-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.join("log.db").display())
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(args)
+            .env("DATABASE_URL", self.url())
+            .current_dir(&self.0)
+            .output()
+            .expect("run eventfold")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn appended_events_can_be_read_and_tailed() {
+    let s = Scratch::new();
+    let appended = s.run(&[
+        "streams",
+        "append",
+        "order-1",
+        "--type",
+        "OrderDrafted",
+        "--data",
+        r#"{"sku":"caps"}"#,
+    ]);
+    assert!(appended.status.success(), "{}", stderr(&appended));
+    assert!(
+        stdout(&appended).contains(r#""last_version":0"#),
+        "{}",
+        stdout(&appended)
+    );
+    let second = s.run(&[
+        "streams",
+        "append",
+        "order-1",
+        "--type",
+        "OrderPlaced",
+        "--data",
+        "{}",
+        "--expected-version",
+        "0",
+    ]);
+    assert!(second.status.success(), "{}", stderr(&second));
+
+    let read = s.run(&["streams", "read", "order-1"]);
+    assert!(read.status.success(), "{}", stderr(&read));
+    let lines: Vec<serde_json::Value> = stdout(&read)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["event_type"], "OrderDrafted");
+    assert_eq!(lines[0]["data"]["sku"], "caps");
+
+    let backwards = s.run(&["streams", "read", "order-1", "--backwards", "--limit", "1"]);
+    assert!(stdout(&backwards).contains("OrderPlaced"));
+
+    let tail = s.run(&["streams", "tail", "--category", "order", "--limit", "2"]);
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    assert_eq!(stdout(&tail).lines().count(), 2);
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_clear_message() {
+    let s = Scratch::new();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "streams",
+                "append",
+                "no category",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+            ],
+            "stream id",
+        ),
+        (
+            &[
+                "streams", "append", "order-1", "--type", "T", "--data", "[1]",
+            ],
+            "JSON object",
+        ),
+        (
+            &[
+                "streams", "append", "order-1", "--type", "T", "--data", "{oops",
+            ],
+            "not valid JSON",
+        ),
+        (
+            &[
+                "streams",
+                "append",
+                "order-1",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--expected-version",
+                "latest",
+            ],
+            "expected version",
+        ),
+        (
+            &[
+                "streams",
+                "append",
+                "order-1",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--expected-version",
+                "3",
+            ],
+            "is at version no_stream",
+        ),
+        (
+            &["streams", "tail", "--category", "Bad-One", "--limit", "1"],
+            "not a valid stream category",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = s.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let read = s.run(&["streams", "read", "order-1"]);
+    assert!(stdout(&read).is_empty(), "bad input must write nothing");
+}
+
+#[test]
+fn an_unsupported_database_url_is_reported() {
+    let s = Scratch::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["migrate"])
+        .env("DATABASE_URL", "mysql://localhost/x")
+        .current_dir(&s.0)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unsupported database URL"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_demo_runs_on_the_embedded_default() {
+    let s = Scratch::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["demo", "--users", "40"])
+        .env_remove("DATABASE_URL")
+        .current_dir(&s.0)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("every appended event exactly once: true"),
+        "{text}"
+    );
+    assert!(text.contains("nothing written twice: true"), "{text}");
+    assert!(s.0.join("eventfold-demo.db").exists());
+}
