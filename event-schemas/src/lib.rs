@@ -18,3 +18,6 @@ pub use envelope::{EventMetadata, NewEvent, RecordedEvent};
 pub use position::{ParsePositionError, Position};
 pub use stream_id::{is_valid_category, StreamId, StreamIdError, MAX_STREAM_ID_LEN};
 pub use version::{ExpectedVersion, ParseExpectedVersionError, StreamVersion};
+
+pub mod catalogue;
+pub use catalogue::{DecodeError, DomainEvent};

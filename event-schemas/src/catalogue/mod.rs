@@ -1,0 +1,196 @@
+//! The typed event catalogue of the reference domain.
+//!
+//! Every event type has a name (past tense), a current schema version and a Rust type
+//! with serde and a JSON Schema. [`DomainEvent`] is the closed set of them:
+//! [`DomainEvent::decode`] upcasts stored payloads of older versions to the current
+//! shape, so projections and aggregates only ever see current types.
+
+mod orders;
+mod purchases;
+mod reminders;
+mod upcast;
+mod workouts;
+
+pub use orders::{
+    OrderCancelled, OrderConfirmed, OrderDrafted, OrderLine, OrderPlaced, PaymentPushRequested,
+};
+pub use purchases::{
+    ConsumableDetected, DeviceActivated, PriceChanged, PurchaseRecorded,
+    RepurchaseIntervalEstimated,
+};
+pub use reminders::{
+    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReorderAccepted,
+};
+pub use workouts::{
+    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutPaused, WorkoutResumed, WorkoutStarted,
+    WorkoutUpdated,
+};
+
+use crate::{EventMetadata, NewEvent, RecordedEvent};
+
+/// Why a stored event could not be turned into a [`DomainEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The schema version is newer than this build knows (written by a newer writer).
+    #[error("{event_type} v{version} is newer than this build understands (up to v{current})")]
+    FutureVersion {
+        /// Event type.
+        event_type: String,
+        /// Stored version.
+        version: i32,
+        /// Newest version known here.
+        current: i32,
+    },
+    /// The payload does not match its declared type and version.
+    #[error("{event_type} v{version}: {source}")]
+    Invalid {
+        /// Event type.
+        event_type: String,
+        /// Stored version.
+        version: i32,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+}
+
+macro_rules! catalogue {
+    ($( $(#[$doc:meta])* $name:ident = $version:literal ),+ $(,)?) => {
+        /// Every event of the reference domain, in its current shape.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum DomainEvent {
+            $( $(#[$doc])* $name($name), )+
+        }
+
+        /// Name and current schema version of every event type.
+        pub const EVENT_TYPES: &[(&str, i32)] = &[ $( (stringify!($name), $version), )+ ];
+
+        impl DomainEvent {
+            /// The event type name, e.g. `OrderPlaced`.
+            pub fn event_type(&self) -> &'static str {
+                match self { $( DomainEvent::$name(_) => stringify!($name), )+ }
+            }
+
+            /// The current schema version of this event's type.
+            pub fn schema_version(&self) -> i32 {
+                match self { $( DomainEvent::$name(_) => $version, )+ }
+            }
+
+            /// The payload as JSON.
+            pub fn to_data(&self) -> serde_json::Value {
+                let result = match self { $( DomainEvent::$name(e) => serde_json::to_value(e), )+ };
+                // Serialising these plain structs cannot fail (no maps with non-string
+                // keys, no custom serialisers); fall back to an empty object regardless.
+                result.unwrap_or_else(|_| serde_json::Value::Object(Default::default()))
+            }
+
+            /// Decodes a payload of `event_type` at `version`, upcasting older versions.
+            /// `Ok(None)`: an event type this catalogue does not know.
+            pub fn decode(
+                event_type: &str,
+                version: i32,
+                data: &serde_json::Value,
+            ) -> Result<Option<DomainEvent>, DecodeError> {
+                let current = match EVENT_TYPES.iter().find(|(name, _)| *name == event_type) {
+                    Some((_, current)) => *current,
+                    None => return Ok(None),
+                };
+                if version > current {
+                    return Err(DecodeError::FutureVersion {
+                        event_type: event_type.to_owned(), version, current,
+                    });
+                }
+                let invalid = |source| DecodeError::Invalid {
+                    event_type: event_type.to_owned(), version, source,
+                };
+                let data = upcast::to_current(event_type, version, data.clone()).map_err(invalid)?;
+                let event = match event_type {
+                    $( stringify!($name) => DomainEvent::$name(serde_json::from_value(data).map_err(invalid)?), )+
+                    _ => return Ok(None),
+                };
+                Ok(Some(event))
+            }
+
+            /// JSON Schemas of the current version of every event type, as
+            /// `(file name, schema)`.
+            pub fn json_schemas() -> Vec<(String, serde_json::Value)> {
+                vec![ $( (
+                    format!("{}.v{}.json", stringify!($name), $version),
+                    serde_json::to_value(schemars::schema_for!($name))
+                        .unwrap_or(serde_json::Value::Null),
+                ), )+ ]
+            }
+        }
+
+        $(
+            impl From<$name> for DomainEvent {
+                fn from(e: $name) -> Self { DomainEvent::$name(e) }
+            }
+        )+
+    };
+}
+
+catalogue! {
+    /// A purchase line was recorded.
+    PurchaseRecorded = 2,
+    /// A sku became a known consumable for a user.
+    ConsumableDetected = 1,
+    /// A re-purchase interval was (re-)estimated.
+    RepurchaseIntervalEstimated = 1,
+    /// A speaker woke up.
+    DeviceActivated = 1,
+    /// The catalog price or availability of a sku changed.
+    PriceChanged = 1,
+    /// A reminder was scheduled.
+    ReminderScheduled = 1,
+    /// A reminder was offered.
+    ReminderOffered = 1,
+    /// The user accepted the re-order.
+    ReorderAccepted = 1,
+    /// The user declined.
+    ReminderDeclined = 1,
+    /// The user snoozed.
+    ReminderSnoozed = 1,
+    /// An order was drafted.
+    OrderDrafted = 1,
+    /// An order was confirmed.
+    OrderConfirmed = 1,
+    /// An order was placed.
+    OrderPlaced = 1,
+    /// A payment push was requested.
+    PaymentPushRequested = 1,
+    /// An order was cancelled.
+    OrderCancelled = 1,
+    /// A workout started.
+    WorkoutStarted = 1,
+    /// A workout progressed.
+    WorkoutUpdated = 1,
+    /// A workout was paused.
+    WorkoutPaused = 1,
+    /// A workout was resumed.
+    WorkoutResumed = 1,
+    /// A workout was completed.
+    WorkoutCompleted = 1,
+    /// A workout was cancelled.
+    WorkoutCancelled = 1,
+}
+
+impl DomainEvent {
+    /// An event ready to append, with the given id and metadata.
+    pub fn to_new_event(&self, event_id: uuid::Uuid, metadata: EventMetadata) -> NewEvent {
+        NewEvent {
+            event_id,
+            event_type: self.event_type().to_owned(),
+            schema_version: self.schema_version(),
+            data: self.to_data(),
+            metadata,
+        }
+    }
+
+    /// Decodes a recorded event (see [`decode`](Self::decode)).
+    pub fn from_recorded(event: &RecordedEvent) -> Result<Option<DomainEvent>, DecodeError> {
+        Self::decode(&event.event_type, event.schema_version, &event.data)
+    }
+}
+
+#[cfg(test)]
+mod tests;

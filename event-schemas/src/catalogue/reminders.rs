@@ -1,0 +1,76 @@
+//! Re-order reminders (DOMAIN.md §1, steps 3–5). Stream `reminder-{reminder_id}`.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A reminder to offer a re-order, planned into a time slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderScheduled {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// Whom to remind.
+    pub user_id: String,
+    /// What to offer.
+    pub sku: String,
+    /// Its title, for the spoken offer.
+    pub title: String,
+    /// Units to offer (what the user bought last time).
+    pub quantity: u32,
+    /// Unit price last paid, minor units.
+    pub last_unit_price: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When the reminder becomes due (start of its slot).
+    pub due_at: DateTime<Utc>,
+    /// The slot index it was placed in (slots since the Unix epoch).
+    pub slot: i64,
+}
+
+/// The speaker offered the re-order to the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderOffered {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// The speaker that spoke.
+    pub device_id: Option<String>,
+    /// When.
+    pub offered_at: DateTime<Utc>,
+}
+
+/// The user said yes: an order is being drafted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderAccepted {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// The order drafted for it.
+    pub order_id: Uuid,
+    /// When.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// The user said no.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderDeclined {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// When.
+    pub declined_at: DateTime<Utc>,
+}
+
+/// The user said later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSnoozed {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// Due again at.
+    pub until: DateTime<Utc>,
+    /// When the user asked.
+    pub snoozed_at: DateTime<Utc>,
+}
