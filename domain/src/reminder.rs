@@ -1,0 +1,374 @@
+//! The `Reminder` aggregate. Stream `reminder-{reminder_id}`.
+
+use chrono::{DateTime, Utc};
+use eventfold_event_schemas::catalogue::{
+    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReorderAccepted,
+};
+use uuid::Uuid;
+
+use crate::{Aggregate, DomainError, DomainEvent};
+
+/// Where a reminder is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReminderStatus {
+    /// No such reminder.
+    #[default]
+    None,
+    /// Planned, not yet offered.
+    Scheduled,
+    /// Offered, waiting for the answer.
+    Offered,
+    /// The user said yes; the order it created.
+    Accepted(Uuid),
+    /// The user said no.
+    Declined,
+    /// The user said later, until then.
+    Snoozed(DateTime<Utc>),
+}
+
+/// What decisions need to know about a reminder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReminderState {
+    /// Status.
+    pub status: ReminderStatus,
+    /// The plan it was scheduled with.
+    pub plan: Option<ReminderScheduled>,
+}
+
+/// What the voice assistant (or the planner) can do with a reminder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReminderCommand {
+    /// Plan a reminder (from the reminder planning policy).
+    Schedule(ReminderScheduled),
+    /// The speaker offers the re-order.
+    Offer {
+        /// The speaker.
+        device_id: Option<String>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// The user says yes; `order_id` is the order to draft.
+    Accept {
+        /// The order to draft.
+        order_id: Uuid,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// The user says no.
+    Decline {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// The user says later.
+    Snooze {
+        /// Offer again from then.
+        until: DateTime<Utc>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The reminder aggregate.
+#[derive(Debug)]
+pub struct Reminder;
+
+/// The error for acting on a reminder that is already closed or absent.
+fn closed(status: ReminderStatus) -> Option<DomainError> {
+    match status {
+        ReminderStatus::None => Some(DomainError::ReminderNotFound),
+        ReminderStatus::Accepted(order_id) => Some(DomainError::ReminderAlreadyAccepted(order_id)),
+        ReminderStatus::Declined => Some(DomainError::ReminderAlreadyDeclined),
+        _ => None,
+    }
+}
+
+/// Answers (accept, decline, snooze) need a pending offer.
+fn require_offered(status: ReminderStatus) -> Result<(), DomainError> {
+    if let Some(error) = closed(status) {
+        return Err(error);
+    }
+    match status {
+        ReminderStatus::Offered => Ok(()),
+        _ => Err(DomainError::ReminderNotOffered),
+    }
+}
+
+impl Aggregate for Reminder {
+    type State = ReminderState;
+    type Command = ReminderCommand;
+
+    fn decide(
+        state: &ReminderState,
+        command: ReminderCommand,
+    ) -> Result<Vec<DomainEvent>, DomainError> {
+        let reminder_id = state
+            .plan
+            .as_ref()
+            .map(|p| p.reminder_id)
+            .unwrap_or_default();
+        let event: DomainEvent = match command {
+            ReminderCommand::Schedule(plan) => {
+                if state.status != ReminderStatus::None {
+                    return Err(DomainError::ReminderAlreadyScheduled(reminder_id));
+                }
+                plan.into()
+            }
+            ReminderCommand::Offer { device_id, at } => {
+                if let Some(error) = closed(state.status) {
+                    return Err(error);
+                }
+                if let ReminderStatus::Snoozed(until) = state.status {
+                    if at < until {
+                        return Err(DomainError::ReminderSnoozed(until));
+                    }
+                }
+                ReminderOffered {
+                    reminder_id,
+                    device_id,
+                    offered_at: at,
+                }
+                .into()
+            }
+            ReminderCommand::Accept { order_id, at } => {
+                require_offered(state.status)?;
+                ReorderAccepted {
+                    reminder_id,
+                    order_id,
+                    accepted_at: at,
+                }
+                .into()
+            }
+            ReminderCommand::Decline { at } => {
+                require_offered(state.status)?;
+                ReminderDeclined {
+                    reminder_id,
+                    declined_at: at,
+                }
+                .into()
+            }
+            ReminderCommand::Snooze { until, at } => {
+                require_offered(state.status)?;
+                if until <= at {
+                    return Err(DomainError::SnoozeNotInFuture);
+                }
+                ReminderSnoozed {
+                    reminder_id,
+                    until,
+                    snoozed_at: at,
+                }
+                .into()
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(mut state: ReminderState, event: &DomainEvent) -> ReminderState {
+        match event {
+            DomainEvent::ReminderScheduled(e) => {
+                state.status = ReminderStatus::Scheduled;
+                state.plan = Some(e.clone());
+            }
+            DomainEvent::ReminderOffered(_) => state.status = ReminderStatus::Offered,
+            DomainEvent::ReorderAccepted(e) => state.status = ReminderStatus::Accepted(e.order_id),
+            DomainEvent::ReminderDeclined(_) => state.status = ReminderStatus::Declined,
+            DomainEvent::ReminderSnoozed(e) => state.status = ReminderStatus::Snoozed(e.until),
+            _ => {}
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::testing::given;
+
+    pub(crate) fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+            .single()
+            .expect("time")
+            + Duration::hours(h)
+    }
+
+    pub(crate) fn rid() -> Uuid {
+        Uuid::from_u128(0xabc)
+    }
+
+    pub(crate) fn scheduled() -> DomainEvent {
+        ReminderScheduled {
+            reminder_id: rid(),
+            user_id: "u1".into(),
+            sku: "SKU-CAPS".into(),
+            title: "Capsules".into(),
+            quantity: 2,
+            last_unit_price: 1000,
+            currency: "RUB".into(),
+            due_at: t(18),
+            slot: 1,
+        }
+        .into()
+    }
+
+    pub(crate) fn offered() -> DomainEvent {
+        ReminderOffered {
+            reminder_id: rid(),
+            device_id: Some("spk".into()),
+            offered_at: t(18),
+        }
+        .into()
+    }
+
+    fn accepted() -> DomainEvent {
+        ReorderAccepted {
+            reminder_id: rid(),
+            order_id: Uuid::from_u128(1),
+            accepted_at: t(18),
+        }
+        .into()
+    }
+
+    fn declined() -> DomainEvent {
+        ReminderDeclined {
+            reminder_id: rid(),
+            declined_at: t(18),
+        }
+        .into()
+    }
+
+    fn snoozed() -> DomainEvent {
+        ReminderSnoozed {
+            reminder_id: rid(),
+            until: t(20),
+            snoozed_at: t(18),
+        }
+        .into()
+    }
+
+    fn accept() -> ReminderCommand {
+        ReminderCommand::Accept {
+            order_id: Uuid::from_u128(1),
+            at: t(18),
+        }
+    }
+
+    #[test]
+    fn schedule_plans_once() {
+        let DomainEvent::ReminderScheduled(plan) = scheduled() else {
+            unreachable!()
+        };
+        given::<Reminder>([])
+            .when(ReminderCommand::Schedule(plan.clone()))
+            .then([scheduled()]);
+        given::<Reminder>([scheduled()])
+            .when(ReminderCommand::Schedule(plan))
+            .then_err(DomainError::ReminderAlreadyScheduled(rid()));
+    }
+
+    #[test]
+    fn offer_works_when_scheduled_offered_or_snooze_ended() {
+        let offer = |h| ReminderCommand::Offer {
+            device_id: Some("spk".into()),
+            at: t(h),
+        };
+        given::<Reminder>([scheduled()])
+            .when(offer(18))
+            .then([offered()]);
+        given::<Reminder>([scheduled(), offered()])
+            .when(offer(18))
+            .then([offered()]);
+        given::<Reminder>([scheduled(), offered(), snoozed()])
+            .when(offer(19))
+            .then_err(DomainError::ReminderSnoozed(t(20)));
+        assert!(given::<Reminder>([scheduled(), offered(), snoozed()])
+            .when(offer(21))
+            .outcome()
+            .is_ok());
+        given::<Reminder>([])
+            .when(offer(18))
+            .then_err(DomainError::ReminderNotFound);
+        given::<Reminder>([scheduled(), offered(), accepted()])
+            .when(offer(18))
+            .then_err(DomainError::ReminderAlreadyAccepted(Uuid::from_u128(1)));
+        given::<Reminder>([scheduled(), offered(), declined()])
+            .when(offer(18))
+            .then_err(DomainError::ReminderAlreadyDeclined);
+    }
+
+    #[test]
+    fn accept_needs_a_pending_offer() {
+        given::<Reminder>([scheduled(), offered()])
+            .when(accept())
+            .then([accepted()]);
+        given::<Reminder>([scheduled()])
+            .when(accept())
+            .then_err(DomainError::ReminderNotOffered);
+        given::<Reminder>([scheduled(), offered(), snoozed()])
+            .when(accept())
+            .then_err(DomainError::ReminderNotOffered);
+        given::<Reminder>([scheduled(), offered(), accepted()])
+            .when(accept())
+            .then_err(DomainError::ReminderAlreadyAccepted(Uuid::from_u128(1)));
+        given::<Reminder>([scheduled(), offered(), declined()])
+            .when(accept())
+            .then_err(DomainError::ReminderAlreadyDeclined);
+        given::<Reminder>([])
+            .when(accept())
+            .then_err(DomainError::ReminderNotFound);
+    }
+
+    #[test]
+    fn decline_needs_a_pending_offer() {
+        let decline = || ReminderCommand::Decline { at: t(18) };
+        given::<Reminder>([scheduled(), offered()])
+            .when(decline())
+            .then([declined()]);
+        given::<Reminder>([scheduled()])
+            .when(decline())
+            .then_err(DomainError::ReminderNotOffered);
+        given::<Reminder>([scheduled(), offered(), declined()])
+            .when(decline())
+            .then_err(DomainError::ReminderAlreadyDeclined);
+        given::<Reminder>([scheduled(), offered(), accepted()])
+            .when(decline())
+            .then_err(DomainError::ReminderAlreadyAccepted(Uuid::from_u128(1)));
+        given::<Reminder>([])
+            .when(decline())
+            .then_err(DomainError::ReminderNotFound);
+    }
+
+    #[test]
+    fn snooze_needs_a_pending_offer_and_a_future_time() {
+        given::<Reminder>([scheduled(), offered()])
+            .when(ReminderCommand::Snooze {
+                until: t(20),
+                at: t(18),
+            })
+            .then([snoozed()]);
+        given::<Reminder>([scheduled(), offered()])
+            .when(ReminderCommand::Snooze {
+                until: t(17),
+                at: t(18),
+            })
+            .then_err(DomainError::SnoozeNotInFuture);
+        given::<Reminder>([scheduled()])
+            .when(ReminderCommand::Snooze {
+                until: t(20),
+                at: t(18),
+            })
+            .then_err(DomainError::ReminderNotOffered);
+        given::<Reminder>([scheduled(), offered(), accepted()])
+            .when(ReminderCommand::Snooze {
+                until: t(20),
+                at: t(18),
+            })
+            .then_err(DomainError::ReminderAlreadyAccepted(Uuid::from_u128(1)));
+        given::<Reminder>([])
+            .when(ReminderCommand::Snooze {
+                until: t(20),
+                at: t(18),
+            })
+            .then_err(DomainError::ReminderNotFound);
+    }
+}

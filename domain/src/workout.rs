@@ -1,0 +1,650 @@
+//! The `Workout` aggregate. Stream `workout-{workout_id}`.
+
+use chrono::{DateTime, Utc};
+use eventfold_event_schemas::catalogue::{
+    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutPaused, WorkoutResumed, WorkoutStarted,
+    WorkoutUpdated,
+};
+use uuid::Uuid;
+
+use crate::{Aggregate, DomainError, DomainEvent};
+
+/// Where a workout is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkoutStatus {
+    /// No such workout.
+    #[default]
+    None,
+    /// Running.
+    Active,
+    /// Paused.
+    Paused,
+    /// Completed.
+    Completed,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// What decisions need to know about a workout.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkoutState {
+    /// Status.
+    pub status: WorkoutStatus,
+    /// Its id.
+    pub workout_id: Uuid,
+    /// The athlete.
+    pub user_id: String,
+    /// The sport.
+    pub sport: String,
+    /// Latest reported total distance, metres.
+    pub distance_m: f64,
+    /// Highest heart rate reported.
+    pub max_heart_rate: Option<u32>,
+    /// Seconds moving, up to the last pause.
+    pub active_seconds: i64,
+    /// When the current active stretch began.
+    pub active_since: Option<DateTime<Utc>>,
+    /// The latest time the stream has seen.
+    pub last_at: Option<DateTime<Utc>>,
+    /// Updates applied.
+    pub updates: u64,
+}
+
+/// What an athlete (or their watch) can ask of a workout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkoutCommand {
+    /// Start a new workout.
+    Start {
+        /// The id (chosen by the caller).
+        workout_id: Uuid,
+        /// The athlete.
+        user_id: String,
+        /// The sport.
+        sport: String,
+        /// Optional distance goal, metres.
+        goal_distance_m: Option<f64>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Report progress.
+    Update {
+        /// Total distance so far, metres.
+        distance_m: Option<f64>,
+        /// Heart rate.
+        heart_rate: Option<u32>,
+        /// Current speed, m/s.
+        speed_mps: Option<f64>,
+        /// New GPS fixes.
+        points: Vec<GeoPoint>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Pause.
+    Pause {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Resume after a pause.
+    Resume {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Finish and compute totals.
+    Complete {
+        /// Final total distance, metres (default: the last reported).
+        distance_m: Option<f64>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Abandon.
+    Cancel {
+        /// Why.
+        reason: Option<String>,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The workout aggregate.
+#[derive(Debug)]
+pub struct Workout;
+
+fn check_time(state: &WorkoutState, at: DateTime<Utc>) -> Result<(), DomainError> {
+    match state.last_at {
+        Some(last) if at < last => Err(DomainError::TimeTravel(at)),
+        _ => Ok(()),
+    }
+}
+
+fn check_distance(distance: Option<f64>) -> Result<(), DomainError> {
+    match distance {
+        Some(d) if !d.is_finite() || !(0.0..=1_000_000.0).contains(&d) => Err(
+            DomainError::InvalidMeasurement(format!("distance {d} m is outside 0..=1000000")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_measurements(
+    distance_m: Option<f64>,
+    heart_rate: Option<u32>,
+    speed_mps: Option<f64>,
+    points: &[GeoPoint],
+) -> Result<(), DomainError> {
+    check_distance(distance_m)?;
+    if let Some(hr) = heart_rate {
+        if !(20..=250).contains(&hr) {
+            return Err(DomainError::InvalidMeasurement(format!(
+                "heart rate {hr} is outside 20..=250"
+            )));
+        }
+    }
+    if let Some(v) = speed_mps {
+        if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+            return Err(DomainError::InvalidMeasurement(format!(
+                "speed {v} m/s is outside 0..=100"
+            )));
+        }
+    }
+    for p in points {
+        let ok = p.lat.is_finite()
+            && p.lon.is_finite()
+            && (-90.0..=90.0).contains(&p.lat)
+            && (-180.0..=180.0).contains(&p.lon);
+        if !ok {
+            return Err(DomainError::InvalidMeasurement(format!(
+                "point ({}, {}) is not a coordinate",
+                p.lat, p.lon
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Running workouts accept everything; paused ones only resume/complete/cancel.
+fn require_running(state: &WorkoutState) -> Result<(), DomainError> {
+    match state.status {
+        WorkoutStatus::Active => Ok(()),
+        WorkoutStatus::Paused => Err(DomainError::WorkoutPaused),
+        WorkoutStatus::None => Err(DomainError::WorkoutNotFound),
+        WorkoutStatus::Completed | WorkoutStatus::Cancelled => Err(DomainError::WorkoutFinished),
+    }
+}
+
+fn require_unfinished(state: &WorkoutState) -> Result<(), DomainError> {
+    match state.status {
+        WorkoutStatus::Active | WorkoutStatus::Paused => Ok(()),
+        WorkoutStatus::None => Err(DomainError::WorkoutNotFound),
+        WorkoutStatus::Completed | WorkoutStatus::Cancelled => Err(DomainError::WorkoutFinished),
+    }
+}
+
+impl Aggregate for Workout {
+    type State = WorkoutState;
+    type Command = WorkoutCommand;
+
+    fn decide(
+        state: &WorkoutState,
+        command: WorkoutCommand,
+    ) -> Result<Vec<DomainEvent>, DomainError> {
+        let id = state.workout_id;
+        let event: DomainEvent = match command {
+            WorkoutCommand::Start {
+                workout_id,
+                user_id,
+                sport,
+                goal_distance_m,
+                at,
+            } => {
+                if state.status != WorkoutStatus::None {
+                    return Err(DomainError::WorkoutAlreadyStarted);
+                }
+                if sport.trim().is_empty() || user_id.trim().is_empty() {
+                    return Err(DomainError::InvalidMeasurement(
+                        "sport and user_id are required".into(),
+                    ));
+                }
+                check_distance(goal_distance_m)?;
+                WorkoutStarted {
+                    workout_id,
+                    user_id,
+                    sport,
+                    goal_distance_m,
+                    started_at: at,
+                }
+                .into()
+            }
+            WorkoutCommand::Update {
+                distance_m,
+                heart_rate,
+                speed_mps,
+                points,
+                at,
+            } => {
+                require_running(state)?;
+                check_time(state, at)?;
+                check_measurements(distance_m, heart_rate, speed_mps, &points)?;
+                WorkoutUpdated {
+                    workout_id: id,
+                    distance_m,
+                    heart_rate,
+                    speed_mps,
+                    points,
+                    updated_at: at,
+                }
+                .into()
+            }
+            WorkoutCommand::Pause { at } => {
+                require_running(state)?;
+                check_time(state, at)?;
+                WorkoutPaused {
+                    workout_id: id,
+                    paused_at: at,
+                }
+                .into()
+            }
+            WorkoutCommand::Resume { at } => {
+                require_unfinished(state)?;
+                if state.status != WorkoutStatus::Paused {
+                    return Err(DomainError::WorkoutNotPaused);
+                }
+                check_time(state, at)?;
+                WorkoutResumed {
+                    workout_id: id,
+                    resumed_at: at,
+                }
+                .into()
+            }
+            WorkoutCommand::Complete { distance_m, at } => {
+                require_unfinished(state)?;
+                check_time(state, at)?;
+                check_distance(distance_m)?;
+                let running = state
+                    .active_since
+                    .map_or(0, |since| (at - since).num_seconds().max(0));
+                let active_seconds = state.active_seconds + running;
+                let distance_m = distance_m.unwrap_or(state.distance_m);
+                let avg_speed_mps = if active_seconds > 0 {
+                    distance_m / active_seconds as f64
+                } else {
+                    0.0
+                };
+                WorkoutCompleted {
+                    workout_id: id,
+                    user_id: state.user_id.clone(),
+                    sport: state.sport.clone(),
+                    distance_m,
+                    active_seconds,
+                    avg_speed_mps,
+                    max_heart_rate: state.max_heart_rate,
+                    completed_at: at,
+                }
+                .into()
+            }
+            WorkoutCommand::Cancel { reason, at } => {
+                require_unfinished(state)?;
+                check_time(state, at)?;
+                WorkoutCancelled {
+                    workout_id: id,
+                    reason,
+                    cancelled_at: at,
+                }
+                .into()
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(mut state: WorkoutState, event: &DomainEvent) -> WorkoutState {
+        match event {
+            DomainEvent::WorkoutStarted(e) => {
+                state.status = WorkoutStatus::Active;
+                state.workout_id = e.workout_id;
+                state.user_id = e.user_id.clone();
+                state.sport = e.sport.clone();
+                state.active_since = Some(e.started_at);
+                state.last_at = Some(e.started_at);
+            }
+            DomainEvent::WorkoutUpdated(e) => {
+                if let Some(d) = e.distance_m {
+                    state.distance_m = d;
+                }
+                if let Some(hr) = e.heart_rate {
+                    state.max_heart_rate = Some(state.max_heart_rate.map_or(hr, |m| m.max(hr)));
+                }
+                state.updates += 1;
+                state.last_at = Some(e.updated_at);
+            }
+            DomainEvent::WorkoutPaused(e) => {
+                if let Some(since) = state.active_since.take() {
+                    state.active_seconds += (e.paused_at - since).num_seconds().max(0);
+                }
+                state.status = WorkoutStatus::Paused;
+                state.last_at = Some(e.paused_at);
+            }
+            DomainEvent::WorkoutResumed(e) => {
+                state.status = WorkoutStatus::Active;
+                state.active_since = Some(e.resumed_at);
+                state.last_at = Some(e.resumed_at);
+            }
+            DomainEvent::WorkoutCompleted(e) => {
+                state.status = WorkoutStatus::Completed;
+                state.active_seconds = e.active_seconds;
+                state.distance_m = e.distance_m;
+                state.active_since = None;
+                state.last_at = Some(e.completed_at);
+            }
+            DomainEvent::WorkoutCancelled(e) => {
+                state.status = WorkoutStatus::Cancelled;
+                state.active_since = None;
+                state.last_at = Some(e.cancelled_at);
+            }
+            _ => {}
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::testing::given;
+
+    fn t(min: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 7, 0, 0)
+            .single()
+            .expect("time")
+            + Duration::minutes(min)
+    }
+
+    fn id() -> Uuid {
+        Uuid::from_u128(7)
+    }
+
+    fn started() -> DomainEvent {
+        WorkoutStarted {
+            workout_id: id(),
+            user_id: "u1".into(),
+            sport: "running".into(),
+            goal_distance_m: None,
+            started_at: t(0),
+        }
+        .into()
+    }
+
+    fn paused(min: i64) -> DomainEvent {
+        WorkoutPaused {
+            workout_id: id(),
+            paused_at: t(min),
+        }
+        .into()
+    }
+
+    fn resumed(min: i64) -> DomainEvent {
+        WorkoutResumed {
+            workout_id: id(),
+            resumed_at: t(min),
+        }
+        .into()
+    }
+
+    fn completed() -> DomainEvent {
+        WorkoutCompleted {
+            workout_id: id(),
+            user_id: "u1".into(),
+            sport: "running".into(),
+            distance_m: 0.0,
+            active_seconds: 60,
+            avg_speed_mps: 0.0,
+            max_heart_rate: None,
+            completed_at: t(1),
+        }
+        .into()
+    }
+
+    fn cancelled() -> DomainEvent {
+        WorkoutCancelled {
+            workout_id: id(),
+            reason: None,
+            cancelled_at: t(1),
+        }
+        .into()
+    }
+
+    fn update(min: i64) -> WorkoutCommand {
+        WorkoutCommand::Update {
+            distance_m: Some(100.0),
+            heart_rate: Some(120),
+            speed_mps: Some(2.0),
+            points: vec![],
+            at: t(min),
+        }
+    }
+
+    #[test]
+    fn start_begins_a_workout() {
+        given::<Workout>([])
+            .when(WorkoutCommand::Start {
+                workout_id: id(),
+                user_id: "u1".into(),
+                sport: "running".into(),
+                goal_distance_m: None,
+                at: t(0),
+            })
+            .then([started()]);
+    }
+
+    #[test]
+    fn starting_twice_is_refused() {
+        given::<Workout>([started()])
+            .when(WorkoutCommand::Start {
+                workout_id: id(),
+                user_id: "u1".into(),
+                sport: "running".into(),
+                goal_distance_m: None,
+                at: t(1),
+            })
+            .then_err(DomainError::WorkoutAlreadyStarted);
+    }
+
+    #[test]
+    fn updates_record_progress() {
+        given::<Workout>([started()])
+            .when(update(5))
+            .then([WorkoutUpdated {
+                workout_id: id(),
+                distance_m: Some(100.0),
+                heart_rate: Some(120),
+                speed_mps: Some(2.0),
+                points: vec![],
+                updated_at: t(5),
+            }
+            .into()]);
+    }
+
+    #[test]
+    fn updates_are_refused_when_paused_finished_or_unknown() {
+        given::<Workout>([started(), paused(1)])
+            .when(update(2))
+            .then_err(DomainError::WorkoutPaused);
+        given::<Workout>([started(), completed()])
+            .when(update(2))
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([started(), cancelled()])
+            .when(update(2))
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([])
+            .when(update(2))
+            .then_err(DomainError::WorkoutNotFound);
+    }
+
+    #[test]
+    fn impossible_measurements_and_time_travel_are_invalid() {
+        let bad_hr = WorkoutCommand::Update {
+            distance_m: None,
+            heart_rate: Some(400),
+            speed_mps: None,
+            points: vec![],
+            at: t(1),
+        };
+        assert!(matches!(
+            given::<Workout>([started()]).when(bad_hr).outcome(),
+            Err(DomainError::InvalidMeasurement(_))
+        ));
+        let bad_point = WorkoutCommand::Update {
+            distance_m: None,
+            heart_rate: None,
+            speed_mps: None,
+            points: vec![GeoPoint {
+                lat: 95.0,
+                lon: 0.0,
+                at: t(1),
+            }],
+            at: t(1),
+        };
+        assert!(matches!(
+            given::<Workout>([started()]).when(bad_point).outcome(),
+            Err(DomainError::InvalidMeasurement(_))
+        ));
+        let negative = WorkoutCommand::Update {
+            distance_m: Some(-1.0),
+            heart_rate: None,
+            speed_mps: None,
+            points: vec![],
+            at: t(1),
+        };
+        assert!(matches!(
+            given::<Workout>([started()]).when(negative).outcome(),
+            Err(DomainError::InvalidMeasurement(_))
+        ));
+        given::<Workout>([started(), paused(10), resumed(12)])
+            .when(update(11))
+            .then_err(DomainError::TimeTravel(t(11)));
+    }
+
+    #[test]
+    fn pause_and_resume_alternate() {
+        given::<Workout>([started()])
+            .when(WorkoutCommand::Pause { at: t(1) })
+            .then([paused(1)]);
+        given::<Workout>([started(), paused(1)])
+            .when(WorkoutCommand::Pause { at: t(2) })
+            .then_err(DomainError::WorkoutPaused);
+        given::<Workout>([started(), paused(1)])
+            .when(WorkoutCommand::Resume { at: t(2) })
+            .then([resumed(2)]);
+        given::<Workout>([started()])
+            .when(WorkoutCommand::Resume { at: t(2) })
+            .then_err(DomainError::WorkoutNotPaused);
+        given::<Workout>([started(), completed()])
+            .when(WorkoutCommand::Resume { at: t(2) })
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([started(), completed()])
+            .when(WorkoutCommand::Pause { at: t(2) })
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([])
+            .when(WorkoutCommand::Pause { at: t(2) })
+            .then_err(DomainError::WorkoutNotFound);
+        given::<Workout>([])
+            .when(WorkoutCommand::Resume { at: t(2) })
+            .then_err(DomainError::WorkoutNotFound);
+    }
+
+    #[test]
+    fn completing_totals_active_time_without_pauses() {
+        let history = [
+            started(),
+            WorkoutUpdated {
+                workout_id: id(),
+                distance_m: Some(1000.0),
+                heart_rate: Some(150),
+                speed_mps: None,
+                points: vec![],
+                updated_at: t(5),
+            }
+            .into(),
+            paused(10),
+            resumed(15),
+            WorkoutUpdated {
+                workout_id: id(),
+                distance_m: Some(3000.0),
+                heart_rate: Some(165),
+                speed_mps: None,
+                points: vec![],
+                updated_at: t(20),
+            }
+            .into(),
+        ];
+        // Active: 0..10 and 15..25 = 20 minutes.
+        given::<Workout>(history)
+            .when(WorkoutCommand::Complete {
+                distance_m: None,
+                at: t(25),
+            })
+            .then([WorkoutCompleted {
+                workout_id: id(),
+                user_id: "u1".into(),
+                sport: "running".into(),
+                distance_m: 3000.0,
+                active_seconds: 1200,
+                avg_speed_mps: 2.5,
+                max_heart_rate: Some(165),
+                completed_at: t(25),
+            }
+            .into()]);
+    }
+
+    #[test]
+    fn a_paused_workout_can_be_completed_or_cancelled() {
+        let out = given::<Workout>([started(), paused(10)])
+            .when(WorkoutCommand::Complete {
+                distance_m: Some(10.0),
+                at: t(30),
+            })
+            .outcome();
+        assert!(
+            matches!(out.as_deref(), Ok([DomainEvent::WorkoutCompleted(c)]) if c.active_seconds == 600)
+        );
+        given::<Workout>([started(), paused(10)])
+            .when(WorkoutCommand::Cancel {
+                reason: None,
+                at: t(30),
+            })
+            .then([WorkoutCancelled {
+                workout_id: id(),
+                reason: None,
+                cancelled_at: t(30),
+            }
+            .into()]);
+    }
+
+    #[test]
+    fn finished_workouts_cannot_finish_again() {
+        given::<Workout>([started(), completed()])
+            .when(WorkoutCommand::Complete {
+                distance_m: None,
+                at: t(2),
+            })
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([started(), cancelled()])
+            .when(WorkoutCommand::Cancel {
+                reason: None,
+                at: t(2),
+            })
+            .then_err(DomainError::WorkoutFinished);
+        given::<Workout>([])
+            .when(WorkoutCommand::Complete {
+                distance_m: None,
+                at: t(2),
+            })
+            .then_err(DomainError::WorkoutNotFound);
+        given::<Workout>([])
+            .when(WorkoutCommand::Cancel {
+                reason: None,
+                at: t(2),
+            })
+            .then_err(DomainError::WorkoutNotFound);
+    }
+}
