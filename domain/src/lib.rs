@@ -7,6 +7,8 @@
 //! - [`slotting`] — when to remind: inside the user's active hours, spread over slots;
 //! - [`reorder`] — the voice re-order process across reminder and order.
 
+pub mod activity;
+pub mod catalog;
 pub mod consumables;
 mod error;
 pub mod order;

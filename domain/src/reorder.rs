@@ -2,7 +2,7 @@
 //! catalog's current price — or the reason it cannot be ordered is reported back.
 
 use chrono::{DateTime, Utc};
-use eventfold_event_schemas::catalogue::{OrderLine, PriceChanged};
+use eventfold_event_schemas::catalogue::{OrderLine, PriceChanged, ReminderScheduled};
 use uuid::Uuid;
 
 use crate::order::OrderCommand;
@@ -32,6 +32,19 @@ pub fn accept(
         .plan
         .as_ref()
         .ok_or(DomainError::ReminderNotFound)?;
+    Ok(AcceptedReorder {
+        reminder_events,
+        draft: draft_for(plan, catalog, order_id, at)?,
+    })
+}
+
+/// The order to draft for a reminder's plan at the catalog's current price.
+pub fn draft_for(
+    plan: &ReminderScheduled,
+    catalog: Option<&PriceChanged>,
+    order_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<OrderCommand, DomainError> {
     let price = catalog.ok_or_else(|| DomainError::SkuNotInCatalog {
         sku: plan.sku.clone(),
     })?;
@@ -41,23 +54,20 @@ pub fn accept(
         });
     }
     let repriced_from = (price.unit_price != plan.last_unit_price).then_some(plan.last_unit_price);
-    Ok(AcceptedReorder {
-        reminder_events,
-        draft: OrderCommand::Draft {
-            order_id,
-            user_id: plan.user_id.clone(),
-            reminder_id: Some(plan.reminder_id),
-            lines: vec![OrderLine {
-                sku: plan.sku.clone(),
-                title: price.title.clone(),
-                quantity: plan.quantity,
-                unit_price: price.unit_price,
-            }],
-            currency: price.currency.clone(),
-            delivery_days: price.delivery_days,
-            repriced_from,
-            at,
-        },
+    Ok(OrderCommand::Draft {
+        order_id,
+        user_id: plan.user_id.clone(),
+        reminder_id: Some(plan.reminder_id),
+        lines: vec![OrderLine {
+            sku: plan.sku.clone(),
+            title: price.title.clone(),
+            quantity: plan.quantity,
+            unit_price: price.unit_price,
+        }],
+        currency: price.currency.clone(),
+        delivery_days: price.delivery_days,
+        repriced_from,
+        at,
     })
 }
 

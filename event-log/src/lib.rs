@@ -17,6 +17,8 @@ mod postgres;
 mod sqlite;
 mod store;
 mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use any::AnyEventStore;
 pub use append::{AppendResult, Limits};

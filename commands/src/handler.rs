@@ -1,0 +1,245 @@
+use std::time::Duration;
+
+use eventfold_domain::{Aggregate, DomainEvent};
+use eventfold_event_log::{EventStore, ReadDirection};
+use eventfold_event_schemas::{EventMetadata, ExpectedVersion, Position, RecordedEvent, StreamId};
+use rand::Rng;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{CommandContext, CommandError, Result};
+
+/// Version conflicts retried before a command gives up with [`CommandError::Contention`].
+const MAX_ATTEMPTS: usize = 64;
+/// Namespace of event ids derived from idempotency keys.
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6576_656e_7466_6f6c_645f_6b65_795f_6e73);
+
+/// One appended (or previously appended) event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordedSummary {
+    /// Its type.
+    pub event_type: String,
+    /// Its version in the stream.
+    pub stream_version: i64,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandOutcome {
+    /// The stream acted on.
+    pub stream_id: String,
+    /// The events the command appended (on a replay: the ones it appended the first time).
+    pub events: Vec<RecordedSummary>,
+    /// Position of the last event: pass it back to a query to read your writes.
+    pub consistency_token: Position,
+    /// `true` when this was a retry of a command that had already been carried out.
+    pub replayed: bool,
+}
+
+/// Loads a stream, decides, appends with the expected version; retries on conflict.
+#[derive(Debug, Clone)]
+pub struct CommandHandler<S> {
+    store: S,
+}
+
+/// A stream's decoded events with their records.
+pub(crate) struct Loaded<A: Aggregate> {
+    pub(crate) state: A::State,
+    pub(crate) version: Option<i64>,
+    pub(crate) records: Vec<RecordedEvent>,
+}
+
+impl<S: EventStore> CommandHandler<S> {
+    /// A handler over `store`.
+    pub fn new(store: S) -> Self {
+        Self { store }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Reads and folds a whole stream.
+    pub(crate) async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<Loaded<A>> {
+        let mut records = Vec::new();
+        loop {
+            let from = records.len() as i64;
+            let page = self
+                .store
+                .read_stream(stream, ReadDirection::Forwards, from, 1000)
+                .await?;
+            let done = page.len() < 1000;
+            records.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut state = A::State::default();
+        for record in &records {
+            let event = decode(stream, record)?;
+            state = A::evolve(state, &event);
+        }
+        Ok(Loaded {
+            state,
+            version: records.last().map(|r| r.stream_version),
+            records,
+        })
+    }
+
+    /// Runs `decide` on the stream's current state and appends what it returns.
+    ///
+    /// With an idempotency key, event ids are derived from (key, stream, index): a
+    /// retry finds its first event already in the stream and returns the original
+    /// outcome without deciding again.
+    pub async fn execute<A, F>(
+        &self,
+        stream: &StreamId,
+        ctx: &CommandContext,
+        decide: F,
+    ) -> Result<CommandOutcome>
+    where
+        A: Aggregate,
+        F: Fn(&A::State) -> Result<Vec<DomainEvent>>,
+    {
+        let ids = EventIds::new(ctx, stream);
+        for attempt in 0..MAX_ATTEMPTS {
+            let loaded = self.load::<A>(stream).await?;
+            if let Some(outcome) = ids.replay(stream, &loaded.records) {
+                return Ok(outcome);
+            }
+            let events = decide(&loaded.state)?;
+            if events.is_empty() {
+                return Ok(CommandOutcome {
+                    stream_id: stream.to_string(),
+                    events: Vec::new(),
+                    consistency_token: loaded
+                        .records
+                        .last()
+                        .map_or(Position::START, |r| r.global_position),
+                    replayed: false,
+                });
+            }
+            let new_events: Vec<_> = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| e.to_new_event(ids.id(i), metadata(ctx)))
+                .collect();
+            let expected = loaded
+                .version
+                .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            match self.store.append(stream, expected, &new_events).await {
+                Ok(result) => {
+                    let events = events
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| RecordedSummary {
+                            event_type: e.event_type().to_owned(),
+                            stream_version: result.first_version + i as i64,
+                        })
+                        .collect();
+                    return Ok(CommandOutcome {
+                        stream_id: stream.to_string(),
+                        events,
+                        consistency_token: result.last_position,
+                        replayed: false,
+                    });
+                }
+                Err(eventfold_event_log::Error::WrongExpectedVersion { .. }) => {
+                    // Someone else appended first: reload and decide again, after a short
+                    // random pause so racing writers spread out.
+                    let pause = rand::rng().random_range(0..=(1u64 << attempt.min(5)));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(eventfold_event_log::Error::DuplicateEventId { .. }) => {
+                    return Err(CommandError::IdempotencyKeyReused(
+                        ctx.idempotency_key.clone().unwrap_or_default(),
+                    ));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::Contention {
+            stream: stream.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+}
+
+fn decode(stream: &StreamId, record: &RecordedEvent) -> Result<DomainEvent> {
+    match DomainEvent::from_recorded(record) {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => Err(CommandError::UnknownEventType {
+            stream: stream.to_string(),
+            event_type: record.event_type.clone(),
+        }),
+        Err(source) => Err(CommandError::Undecodable {
+            stream: stream.to_string(),
+            source,
+        }),
+    }
+}
+
+fn metadata(ctx: &CommandContext) -> EventMetadata {
+    EventMetadata {
+        correlation_id: Some(ctx.correlation_id),
+        causation_id: ctx.causation_id,
+        actor: Some(ctx.principal.subject.clone()),
+        idempotency_key: ctx.idempotency_key.clone(),
+        extra: Default::default(),
+    }
+}
+
+/// Event ids for one command: derived from the idempotency key, else random.
+struct EventIds {
+    keyed: Option<String>,
+    random: Uuid,
+}
+
+impl EventIds {
+    fn new(ctx: &CommandContext, stream: &StreamId) -> Self {
+        Self {
+            keyed: ctx
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("{key}\u{0}{stream}")),
+            random: Uuid::new_v4(),
+        }
+    }
+
+    fn id(&self, index: usize) -> Uuid {
+        match &self.keyed {
+            Some(base) => Uuid::new_v5(&KEY_NAMESPACE, format!("{base}\u{0}{index}").as_bytes()),
+            None => Uuid::new_v5(&self.random, index.to_string().as_bytes()),
+        }
+    }
+
+    /// The original outcome, if this keyed command already ran on `records`.
+    fn replay(&self, stream: &StreamId, records: &[RecordedEvent]) -> Option<CommandOutcome> {
+        self.keyed.as_ref()?;
+        let first = self.id(0);
+        let start = records.iter().position(|r| r.event_id == first)?;
+        let records: Vec<&RecordedEvent> = records[start..]
+            .iter()
+            .enumerate()
+            .take_while(|(i, r)| r.event_id == self.id(*i))
+            .map(|(_, r)| r)
+            .collect();
+        let consistency_token = records
+            .last()
+            .map_or(Position::START, |r| r.global_position);
+        let events = records
+            .iter()
+            .map(|r| RecordedSummary {
+                event_type: r.event_type.clone(),
+                stream_version: r.stream_version,
+            })
+            .collect();
+        Some(CommandOutcome {
+            stream_id: stream.to_string(),
+            events,
+            consistency_token,
+            replayed: true,
+        })
+    }
+}

@@ -1,0 +1,531 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use eventfold_domain::activity::{Activity, RecordActivation};
+use eventfold_domain::catalog::{PriceEntry, SetPrice};
+use eventfold_domain::consumables::ConsumablePolicy;
+use eventfold_domain::order::{Order, OrderCommand, OrderStatus};
+use eventfold_domain::purchases::{PurchaseHistory, RecordPurchase};
+use eventfold_domain::reminder::{Reminder, ReminderCommand, ReminderStatus};
+use eventfold_domain::slotting::{ActiveWindow, SlotPlanner};
+use eventfold_domain::workout::{Workout, WorkoutCommand, WorkoutStatus};
+use eventfold_domain::{reorder, Aggregate, DomainError, DomainEvent};
+use eventfold_event_log::{EventStore, ReadDirection, STREAM_END};
+use eventfold_event_schemas::catalogue::{
+    DeviceActivated, OrderLine, PriceChanged, PurchaseRecorded, ReminderScheduled,
+};
+use eventfold_event_schemas::StreamId;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    CommandContext, CommandError, CommandHandler, CommandOutcome, Principal, Result, SlotBook,
+};
+
+/// Where time comes from (tests pin it).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Namespace of reminder ids derived from (user, sku, purchase time).
+const REMINDER_NAMESPACE: Uuid = Uuid::from_u128(0x7265_6d69_6e64_6572_5f69_645f_6e73_0001);
+/// Speaker activations used to learn a user's active hours.
+const ACTIVATIONS_FOR_WINDOW: usize = 200;
+
+/// What recording a purchase did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurchaseOutcome {
+    /// The purchase history append.
+    pub purchase: CommandOutcome,
+    /// The reminder planned for it, when the sku is a consumable.
+    pub reminder: Option<PlannedReminder>,
+}
+
+/// A reminder the planning policy scheduled.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedReminder {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
+    /// Its slot.
+    pub slot: i64,
+    /// The append (or the earlier one, if it was already scheduled).
+    pub outcome: CommandOutcome,
+}
+
+/// What a "yes" did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptOutcome {
+    /// The reminder's append.
+    pub reminder: CommandOutcome,
+    /// The order drafted for it.
+    pub order_id: Uuid,
+    /// The order's append.
+    pub order: CommandOutcome,
+    /// Its lines at the refreshed price.
+    pub lines: Vec<OrderLine>,
+    /// Its total, minor units.
+    pub total: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Quoted delivery.
+    pub delivery_days: u32,
+    /// The price the reminder offered, when the catalog price differs.
+    pub repriced_from: Option<i64>,
+}
+
+/// The reference domain's commands over an event store.
+pub struct CommandService<S> {
+    handler: CommandHandler<S>,
+    policy: ConsumablePolicy,
+    slots: SlotBook,
+    clock: Clock,
+}
+
+impl<S> std::fmt::Debug for CommandService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandService")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stream(category: &str, id: impl std::fmt::Display) -> Result<StreamId> {
+    StreamId::from_parts(category, id).map_err(|e| CommandError::InvalidInput(e.to_string()))
+}
+
+fn authorize(principal: &Principal, user_id: &str, what: &'static str) -> Result<()> {
+    if principal.may_act_for(user_id) {
+        Ok(())
+    } else {
+        Err(CommandError::Forbidden {
+            subject: principal.subject.clone(),
+            what,
+        })
+    }
+}
+
+impl<S: EventStore> CommandService<S> {
+    /// A service with the default policy and slot planner, on the system clock.
+    pub fn new(store: S) -> Self {
+        Self::with(
+            store,
+            ConsumablePolicy::default(),
+            SlotPlanner::default(),
+            Arc::new(Utc::now),
+        )
+    }
+
+    /// A service with explicit policy, planner and clock.
+    pub fn with(store: S, policy: ConsumablePolicy, planner: SlotPlanner, clock: Clock) -> Self {
+        Self {
+            handler: CommandHandler::new(store),
+            policy,
+            slots: SlotBook::new(planner),
+            clock,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        self.handler.store()
+    }
+
+    /// The slot book used by reminder planning.
+    pub fn slots(&self) -> &SlotBook {
+        &self.slots
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Records a purchase line; for a consumable, plans the next reminder.
+    pub async fn record_purchase(
+        &self,
+        ctx: &CommandContext,
+        purchase: PurchaseRecorded,
+    ) -> Result<PurchaseOutcome> {
+        authorize(&ctx.principal, &purchase.user_id, "purchase history")?;
+        let s = stream("purchases", &purchase.user_id)?;
+        let policy = &self.policy;
+        let outcome = self
+            .handler
+            .execute::<PurchaseHistory, _>(&s, ctx, |state| {
+                Ok(PurchaseHistory::decide(
+                    state,
+                    RecordPurchase {
+                        purchase: purchase.clone(),
+                        policy: policy.clone(),
+                    },
+                )?)
+            })
+            .await?;
+        let reminder = self.plan_reminder(ctx, &s, &purchase).await?;
+        Ok(PurchaseOutcome {
+            purchase: outcome,
+            reminder,
+        })
+    }
+
+    /// The reminder planning policy: due = last purchase + interval, inside the user's
+    /// active hours, in the least-loaded slot with room.
+    async fn plan_reminder(
+        &self,
+        ctx: &CommandContext,
+        purchases: &StreamId,
+        purchase: &PurchaseRecorded,
+    ) -> Result<Option<PlannedReminder>> {
+        let history = self.handler.load::<PurchaseHistory>(purchases).await?.state;
+        let Some(sku) = history.skus.get(&purchase.sku) else {
+            return Ok(None);
+        };
+        let (true, Some(interval)) = (sku.consumable, sku.interval_days) else {
+            return Ok(None);
+        };
+        let last = sku
+            .purchased_at
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(purchase.purchased_at);
+        if last != purchase.purchased_at {
+            // An older purchase arrived late: the reminder follows the latest one.
+            return Ok(None);
+        }
+        let reminder_id = Uuid::new_v5(
+            &REMINDER_NAMESPACE,
+            format!(
+                "{}\u{0}{}\u{0}{}",
+                purchase.user_id,
+                purchase.sku,
+                last.timestamp()
+            )
+            .as_bytes(),
+        );
+        let earliest = (last + Duration::days(i64::from(interval))).max(self.now());
+        let window = self.active_window(&purchase.user_id).await?;
+        self.slots.catch_up(self.store()).await?;
+        let placement = self.slots.reserve(reminder_id, earliest, &window);
+        if placement.overflow {
+            tracing::warn!(
+                slot = placement.slot,
+                "every slot of the window is full: capacity exceeded"
+            );
+        }
+        let plan = ReminderScheduled {
+            reminder_id,
+            user_id: purchase.user_id.clone(),
+            sku: purchase.sku.clone(),
+            title: sku.title.clone(),
+            quantity: sku.last_quantity,
+            last_unit_price: sku.last_unit_price,
+            currency: sku.currency.clone(),
+            due_at: placement.due_at,
+            slot: placement.slot,
+        };
+        let s = stream("reminder", reminder_id)?;
+        let planning = CommandContext {
+            idempotency_key: Some(format!("schedule-{reminder_id}")),
+            ..ctx.clone()
+        };
+        let outcome = self
+            .handler
+            .execute::<Reminder, _>(&s, &planning, |state| match state.status {
+                // Planned already (a retried purchase): nothing to do.
+                ReminderStatus::None => Ok(Reminder::decide(
+                    state,
+                    ReminderCommand::Schedule(plan.clone()),
+                )?),
+                _ => Ok(Vec::new()),
+            })
+            .await?;
+        Ok(Some(PlannedReminder {
+            reminder_id,
+            due_at: placement.due_at,
+            slot: placement.slot,
+            outcome,
+        }))
+    }
+
+    async fn active_window(&self, user_id: &str) -> Result<ActiveWindow> {
+        let s = stream("activity", user_id)?;
+        let records = self
+            .store()
+            .read_stream(
+                &s,
+                ReadDirection::Backwards,
+                STREAM_END,
+                ACTIVATIONS_FOR_WINDOW,
+            )
+            .await?;
+        let mut activations: Vec<(DateTime<Utc>, i32)> = records
+            .iter()
+            .filter_map(|r| match DomainEvent::from_recorded(r) {
+                Ok(Some(DomainEvent::DeviceActivated(a))) => {
+                    Some((a.activated_at, a.utc_offset_minutes))
+                }
+                _ => None,
+            })
+            .collect();
+        activations.reverse();
+        Ok(ActiveWindow::learn(&activations, 3, 3))
+    }
+
+    /// A speaker woke up for a user. Stream `activity-{user_id}`: the user's activity
+    /// history, from which active hours are learnt.
+    pub async fn record_activation(
+        &self,
+        ctx: &CommandContext,
+        activation: DeviceActivated,
+    ) -> Result<CommandOutcome> {
+        authorize(&ctx.principal, &activation.user_id, "device")?;
+        let s = stream("activity", &activation.user_id)?;
+        self.handler
+            .execute::<Activity, _>(&s, ctx, |state| {
+                Ok(Activity::decide(
+                    state,
+                    RecordActivation(activation.clone()),
+                )?)
+            })
+            .await
+    }
+
+    async fn reminder_command(
+        &self,
+        ctx: &CommandContext,
+        reminder_id: Uuid,
+        command: impl Fn(DateTime<Utc>) -> ReminderCommand,
+    ) -> Result<CommandOutcome> {
+        let s = stream("reminder", reminder_id)?;
+        let now = self.now();
+        self.handler
+            .execute::<Reminder, _>(&s, ctx, |state| {
+                let plan = state.plan.as_ref().ok_or(DomainError::ReminderNotFound)?;
+                authorize(&ctx.principal, &plan.user_id, "reminder")?;
+                Ok(Reminder::decide(state, command(now))?)
+            })
+            .await
+    }
+
+    /// The speaker offers the re-order.
+    pub async fn offer(
+        &self,
+        ctx: &CommandContext,
+        reminder_id: Uuid,
+        device_id: Option<String>,
+    ) -> Result<CommandOutcome> {
+        self.reminder_command(ctx, reminder_id, |at| ReminderCommand::Offer {
+            device_id: device_id.clone(),
+            at,
+        })
+        .await
+    }
+
+    /// The user says no.
+    pub async fn decline(&self, ctx: &CommandContext, reminder_id: Uuid) -> Result<CommandOutcome> {
+        self.reminder_command(ctx, reminder_id, |at| ReminderCommand::Decline { at })
+            .await
+    }
+
+    /// The user says later.
+    pub async fn snooze(
+        &self,
+        ctx: &CommandContext,
+        reminder_id: Uuid,
+        until: DateTime<Utc>,
+    ) -> Result<CommandOutcome> {
+        self.reminder_command(ctx, reminder_id, |at| ReminderCommand::Snooze { until, at })
+            .await
+    }
+
+    async fn current_price(&self, sku: &str) -> Result<Option<PriceChanged>> {
+        let s = stream("price", sku)?;
+        Ok(self.handler.load::<PriceEntry>(&s).await?.state.current)
+    }
+
+    /// The user says yes: the reminder is accepted and an order drafted at the catalog's
+    /// current price. An unavailable or unknown sku is refused with the reason.
+    pub async fn accept(&self, ctx: &CommandContext, reminder_id: Uuid) -> Result<AcceptOutcome> {
+        let s = stream("reminder", reminder_id)?;
+        let before = self.handler.load::<Reminder>(&s).await?.state;
+        let plan = before.plan.clone().ok_or(DomainError::ReminderNotFound)?;
+        authorize(&ctx.principal, &plan.user_id, "reminder")?;
+        let price = self.current_price(&plan.sku).await?;
+        let order_id = reorder::order_id_for(reminder_id);
+        let now = self.now();
+        let accepted = self
+            .handler
+            .execute::<Reminder, _>(&s, ctx, |state| {
+                Ok(reorder::accept(state, price.as_ref(), order_id, now)?.reminder_events)
+            })
+            .await;
+        let reminder = match accepted {
+            Ok(outcome) => outcome,
+            Err(CommandError::Domain(DomainError::ReminderAlreadyAccepted(order_id))) => {
+                // Someone else's "yes" won. If it crashed before drafting, finish its work.
+                self.ensure_order(ctx, &plan, price.as_ref(), order_id, now)
+                    .await?;
+                return Err(DomainError::ReminderAlreadyAccepted(order_id).into());
+            }
+            Err(other) => return Err(other),
+        };
+        let order = self
+            .ensure_order(ctx, &plan, price.as_ref(), order_id, now)
+            .await?;
+        let draft = self
+            .handler
+            .load::<Order>(&stream("order", order_id)?)
+            .await?
+            .state
+            .draft
+            .ok_or(DomainError::OrderNotFound)?;
+        Ok(AcceptOutcome {
+            reminder,
+            order_id,
+            order,
+            lines: draft.lines,
+            total: draft.total,
+            currency: draft.currency,
+            delivery_days: draft.delivery_days,
+            repriced_from: draft.repriced_from,
+        })
+    }
+
+    /// Drafts the order of an accepted reminder unless it exists.
+    async fn ensure_order(
+        &self,
+        ctx: &CommandContext,
+        plan: &ReminderScheduled,
+        price: Option<&PriceChanged>,
+        order_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<CommandOutcome> {
+        let s = stream("order", order_id)?;
+        let drafting = CommandContext {
+            idempotency_key: Some(format!("draft-{order_id}")),
+            ..ctx.clone()
+        };
+        self.handler
+            .execute::<Order, _>(&s, &drafting, |state| {
+                if state.status != OrderStatus::None {
+                    return Ok(Vec::new());
+                }
+                let draft = reorder::draft_for(plan, price, order_id, now)?;
+                Ok(Order::decide(state, draft)?)
+            })
+            .await
+    }
+
+    async fn order_command(
+        &self,
+        ctx: &CommandContext,
+        order_id: Uuid,
+        command: OrderCommand,
+    ) -> Result<CommandOutcome> {
+        let s = stream("order", order_id)?;
+        self.handler
+            .execute::<Order, _>(&s, ctx, |state| {
+                let draft = state.draft.as_ref().ok_or(DomainError::OrderNotFound)?;
+                authorize(&ctx.principal, &draft.user_id, "order")?;
+                Ok(Order::decide(state, command.clone())?)
+            })
+            .await
+    }
+
+    /// The final confirmation: the order is placed and payment requested.
+    pub async fn confirm_order(
+        &self,
+        ctx: &CommandContext,
+        order_id: Uuid,
+    ) -> Result<CommandOutcome> {
+        let at = self.now();
+        self.order_command(ctx, order_id, OrderCommand::Confirm { at })
+            .await
+    }
+
+    /// Cancels an order before payment.
+    pub async fn cancel_order(
+        &self,
+        ctx: &CommandContext,
+        order_id: Uuid,
+        reason: String,
+    ) -> Result<CommandOutcome> {
+        let at = self.now();
+        self.order_command(ctx, order_id, OrderCommand::Cancel { reason, at })
+            .await
+    }
+
+    /// Starts a workout.
+    pub async fn start_workout(
+        &self,
+        ctx: &CommandContext,
+        workout_id: Uuid,
+        user_id: String,
+        sport: String,
+        goal_distance_m: Option<f64>,
+    ) -> Result<CommandOutcome> {
+        authorize(&ctx.principal, &user_id, "workout")?;
+        let s = stream("workout", workout_id)?;
+        let at = self.now();
+        let command = WorkoutCommand::Start {
+            workout_id,
+            user_id,
+            sport,
+            goal_distance_m,
+            at,
+        };
+        self.handler
+            .execute::<Workout, _>(&s, ctx, |state| {
+                Ok(Workout::decide(state, command.clone())?)
+            })
+            .await
+    }
+
+    /// Any other workout command; `command` gets the current time.
+    pub async fn workout_command(
+        &self,
+        ctx: &CommandContext,
+        workout_id: Uuid,
+        command: impl Fn(DateTime<Utc>) -> WorkoutCommand,
+    ) -> Result<CommandOutcome> {
+        let s = stream("workout", workout_id)?;
+        let at = self.now();
+        self.handler
+            .execute::<Workout, _>(&s, ctx, |state| {
+                if state.status == WorkoutStatus::None {
+                    return Err(DomainError::WorkoutNotFound.into());
+                }
+                authorize(&ctx.principal, &state.user_id, "workout")?;
+                // Server time: a request that lost a race to a later one is still valid,
+                // so keep the stream's time monotonic instead of calling it time travel.
+                let at = state.last_at.map_or(at, |last| last.max(at));
+                Ok(Workout::decide(state, command(at))?)
+            })
+            .await
+    }
+
+    /// Sets a sku's catalog price (services only).
+    pub async fn set_price(
+        &self,
+        ctx: &CommandContext,
+        price: PriceChanged,
+    ) -> Result<CommandOutcome> {
+        if ctx.principal.role != crate::Role::Service {
+            return Err(CommandError::Forbidden {
+                subject: ctx.principal.subject.clone(),
+                what: "catalog",
+            });
+        }
+        let s = stream("price", &price.sku)?;
+        self.handler
+            .execute::<PriceEntry, _>(&s, ctx, |state| {
+                Ok(PriceEntry::decide(
+                    state,
+                    SetPrice {
+                        price: price.clone(),
+                    },
+                )?)
+            })
+            .await
+    }
+}

@@ -1,0 +1,6 @@
+//! The command side over HTTP, against real stores.
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+mod concurrency;
+mod http;
+mod support;
