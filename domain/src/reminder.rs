@@ -106,6 +106,11 @@ impl Aggregate for Reminder {
             .as_ref()
             .map(|p| p.reminder_id)
             .unwrap_or_default();
+        let user_id = state
+            .plan
+            .as_ref()
+            .map(|p| p.user_id.clone())
+            .unwrap_or_default();
         let event: DomainEvent = match command {
             ReminderCommand::Schedule(plan) => {
                 if state.status != ReminderStatus::None {
@@ -124,6 +129,7 @@ impl Aggregate for Reminder {
                 }
                 ReminderOffered {
                     reminder_id,
+                    user_id,
                     device_id,
                     offered_at: at,
                 }
@@ -133,6 +139,7 @@ impl Aggregate for Reminder {
                 require_offered(state.status)?;
                 ReorderAccepted {
                     reminder_id,
+                    user_id,
                     order_id,
                     accepted_at: at,
                 }
@@ -142,6 +149,7 @@ impl Aggregate for Reminder {
                 require_offered(state.status)?;
                 ReminderDeclined {
                     reminder_id,
+                    user_id,
                     declined_at: at,
                 }
                 .into()
@@ -153,6 +161,7 @@ impl Aggregate for Reminder {
                 }
                 ReminderSnoozed {
                     reminder_id,
+                    user_id,
                     until,
                     snoozed_at: at,
                 }
@@ -214,6 +223,7 @@ pub(crate) mod tests {
     pub(crate) fn offered() -> DomainEvent {
         ReminderOffered {
             reminder_id: rid(),
+            user_id: "u1".into(),
             device_id: Some("spk".into()),
             offered_at: t(18),
         }
@@ -223,6 +233,7 @@ pub(crate) mod tests {
     fn accepted() -> DomainEvent {
         ReorderAccepted {
             reminder_id: rid(),
+            user_id: "u1".into(),
             order_id: Uuid::from_u128(1),
             accepted_at: t(18),
         }
@@ -232,6 +243,7 @@ pub(crate) mod tests {
     fn declined() -> DomainEvent {
         ReminderDeclined {
             reminder_id: rid(),
+            user_id: "u1".into(),
             declined_at: t(18),
         }
         .into()
@@ -240,6 +252,7 @@ pub(crate) mod tests {
     fn snoozed() -> DomainEvent {
         ReminderSnoozed {
             reminder_id: rid(),
+            user_id: "u1".into(),
             until: t(20),
             snoozed_at: t(18),
         }

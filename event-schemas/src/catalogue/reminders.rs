@@ -35,6 +35,8 @@ pub struct ReminderScheduled {
 pub struct ReminderOffered {
     /// The reminder.
     pub reminder_id: Uuid,
+    /// Whose reminder it is (so readers need no join).
+    pub user_id: String,
     /// The speaker that spoke.
     pub device_id: Option<String>,
     /// When.
@@ -47,6 +49,8 @@ pub struct ReminderOffered {
 pub struct ReorderAccepted {
     /// The reminder.
     pub reminder_id: Uuid,
+    /// Whose reminder it is (so readers need no join).
+    pub user_id: String,
     /// The order drafted for it.
     pub order_id: Uuid,
     /// When.
@@ -59,6 +63,8 @@ pub struct ReorderAccepted {
 pub struct ReminderDeclined {
     /// The reminder.
     pub reminder_id: Uuid,
+    /// Whose reminder it is (so readers need no join).
+    pub user_id: String,
     /// When.
     pub declined_at: DateTime<Utc>,
 }
@@ -69,6 +75,8 @@ pub struct ReminderDeclined {
 pub struct ReminderSnoozed {
     /// The reminder.
     pub reminder_id: Uuid,
+    /// Whose reminder it is (so readers need no join).
+    pub user_id: String,
     /// Due again at.
     pub until: DateTime<Utc>,
     /// When the user asked.

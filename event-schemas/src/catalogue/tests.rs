@@ -87,23 +87,27 @@ fn samples() -> Vec<DomainEvent> {
         .into(),
         ReminderOffered {
             reminder_id,
+            user_id: user(),
             device_id: Some("speaker-1".into()),
             offered_at: at(18),
         }
         .into(),
         ReorderAccepted {
             reminder_id,
+            user_id: user(),
             order_id,
             accepted_at: at(18),
         }
         .into(),
         ReminderDeclined {
             reminder_id,
+            user_id: user(),
             declined_at: at(18),
         }
         .into(),
         ReminderSnoozed {
             reminder_id,
+            user_id: user(),
             until: at(20),
             snoozed_at: at(18),
         }
