@@ -1,0 +1,56 @@
+/// Result of projection work.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong folding events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The relational read store failed.
+    #[error("read store: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// Redis failed or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The event log failed.
+    #[error("event log: {0}")]
+    Log(#[from] eventfold_event_log::Error),
+    /// An event could not be applied (bad payload, broken invariant).
+    #[error("event at position {position} ({event_type}) cannot be applied: {reason}")]
+    Poison {
+        /// Where.
+        position: i64,
+        /// Its type.
+        event_type: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another runner moved the checkpoint: two instances of one projection are running.
+    #[error("checkpoint of {0} moved under this runner: is another instance running?")]
+    CheckpointMoved(String),
+    /// The projection stopped on a parked event (policy `Stop`).
+    #[error("projection {name} stopped at parked event {position}: {reason}")]
+    Stopped {
+        /// The projection.
+        name: String,
+        /// The parked event.
+        position: i64,
+        /// Why it failed.
+        reason: String,
+    },
+    /// An injected failure (tests of crash recovery).
+    #[error("injected failure: {0}")]
+    Injected(&'static str),
+    /// The read store URL is not supported.
+    #[error("unsupported read store URL {0:?}")]
+    UnsupportedUrl(String),
+}
+
+impl Error {
+    /// Whether retrying the same work later may succeed (the store was down) rather than
+    /// the event itself being bad.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Sql(_) | Error::Redis(_) | Error::Log(_) | Error::Injected(_)
+        )
+    }
+}

@@ -1,0 +1,189 @@
+//! The Redis sink: a batch's writes and the checkpoint in one `MULTI/EXEC`, with
+//! `WATCH` on the checkpoint so a second runner of the same projection cannot apply a
+//! batch twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig, Client, Pipeline};
+use tokio::sync::Mutex;
+
+use crate::runtime::{FailPoint, Projection, Sink};
+use crate::{Error, Result};
+
+/// Key naming under a configurable prefix (e.g. `eventfold:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `{prefix}{name}`.
+    pub fn key(&self, name: impl std::fmt::Display) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// A projection into Redis: it adds commands to the batch's transaction.
+pub trait RedisProjection: Projection {
+    /// Queues the commands for one event.
+    fn apply(
+        &self,
+        pipe: &mut Pipeline,
+        keys: &RedisKeys,
+        event: &DomainEvent,
+        record: &RecordedEvent,
+    ) -> Result<()>;
+}
+
+/// A Redis projection with its checkpoint key.
+#[derive(Debug, Clone)]
+pub struct RedisSink<P> {
+    client: Client,
+    keys: RedisKeys,
+    projection: Arc<P>,
+    connection: Arc<Mutex<Option<MultiplexedConnection>>>,
+    fail_point: FailPoint,
+}
+
+/// Connects with short timeouts, so a dead Redis fails fast instead of hanging.
+pub(crate) async fn connect(client: &Client) -> Result<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(2));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+impl<P: RedisProjection> RedisSink<P> {
+    /// The sink of `projection` at `client`, keys under `keys`.
+    pub fn new(client: Client, keys: RedisKeys, projection: P) -> Self {
+        Self {
+            client,
+            keys,
+            projection: Arc::new(projection),
+            connection: Arc::new(Mutex::new(None)),
+            fail_point: FailPoint::default(),
+        }
+    }
+
+    /// The fail point of this sink (tests).
+    pub fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+
+    fn checkpoint_key(&self) -> String {
+        self.keys
+            .key(format!("checkpoint:{}", self.projection.name()))
+    }
+
+    /// Runs `f` on the sink's own connection, reconnecting after failures.
+    async fn with_connection<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = self.connection.lock().await;
+        let conn = match guard.as_mut() {
+            Some(conn) => conn,
+            None => guard.insert(connect(&self.client).await?),
+        };
+        let result = f(conn).await;
+        if result
+            .as_ref()
+            .is_err_and(|e| matches!(e, Error::Redis(_) | Error::Injected(_)))
+        {
+            // Unknown connection state (a WATCH may be pending): start afresh.
+            *guard = None;
+        }
+        result
+    }
+}
+
+impl<P: RedisProjection> Sink for RedisSink<P> {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    async fn setup(&self) -> Result<()> {
+        let key = self.checkpoint_key();
+        self.with_connection(async |conn| {
+            let _: bool = conn.set_nx(&key, 0).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        let key = self.checkpoint_key();
+        self.with_connection(async |conn| {
+            let position: Option<i64> = conn.get(&key).await?;
+            Ok(Position(position.unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let key = self.checkpoint_key();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (record, event) in events {
+            self.projection
+                .apply(&mut pipe, &self.keys, event, record)?;
+        }
+        pipe.set(&key, to.0).ignore();
+        self.with_connection(async |conn| {
+            redis::cmd("WATCH").arg(&key).exec_async(conn).await?;
+            let current: Option<i64> = conn.get(&key).await?;
+            if current.unwrap_or(0) != from.0 {
+                redis::cmd("UNWATCH").exec_async(conn).await?;
+                return Err(Error::CheckpointMoved(self.name().to_owned()));
+            }
+            self.fail_point.trip()?;
+            // Nil: EXEC was aborted because the checkpoint changed after WATCH.
+            let result: redis::Value = pipe.query_async(conn).await?;
+            if matches!(result, redis::Value::Nil) {
+                return Err(Error::CheckpointMoved(self.name().to_owned()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        let key = self.keys.key(format!("parked:{}", self.projection.name()));
+        let entry = serde_json::json!({
+            "position": record.global_position, "event_id": record.event_id,
+            "event_type": record.event_type, "error": error,
+        })
+        .to_string();
+        self.with_connection(async |conn| {
+            let _: i64 = conn.rpush(&key, entry).await?;
+            Ok(())
+        })
+        .await
+    }
+}

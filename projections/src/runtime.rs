@@ -1,0 +1,515 @@
+//! Projections, sinks and the runner that drives them.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold_event_log::{EventStore, SubscriptionOptions};
+use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::sql::{millis, Dialect, ReadDb};
+use crate::status::{ProjectionState, StatusBoard};
+use crate::{Error, Result};
+
+/// A read model fed by the log.
+pub trait Projection: Send + Sync + 'static {
+    /// Stable, versioned name, e.g. `reminders.v1`. A new version is a new read model.
+    fn name(&self) -> &'static str;
+    /// Whether it wants events of this type (others advance the checkpoint only).
+    fn handles(&self, event_type: &str) -> bool;
+}
+
+/// A transaction on the relational read store.
+#[derive(Debug)]
+pub struct SqlTx<'t> {
+    tx: Transaction<'t, Any>,
+    dialect: Dialect,
+}
+
+impl SqlTx<'_> {
+    /// Where to run statements.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+}
+
+/// A projection into PostgreSQL/SQLite tables.
+pub trait RelationalProjection: Projection {
+    /// Idempotent DDL creating its tables.
+    fn schema(&self) -> &'static [&'static str];
+    /// The tables it owns.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch's transaction.
+    fn apply(
+        &self,
+        tx: &mut SqlTx<'_>,
+        event: &DomainEvent,
+        record: &RecordedEvent,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Where a projection writes, with its checkpoint.
+pub trait Sink: Send + Sync {
+    /// The projection's name.
+    fn name(&self) -> &'static str;
+    /// Whether the projection wants this event type.
+    fn handles(&self, event_type: &str) -> bool;
+    /// Creates tables/keys and the checkpoint if missing.
+    fn setup(&self) -> impl Future<Output = Result<()>> + Send;
+    /// The position of the last applied event.
+    fn checkpoint(&self) -> impl Future<Output = Result<Position>> + Send;
+    /// Applies `events` and moves the checkpoint from `from` to `to`, atomically.
+    fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Stores an event that keeps failing, with its error.
+    fn park(&self, record: &RecordedEvent, error: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Fails a sink's next `n` applies after the writes and before the checkpoint commits —
+/// the moment a crash hurts most. For tests of exactly-once.
+#[derive(Debug, Clone, Default)]
+pub struct FailPoint(Arc<AtomicU32>);
+
+impl FailPoint {
+    /// Arms the next `n` failures.
+    pub fn arm(&self, n: u32) {
+        self.0.store(n, Ordering::SeqCst);
+    }
+
+    /// Consumes one armed failure.
+    pub(crate) fn trip(&self) -> Result<()> {
+        let armed = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            Err(Error::Injected("after the writes, before the checkpoint"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A relational projection with its checkpoint in the same database.
+#[derive(Debug, Clone)]
+pub struct RelationalSink<P> {
+    db: ReadDb,
+    projection: Arc<P>,
+    fail_point: FailPoint,
+}
+
+impl<P: RelationalProjection> RelationalSink<P> {
+    /// The sink of `projection` in `db`.
+    pub fn new(db: ReadDb, projection: P) -> Self {
+        Self {
+            db,
+            projection: Arc::new(projection),
+            fail_point: FailPoint::default(),
+        }
+    }
+
+    /// The fail point of this sink (tests).
+    pub fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &ReadDb {
+        &self.db
+    }
+}
+
+impl<P: RelationalProjection> Sink for RelationalSink<P> {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.db.run_schema(self.projection.schema()).await?;
+        sqlx::query(
+            "INSERT INTO eventfold_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(self.name())
+        .bind(millis(chrono::Utc::now()))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM eventfold_checkpoints WHERE name = $1")
+                .bind(self.name())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(Position(position.unwrap_or(0)))
+    }
+
+    async fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let mut tx = SqlTx {
+            tx: self.db.pool().begin().await?,
+            dialect: self.db.dialect(),
+        };
+        // The checkpoint first: it takes the write lock at once (SQLite) and fails fast
+        // if another runner of this projection moved it.
+        let moved = sqlx::query(
+            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        )
+        .bind(to.0)
+        .bind(millis(chrono::Utc::now()))
+        .bind(self.name())
+        .bind(from.0)
+        .execute(tx.conn())
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::CheckpointMoved(self.name().to_owned()));
+        }
+        for (record, event) in events {
+            self.projection.apply(&mut tx, event, record).await?;
+        }
+        self.fail_point.trip()?;
+        tx.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO eventfold_parked_events (projection, position, event_id, event_type, error, parked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
+        )
+        .bind(self.name())
+        .bind(record.global_position.0)
+        .bind(record.event_id.to_string())
+        .bind(&record.event_type)
+        .bind(error)
+        .bind(millis(chrono::Utc::now()))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// What to do with an event that keeps failing once it is parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Stop the projection: it stays behind until someone looks (the default: nothing
+    /// is silently missing from the read model).
+    Stop,
+    /// Skip it and go on; the parked event is listed by `projections status`.
+    Skip,
+}
+
+/// How a runner works.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Events read and applied per transaction (default 500).
+    pub batch_size: usize,
+    /// Attempts for a failing event before it is parked (default 5).
+    pub max_attempts: u32,
+    /// First retry pause; doubles up to `max_backoff` (default 50 ms).
+    pub backoff: Duration,
+    /// Longest retry pause (default 5 s).
+    pub max_backoff: Duration,
+    /// What to do after parking.
+    pub poison: PoisonPolicy,
+    /// Polling fallback of the subscription.
+    pub poll_interval: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+            poison: PoisonPolicy::Stop,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Drives one projection: subscribe from its checkpoint, apply batches, retry, park.
+#[derive(Debug)]
+pub struct Runner<L, K> {
+    log: L,
+    sink: K,
+    options: RunnerOptions,
+    board: StatusBoard,
+}
+
+/// Whether an error means the store is unreachable (retry without end) rather than
+/// this event failing.
+fn store_down(error: &Error) -> bool {
+    match error {
+        Error::Sql(e) => !matches!(
+            e,
+            sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+        ),
+        Error::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+        }
+        Error::Log(_) | Error::Injected(_) => true,
+        _ => false,
+    }
+}
+
+impl<L: EventStore, K: Sink> Runner<L, K> {
+    /// A runner reporting to `board`.
+    pub fn new(log: L, sink: K, options: RunnerOptions, board: StatusBoard) -> Self {
+        Self {
+            log,
+            sink,
+            options,
+            board,
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    /// Runs until `shutdown` resolves (then returns `Ok`) or the projection stops.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            result = self.run_until(None) => result,
+            () = shutdown => {
+                self.board.set_state(self.sink.name(), ProjectionState::Stopped, None);
+                Ok(())
+            }
+        }
+    }
+
+    /// Catches up to `target` (or follows the log forever with `None`).
+    pub async fn run_until(&self, target: Option<Position>) -> Result<()> {
+        let name = self.sink.name();
+        self.retry_store(|| self.sink.setup()).await?;
+        let mut checkpoint = self.retry_store(|| self.sink.checkpoint()).await?;
+        self.board.set_checkpoint(name, checkpoint, None);
+        self.board.set_state(name, ProjectionState::Running, None);
+        let mut subscription = self.log.subscribe(
+            checkpoint,
+            SubscriptionOptions {
+                category: None,
+                page_size: self.options.batch_size,
+                poll_interval: self.options.poll_interval,
+            },
+        );
+        loop {
+            if target.is_some_and(|t| checkpoint >= t) {
+                return Ok(());
+            }
+            let batch = match target {
+                // Catching up: never wait for events beyond the target.
+                Some(_) => subscription.try_next_batch(self.options.batch_size).await,
+                None => subscription.next_batch(self.options.batch_size).await,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(projection = name, %error, "reading the log failed; retrying");
+                    tokio::time::sleep(self.options.backoff).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                // Only reachable when catching up: the log has nothing more.
+                return Ok(());
+            }
+            checkpoint = self.apply_batch(checkpoint, batch).await?;
+        }
+    }
+
+    /// Applies a batch: decoded runs between undecodable events, each with retries.
+    async fn apply_batch(
+        &self,
+        mut checkpoint: Position,
+        batch: Vec<RecordedEvent>,
+    ) -> Result<Position> {
+        let mut run: Vec<(RecordedEvent, DomainEvent)> = Vec::new();
+        let last = batch.last().map_or(checkpoint, |e| e.global_position);
+        for record in batch {
+            if !self.sink.handles(&record.event_type) {
+                continue;
+            }
+            match DomainEvent::from_recorded(&record) {
+                Ok(Some(event)) => run.push((record, event)),
+                // A type the catalogue does not know: not ours to fold.
+                Ok(None) => {}
+                Err(error) => {
+                    let before = Position(record.global_position.0 - 1);
+                    checkpoint = self
+                        .apply_run(checkpoint, std::mem::take(&mut run), before)
+                        .await?;
+                    checkpoint = self
+                        .poisoned(checkpoint, &record, &error.to_string())
+                        .await?;
+                }
+            }
+        }
+        self.apply_run(checkpoint, run, last.max(checkpoint)).await
+    }
+
+    /// Applies `events` moving the checkpoint to `to`; isolates a failing event.
+    async fn apply_run(
+        &self,
+        from: Position,
+        events: Vec<(RecordedEvent, DomainEvent)>,
+        to: Position,
+    ) -> Result<Position> {
+        if to <= from && events.is_empty() {
+            return Ok(from);
+        }
+        match self.attempt(from, &events, to).await {
+            Ok(()) => {
+                self.board.set_checkpoint(
+                    self.sink.name(),
+                    to,
+                    events.last().map(|(r, _)| r.recorded_at),
+                );
+                Ok(to)
+            }
+            Err(error) if events.len() <= 1 => match events.into_iter().next() {
+                Some((record, _)) => {
+                    let at = self.poisoned(from, &record, &error.to_string()).await?;
+                    Box::pin(self.apply_run(at, Vec::new(), to.max(at))).await
+                }
+                None => Err(error),
+            },
+            Err(_) => {
+                // Find the culprit: one event per transaction.
+                let mut checkpoint = from;
+                for (record, event) in events {
+                    let position = record.global_position;
+                    checkpoint =
+                        Box::pin(self.apply_run(checkpoint, vec![(record, event)], position))
+                            .await?;
+                }
+                Box::pin(self.apply_run(checkpoint, Vec::new(), to.max(checkpoint))).await
+            }
+        }
+    }
+
+    /// Tries `apply` until it works, the store stays down (retried without end), or the
+    /// attempts run out.
+    async fn attempt(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let mut failures = 0;
+        let mut pause = self.options.backoff;
+        loop {
+            let error = match self.sink.apply(from, events, to).await {
+                Ok(()) => return Ok(()),
+                // Deterministic: retrying cannot help.
+                Err(
+                    error @ (Error::CheckpointMoved(_)
+                    | Error::Stopped { .. }
+                    | Error::Poison { .. }),
+                ) => return Err(error),
+                Err(error) => error,
+            };
+            let down = store_down(&error);
+            if down {
+                self.board.set_state(
+                    self.sink.name(),
+                    ProjectionState::Retrying,
+                    Some(error.to_string()),
+                );
+                tracing::warn!(projection = self.sink.name(), %error, "store unavailable; retrying");
+            } else {
+                failures += 1;
+                if failures >= self.options.max_attempts {
+                    return Err(error);
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.options.max_backoff);
+            if !down && failures == 1 {
+                tracing::debug!(projection = self.sink.name(), %error, "apply failed; retrying");
+            }
+        }
+    }
+
+    /// Parks `record`; then stops or skips it by policy. Returns the new checkpoint.
+    async fn poisoned(
+        &self,
+        from: Position,
+        record: &RecordedEvent,
+        reason: &str,
+    ) -> Result<Position> {
+        let name = self.sink.name();
+        tracing::error!(projection = name, position = record.global_position.0, event_type = %record.event_type, reason, "parking a poison event");
+        self.retry_store(|| self.sink.park(record, reason)).await?;
+        self.board.add_parked(name);
+        match self.options.poison {
+            PoisonPolicy::Stop => {
+                self.board
+                    .set_state(name, ProjectionState::Stopped, Some(reason.to_owned()));
+                Err(Error::Stopped {
+                    name: name.to_owned(),
+                    position: record.global_position.0,
+                    reason: reason.to_owned(),
+                })
+            }
+            PoisonPolicy::Skip => {
+                let to = record.global_position;
+                self.retry_store(|| self.sink.apply(from, &[], to)).await?;
+                self.board
+                    .set_checkpoint(name, to, Some(record.recorded_at));
+                Ok(to)
+            }
+        }
+    }
+
+    /// Retries an operation while the store is down.
+    async fn retry_store<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut pause = self.options.backoff;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(error) if store_down(&error) => {
+                    self.board.set_state(
+                        self.sink.name(),
+                        ProjectionState::Retrying,
+                        Some(error.to_string()),
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.options.max_backoff);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The relational read store: PostgreSQL or SQLite through `sqlx::Any`, one SQL text
+//! for both (`$1` placeholders work on both; `INSERT … ON CONFLICT … DO UPDATE` too).
+//! Times are stored as epoch milliseconds (BIGINT), ids as TEXT.
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::{Error, Result};
+
+/// Which SQL engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// A pool on the relational read store.
+#[derive(Debug, Clone)]
+pub struct ReadDb {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+const RUNTIME_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS eventfold_checkpoints (
+        name TEXT PRIMARY KEY,
+        position BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS eventfold_parked_events (
+        projection TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        error TEXT NOT NULL,
+        parked_at BIGINT NOT NULL,
+        PRIMARY KEY (projection, position))",
+];
+
+impl ReadDb {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and creates the runtime tables.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(Error::UnsupportedUrl(url.to_owned()));
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Postgres => 8,
+                Dialect::Sqlite => 4,
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let db = Self { pool, dialect };
+        db.run_schema(RUNTIME_SCHEMA).await?;
+        Ok(db)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Runs idempotent DDL (`CREATE … IF NOT EXISTS`), one statement at a time.
+    pub async fn run_schema(&self, statements: &[&str]) -> Result<()> {
+        for statement in statements {
+            sqlx::query(statement).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Epoch milliseconds of a time, the storage format of times in read models.
+pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The time of stored epoch milliseconds.
+pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

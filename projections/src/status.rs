@@ -1,0 +1,141 @@
+//! What each projection is doing, for `projections status`, `/metrics` and `/readyz`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use eventfold_event_log::EventReader;
+use eventfold_event_schemas::Position;
+use serde::Serialize;
+
+use crate::Result;
+
+/// A projection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectionState {
+    /// Not started in this process.
+    #[default]
+    Idle,
+    /// Following the log.
+    Running,
+    /// Its store is unavailable; retrying.
+    Retrying,
+    /// Stopped (shut down, or on a parked event).
+    Stopped,
+}
+
+/// One projection's progress.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ProjectionStatus {
+    /// Versioned name.
+    pub name: String,
+    /// Last applied position.
+    pub checkpoint: Position,
+    /// When the last applied event was recorded.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Life.
+    pub state: ProjectionState,
+    /// Events parked in this process's lifetime.
+    pub parked: u64,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// Shared progress of every projection in the process.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BTreeMap<String, ProjectionStatus>>>);
+
+impl StatusBoard {
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<String, ProjectionStatus>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with(&self, name: &str, f: impl FnOnce(&mut ProjectionStatus)) {
+        let mut entries = self.entries();
+        let entry = entries
+            .entry(name.to_owned())
+            .or_insert_with(|| ProjectionStatus {
+                name: name.to_owned(),
+                ..ProjectionStatus::default()
+            });
+        f(entry);
+    }
+
+    pub(crate) fn set_checkpoint(
+        &self,
+        name: &str,
+        checkpoint: Position,
+        at: Option<DateTime<Utc>>,
+    ) {
+        self.with(name, |s| {
+            s.checkpoint = checkpoint;
+            if at.is_some() {
+                s.last_event_at = at;
+            }
+            if s.state == ProjectionState::Retrying {
+                s.state = ProjectionState::Running;
+            }
+        });
+    }
+
+    pub(crate) fn set_state(&self, name: &str, state: ProjectionState, error: Option<String>) {
+        self.with(name, |s| {
+            s.state = state;
+            if error.is_some() {
+                s.last_error = error;
+            }
+        });
+    }
+
+    pub(crate) fn add_parked(&self, name: &str) {
+        self.with(name, |s| s.parked += 1);
+    }
+
+    /// Every projection's status.
+    pub fn statuses(&self) -> Vec<ProjectionStatus> {
+        self.entries().values().cloned().collect()
+    }
+
+    /// One projection's status.
+    pub fn status(&self, name: &str) -> Option<ProjectionStatus> {
+        self.entries().get(name).cloned()
+    }
+
+    /// The lowest checkpoint among `names` (what a query over them may rely on).
+    pub fn checkpoint_of(&self, name: &str) -> Position {
+        self.entries()
+            .get(name)
+            .map_or(Position::START, |s| s.checkpoint)
+    }
+}
+
+/// How far a checkpoint is behind the log.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Lag {
+    /// The log's head.
+    pub head: Position,
+    /// Positions between the checkpoint and the head (holes included).
+    pub events: i64,
+    /// Age of the oldest event not yet applied, seconds (0 when caught up).
+    pub seconds: f64,
+}
+
+/// Measures the lag of `checkpoint` against `log`.
+pub async fn measure_lag(log: &impl EventReader, checkpoint: Position) -> Result<Lag> {
+    let head = log.head().await?;
+    let events = (head.0 - checkpoint.0).max(0);
+    let seconds = if events == 0 {
+        0.0
+    } else {
+        let next = log.read_all(checkpoint, None, 1).await?;
+        next.first().map_or(0.0, |e| {
+            (Utc::now() - e.recorded_at).num_milliseconds().max(0) as f64 / 1000.0
+        })
+    };
+    Ok(Lag {
+        head,
+        events,
+        seconds,
+    })
+}
