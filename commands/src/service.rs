@@ -30,6 +30,12 @@ const REMINDER_NAMESPACE: Uuid = Uuid::from_u128(0x7265_6d69_6e64_6572_5f69_645f
 /// Speaker activations used to learn a user's active hours.
 const ACTIVATIONS_FOR_WINDOW: usize = 200;
 
+/// The reminder planned after a user's purchase of a sku at a time.
+fn reminder_id_for(user_id: &str, sku: &str, purchased_at: DateTime<Utc>) -> Uuid {
+    let name = format!("{user_id}\u{0}{sku}\u{0}{}", purchased_at.timestamp());
+    Uuid::new_v5(&REMINDER_NAMESPACE, name.as_bytes())
+}
+
 /// What recording a purchase did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PurchaseOutcome {
@@ -192,16 +198,7 @@ impl<S: EventStore> CommandService<S> {
             // An older purchase arrived late: the reminder follows the latest one.
             return Ok(None);
         }
-        let reminder_id = Uuid::new_v5(
-            &REMINDER_NAMESPACE,
-            format!(
-                "{}\u{0}{}\u{0}{}",
-                purchase.user_id,
-                purchase.sku,
-                last.timestamp()
-            )
-            .as_bytes(),
-        );
+        let reminder_id = reminder_id_for(&purchase.user_id, &purchase.sku, last);
         let earliest = (last + Duration::days(i64::from(interval))).max(self.now());
         let window = self.active_window(&purchase.user_id).await?;
         self.slots.catch_up(self.store()).await?;
@@ -239,6 +236,27 @@ impl<S: EventStore> CommandService<S> {
                 _ => Ok(Vec::new()),
             })
             .await?;
+        // The reminder planned after the previous purchase is obsolete now.
+        let previous = sku.purchased_at.iter().filter(|t| **t < last).max();
+        if let Some(previous) = previous {
+            let old = reminder_id_for(&purchase.user_id, &purchase.sku, *previous);
+            let now = self.now();
+            let s = stream("reminder", old)?;
+            self.handler
+                .execute::<Reminder, _>(&s, &planning, |state| match state.status {
+                    ReminderStatus::Scheduled
+                    | ReminderStatus::Offered
+                    | ReminderStatus::Snoozed(_) => Ok(Reminder::decide(
+                        state,
+                        ReminderCommand::Supersede {
+                            by: reminder_id,
+                            at: now,
+                        },
+                    )?),
+                    _ => Ok(Vec::new()),
+                })
+                .await?;
+        }
         Ok(Some(PlannedReminder {
             reminder_id,
             due_at: placement.due_at,

@@ -33,6 +33,9 @@ pub enum DomainError {
     /// The user already said no.
     #[error("reminder was declined")]
     ReminderAlreadyDeclined,
+    /// A newer reminder replaced this one.
+    #[error("reminder was replaced by {0}")]
+    ReminderSuperseded(Uuid),
     /// Snoozing into the past.
     #[error("snooze must end in the future")]
     SnoozeNotInFuture,
@@ -114,6 +117,7 @@ impl DomainError {
             ReminderSnoozed(_) => "reminder_snoozed",
             ReminderAlreadyAccepted(_) => "reminder_already_accepted",
             ReminderAlreadyDeclined => "reminder_already_declined",
+            ReminderSuperseded(_) => "reminder_superseded",
             SnoozeNotInFuture => "snooze_not_in_future",
             SkuUnavailable { .. } => "sku_unavailable",
             SkuNotInCatalog { .. } => "sku_not_in_catalog",

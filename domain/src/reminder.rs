@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use eventfold_event_schemas::catalogue::{
-    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReorderAccepted,
+    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReminderSuperseded,
+    ReorderAccepted,
 };
 use uuid::Uuid;
 
@@ -24,6 +25,8 @@ pub enum ReminderStatus {
     Declined,
     /// The user said later, until then.
     Snoozed(DateTime<Utc>),
+    /// Replaced by a newer reminder.
+    Superseded(Uuid),
 }
 
 /// What decisions need to know about a reminder.
@@ -66,6 +69,13 @@ pub enum ReminderCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// A newer purchase planned reminder `by`: this one is obsolete.
+    Supersede {
+        /// The replacement.
+        by: Uuid,
+        /// Now.
+        at: DateTime<Utc>,
+    },
 }
 
 /// The reminder aggregate.
@@ -78,6 +88,7 @@ fn closed(status: ReminderStatus) -> Option<DomainError> {
         ReminderStatus::None => Some(DomainError::ReminderNotFound),
         ReminderStatus::Accepted(order_id) => Some(DomainError::ReminderAlreadyAccepted(order_id)),
         ReminderStatus::Declined => Some(DomainError::ReminderAlreadyDeclined),
+        ReminderStatus::Superseded(by) => Some(DomainError::ReminderSuperseded(by)),
         _ => None,
     }
 }
@@ -167,6 +178,18 @@ impl Aggregate for Reminder {
                 }
                 .into()
             }
+            ReminderCommand::Supersede { by, at } => {
+                if let Some(error) = closed(state.status) {
+                    return Err(error);
+                }
+                ReminderSuperseded {
+                    reminder_id,
+                    user_id,
+                    by,
+                    superseded_at: at,
+                }
+                .into()
+            }
         };
         Ok(vec![event])
     }
@@ -181,6 +204,7 @@ impl Aggregate for Reminder {
             DomainEvent::ReorderAccepted(e) => state.status = ReminderStatus::Accepted(e.order_id),
             DomainEvent::ReminderDeclined(_) => state.status = ReminderStatus::Declined,
             DomainEvent::ReminderSnoozed(e) => state.status = ReminderStatus::Snoozed(e.until),
+            DomainEvent::ReminderSuperseded(e) => state.status = ReminderStatus::Superseded(e.by),
             _ => {}
         }
         state
@@ -383,5 +407,36 @@ pub(crate) mod tests {
                 at: t(18),
             })
             .then_err(DomainError::ReminderNotFound);
+    }
+
+    #[test]
+    fn a_newer_reminder_supersedes_an_open_one_only() {
+        let by = Uuid::from_u128(0xbbb);
+        let supersede = || ReminderCommand::Supersede { by, at: t(19) };
+        let superseded: DomainEvent = ReminderSuperseded {
+            reminder_id: rid(),
+            user_id: "u1".into(),
+            by,
+            superseded_at: t(19),
+        }
+        .into();
+        given::<Reminder>([scheduled()])
+            .when(supersede())
+            .then([superseded.clone()]);
+        given::<Reminder>([scheduled(), offered(), snoozed()])
+            .when(supersede())
+            .then([superseded.clone()]);
+        given::<Reminder>([scheduled(), offered(), accepted()])
+            .when(supersede())
+            .then_err(DomainError::ReminderAlreadyAccepted(Uuid::from_u128(1)));
+        given::<Reminder>([])
+            .when(supersede())
+            .then_err(DomainError::ReminderNotFound);
+        given::<Reminder>([scheduled(), superseded.clone()])
+            .when(supersede())
+            .then_err(DomainError::ReminderSuperseded(by));
+        given::<Reminder>([scheduled(), superseded])
+            .when(accept())
+            .then_err(DomainError::ReminderSuperseded(by));
     }
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod models;
 mod redis_sink;
 mod runtime;
+mod set;
 mod sql;
 mod status;
 
@@ -22,5 +23,6 @@ pub use runtime::{
     FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
     RunnerOptions, Sink, SqlTx,
 };
+pub use set::{ProjectionSet, RedisTarget, REDIS, RELATIONAL};
 pub use sql::{from_millis, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};

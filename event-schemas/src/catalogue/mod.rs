@@ -19,7 +19,8 @@ pub use purchases::{
     RepurchaseIntervalEstimated,
 };
 pub use reminders::{
-    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReorderAccepted,
+    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReminderSuperseded,
+    ReorderAccepted,
 };
 pub use workouts::{
     GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutPaused, WorkoutResumed, WorkoutStarted,
@@ -150,6 +151,8 @@ catalogue! {
     ReminderDeclined = 1,
     /// The user snoozed.
     ReminderSnoozed = 1,
+    /// A newer reminder replaced it.
+    ReminderSuperseded = 1,
     /// An order was drafted.
     OrderDrafted = 1,
     /// An order was confirmed.

@@ -82,3 +82,17 @@ pub struct ReminderSnoozed {
     /// When the user asked.
     pub snoozed_at: DateTime<Utc>,
 }
+
+/// A newer purchase made the reminder obsolete: a new one replaces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSuperseded {
+    /// The reminder.
+    pub reminder_id: Uuid,
+    /// Whose reminder it is.
+    pub user_id: String,
+    /// The reminder that replaces it.
+    pub by: Uuid,
+    /// When.
+    pub superseded_at: DateTime<Utc>,
+}

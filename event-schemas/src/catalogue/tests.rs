@@ -112,6 +112,13 @@ fn samples() -> Vec<DomainEvent> {
             snoozed_at: at(18),
         }
         .into(),
+        ReminderSuperseded {
+            reminder_id,
+            user_id: user(),
+            by: Uuid::from_u128(0x4444),
+            superseded_at: at(19),
+        }
+        .into(),
         OrderDrafted {
             order_id,
             user_id: user(),

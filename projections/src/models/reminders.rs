@@ -18,6 +18,7 @@ const HANDLES: &[&str] = &[
     "ReorderAccepted",
     "ReminderDeclined",
     "ReminderSnoozed",
+    "ReminderSuperseded",
 ];
 
 impl Projection for RemindersProjection {
@@ -89,6 +90,13 @@ impl RelationalProjection for RemindersProjection {
             }
             DomainEvent::ReminderDeclined(e) => {
                 sqlx::query("UPDATE rm_reminders SET status = 'declined', updated_at = $1 WHERE reminder_id = $2")
+                    .bind(at)
+                    .bind(e.reminder_id.to_string())
+                    .execute(tx.conn())
+                    .await?;
+            }
+            DomainEvent::ReminderSuperseded(e) => {
+                sqlx::query("UPDATE rm_reminders SET status = 'superseded', updated_at = $1 WHERE reminder_id = $2")
                     .bind(at)
                     .bind(e.reminder_id.to_string())
                     .execute(tx.conn())

@@ -25,6 +25,7 @@ const HANDLES: &[&str] = &[
     "ReorderAccepted",
     "ReminderDeclined",
     "ReminderSnoozed",
+    "ReminderSuperseded",
     "PriceChanged",
 ];
 
@@ -95,6 +96,9 @@ impl RedisProjection for VoiceDueProjection {
                 close(pipe, keys, &e.user_id, &e.reminder_id.to_string())
             }
             DomainEvent::ReminderDeclined(e) => {
+                close(pipe, keys, &e.user_id, &e.reminder_id.to_string())
+            }
+            DomainEvent::ReminderSuperseded(e) => {
                 close(pipe, keys, &e.user_id, &e.reminder_id.to_string())
             }
             DomainEvent::PriceChanged(p) => {

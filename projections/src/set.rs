@@ -1,0 +1,179 @@
+//! Every read model of the reference domain, run together.
+
+use eventfold_event_log::EventStore;
+use eventfold_event_schemas::Position;
+use tokio::task::JoinSet;
+
+use crate::models::catalog::CatalogProjection;
+use crate::models::leaderboard::LeaderboardProjection;
+use crate::models::orders::OrdersProjection;
+use crate::models::purchases::PurchasesProjection;
+use crate::models::reminders::RemindersProjection;
+use crate::models::voice::VoiceDueProjection;
+use crate::models::workouts::WorkoutsProjection;
+use crate::{
+    ReadDb, RedisKeys, RedisSink, RelationalSink, Result, Runner, RunnerOptions, Sink, StatusBoard,
+};
+
+/// Where the Redis read models live.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    /// The client.
+    pub client: redis::Client,
+    /// Key naming.
+    pub keys: RedisKeys,
+}
+
+/// The relational read models, always on.
+pub const RELATIONAL: &[&str] = &[
+    "reminders.v1",
+    "orders.v1",
+    "purchases.v1",
+    "catalog.v1",
+    "workouts.v1",
+];
+/// The Redis read models, on when Redis is configured.
+pub const REDIS: &[&str] = &["voice_due.v1", "leaderboards.v1"];
+
+/// All projections over one log, one read store and (optionally) Redis.
+#[derive(Debug, Clone)]
+pub struct ProjectionSet<L> {
+    log: L,
+    db: ReadDb,
+    redis: Option<RedisTarget>,
+    options: RunnerOptions,
+    board: StatusBoard,
+}
+
+impl<L: EventStore> ProjectionSet<L> {
+    /// The set; status goes to `board`.
+    pub fn new(
+        log: L,
+        db: ReadDb,
+        redis: Option<RedisTarget>,
+        options: RunnerOptions,
+        board: StatusBoard,
+    ) -> Self {
+        Self {
+            log,
+            db,
+            redis,
+            options,
+            board,
+        }
+    }
+
+    /// The names of the projections that run.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = RELATIONAL.to_vec();
+        if self.redis.is_some() {
+            names.extend_from_slice(REDIS);
+        }
+        names
+    }
+
+    /// The status board.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    fn runner<K: Sink>(&self, sink: K) -> Runner<L, K> {
+        Runner::new(
+            self.log.clone(),
+            sink,
+            self.options.clone(),
+            self.board.clone(),
+        )
+    }
+
+    /// Applies everything up to the log's current head, projection by projection.
+    pub async fn catch_up(&self) -> Result<Position> {
+        let head = self.log.head().await?;
+        let target = Some(head);
+        let db = &self.db;
+        self.runner(RelationalSink::new(db.clone(), RemindersProjection))
+            .run_until(target)
+            .await?;
+        self.runner(RelationalSink::new(db.clone(), OrdersProjection))
+            .run_until(target)
+            .await?;
+        self.runner(RelationalSink::new(db.clone(), PurchasesProjection))
+            .run_until(target)
+            .await?;
+        self.runner(RelationalSink::new(db.clone(), CatalogProjection))
+            .run_until(target)
+            .await?;
+        self.runner(RelationalSink::new(db.clone(), WorkoutsProjection))
+            .run_until(target)
+            .await?;
+        if let Some(r) = &self.redis {
+            self.runner(RedisSink::new(
+                r.client.clone(),
+                r.keys.clone(),
+                VoiceDueProjection,
+            ))
+            .run_until(target)
+            .await?;
+            self.runner(RedisSink::new(
+                r.client.clone(),
+                r.keys.clone(),
+                LeaderboardProjection,
+            ))
+            .run_until(target)
+            .await?;
+        }
+        Ok(head)
+    }
+
+    /// Starts every projection following the log live, until `shutdown` changes.
+    pub fn spawn(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> JoinSet<Result<()>> {
+        let mut set = JoinSet::new();
+        let db = &self.db;
+        spawn_one(
+            &mut set,
+            self.runner(RelationalSink::new(db.clone(), RemindersProjection)),
+            shutdown.clone(),
+        );
+        spawn_one(
+            &mut set,
+            self.runner(RelationalSink::new(db.clone(), OrdersProjection)),
+            shutdown.clone(),
+        );
+        spawn_one(
+            &mut set,
+            self.runner(RelationalSink::new(db.clone(), PurchasesProjection)),
+            shutdown.clone(),
+        );
+        spawn_one(
+            &mut set,
+            self.runner(RelationalSink::new(db.clone(), CatalogProjection)),
+            shutdown.clone(),
+        );
+        spawn_one(
+            &mut set,
+            self.runner(RelationalSink::new(db.clone(), WorkoutsProjection)),
+            shutdown.clone(),
+        );
+        if let Some(r) = &self.redis {
+            let voice = RedisSink::new(r.client.clone(), r.keys.clone(), VoiceDueProjection);
+            spawn_one(&mut set, self.runner(voice), shutdown.clone());
+            let boards = RedisSink::new(r.client.clone(), r.keys.clone(), LeaderboardProjection);
+            spawn_one(&mut set, self.runner(boards), shutdown);
+        }
+        set
+    }
+}
+
+fn spawn_one<L: EventStore, K: Sink + 'static>(
+    set: &mut JoinSet<Result<()>>,
+    runner: Runner<L, K>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    set.spawn(async move {
+        runner
+            .run(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+}

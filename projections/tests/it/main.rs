@@ -1,0 +1,8 @@
+//! Projections against real PostgreSQL, SQLite and Redis.
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+mod exactly_once;
+mod poison;
+mod redis_models;
+mod scenario;
+mod support;
