@@ -308,40 +308,55 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     /// Catches up to `target` (or follows the log forever with `None`).
     pub async fn run_until(&self, target: Option<Position>) -> Result<()> {
         let name = self.sink.name();
-        self.retry_store(|| self.sink.setup()).await?;
-        let mut checkpoint = self.retry_store(|| self.sink.checkpoint()).await?;
-        self.board.set_checkpoint(name, checkpoint, None);
         self.board.set_state(name, ProjectionState::Running, None);
-        let mut subscription = self.log.subscribe(
-            checkpoint,
-            SubscriptionOptions {
-                category: None,
-                page_size: self.options.batch_size,
-                poll_interval: self.options.poll_interval,
-            },
-        );
-        loop {
-            if target.is_some_and(|t| checkpoint >= t) {
-                return Ok(());
-            }
-            let batch = match target {
-                // Catching up: never wait for events beyond the target.
-                Some(_) => subscription.try_next_batch(self.options.batch_size).await,
-                None => subscription.next_batch(self.options.batch_size).await,
-            };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(projection = name, %error, "reading the log failed; retrying");
-                    tokio::time::sleep(self.options.backoff).await;
-                    continue;
+        'resync: loop {
+            self.retry_store(|| self.sink.setup()).await?;
+            let mut checkpoint = self.retry_store(|| self.sink.checkpoint()).await?;
+            self.board.set_checkpoint(name, checkpoint, None);
+            let mut subscription = self.log.subscribe(
+                checkpoint,
+                SubscriptionOptions {
+                    category: None,
+                    page_size: self.options.batch_size,
+                    poll_interval: self.options.poll_interval,
+                },
+            );
+            loop {
+                if target.is_some_and(|t| checkpoint >= t) {
+                    return Ok(());
                 }
-            };
-            if batch.is_empty() {
-                // Only reachable when catching up: the log has nothing more.
-                return Ok(());
+                let batch = match target {
+                    // Catching up: never wait for events beyond the target.
+                    Some(_) => subscription.try_next_batch(self.options.batch_size).await,
+                    None => subscription.next_batch(self.options.batch_size).await,
+                };
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(projection = name, %error, "reading the log failed; retrying");
+                        tokio::time::sleep(self.options.backoff).await;
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    // Only reachable when catching up: the log has nothing more.
+                    return Ok(());
+                }
+                checkpoint = match self.apply_batch(checkpoint, batch).await {
+                    Ok(checkpoint) => checkpoint,
+                    // Another runner moved it, or the store lost its data (a Redis
+                    // without persistence restarted empty): continue from what the
+                    // store says, which rebuilds a lost model from the log.
+                    Err(Error::CheckpointMoved(_)) => {
+                        tracing::warn!(
+                            projection = name,
+                            "checkpoint changed under the runner; resynchronising"
+                        );
+                        continue 'resync;
+                    }
+                    Err(error) => return Err(error),
+                };
             }
-            checkpoint = self.apply_batch(checkpoint, batch).await?;
         }
     }
 

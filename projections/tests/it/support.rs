@@ -154,3 +154,63 @@ pub async fn run_scenario<S: EventStore>(store: S) -> anyhow::Result<Scenario> {
         workouts,
     })
 }
+
+/// Appends `workouts` completed 1 km runs spread over `users` users, straight to the log.
+pub async fn append_completed_workouts<S: EventStore>(
+    store: &S,
+    workouts: usize,
+    users: usize,
+) -> anyhow::Result<()> {
+    use eventfold_event_schemas::catalogue::{WorkoutCompleted, WorkoutStarted};
+    use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
+    for i in 0..workouts {
+        let id = Uuid::new_v4();
+        let user = format!("runner{}", i % users);
+        let events: Vec<DomainEvent> = vec![
+            WorkoutStarted {
+                workout_id: id,
+                user_id: user.clone(),
+                sport: "running".into(),
+                goal_distance_m: None,
+                started_at: now(),
+            }
+            .into(),
+            WorkoutCompleted {
+                workout_id: id,
+                user_id: user,
+                sport: "running".into(),
+                distance_m: 1000.0,
+                active_seconds: 300,
+                avg_speed_mps: 3.33,
+                max_heart_rate: None,
+                completed_at: now(),
+            }
+            .into(),
+        ];
+        let new: Vec<_> = events
+            .iter()
+            .map(|e| e.to_new_event(Uuid::new_v4(), EventMetadata::default()))
+            .collect();
+        store
+            .append(
+                &StreamId::from_parts("workout", id)?,
+                ExpectedVersion::NoStream,
+                &new,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes every Redis key under `prefix`.
+pub async fn clear_redis(client: &redis::Client, prefix: &str) -> anyhow::Result<()> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
