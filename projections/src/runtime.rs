@@ -409,6 +409,8 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 );
                 Ok(to)
             }
+            // Not the events' fault: the caller resynchronises or stops.
+            Err(error @ (Error::CheckpointMoved(_) | Error::Stopped { .. })) => Err(error),
             Err(error) if events.len() <= 1 => match events.into_iter().next() {
                 Some((record, _)) => {
                     let at = self.poisoned(from, &record, &error.to_string()).await?;
