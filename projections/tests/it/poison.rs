@@ -46,10 +46,9 @@ async fn parked(db: &ReadDb) -> anyhow::Result<Vec<(i64, String)>> {
     let rows = sqlx::query("SELECT position, error FROM eventfold_parked_events ORDER BY position")
         .fetch_all(db.pool())
         .await?;
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|r| Ok((r.try_get("position")?, r.try_get("error")?)))
-        .collect::<anyhow::Result<_>>()?)
+        .collect()
 }
 
 #[tokio::test]
