@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 mod append;
+mod project;
 mod report;
 
 #[derive(Debug, Subcommand)]
@@ -14,6 +15,9 @@ pub(crate) enum BenchCommand {
     /// Appends of ~300-byte events by 1, 8 and 32 writers, single and in batches of 100,
     /// against PostgreSQL and SQLite, each beside plain INSERTs of the same rows.
     Append(append::AppendBenchArgs),
+    /// Folding a pre-filled log (200k events by default) into the relational and Redis
+    /// read models, beside the raw read speed of the same log.
+    Project(project::ProjectBenchArgs),
 }
 
 pub(crate) async fn run(
@@ -23,6 +27,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     match command {
         BenchCommand::Append(args) => append::run(database_url, args, out).await,
+        BenchCommand::Project(args) => project::run(database_url, args, out).await,
     }
 }
 

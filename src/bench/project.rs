@@ -1,0 +1,333 @@
+//! `eventfold bench project`: how fast the log folds into the read models, beside how
+//! fast the log can merely be read, in the same run.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{TimeZone, Utc};
+use clap::Args;
+use eventfold_event_log::{EventReader, EventWriter, Limits, PgEventStore};
+use eventfold_event_schemas::catalogue::{
+    GeoPoint, ReminderOffered, ReminderScheduled, WorkoutCompleted, WorkoutStarted, WorkoutUpdated,
+};
+use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, Position, StreamId};
+use eventfold_projections::models::leaderboard::LeaderboardProjection;
+use eventfold_projections::models::reminders::RemindersProjection;
+use eventfold_projections::models::voice::VoiceDueProjection;
+use eventfold_projections::models::workouts::WorkoutsProjection;
+use eventfold_projections::{
+    ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use uuid::Uuid;
+
+const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectBenchArgs {
+    /// Events in the pre-filled log (at least this many).
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events per projection transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// PostgreSQL server: a scratch database is created there and dropped afterwards.
+    #[arg(long, env = "EVENTFOLD_BENCH_POSTGRES")]
+    postgres: Option<String>,
+    /// Redis for the Redis models (keys under a scratch prefix, deleted afterwards).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+}
+
+pub(crate) async fn run(
+    database_url: &str,
+    args: ProjectBenchArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let admin_url = args.postgres.clone().unwrap_or_else(|| {
+        if database_url.starts_with("postgres") {
+            database_url.to_owned()
+        } else {
+            LOCAL_POSTGRES.to_owned()
+        }
+    });
+    let admin = PgConnectOptions::from_str(&admin_url).context("invalid PostgreSQL URL")?;
+    let name = format!("eventfold_bench_{}", Uuid::new_v4().simple());
+    let mut conn = admin
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {admin_url}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let url = scratch_url(&admin_url, &name);
+    let result = run_in(admin.clone().database(&name), &url, &args, out).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    result
+}
+
+fn scratch_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
+}
+
+/// One workout: started, three updates with GPS points, completed (5 events); every
+/// fourth workout's user also gets a reminder scheduled and offered (2 events).
+fn history(i: usize) -> Vec<(String, Vec<DomainEvent>)> {
+    let at = Utc
+        .with_ymd_and_hms(2026, 11, 2, 7, 0, 0)
+        .single()
+        .unwrap_or_default()
+        + chrono::Duration::minutes(i as i64);
+    let workout_id = Uuid::new_v4();
+    let user = format!("u{}", i % 5000);
+    let mut events: Vec<DomainEvent> = vec![WorkoutStarted {
+        workout_id,
+        user_id: user.clone(),
+        sport: if i % 3 == 0 { "cycling" } else { "running" }.into(),
+        goal_distance_m: None,
+        started_at: at,
+    }
+    .into()];
+    for k in 1..=3 {
+        events.push(
+            WorkoutUpdated {
+                workout_id,
+                distance_m: Some(k as f64 * 1000.0),
+                heart_rate: Some(120 + k),
+                speed_mps: Some(3.0),
+                points: vec![GeoPoint {
+                    lat: 55.7 + k as f64 * 0.001,
+                    lon: 37.6,
+                    at,
+                }],
+                updated_at: at,
+            }
+            .into(),
+        );
+    }
+    events.push(
+        WorkoutCompleted {
+            workout_id,
+            user_id: user.clone(),
+            sport: "running".into(),
+            distance_m: 3000.0,
+            active_seconds: 1000,
+            avg_speed_mps: 3.0,
+            max_heart_rate: Some(123),
+            completed_at: at,
+        }
+        .into(),
+    );
+    let mut streams = vec![(format!("workout-{workout_id}"), events)];
+    if i % 4 == 0 {
+        let reminder_id = Uuid::new_v4();
+        streams.push((
+            format!("reminder-{reminder_id}"),
+            vec![
+                ReminderScheduled {
+                    reminder_id,
+                    user_id: user.clone(),
+                    sku: format!("SKU-{}", i % 50),
+                    title: "Coffee capsules".into(),
+                    quantity: 1,
+                    last_unit_price: 1000,
+                    currency: "RUB".into(),
+                    due_at: at,
+                    slot: 0,
+                }
+                .into(),
+                ReminderOffered {
+                    reminder_id,
+                    user_id: user,
+                    device_id: None,
+                    offered_at: at,
+                }
+                .into(),
+            ],
+        ));
+    }
+    streams
+}
+
+async fn prefill(
+    store: &PgEventStore,
+    target: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<Position> {
+    let started = Instant::now();
+    let writers = 8;
+    let per_writer = target.div_ceil(writers);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            let mut i = w;
+            while written < per_writer {
+                for (stream, events) in history(i) {
+                    let new: Vec<_> = events
+                        .iter()
+                        .map(|e| e.to_new_event(Uuid::new_v4(), EventMetadata::default()))
+                        .collect();
+                    store
+                        .append(&StreamId::new(stream)?, ExpectedVersion::NoStream, &new)
+                        .await?;
+                    written += new.len();
+                }
+                i += writers;
+            }
+            anyhow::Ok(written)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    let head = store.head().await?;
+    writeln!(
+        out,
+        "pre-filled {total} events in {:.1} s (head {head})",
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(head)
+}
+
+async fn raw_read(
+    store: &PgEventStore,
+    head: Position,
+    page: usize,
+) -> anyhow::Result<(usize, Duration)> {
+    let started = Instant::now();
+    let mut after = Position::START;
+    let mut read = 0;
+    while after < head {
+        let events = store.read_all(after, None, page).await?;
+        let Some(last) = events.last() else { break };
+        after = last.global_position;
+        read += events.len();
+    }
+    Ok((read, started.elapsed()))
+}
+
+async fn fold<K: Sink>(
+    store: &PgEventStore,
+    sink: K,
+    head: Position,
+    batch: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let options = RunnerOptions {
+        batch_size: batch,
+        ..RunnerOptions::default()
+    };
+    Runner::new(store.clone(), sink, options, StatusBoard::default())
+        .run_until(Some(head))
+        .await?;
+    Ok(started.elapsed())
+}
+
+async fn run_in(
+    options: PgConnectOptions,
+    url: &str,
+    args: &ProjectBenchArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(12)
+        .connect_with(options)
+        .await?;
+    let store = PgEventStore::from_pool(pool, Limits::default());
+    store.migrate().await?;
+    let head = prefill(&store, args.events, out).await?;
+    let (read, read_time) = raw_read(&store, head, args.batch).await?;
+    let raw_rate = read as f64 / read_time.as_secs_f64();
+    writeln!(
+        out,
+        "raw read of the log: {read} events in {:.2} s = {raw_rate:.0} events/s (pages of {})",
+        read_time.as_secs_f64(),
+        args.batch
+    )?;
+    writeln!(
+        out,
+        "{:<18} {:<9} {:>10} {:>14} {:>8}",
+        "projection", "store", "seconds", "events/s", "ratio"
+    )?;
+    let db = ReadDb::connect(url).await?;
+    let row =
+        |name: &str, store_name: &str, took: Duration, out: &mut dyn Write| -> anyhow::Result<()> {
+            let rate = read as f64 / took.as_secs_f64();
+            writeln!(
+                out,
+                "{name:<18} {store_name:<9} {:>10.2} {rate:>14.0} {:>8.2}",
+                took.as_secs_f64(),
+                rate / raw_rate
+            )?;
+            Ok(())
+        };
+    let took = fold(
+        &store,
+        RelationalSink::new(db.clone(), WorkoutsProjection),
+        head,
+        args.batch,
+    )
+    .await?;
+    row("workouts.v1", "postgres", took, out)?;
+    let took = fold(
+        &store,
+        RelationalSink::new(db.clone(), RemindersProjection),
+        head,
+        args.batch,
+    )
+    .await?;
+    row("reminders.v1", "postgres", took, out)?;
+    let client = redis::Client::open(args.redis.as_str())?;
+    let prefix = format!("eventfold-bench:{}:", Uuid::new_v4().simple());
+    let keys = RedisKeys::new(prefix.clone());
+    match client.get_multiplexed_async_connection().await {
+        Ok(mut conn) => {
+            let took = fold(
+                &store,
+                RedisSink::new(client.clone(), keys.clone(), VoiceDueProjection),
+                head,
+                args.batch,
+            )
+            .await?;
+            row("voice_due.v1", "redis", took, out)?;
+            let took = fold(
+                &store,
+                RedisSink::new(client.clone(), keys, LeaderboardProjection),
+                head,
+                args.batch,
+            )
+            .await?;
+            row("leaderboards.v1", "redis", took, out)?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await?;
+            for chunk in keys.chunks(1000) {
+                let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+            }
+        }
+        Err(error) => writeln!(
+            out,
+            "redis at {} unreachable ({error}): Redis models skipped",
+            args.redis
+        )?,
+    }
+    db.pool().close().await;
+    store.pool().close().await;
+    Ok(())
+}
