@@ -9,6 +9,7 @@ use eventfold_event_log::AnyEventStore;
 
 mod bench;
 mod demo;
+mod projections;
 mod streams;
 
 /// The embedded default: a SQLite file in the working directory.
@@ -26,6 +27,19 @@ struct Cli {
     #[arg(long, env = "DATABASE_URL", global = true)]
     database_url: Option<String>,
 
+    /// Redis for the Redis read models (off when unset).
+    #[arg(long, env = "REDIS_URL", global = true)]
+    redis_url: Option<String>,
+
+    /// Prefix of every Redis key Eventfold writes.
+    #[arg(
+        long,
+        env = "EVENTFOLD_REDIS_PREFIX",
+        default_value = "eventfold:",
+        global = true
+    )]
+    redis_prefix: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +51,9 @@ enum Command {
     /// Read, tail and append to event streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Inspect the read models.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
     /// Show the log at work on the embedded default: concurrent writers, a live tail.
     Demo(demo::DemoArgs),
     /// Measure throughput against raw baselines.
@@ -101,6 +118,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;
             streams::run(&store, command, &mut out).await?;
+        }
+        Command::Projections(command) => {
+            let store = open_store(&database_url).await?;
+            let set = projections::projection_set(
+                store,
+                &database_url,
+                cli.redis_url.as_deref(),
+                &cli.redis_prefix,
+            )
+            .await?;
+            projections::run(&set, command, &mut out).await?;
         }
         Command::Demo(args) => demo::run(cli.database_url.as_deref(), args, &mut out).await?,
         Command::Bench(command) => bench::run(&database_url, command, &mut out).await?,

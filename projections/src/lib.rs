@@ -23,6 +23,6 @@ pub use runtime::{
     FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
     RunnerOptions, Sink, SqlTx,
 };
-pub use set::{ProjectionSet, RedisTarget, REDIS, RELATIONAL};
+pub use set::{ProjectionSet, RedisTarget, StoredProgress, REDIS, RELATIONAL};
 pub use sql::{from_millis, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};

@@ -177,3 +177,61 @@ fn spawn_one<L: EventStore, K: Sink + 'static>(
             .await
     });
 }
+
+/// A projection's progress as its store records it (works from any process).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredProgress {
+    /// Versioned name.
+    pub name: &'static str,
+    /// `relational` or `redis`.
+    pub store: &'static str,
+    /// Last applied position (`None`: never ran).
+    pub checkpoint: Option<Position>,
+    /// Parked events.
+    pub parked: u64,
+}
+
+impl<L: EventStore> ProjectionSet<L> {
+    /// Every projection's checkpoint and parked events, read from the stores.
+    pub async fn stored_progress(&self) -> Result<Vec<StoredProgress>> {
+        use redis::AsyncCommands;
+        use sqlx::Row;
+        let mut out = Vec::new();
+        for name in RELATIONAL {
+            let row = sqlx::query(
+                "SELECT (SELECT position FROM eventfold_checkpoints WHERE name = $1) AS position, \
+                 (SELECT COUNT(*) FROM eventfold_parked_events WHERE projection = $1) AS parked",
+            )
+            .bind(*name)
+            .fetch_one(self.db.pool())
+            .await?;
+            let parked: i64 = row.try_get("parked")?;
+            out.push(StoredProgress {
+                name,
+                store: "relational",
+                checkpoint: row.try_get::<Option<i64>, _>("position")?.map(Position),
+                parked: parked.max(0) as u64,
+            });
+        }
+        if let Some(r) = &self.redis {
+            let mut conn = crate::redis_sink::connect(&r.client).await?;
+            for name in REDIS {
+                let checkpoint: Option<i64> =
+                    conn.get(r.keys.key(format!("checkpoint:{name}"))).await?;
+                let parked: u64 = conn.llen(r.keys.key(format!("parked:{name}"))).await?;
+                out.push(StoredProgress {
+                    name,
+                    store: "redis",
+                    checkpoint: checkpoint.map(Position),
+                    parked,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The log.
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+}
