@@ -130,6 +130,8 @@ impl<S: EventStore> CommandHandler<S> {
                 .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(stream, expected, &new_events).await {
                 Ok(result) => {
+                    metrics::counter!("eventfold_appended_events_total")
+                        .increment(events.len() as u64);
                     let events = events
                         .iter()
                         .enumerate()

@@ -1,1 +1,124 @@
-//! placeholder
+//! The query side over HTTP: every answer comes from a precomputed read model.
+//!
+//! - `GET /api/v1/...` query routes with the command side's authentication rules
+//!   (a user reads only their own data; a service reads anything), pagination where
+//!   lists grow, and read-your-writes on demand: pass a command's consistency token as
+//!   `?after=TOKEN` or `X-Consistency-Token` and the route waits (bounded) until its read
+//!   model has applied it, or answers 503 with the current lag.
+//! - `/api/v1/openapi.json`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`observe`] — middleware: `x-correlation-id` (echoed), a tracing span per request
+//!   and a latency histogram per route.
+
+mod consistency;
+mod observe;
+mod openapi;
+mod ops;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use eventfold_commands::http::{ApiError, AuthConfig};
+use eventfold_event_log::EventStore;
+use eventfold_projections::{ReadDb, RedisTarget, StatusBoard};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+pub use observe::{install_metrics, observe};
+pub use openapi::{document, ROUTES};
+
+/// What the query routes share.
+#[derive(Debug)]
+pub struct QueryApi<L> {
+    /// The log (for lag and readiness).
+    pub log: L,
+    /// The relational read models.
+    pub db: ReadDb,
+    /// The Redis read models, when configured.
+    pub redis: Option<RedisTarget>,
+    /// Progress of the projections running in this process.
+    pub board: StatusBoard,
+    /// Who may call.
+    pub auth: Arc<AuthConfig>,
+    /// Longest read-your-writes wait.
+    pub consistency_wait: Duration,
+    /// Renders `/metrics`, when a recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    /// Names of the projections that should be running (for `/readyz`).
+    pub expected_projections: Vec<&'static str>,
+}
+
+impl<L> Clone for QueryApi<L>
+where
+    L: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            db: self.db.clone(),
+            redis: self.redis.clone(),
+            board: self.board.clone(),
+            auth: self.auth.clone(),
+            consistency_wait: self.consistency_wait,
+            metrics: self.metrics.clone(),
+            expected_projections: self.expected_projections.clone(),
+        }
+    }
+}
+
+impl<L> axum::extract::FromRef<QueryApi<L>> for Arc<AuthConfig> {
+    fn from_ref(api: &QueryApi<L>) -> Self {
+        api.auth.clone()
+    }
+}
+
+/// The query, OpenAPI, health and metrics routes.
+pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/users/{user_id}/reminders/due",
+            get(routes::due::<L>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/reminders",
+            get(routes::reminders::<L>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/orders",
+            get(routes::user_orders::<L>),
+        )
+        .route("/api/v1/orders/{order_id}", get(routes::order::<L>))
+        .route(
+            "/api/v1/users/{user_id}/consumables",
+            get(routes::consumables::<L>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/purchases",
+            get(routes::purchases::<L>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/workouts",
+            get(routes::workouts::<L>),
+        )
+        .route("/api/v1/workouts/{workout_id}", get(routes::workout::<L>))
+        .route(
+            "/api/v1/workouts/{workout_id}/route",
+            get(routes::route::<L>),
+        )
+        .route(
+            "/api/v1/users/{user_id}/workout-stats",
+            get(routes::stats::<L>),
+        )
+        .route(
+            "/api/v1/leaderboards/{sport}",
+            get(routes::leaderboard::<L>),
+        )
+        .route("/api/v1/projections", get(routes::projections::<L>))
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz::<L>))
+        .route("/metrics", get(ops::metrics::<L>))
+        .fallback(|| async { ApiError::no_route() })
+        .with_state(api)
+}

@@ -1,0 +1,75 @@
+//! Per-request observability: correlation ids, tracing spans, latency histograms.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Installs the process-wide Prometheus recorder (once; later calls get `None`).
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &buckets)
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// Middleware: takes `x-correlation-id` (or makes one), runs the request in a span with
+/// it and a fresh trace id, records the latency per route, and echoes the id.
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let correlation_id = request
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or_else(Uuid::new_v4);
+    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        // Handlers (and the events they append) see the same id.
+        request.headers_mut().insert("x-correlation-id", value);
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let trace_id = Uuid::new_v4();
+    let span = tracing::info_span!("request", %method, %route, %correlation_id, %trace_id);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status();
+    metrics::histogram!(
+        "eventfold_http_request_duration_seconds",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string()
+    )
+    .record(elapsed);
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed * 1000.0,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed * 1000.0,
+                "request"
+            );
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        response.headers_mut().insert("x-correlation-id", value);
+    }
+    response
+}

@@ -1,0 +1,92 @@
+//! Liveness, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use eventfold_event_log::EventStore;
+use eventfold_projections::{measure_lag, ProjectionState};
+use serde_json::json;
+
+use crate::QueryApi;
+
+/// The process is up.
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The stores answer and every projection runs.
+pub(crate) async fn readyz<L: EventStore>(State(api): State<QueryApi<L>>) -> Response {
+    let log = api.log.head().await.map(|_| "ok").unwrap_or("unreachable");
+    let read_db = sqlx_ping(&api).await;
+    let redis = match &api.redis {
+        None => "off",
+        Some(r) => match r.client.get_multiplexed_async_connection().await {
+            Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
+                Ok(_) => "ok",
+                Err(_) => "unreachable",
+            },
+            Err(_) => "unreachable",
+        },
+    };
+    let statuses = api.board.statuses();
+    let not_running: Vec<String> = api
+        .expected_projections
+        .iter()
+        .filter(|name| {
+            !statuses
+                .iter()
+                .any(|s| s.name == **name && matches!(s.state, ProjectionState::Running))
+        })
+        .map(|name| (*name).to_owned())
+        .collect();
+    // Redis being down degrades the voice answer (served from the relational model)
+    // but does not make the service unready.
+    let blocking = not_running.iter().any(|n| !(is_redis(n) && redis != "ok"));
+    let ready = log == "ok" && read_db == "ok" && !blocking;
+    let body = json!({
+        "ready": ready,
+        "stores": { "event_log": log, "read_models": read_db, "redis": redis },
+        "projections_not_running": not_running,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+fn is_redis(name: &str) -> bool {
+    eventfold_projections::REDIS.contains(&name)
+}
+
+async fn sqlx_ping<L>(api: &QueryApi<L>) -> &'static str {
+    match sqlx::query("SELECT 1").execute(api.db.pool()).await {
+        Ok(_) => "ok",
+        Err(_) => "unreachable",
+    }
+}
+
+/// Prometheus exposition: request latencies, append and degradation counters, and the
+/// projections' checkpoints and lag (measured now).
+pub(crate) async fn metrics<L: EventStore>(State(api): State<QueryApi<L>>) -> Response {
+    for status in api.board.statuses() {
+        let labels = [("projection", status.name.clone())];
+        metrics::gauge!("eventfold_projection_checkpoint", &labels).set(status.checkpoint.0 as f64);
+        if let Ok(lag) = measure_lag(&api.log, status.checkpoint).await {
+            metrics::gauge!("eventfold_projection_lag_events", &labels).set(lag.events as f64);
+            metrics::gauge!("eventfold_projection_lag_seconds", &labels).set(lag.seconds);
+        }
+        let parked = [("projection", status.name)];
+        metrics::gauge!("eventfold_projection_parked_events", &parked).set(status.parked as f64);
+    }
+    match &api.metrics {
+        Some(handle) => (
+            [("content-type", "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
