@@ -1,51 +1,99 @@
-//! `eventfold demo`: the event log at work on the embedded default, in a few seconds.
+//! `eventfold demo`: the whole loop on the embedded default, in well under a minute.
 //!
-//! Several writers record purchases and workouts concurrently while a live subscriber
-//! tails the log; then the demo shows a version conflict and an idempotent retry, and
-//! checks that the subscriber saw every event exactly once.
+//! A seeded population buys consumables and trains for months (through the real command
+//! side, so the consumable policy and reminder planning run), the projectors fold the log
+//! into the read models, and then the voice re-order flow is walked through the real
+//! HTTP API, request by request.
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
+use axum::body::Body;
+use axum::http::Request;
+use chrono::{DateTime, Duration, Utc};
 use clap::Args;
-use eventfold_event_log::schemas::{ExpectedVersion, NewEvent, StreamId};
-use eventfold_event_log::{
-    AnyEventStore, Error, EventReader, EventStore, EventWriter, SubscriptionOptions,
+use eventfold_commands::{CommandContext, CommandService, Principal};
+use eventfold_domain::consumables::ConsumablePolicy;
+use eventfold_domain::slotting::SlotPlanner;
+use eventfold_domain::workout::WorkoutCommand;
+use eventfold_event_log::{AnyEventStore, EventReader};
+use eventfold_event_schemas::catalogue::{
+    DeviceActivated, GeoPoint, PriceChanged, PurchaseRecorded,
 };
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::app;
+use crate::config::Config;
 
 /// Where the demo writes when no DATABASE_URL is given (recreated on every run).
 const DEMO_FILE: &str = "eventfold-demo.db";
+const DEMO_KEY: &str = "demo-service-key";
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Simulated users.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 300)]
     users: usize,
     /// Seed of the random population.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
 
-const SKUS: [(&str, &str, &str, i64); 4] = [
-    ("SKU-CAPS-50", "Coffee capsules, 50 pcs", "coffee", 1299),
-    ("SKU-CATFOOD-2KG", "Cat food, 2 kg", "pet_food", 1890),
+/// (sku, title, category, price in kopecks)
+const CATALOG: [(&str, &str, &str, i64); 6] = [
+    (
+        "SKU-CAPS-50",
+        "coffee capsules, 50 pieces",
+        "coffee",
+        129_900,
+    ),
+    ("SKU-CATFOOD-2KG", "cat food, 2 kg", "pet_food", 189_000),
     (
         "SKU-FILTER-3",
-        "Water filter cartridges, 3 pcs",
+        "water filter cartridges, 3 pieces",
         "filters",
-        990,
+        99_000,
     ),
-    ("SKU-DIAPERS-M", "Diapers, size M, 64 pcs", "diapers", 1750),
+    (
+        "SKU-DIAPERS-M",
+        "diapers, size M, 64 pieces",
+        "diapers",
+        175_000,
+    ),
+    ("SKU-TEA-100", "green tea, 100 bags", "tea", 45_000),
+    (
+        "SKU-VITAMIN-D",
+        "vitamin D, 90 capsules",
+        "vitamins",
+        69_000,
+    ),
 ];
+
+/// A clock the simulation moves.
+#[derive(Clone)]
+struct SimClock(Arc<AtomicI64>);
+
+impl SimClock {
+    fn set(&self, at: DateTime<Utc>) {
+        self.0.store(at.timestamp_millis(), Ordering::SeqCst);
+    }
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap_or_default()
+    }
+}
 
 pub(crate) async fn run(
     database_url: Option<&str>,
     args: DemoArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
     let url = match database_url {
         Some(url) => url.to_owned(),
         None => {
@@ -55,178 +103,400 @@ pub(crate) async fn run(
             format!("sqlite://{DEMO_FILE}")
         }
     };
-    let store = AnyEventStore::open(&url).await?;
-    let start_head = store.head().await?;
-    writeln!(
-        out,
-        "Eventfold demo — event log on {} ({url})\n",
-        store.backend()
-    )?;
-
-    // A live subscriber, started before any writer.
-    let mut subscription = store.subscribe(start_head, SubscriptionOptions::default());
-
-    writeln!(
-        out,
-        "1. {} users buy consumables and train, written by 8 concurrent writers…",
-        args.users
-    )?;
-    let started = Instant::now();
-    let mut writers = Vec::new();
-    for w in 0..8 {
-        let store = store.clone();
-        let (users, seed) = (args.users, args.seed);
-        writers.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(w));
-            let mut ids = Vec::new();
-            for user in (w as usize..users).step_by(8) {
-                let events = user_history(&mut rng, user);
-                for (stream, batch) in events {
-                    store.append(&stream, ExpectedVersion::Any, &batch).await?;
-                    ids.extend(batch.iter().map(|e| e.event_id));
-                }
-            }
-            anyhow::Ok(ids)
-        }));
+    let mut config = Config::load(None)?;
+    config.api_keys = Some(format!("{DEMO_KEY}=service:demo"));
+    let app = app::build(&config, &url).await?;
+    writeln!(out, "Eventfold demo\n==============")?;
+    for line in &app.report {
+        writeln!(out, "  {line}")?;
     }
-    let mut appended = HashSet::new();
-    for w in writers {
-        appended.extend(w.await??);
-    }
-    let elapsed = started.elapsed();
+
+    let real_now = Utc::now();
+    let clock = SimClock(Arc::new(AtomicI64::new(real_now.timestamp_millis())));
+    let service_clock = clock.clone();
+    let service = Arc::new(CommandService::with(
+        app.store.clone(),
+        ConsumablePolicy::default(),
+        SlotPlanner::default(),
+        Arc::new(move || service_clock.now()),
+    ));
+
     writeln!(
         out,
-        "   {} events appended in {:.2} s ({:.0} events/s)",
-        appended.len(),
-        elapsed.as_secs_f64(),
-        appended.len() as f64 / elapsed.as_secs_f64()
+        "\n1. {} users buy consumables and train for six months (seed {})…",
+        args.users, args.seed
     )?;
-
-    writeln!(out, "\n2. The live subscriber tails the log:")?;
-    let mut seen = HashSet::new();
-    while seen.len() < appended.len() {
-        let batch =
-            tokio::time::timeout(Duration::from_secs(10), subscription.next_batch(1000)).await??;
-        for event in batch {
-            if seen.len() < 3 {
-                writeln!(
-                    out,
-                    "   #{:<5} {:<24} {:<18} {}",
-                    event.global_position, event.stream_id, event.event_type, event.data
-                )?;
-            }
-            seen.insert(event.event_id);
+    let ctx = CommandContext::new(Principal::service("demo"));
+    for (sku, title, _, price) in CATALOG {
+        service
+            .set_price(
+                &ctx,
+                price_entry(sku, title, price, real_now - Duration::days(200)),
+            )
+            .await?;
+    }
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    for user in 0..args.users {
+        simulate_user(&service, &clock, &ctx, &mut rng, user, real_now).await?;
+        if (user + 1) % 100 == 0 || user + 1 == args.users {
+            writeln!(out, "   … {}/{} users", user + 1, args.users)?;
+            out.flush()?;
         }
     }
+    clock.set(real_now);
+    // The coffee got dearer since most people last bought it.
+    let (sku, title, _, price) = CATALOG[0];
+    service
+        .set_price(
+            &ctx,
+            price_entry(sku, title, price + 10_000, real_now - Duration::hours(1)),
+        )
+        .await?;
+    let head = app.store.head().await?;
     writeln!(
         out,
-        "   … it received {} events; every appended event exactly once: {}",
-        seen.len(),
-        seen == appended
+        "   {} events in the log after {:.1} s",
+        head,
+        started.elapsed().as_secs_f64()
     )?;
 
     writeln!(
         out,
-        "\n3. Optimistic concurrency: two deciders both saw order-demo at version 0"
+        "\n2. The projectors fold the log into the read models…"
     )?;
-    let order = StreamId::new(format!("order-demo{}", args.seed))?;
-    store
-        .append(
-            &order,
-            ExpectedVersion::NoStream,
-            &[NewEvent::new("OrderDrafted", json!({"sku": "SKU-CAPS-50"}))],
-        )
-        .await?;
-    let confirm = NewEvent::new("OrderConfirmed", json!({}));
-    let first = store
-        .append(
-            &order,
-            ExpectedVersion::Exact(0),
-            std::slice::from_ref(&confirm),
-        )
-        .await?;
+    let fold = Instant::now();
+    app.projections.catch_up().await?;
     writeln!(
         out,
-        "   the first confirms: version {}, position {}",
-        first.last_version, first.last_position
-    )?;
-    match store
-        .append(
-            &order,
-            ExpectedVersion::Exact(0),
-            &[NewEvent::new("OrderCancelled", json!({}))],
-        )
-        .await
-    {
-        Err(error @ Error::WrongExpectedVersion { .. }) => {
-            writeln!(out, "   the second is refused: {error}")?
-        }
-        other => writeln!(out, "   unexpected: {other:?}")?,
-    }
-
-    writeln!(
-        out,
-        "\n4. Idempotency: the speaker resends the same confirmation"
-    )?;
-    let again = store
-        .append(&order, ExpectedVersion::Exact(0), &[confirm])
-        .await?;
-    writeln!(
-        out,
-        "   same result, nothing written twice: {} (position {})",
-        again == first,
-        again.last_position
+        "   {} projections at position {head} in {:.1} s: {}",
+        app.projections.names().len(),
+        fold.elapsed().as_secs_f64(),
+        app.projections.names().join(", ")
     )?;
 
-    let head = store.head().await?;
-    writeln!(out, "\nThe log's head is at position {head}. Look around:")?;
+    walk_through(&app, out).await?;
+    summary(&app, out).await?;
     writeln!(
         out,
-        "   DATABASE_URL=sqlite://{DEMO_FILE} eventfold streams read {order}"
+        "\nDone in {:.1} s. The log is in {url}; try:",
+        started.elapsed().as_secs_f64()
     )?;
+    writeln!(out, "   DATABASE_URL={url} eventfold projections status")?;
     writeln!(
         out,
-        "   DATABASE_URL=sqlite://{DEMO_FILE} eventfold streams tail --category workout --limit 5"
+        "   DATABASE_URL={url} EVENTFOLD_API_KEYS=key=service:me eventfold serve"
     )?;
     Ok(())
 }
 
-/// A user's purchases (a few repeats of one consumable) and a workout.
-fn user_history(rng: &mut impl Rng, user: usize) -> Vec<(StreamId, Vec<NewEvent>)> {
-    let mut out = Vec::new();
-    let (sku, title, category, price) = SKUS[rng.random_range(0..SKUS.len())];
-    let purchases: Vec<NewEvent> = (0..rng.random_range(2..6))
-        .map(|i| {
-            NewEvent::new(
-                "PurchaseRecorded",
-                json!({
-                    "user_id": format!("u{user}"), "sku": sku, "title": title,
-                    "category": category, "quantity": 1, "unit_price": price,
-                    "purchased_at": format!("2026-{:02}-{:02}T10:00:00Z", 1 + i * 2, 1 + rng.random_range(0..28)),
-                }),
+fn price_entry(sku: &str, title: &str, unit_price: i64, at: DateTime<Utc>) -> PriceChanged {
+    PriceChanged {
+        sku: sku.into(),
+        title: title.into(),
+        unit_price,
+        currency: "RUB".into(),
+        available: true,
+        delivery_days: 2,
+        changed_at: at,
+    }
+}
+
+async fn simulate_user(
+    service: &CommandService<AnyEventStore>,
+    clock: &SimClock,
+    ctx: &CommandContext,
+    rng: &mut StdRng,
+    user: usize,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let user_id = format!("u{user}");
+    let offset = [180, 180, 180, 300, 420][user % 5];
+    let hour = rng.random_range(7..22);
+    for _ in 0..4 {
+        let at = now - Duration::days(rng.random_range(1..60)) + Duration::hours(hour - 12)
+            - Duration::minutes(i64::from(offset));
+        clock.set(at);
+        service
+            .record_activation(
+                ctx,
+                DeviceActivated {
+                    device_id: format!("spk-{user_id}"),
+                    user_id: user_id.clone(),
+                    activated_at: at,
+                    utc_offset_minutes: offset,
+                },
             )
-        })
-        .collect();
-    if let Ok(stream) = StreamId::new(format!("purchases-u{user}")) {
-        out.push((stream, purchases));
+            .await?;
     }
-    let km: f64 = rng.random_range(2.0..15.0);
-    let workout = vec![
-        NewEvent::new(
-            "WorkoutStarted",
-            json!({"user_id": format!("u{user}"), "sport": "running"}),
-        ),
-        NewEvent::new(
-            "WorkoutUpdated",
-            json!({"distance_km": km / 2.0, "heart_rate": 140}),
-        ),
-        NewEvent::new(
-            "WorkoutCompleted",
-            json!({"distance_km": km, "duration_s": (km * 330.0) as i64}),
-        ),
-    ];
-    if let Ok(stream) = StreamId::new(format!("workout-u{user}w1")) {
-        out.push((stream, workout));
+    clock.set(now);
+    let (sku, title, category, price) = CATALOG[rng.random_range(0..CATALOG.len())];
+    let interval = rng.random_range(14..40);
+    // Most users are due about now; some bought recently.
+    let mut at = now - Duration::days(interval * 5 + rng.random_range(-3..12));
+    while at < now - Duration::days(2) {
+        service
+            .record_purchase(
+                ctx,
+                PurchaseRecorded {
+                    user_id: user_id.clone(),
+                    sku: sku.into(),
+                    title: title.into(),
+                    category: category.into(),
+                    quantity: rng.random_range(1..3),
+                    unit_price: price,
+                    currency: "RUB".into(),
+                    purchased_at: at,
+                },
+            )
+            .await?;
+        at += Duration::days(interval + rng.random_range(-3..4));
     }
-    out
+    for _ in 0..rng.random_range(1..4) {
+        let start = now
+            - Duration::days(rng.random_range(1..56))
+            - Duration::hours(rng.random_range(0..12));
+        let workout = Uuid::from_u64_pair(user as u64, rng.random());
+        let km: f64 = rng.random_range(3.0..15.0);
+        let sport = if rng.random_bool(0.7) {
+            "running"
+        } else {
+            "cycling"
+        };
+        clock.set(start);
+        service
+            .start_workout(ctx, workout, user_id.clone(), sport.into(), None)
+            .await?;
+        for step in 1..=3 {
+            clock.set(start + Duration::minutes(step * 10));
+            let points = vec![GeoPoint {
+                lat: 55.75 + step as f64 * 0.002,
+                lon: 37.61 + km * 0.0005,
+                at: clock.now(),
+            }];
+            service
+                .workout_command(ctx, workout, |at| WorkoutCommand::Update {
+                    distance_m: Some(km * 1000.0 * step as f64 / 3.0),
+                    heart_rate: Some(130 + 10 * step as u32),
+                    speed_mps: Some(3.0),
+                    points: points.clone(),
+                    at,
+                })
+                .await?;
+        }
+        clock.set(start + Duration::minutes((km * 6.0) as i64));
+        service
+            .workout_command(ctx, workout, |at| WorkoutCommand::Complete {
+                distance_m: Some(km * 1000.0),
+                at,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// One request through the real router, printed.
+async fn call(
+    app: &app::App,
+    out: &mut impl Write,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    key: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", DEMO_KEY)
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let response = app
+        .router
+        .clone()
+        .oneshot(request.body(Body::from(body))?)
+        .await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    writeln!(out, "   {method} {path} → {}", status.as_u16())?;
+    if !status.is_success() {
+        anyhow::bail!("{method} {path} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+async fn walk_through(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(out, "\n3. The voice re-order flow, through the HTTP API")?;
+    // A user whose reminder comes up next.
+    let row: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT user_id, reminder_id, due_at FROM rm_reminders WHERE status = 'scheduled' AND sku = $1 ORDER BY due_at LIMIT 1",
+    )
+    .bind(CATALOG[0].0)
+    .fetch_optional(app.projections.db().pool())
+    .await?;
+    let Some((user, reminder, due_ms)) = row else {
+        writeln!(
+            out,
+            "   (no coffee reminder is scheduled in this population: try another --seed)"
+        )?;
+        return Ok(());
+    };
+    let due = DateTime::from_timestamp_millis(due_ms).unwrap_or_default();
+    writeln!(
+        out,
+        "\n   The speaker of {user} wakes up at {due} and asks what is due:"
+    )?;
+    let answer = call(
+        app,
+        out,
+        "GET",
+        &format!(
+            "/api/v1/users/{user}/reminders/due?at={}",
+            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .replace('+', "%2B")
+        ),
+        None,
+        None,
+    )
+    .await?;
+    let offer = &answer["offers"][0];
+    writeln!(
+        out,
+        "   (answered from {}) 🔊 \"{}\"",
+        answer["source"].as_str().unwrap_or("?"),
+        offer["text"].as_str().unwrap_or("?")
+    )?;
+    call(
+        app,
+        out,
+        "POST",
+        &format!("/api/v1/reminders/{reminder}/offer"),
+        Some(json!({"device_id": format!("spk-{user}")})),
+        None,
+    )
+    .await?;
+    writeln!(out, "\n   The user says \"yes\":")?;
+    let yes = call(
+        app,
+        out,
+        "POST",
+        &format!("/api/v1/reminders/{reminder}/accept"),
+        None,
+        Some("yes-1"),
+    )
+    .await?;
+    let order = yes["order_id"].as_str().unwrap_or_default().to_owned();
+    writeln!(
+        out,
+        "   order {order} drafted at the refreshed price: {} kopecks a unit (was {}), total {}, delivery in {} days",
+        yes["lines"][0]["unit_price"], yes["repriced_from"], yes["total"], yes["delivery_days"]
+    )?;
+    writeln!(
+        out,
+        "\n   The speaker did not hear back and resends the same \"yes\":"
+    )?;
+    let again = call(
+        app,
+        out,
+        "POST",
+        &format!("/api/v1/reminders/{reminder}/accept"),
+        None,
+        Some("yes-1"),
+    )
+    .await?;
+    writeln!(
+        out,
+        "   same order {} (replayed: {}): no second order",
+        again["order_id"].as_str().unwrap_or("?"),
+        again["reminder"]["replayed"]
+    )?;
+    writeln!(out, "\n   The final confirmation:")?;
+    let placed = call(
+        app,
+        out,
+        "POST",
+        &format!("/api/v1/orders/{order}/confirm"),
+        None,
+        None,
+    )
+    .await?;
+    let types: Vec<&str> = placed["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["event_type"].as_str()).collect())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "   events: {}; consistency token {}",
+        types.join(" → "),
+        placed["consistency_token"]
+    )?;
+    // The read model catches up in the background of `serve`; here we fold now.
+    app.projections.catch_up().await?;
+    let view = call(
+        app,
+        out,
+        "GET",
+        &format!(
+            "/api/v1/orders/{order}?after={}",
+            placed["consistency_token"]
+        ),
+        None,
+        None,
+    )
+    .await?;
+    writeln!(
+        out,
+        "   the order read model says: status {}, payment push requested: {}",
+        view["status"], view["payment_requested"]
+    )?;
+    Ok(())
+}
+
+async fn summary(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
+    let pool = app.projections.db().pool();
+    writeln!(out, "\n4. The read models")?;
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM rm_reminders GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?;
+    let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    writeln!(out, "   reminders: {}", statuses.join(", "))?;
+    let consumables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_consumables")
+        .fetch_one(pool)
+        .await?;
+    let purchases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_purchases")
+        .fetch_one(pool)
+        .await?;
+    writeln!(
+        out,
+        "   purchases: {purchases} lines, {consumables} consumables detected"
+    )?;
+    let busiest: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT slot, COUNT(*) AS n FROM rm_reminders GROUP BY slot ORDER BY n DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if let Some((_, n)) = busiest {
+        writeln!(
+            out,
+            "   reminder slots: the busiest 30-minute slot holds {n} reminders (capacity 100)"
+        )?;
+    }
+    let workouts: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM rm_workouts WHERE status = 'completed'")
+            .fetch_one(pool)
+            .await?;
+    writeln!(out, "   workouts: {workouts} completed")?;
+    let top: Vec<(String, f64, i64)> = sqlx::query_as("SELECT user_id, total_distance_m, workouts FROM rm_workout_stats ORDER BY total_distance_m DESC LIMIT 3").fetch_all(pool).await?;
+    for (i, (user, distance, n)) in top.iter().enumerate() {
+        writeln!(
+            out,
+            "   #{} {user}: {:.1} km in {n} workouts",
+            i + 1,
+            distance / 1000.0
+        )?;
+    }
+    Ok(())
 }

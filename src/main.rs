@@ -7,9 +7,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventfold_event_log::AnyEventStore;
 
+mod app;
 mod bench;
+mod config;
 mod demo;
 mod projections;
+mod serve;
 mod streams;
 
 /// The embedded default: a SQLite file in the working directory.
@@ -40,6 +43,10 @@ struct Cli {
     )]
     redis_prefix: String,
 
+    /// Optional TOML configuration file; environment variables override it.
+    #[arg(long, env = "EVENTFOLD_CONFIG", global = true)]
+    config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +55,8 @@ struct Cli {
 enum Command {
     /// Create or upgrade the event log's schema.
     Migrate,
+    /// Serve the HTTP API (commands and queries) and run the projectors.
+    Serve,
     /// Read, tail and append to event streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
@@ -114,6 +123,11 @@ async fn main() -> anyhow::Result<()> {
                 store.backend(),
                 redact(&database_url)
             )?;
+        }
+        Command::Serve => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            let url = config.database_url.clone().unwrap_or(database_url);
+            serve::run(config, &url, &mut out).await?;
         }
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;

@@ -181,7 +181,7 @@ fn an_unsupported_database_url_is_reported() {
 fn the_demo_runs_on_the_embedded_default() {
     let s = Scratch::new();
     let out = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["demo", "--users", "40"])
+        .args(["demo", "--users", "30"])
         .env_remove("DATABASE_URL")
         .current_dir(&s.0)
         .output()

@@ -230,6 +230,11 @@ impl<L: EventStore> ProjectionSet<L> {
         Ok(out)
     }
 
+    /// The relational read store.
+    pub fn db(&self) -> &ReadDb {
+        &self.db
+    }
+
     /// The log.
     pub fn log(&self) -> &L {
         &self.log

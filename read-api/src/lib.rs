@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use eventfold_commands::http::{ApiError, AuthConfig};
+use eventfold_commands::http::AuthConfig;
 use eventfold_event_log::EventStore;
 use eventfold_projections::{ReadDb, RedisTarget, StatusBoard};
-use metrics_exporter_prometheus::PrometheusHandle;
 
+pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use observe::{install_metrics, observe};
 pub use openapi::{document, ROUTES};
 
@@ -119,6 +119,5 @@ pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<L>))
         .route("/metrics", get(ops::metrics::<L>))
-        .fallback(|| async { ApiError::no_route() })
         .with_state(api)
 }

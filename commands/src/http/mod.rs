@@ -89,7 +89,6 @@ pub fn router<S: EventStore>(api: CommandApi<S>) -> Router {
             post(routes::cancel_workout::<S>),
         )
         .route("/api/v1/catalog/prices", post(routes::set_price::<S>))
-        .fallback(|| async { ApiError::no_route() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }

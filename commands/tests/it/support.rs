@@ -22,6 +22,7 @@ pub fn app<S: EventStore>(store: S) -> Router {
         service: Arc::new(CommandService::new(store)),
         auth: Arc::new(auth),
     })
+    .fallback(|| async { eventfold_commands::http::ApiError::no_route() })
 }
 
 pub fn token_for(user: &str) -> String {

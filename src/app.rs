@@ -1,0 +1,119 @@
+//! Wiring: one process with the command routes, the query routes and the projectors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::middleware;
+use axum::Router;
+use eventfold_commands::http::{ApiError, AuthConfig, CommandApi};
+use eventfold_commands::CommandService;
+use eventfold_event_log::AnyEventStore;
+use eventfold_projections::{
+    ProjectionSet, ReadDb, RedisKeys, RedisTarget, RunnerOptions, StatusBoard,
+};
+use eventfold_read_api::QueryApi;
+
+use crate::config::Config;
+
+/// The assembled application.
+pub(crate) struct App {
+    pub(crate) router: Router,
+    pub(crate) projections: ProjectionSet<AnyEventStore>,
+    pub(crate) store: AnyEventStore,
+    /// What is on and off, for the start-up message.
+    pub(crate) report: Vec<String>,
+}
+
+/// Builds the application from `config` (migrating the log on the way).
+pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result<App> {
+    let store = crate::open_store(database_url).await?;
+    let db = ReadDb::connect(database_url).await?;
+    let mut report = vec![format!(
+        "event log and relational read models: {} ({})",
+        store.backend(),
+        crate::redact(database_url)
+    )];
+    let redis = match &config.redis_url {
+        Some(url) => {
+            let prefix = config
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| "eventfold:".to_owned());
+            report.push(format!(
+                "redis: {} (keys under {prefix:?}): voice cache and leaderboards on",
+                crate::redact(url)
+            ));
+            Some(RedisTarget {
+                client: redis::Client::open(url.as_str())?,
+                keys: RedisKeys::new(prefix),
+            })
+        }
+        None => {
+            report.push("redis: off (REDIS_URL unset): the voice answer comes from the relational model; leaderboards answer 503".into());
+            None
+        }
+    };
+    report.push(match &config.clickhouse_url {
+        Some(_) => "clickhouse: configured but analytics are not built yet: off".into(),
+        None => "clickhouse: off".into(),
+    });
+    report.push(match &config.kafka_brokers {
+        Some(_) => "kafka: configured but the relay is not built yet: off".into(),
+        None => "kafka: off".into(),
+    });
+    let mut auth = AuthConfig::default();
+    if let Some(secret) = &config.jwt_secret {
+        auth = auth.with_jwt_secret(secret.as_bytes());
+    }
+    if let Some(keys) = &config.api_keys {
+        auth = auth.with_api_keys_spec(keys).map_err(anyhow::Error::msg)?;
+    }
+    if config.jwt_secret.is_none() && config.api_keys.is_none() {
+        report.push(
+            "auth: no EVENTFOLD_JWT_SECRET or EVENTFOLD_API_KEYS: every API call will get 401"
+                .into(),
+        );
+    }
+    let auth = Arc::new(auth);
+    let board = StatusBoard::default();
+    let projections = ProjectionSet::new(
+        store.clone(),
+        db.clone(),
+        redis.clone(),
+        RunnerOptions::default(),
+        board.clone(),
+    );
+    let commands = eventfold_commands::http::router(CommandApi {
+        service: Arc::new(CommandService::new(store.clone())),
+        auth: auth.clone(),
+    });
+    let queries = eventfold_read_api::router(QueryApi {
+        log: store.clone(),
+        db,
+        redis,
+        board,
+        auth,
+        consistency_wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
+        metrics: metrics_handle(),
+        expected_projections: projections.names(),
+    });
+    let router = commands
+        .merge(queries)
+        .route_layer(middleware::from_fn(eventfold_read_api::observe))
+        .fallback(|| async { ApiError::no_route() });
+    Ok(App {
+        router,
+        projections,
+        store,
+        report,
+    })
+}
+
+/// The process-wide Prometheus recorder, installed once.
+fn metrics_handle() -> Option<eventfold_read_api::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<eventfold_read_api::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(eventfold_read_api::install_metrics)
+        .clone()
+}

@@ -1,0 +1,71 @@
+//! `eventfold serve`: the HTTP API and the projectors in one process.
+
+use std::io::Write;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::app;
+use crate::config::Config;
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+pub(crate) async fn run(
+    config: Config,
+    database_url: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let app = app::build(&config, database_url).await?;
+    let listen = config
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut projectors = app.projections.spawn(stopped);
+    for line in &app.report {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "projections: {}", app.projections.names().join(", "))?;
+    writeln!(out, "listening on http://{}", listener.local_addr()?)?;
+    out.flush()?;
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // In-flight requests have finished; let the projectors finish their batch (each
+    // commits its checkpoint with its writes) and stop.
+    writeln!(out, "shutting down: stopping projectors")?;
+    out.flush()?;
+    stop.send(true).ok();
+    while let Some(done) = projectors.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "a projector stopped with an error"),
+            Err(error) => tracing::error!(%error, "a projector panicked"),
+        }
+    }
+    writeln!(out, "stopped")?;
+    Ok(())
+}
