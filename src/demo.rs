@@ -144,14 +144,6 @@ pub(crate) async fn run(
         }
     }
     clock.set(real_now);
-    // The coffee got dearer since most people last bought it.
-    let (sku, title, _, price) = CATALOG[0];
-    service
-        .set_price(
-            &ctx,
-            price_entry(sku, title, price + 10_000, real_now - Duration::hours(1)),
-        )
-        .await?;
     let head = app.store.head().await?;
     writeln!(
         out,
@@ -174,7 +166,7 @@ pub(crate) async fn run(
         app.projections.names().join(", ")
     )?;
 
-    walk_through(&app, out).await?;
+    walk_through(&app, &service, out).await?;
     summary(&app, out).await?;
     writeln!(
         out,
@@ -327,22 +319,38 @@ async fn call(
     Ok(value)
 }
 
-async fn walk_through(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
+async fn walk_through(
+    app: &app::App,
+    service: &CommandService<AnyEventStore>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     writeln!(out, "\n3. The voice re-order flow, through the HTTP API")?;
-    // A user whose reminder comes up next.
-    let row: Option<(String, String, i64)> = sqlx::query_as(
-        "SELECT user_id, reminder_id, due_at FROM rm_reminders WHERE status = 'scheduled' AND sku = $1 ORDER BY due_at LIMIT 1",
+    // The user whose reminder comes up next.
+    let row: Option<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT user_id, reminder_id, due_at, sku FROM rm_reminders WHERE status = 'scheduled' \
+         ORDER BY due_at, reminder_id LIMIT 1",
     )
-    .bind(CATALOG[0].0)
     .fetch_optional(app.projections.db().pool())
     .await?;
-    let Some((user, reminder, due_ms)) = row else {
+    let Some((user, reminder, due_ms, sku)) = row else {
         writeln!(
             out,
-            "   (no coffee reminder is scheduled in this population: try another --seed)"
+            "   (no reminder is scheduled in this population: try more --users)"
         )?;
         return Ok(());
     };
+    // It got dearer since the user last bought it: the offer must say so.
+    if let Some((sku, title, _, price)) = CATALOG.iter().find(|c| c.0 == sku) {
+        let ctx = CommandContext::new(Principal::service("catalog"));
+        service
+            .set_price(&ctx, price_entry(sku, title, price + 10_000, Utc::now()))
+            .await?;
+        app.projections.catch_up().await?;
+        writeln!(
+            out,
+            "   (the catalog raised the price of {title} by 100.00 RUB a moment ago)"
+        )?;
+    }
     let due = DateTime::from_timestamp_millis(due_ms).unwrap_or_default();
     writeln!(
         out,
