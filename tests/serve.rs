@@ -88,11 +88,11 @@ fn token(user: &str) -> String {
         sub: &'a str,
         exp: u64,
     }
-    let exp = (std::time::SystemTime::now()
+    let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
-        + 3600) as u64;
+        + 3600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &Claims { sub: user, exp },
