@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 mod append;
 mod project;
+mod query;
 mod report;
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,9 @@ pub(crate) enum BenchCommand {
     /// Folding a pre-filled log (200k events by default) into the relational and Redis
     /// read models, beside the raw read speed of the same log.
     Project(project::ProjectBenchArgs),
+    /// The voice route under fixed request rates, the command→Redis lag, and raw Redis
+    /// GETs as the baseline (starts its own server on PostgreSQL + Redis).
+    Query(query::QueryBenchArgs),
 }
 
 pub(crate) async fn run(
@@ -28,6 +32,7 @@ pub(crate) async fn run(
     match command {
         BenchCommand::Append(args) => append::run(database_url, args, out).await,
         BenchCommand::Project(args) => project::run(database_url, args, out).await,
+        BenchCommand::Query(args) => query::run(database_url, args, out).await,
     }
 }
 
