@@ -187,3 +187,53 @@ impl<P: RedisProjection> Sink for RedisSink<P> {
         .await
     }
 }
+
+/// Connections shared by queries, one per Redis server: a multiplexed connection
+/// pipelines concurrent requests, so queries need not connect each time.
+static SHARED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, MultiplexedConnection>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn server_of(client: &Client) -> String {
+    client.get_connection_info().addr.to_string()
+}
+
+/// A connection shared by every query to `client`'s server.
+pub(crate) async fn shared(client: &Client) -> Result<MultiplexedConnection> {
+    let server = server_of(client);
+    let cached = SHARED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&server)
+        .cloned();
+    if let Some(conn) = cached {
+        return Ok(conn);
+    }
+    let conn = connect(client).await?;
+    SHARED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(server, conn.clone());
+    Ok(conn)
+}
+
+/// Forgets the shared connection after a failure, so the next query reconnects.
+pub(crate) fn evict(client: &Client) {
+    SHARED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&server_of(client));
+}
+
+/// Runs `f` on the shared connection; a Redis error evicts it.
+pub(crate) async fn with_shared<T>(
+    client: &Client,
+    f: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T>,
+) -> Result<T> {
+    let mut conn = shared(client).await?;
+    let result = f(&mut conn).await;
+    if matches!(result, Err(Error::Redis(_))) {
+        evict(client);
+    }
+    result
+}

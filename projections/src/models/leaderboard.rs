@@ -6,7 +6,7 @@ use redis::{AsyncCommands, Pipeline};
 use serde::Serialize;
 
 use super::iso_week;
-use crate::redis_sink::{connect, RedisKeys, RedisProjection};
+use crate::redis_sink::{with_shared, RedisKeys, RedisProjection};
 use crate::runtime::Projection;
 use crate::Result;
 
@@ -58,10 +58,11 @@ pub async fn top(
     week: &str,
     n: isize,
 ) -> Result<Vec<Place>> {
-    let mut conn = connect(client).await?;
-    let entries: Vec<(String, f64)> = conn
-        .zrevrange_withscores(keys.key(format!("lb:{sport}:{week}")), 0, n - 1)
-        .await?;
+    let key = keys.key(format!("lb:{sport}:{week}"));
+    let entries: Vec<(String, f64)> = with_shared(client, async |conn| {
+        Ok(conn.zrevrange_withscores(&key, 0, n - 1).await?)
+    })
+    .await?;
     Ok(entries
         .into_iter()
         .enumerate()

@@ -10,7 +10,7 @@ use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 use redis::{Pipeline, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::redis_sink::{connect, RedisKeys, RedisProjection};
+use crate::redis_sink::{with_shared, RedisKeys, RedisProjection};
 use crate::runtime::Projection;
 use crate::sql::{from_millis, millis, ReadDb};
 use crate::{models, Result};
@@ -203,15 +203,18 @@ pub async fn due_from_redis(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<DueOffer>> {
-    let mut conn = connect(client).await?;
-    let raw: Vec<String> = Script::new(SCRIPT)
-        .key(keys.key(format!("due:{user_id}")))
-        .key(keys.key(format!("offer:{user_id}")))
-        .arg(millis(now))
-        .arg(limit)
-        .arg(keys.key("price:"))
-        .invoke_async(&mut conn)
-        .await?;
+    let script = Script::new(SCRIPT);
+    let raw: Vec<String> = with_shared(client, async |conn| {
+        Ok(script
+            .key(keys.key(format!("due:{user_id}")))
+            .key(keys.key(format!("offer:{user_id}")))
+            .arg(millis(now))
+            .arg(limit)
+            .arg(keys.key("price:"))
+            .invoke_async(conn)
+            .await?)
+    })
+    .await?;
     let mut out = Vec::new();
     for chunk in raw.chunks_exact(4) {
         let Ok(offer) = serde_json::from_str::<Offer>(&chunk[2]) else {
