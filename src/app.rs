@@ -83,6 +83,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         RunnerOptions::default(),
         board.clone(),
     );
+    projections.setup().await?;
     let commands = eventfold_commands::http::router(CommandApi {
         service: Arc::new(CommandService::new(store.clone())),
         auth: auth.clone(),

@@ -20,7 +20,7 @@ mod status;
 pub use error::{Error, Result};
 pub use redis_sink::{RedisKeys, RedisProjection, RedisSink};
 pub use runtime::{
-    FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
+    with_prefix, FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
     RunnerOptions, Sink, SqlTx,
 };
 pub use set::{ProjectionSet, RedisTarget, StoredProgress, REDIS, RELATIONAL};

@@ -225,15 +225,8 @@ pub(crate) fn evict(client: &Client) {
         .remove(&server_of(client));
 }
 
-/// Runs `f` on the shared connection; a Redis error evicts it.
-pub(crate) async fn with_shared<T>(
-    client: &Client,
-    f: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T>,
-) -> Result<T> {
-    let mut conn = shared(client).await?;
-    let result = f(&mut conn).await;
-    if matches!(result, Err(Error::Redis(_))) {
-        evict(client);
-    }
-    result
+/// Whether a Redis error means the connection is broken (server restarted, or the
+/// runtime that drove the shared connection is gone): worth one fresh try.
+pub(crate) fn broken(error: &redis::RedisError) -> bool {
+    error.is_io_error() || error.is_connection_dropped() || error.is_timeout()
 }

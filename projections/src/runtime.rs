@@ -26,9 +26,16 @@ pub trait Projection: Send + Sync + 'static {
 pub struct SqlTx<'t> {
     tx: Transaction<'t, Any>,
     dialect: Dialect,
+    prefix: &'t str,
 }
 
 impl SqlTx<'_> {
+    /// `sql` aimed at this sink's tables: read models name their tables `rm_…`, and a
+    /// shadow build (replay) writes to `{prefix}rm_…` instead.
+    pub fn sql<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+        with_prefix(self.prefix, sql)
+    }
+
     /// Where to run statements.
     pub fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
@@ -101,22 +108,54 @@ impl FailPoint {
     }
 }
 
+/// Points read-model SQL (tables and indexes named `rm_…`) at `{prefix}rm_…`.
+pub fn with_prefix<'s>(prefix: &str, sql: &'s str) -> std::borrow::Cow<'s, str> {
+    if prefix.is_empty() {
+        std::borrow::Cow::Borrowed(sql)
+    } else {
+        std::borrow::Cow::Owned(sql.replace("rm_", &format!("{prefix}rm_")))
+    }
+}
+
 /// A relational projection with its checkpoint in the same database.
 #[derive(Debug, Clone)]
 pub struct RelationalSink<P> {
     db: ReadDb,
     projection: Arc<P>,
     fail_point: FailPoint,
+    /// Table prefix: empty for the live model, e.g. `shadow_` for a rebuild.
+    prefix: String,
+    /// Its checkpoint's row: the projection's name, prefixed like the tables.
+    checkpoint_name: String,
 }
 
 impl<P: RelationalProjection> RelationalSink<P> {
-    /// The sink of `projection` in `db`.
+    /// The live sink of `projection` in `db`.
     pub fn new(db: ReadDb, projection: P) -> Self {
+        Self::with_prefix(db, projection, "")
+    }
+
+    /// A sink writing to `{prefix}rm_…` tables with its own checkpoint (a shadow or an
+    /// as-of build).
+    pub fn with_prefix(db: ReadDb, projection: P, prefix: &str) -> Self {
+        let checkpoint_name = format!("{prefix}{}", projection.name());
         Self {
             db,
             projection: Arc::new(projection),
             fail_point: FailPoint::default(),
+            prefix: prefix.to_owned(),
+            checkpoint_name,
         }
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The name of its checkpoint row.
+    pub fn checkpoint_name(&self) -> &str {
+        &self.checkpoint_name
     }
 
     /// The fail point of this sink (tests).
@@ -140,12 +179,16 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
     }
 
     async fn setup(&self) -> Result<()> {
-        self.db.run_schema(self.projection.schema()).await?;
+        for statement in self.projection.schema() {
+            sqlx::query(&with_prefix(&self.prefix, statement))
+                .execute(self.db.pool())
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO eventfold_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
              ON CONFLICT (name) DO NOTHING",
         )
-        .bind(self.name())
+        .bind(&self.checkpoint_name)
         .bind(millis(chrono::Utc::now()))
         .execute(self.db.pool())
         .await?;
@@ -155,7 +198,7 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
     async fn checkpoint(&self) -> Result<Position> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM eventfold_checkpoints WHERE name = $1")
-                .bind(self.name())
+                .bind(&self.checkpoint_name)
                 .fetch_optional(self.db.pool())
                 .await?;
         Ok(Position(position.unwrap_or(0)))
@@ -170,6 +213,7 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         let mut tx = SqlTx {
             tx: self.db.pool().begin().await?,
             dialect: self.db.dialect(),
+            prefix: &self.prefix,
         };
         // The checkpoint first: it takes the write lock at once (SQLite) and fails fast
         // if another runner of this projection moved it.
@@ -178,7 +222,7 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         )
         .bind(to.0)
         .bind(millis(chrono::Utc::now()))
-        .bind(self.name())
+        .bind(&self.checkpoint_name)
         .bind(from.0)
         .execute(tx.conn())
         .await?;

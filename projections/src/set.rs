@@ -86,6 +86,28 @@ impl<L: EventStore> ProjectionSet<L> {
         )
     }
 
+    /// Creates every relational read model's tables (and checkpoint), so queries work
+    /// before the projectors have run.
+    pub async fn setup(&self) -> Result<()> {
+        let db = &self.db;
+        RelationalSink::new(db.clone(), RemindersProjection)
+            .setup()
+            .await?;
+        RelationalSink::new(db.clone(), OrdersProjection)
+            .setup()
+            .await?;
+        RelationalSink::new(db.clone(), PurchasesProjection)
+            .setup()
+            .await?;
+        RelationalSink::new(db.clone(), CatalogProjection)
+            .setup()
+            .await?;
+        RelationalSink::new(db.clone(), WorkoutsProjection)
+            .setup()
+            .await?;
+        Ok(())
+    }
+
     /// Applies everything up to the log's current head, projection by projection.
     pub async fn catch_up(&self) -> Result<Position> {
         let head = self.log.head().await?;

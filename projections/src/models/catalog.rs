@@ -39,12 +39,10 @@ impl RelationalProjection for CatalogProjection {
         _record: &RecordedEvent,
     ) -> Result<()> {
         if let DomainEvent::PriceChanged(p) = event {
-            sqlx::query(
-                "INSERT INTO rm_prices (sku, title, unit_price, currency, available, delivery_days, changed_at) \
+            sqlx::query(&tx.sql("INSERT INTO rm_prices (sku, title, unit_price, currency, available, delivery_days, changed_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (sku) DO UPDATE SET title = excluded.title, \
                  unit_price = excluded.unit_price, currency = excluded.currency, available = excluded.available, \
-                 delivery_days = excluded.delivery_days, changed_at = excluded.changed_at",
-            )
+                 delivery_days = excluded.delivery_days, changed_at = excluded.changed_at"))
             .bind(&p.sku)
             .bind(&p.title)
             .bind(p.unit_price)

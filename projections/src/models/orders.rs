@@ -56,11 +56,9 @@ impl RelationalProjection for OrdersProjection {
     ) -> Result<()> {
         let (sql, order_id, at) = match event {
             DomainEvent::OrderDrafted(e) => {
-                sqlx::query(
-                    "INSERT INTO rm_orders (order_id, user_id, reminder_id, status, total, currency, delivery_days, \
+                sqlx::query(&tx.sql("INSERT INTO rm_orders (order_id, user_id, reminder_id, status, total, currency, delivery_days, \
                      repriced_from, drafted_at) VALUES ($1, $2, $3, 'drafted', $4, $5, $6, $7, $8) \
-                     ON CONFLICT (order_id) DO NOTHING",
-                )
+                     ON CONFLICT (order_id) DO NOTHING"))
                 .bind(e.order_id.to_string())
                 .bind(&e.user_id)
                 .bind(e.reminder_id.map(|r| r.to_string()))
@@ -72,10 +70,8 @@ impl RelationalProjection for OrdersProjection {
                 .execute(tx.conn())
                 .await?;
                 for (i, line) in e.lines.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO rm_order_lines (order_id, line_no, sku, title, quantity, unit_price) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, line_no) DO NOTHING",
-                    )
+                    sqlx::query(&tx.sql("INSERT INTO rm_order_lines (order_id, line_no, sku, title, quantity, unit_price) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (order_id, line_no) DO NOTHING"))
                     .bind(e.order_id.to_string())
                     .bind(i as i64)
                     .bind(&line.sku)
@@ -103,7 +99,7 @@ impl RelationalProjection for OrdersProjection {
                 e.requested_at,
             ),
             DomainEvent::OrderCancelled(e) => {
-                sqlx::query("UPDATE rm_orders SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2 WHERE order_id = $3")
+                sqlx::query(&tx.sql("UPDATE rm_orders SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2 WHERE order_id = $3"))
                     .bind(millis(e.cancelled_at))
                     .bind(&e.reason)
                     .bind(e.order_id.to_string())
@@ -113,7 +109,7 @@ impl RelationalProjection for OrdersProjection {
             }
             _ => return Ok(()),
         };
-        sqlx::query(sql)
+        sqlx::query(&tx.sql(sql))
             .bind(millis(at))
             .bind(order_id.to_string())
             .execute(tx.conn())

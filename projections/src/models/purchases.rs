@@ -54,10 +54,8 @@ impl RelationalProjection for PurchasesProjection {
     ) -> Result<()> {
         match event {
             DomainEvent::PurchaseRecorded(p) => {
-                sqlx::query(
-                    "INSERT INTO rm_purchases (position, user_id, sku, title, category, quantity, unit_price, currency, \
-                     purchased_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (position) DO NOTHING",
-                )
+                sqlx::query(&tx.sql("INSERT INTO rm_purchases (position, user_id, sku, title, category, quantity, unit_price, currency, \
+                     purchased_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (position) DO NOTHING"))
                 .bind(record.global_position.0)
                 .bind(&p.user_id)
                 .bind(&p.sku)
@@ -71,11 +69,9 @@ impl RelationalProjection for PurchasesProjection {
                 .await?;
             }
             DomainEvent::ConsumableDetected(c) => {
-                sqlx::query(
-                    "INSERT INTO rm_consumables (user_id, sku, title, category, reason, interval_days, detected_at) \
+                sqlx::query(&tx.sql("INSERT INTO rm_consumables (user_id, sku, title, category, reason, interval_days, detected_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, sku) DO UPDATE SET \
-                     reason = excluded.reason, interval_days = excluded.interval_days",
-                )
+                     reason = excluded.reason, interval_days = excluded.interval_days"))
                 .bind(&c.user_id)
                 .bind(&c.sku)
                 .bind(&c.title)
@@ -87,9 +83,9 @@ impl RelationalProjection for PurchasesProjection {
                 .await?;
             }
             DomainEvent::RepurchaseIntervalEstimated(e) => {
-                sqlx::query(
+                sqlx::query(&tx.sql(
                     "UPDATE rm_consumables SET interval_days = $1 WHERE user_id = $2 AND sku = $3",
-                )
+                ))
                 .bind(i64::from(e.interval_days))
                 .bind(&e.user_id)
                 .bind(&e.sku)

@@ -55,11 +55,9 @@ impl RelationalProjection for RemindersProjection {
         let at = millis(record.recorded_at);
         match event {
             DomainEvent::ReminderScheduled(e) => {
-                sqlx::query(
-                    "INSERT INTO rm_reminders (reminder_id, user_id, sku, title, quantity, last_unit_price, currency, \
+                sqlx::query(&tx.sql("INSERT INTO rm_reminders (reminder_id, user_id, sku, title, quantity, last_unit_price, currency, \
                      due_at, slot, status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10) \
-                     ON CONFLICT (reminder_id) DO NOTHING",
-                )
+                     ON CONFLICT (reminder_id) DO NOTHING"))
                 .bind(e.reminder_id.to_string())
                 .bind(&e.user_id)
                 .bind(&e.sku)
@@ -74,14 +72,14 @@ impl RelationalProjection for RemindersProjection {
                 .await?;
             }
             DomainEvent::ReminderOffered(e) => {
-                sqlx::query("UPDATE rm_reminders SET status = 'offered', offered_at = $1, updated_at = $1 WHERE reminder_id = $2")
+                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'offered', offered_at = $1, updated_at = $1 WHERE reminder_id = $2"))
                     .bind(millis(e.offered_at))
                     .bind(e.reminder_id.to_string())
                     .execute(tx.conn())
                     .await?;
             }
             DomainEvent::ReorderAccepted(e) => {
-                sqlx::query("UPDATE rm_reminders SET status = 'accepted', order_id = $1, updated_at = $2 WHERE reminder_id = $3")
+                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'accepted', order_id = $1, updated_at = $2 WHERE reminder_id = $3"))
                     .bind(e.order_id.to_string())
                     .bind(at)
                     .bind(e.reminder_id.to_string())
@@ -89,21 +87,21 @@ impl RelationalProjection for RemindersProjection {
                     .await?;
             }
             DomainEvent::ReminderDeclined(e) => {
-                sqlx::query("UPDATE rm_reminders SET status = 'declined', updated_at = $1 WHERE reminder_id = $2")
+                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'declined', updated_at = $1 WHERE reminder_id = $2"))
                     .bind(at)
                     .bind(e.reminder_id.to_string())
                     .execute(tx.conn())
                     .await?;
             }
             DomainEvent::ReminderSuperseded(e) => {
-                sqlx::query("UPDATE rm_reminders SET status = 'superseded', updated_at = $1 WHERE reminder_id = $2")
+                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'superseded', updated_at = $1 WHERE reminder_id = $2"))
                     .bind(at)
                     .bind(e.reminder_id.to_string())
                     .execute(tx.conn())
                     .await?;
             }
             DomainEvent::ReminderSnoozed(e) => {
-                sqlx::query("UPDATE rm_reminders SET status = 'snoozed', due_at = $1, updated_at = $2 WHERE reminder_id = $3")
+                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'snoozed', due_at = $1, updated_at = $2 WHERE reminder_id = $3"))
                     .bind(millis(e.until))
                     .bind(at)
                     .bind(e.reminder_id.to_string())

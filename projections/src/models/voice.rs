@@ -10,7 +10,7 @@ use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 use redis::{Pipeline, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::redis_sink::{with_shared, RedisKeys, RedisProjection};
+use crate::redis_sink::{broken, evict, shared, RedisKeys, RedisProjection};
 use crate::runtime::Projection;
 use crate::sql::{from_millis, millis, ReadDb};
 use crate::{models, Result};
@@ -204,17 +204,27 @@ pub async fn due_from_redis(
     limit: usize,
 ) -> Result<Vec<DueOffer>> {
     let script = Script::new(SCRIPT);
-    let raw: Vec<String> = with_shared(client, async |conn| {
-        Ok(script
-            .key(keys.key(format!("due:{user_id}")))
-            .key(keys.key(format!("offer:{user_id}")))
-            .arg(millis(now))
-            .arg(limit)
-            .arg(keys.key("price:"))
-            .invoke_async(conn)
-            .await?)
-    })
-    .await?;
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(keys.key(format!("due:{user_id}")))
+        .key(keys.key(format!("offer:{user_id}")))
+        .arg(millis(now))
+        .arg(limit)
+        .arg(keys.key("price:"));
+    let mut attempt = 0;
+    let raw: Vec<String> = loop {
+        let mut conn = shared(client).await?;
+        match invocation.invoke_async(&mut conn).await {
+            Ok(raw) => break raw,
+            Err(error) => {
+                evict(client);
+                attempt += 1;
+                if attempt > 1 || !broken(&error) {
+                    return Err(error.into());
+                }
+            }
+        }
+    };
     let mut out = Vec::new();
     for chunk in raw.chunks_exact(4) {
         let Ok(offer) = serde_json::from_str::<Offer>(&chunk[2]) else {

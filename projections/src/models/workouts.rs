@@ -64,11 +64,9 @@ impl RelationalProjection for WorkoutsProjection {
     ) -> Result<()> {
         match event {
             DomainEvent::WorkoutStarted(e) => {
-                sqlx::query(
-                    "INSERT INTO rm_workouts (workout_id, user_id, sport, status, started_at, goal_distance_m, \
+                sqlx::query(&tx.sql("INSERT INTO rm_workouts (workout_id, user_id, sport, status, started_at, goal_distance_m, \
                      distance_m, active_seconds, updates, points) VALUES ($1, $2, $3, 'active', $4, $5, 0, 0, 0, 0) \
-                     ON CONFLICT (workout_id) DO NOTHING",
-                )
+                     ON CONFLICT (workout_id) DO NOTHING"))
                 .bind(e.workout_id.to_string())
                 .bind(&e.user_id)
                 .bind(&e.sport)
@@ -79,13 +77,11 @@ impl RelationalProjection for WorkoutsProjection {
             }
             DomainEvent::WorkoutUpdated(e) => {
                 let id = e.workout_id.to_string();
-                let updated = sqlx::query(
-                    "UPDATE rm_workouts SET distance_m = COALESCE($1, distance_m), \
+                let updated = sqlx::query(&tx.sql("UPDATE rm_workouts SET distance_m = COALESCE($1, distance_m), \
                      last_heart_rate = COALESCE($2, last_heart_rate), last_speed_mps = COALESCE($3, last_speed_mps), \
                      max_heart_rate = CASE WHEN $2 IS NOT NULL AND (max_heart_rate IS NULL OR $2 > max_heart_rate) \
                        THEN $2 ELSE max_heart_rate END, \
-                     updates = updates + 1, points = points + $4 WHERE workout_id = $5",
-                )
+                     updates = updates + 1, points = points + $4 WHERE workout_id = $5"))
                 .bind(e.distance_m)
                 .bind(e.heart_rate.map(i64::from))
                 .bind(e.speed_mps)
@@ -97,10 +93,8 @@ impl RelationalProjection for WorkoutsProjection {
                     return Err(poison(record, "update of a workout that never started"));
                 }
                 for (i, p) in e.points.iter().enumerate() {
-                    sqlx::query(
-                        "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (workout_id, position, idx) DO NOTHING",
-                    )
+                    sqlx::query(&tx.sql("INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (workout_id, position, idx) DO NOTHING"))
                     .bind(&id)
                     .bind(record.global_position.0)
                     .bind(i as i64)
@@ -118,17 +112,15 @@ impl RelationalProjection for WorkoutsProjection {
                 set_status(tx, &e.workout_id.to_string(), "active").await?
             }
             DomainEvent::WorkoutCancelled(e) => {
-                sqlx::query("UPDATE rm_workouts SET status = 'cancelled', ended_at = $1 WHERE workout_id = $2")
+                sqlx::query(&tx.sql("UPDATE rm_workouts SET status = 'cancelled', ended_at = $1 WHERE workout_id = $2"))
                     .bind(millis(e.cancelled_at))
                     .bind(e.workout_id.to_string())
                     .execute(tx.conn())
                     .await?;
             }
             DomainEvent::WorkoutCompleted(e) => {
-                sqlx::query(
-                    "UPDATE rm_workouts SET status = 'completed', ended_at = $1, distance_m = $2, active_seconds = $3, \
-                     avg_speed_mps = $4 WHERE workout_id = $5",
-                )
+                sqlx::query(&tx.sql("UPDATE rm_workouts SET status = 'completed', ended_at = $1, distance_m = $2, active_seconds = $3, \
+                     avg_speed_mps = $4 WHERE workout_id = $5"))
                 .bind(millis(e.completed_at))
                 .bind(e.distance_m)
                 .bind(e.active_seconds)
@@ -136,8 +128,7 @@ impl RelationalProjection for WorkoutsProjection {
                 .bind(e.workout_id.to_string())
                 .execute(tx.conn())
                 .await?;
-                sqlx::query(
-                    "INSERT INTO rm_workout_stats AS s (user_id, workouts, total_seconds, total_distance_m, \
+                sqlx::query(&tx.sql("INSERT INTO rm_workout_stats AS s (user_id, workouts, total_seconds, total_distance_m, \
                      longest_distance_m, longest_seconds, fastest_avg_speed_mps) VALUES ($1, 1, $2, $3, $3, $2, $4) \
                      ON CONFLICT (user_id) DO UPDATE SET workouts = s.workouts + 1, \
                      total_seconds = s.total_seconds + excluded.total_seconds, \
@@ -147,19 +138,16 @@ impl RelationalProjection for WorkoutsProjection {
                      longest_seconds = CASE WHEN excluded.longest_seconds > s.longest_seconds \
                        THEN excluded.longest_seconds ELSE s.longest_seconds END, \
                      fastest_avg_speed_mps = CASE WHEN excluded.fastest_avg_speed_mps > s.fastest_avg_speed_mps \
-                       THEN excluded.fastest_avg_speed_mps ELSE s.fastest_avg_speed_mps END",
-                )
+                       THEN excluded.fastest_avg_speed_mps ELSE s.fastest_avg_speed_mps END"))
                 .bind(&e.user_id)
                 .bind(e.active_seconds)
                 .bind(e.distance_m)
                 .bind(e.avg_speed_mps)
                 .execute(tx.conn())
                 .await?;
-                sqlx::query(
-                    "INSERT INTO rm_workout_weeks AS w (user_id, week, workouts, distance_m, seconds) VALUES ($1, $2, 1, $3, $4) \
+                sqlx::query(&tx.sql("INSERT INTO rm_workout_weeks AS w (user_id, week, workouts, distance_m, seconds) VALUES ($1, $2, 1, $3, $4) \
                      ON CONFLICT (user_id, week) DO UPDATE SET workouts = w.workouts + 1, \
-                     distance_m = w.distance_m + excluded.distance_m, seconds = w.seconds + excluded.seconds",
-                )
+                     distance_m = w.distance_m + excluded.distance_m, seconds = w.seconds + excluded.seconds"))
                 .bind(&e.user_id)
                 .bind(iso_week(e.completed_at))
                 .bind(e.distance_m)
@@ -174,7 +162,7 @@ impl RelationalProjection for WorkoutsProjection {
 }
 
 async fn set_status(tx: &mut SqlTx<'_>, workout_id: &str, status: &str) -> Result<()> {
-    sqlx::query("UPDATE rm_workouts SET status = $1 WHERE workout_id = $2")
+    sqlx::query(&tx.sql("UPDATE rm_workouts SET status = $1 WHERE workout_id = $2"))
         .bind(status)
         .bind(workout_id)
         .execute(tx.conn())
