@@ -1,0 +1,194 @@
+//! Verify the shadow against the live model at a common checkpoint, then swap tables.
+
+use std::time::Duration;
+
+use eventfold_event_log::EventStore;
+use eventfold_event_schemas::Position;
+use eventfold_projections::{
+    with_prefix, Dialect, ReadDb, RelationalProjection, RelationalSink, Sink,
+};
+use serde::Serialize;
+
+use crate::checksum::table_checksum;
+use crate::{build_to, Error, Progress, Result, SHADOW};
+
+/// What a swap did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapReport {
+    /// The projection.
+    pub projection: String,
+    /// The checkpoint the new model took over at.
+    pub position: i64,
+    /// Whether it was compared with the live model (the live model was at the same
+    /// checkpoint) or only counted (the live model was behind and not moving).
+    pub verified_against_live: bool,
+    /// Rows per table in the new model.
+    pub rows: Vec<(String, u64)>,
+    /// Whether the replaced tables were kept as `old_rm_…`.
+    pub kept_old: bool,
+}
+
+/// Index names and statements of a projection's schema.
+fn indexes(schema: &[&'static str]) -> Vec<(String, &'static str)> {
+    schema
+        .iter()
+        .filter_map(|s| {
+            let rest = s.trim_start().strip_prefix("CREATE INDEX IF NOT EXISTS ")?;
+            Some((rest.split_whitespace().next()?.to_owned(), *s))
+        })
+        .collect()
+}
+
+async fn position(db: &ReadDb, name: &str) -> Result<Position> {
+    let p: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM eventfold_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(Position(p.unwrap_or(0)))
+}
+
+pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clone>(
+    log: &L,
+    db: &ReadDb,
+    projection: P,
+    shadow: RelationalSink<P>,
+    keep_old: bool,
+    progress: &(impl Fn(Progress) + Sync),
+) -> Result<SwapReport> {
+    let name = projection.name();
+    let live = RelationalSink::new(db.clone(), projection.clone());
+    live.setup().await?;
+    let shadow_name = shadow.checkpoint_name().to_owned();
+    let mut waited_for_live = Duration::ZERO;
+    for _ in 0..50 {
+        let (live_at, shadow_at) = (position(db, name).await?, position(db, &shadow_name).await?);
+        if shadow_at < live_at {
+            build_to(log, shadow.clone(), live_at, progress).await?;
+            continue;
+        }
+        let compare = live_at == shadow_at;
+        if !compare && waited_for_live < Duration::from_secs(3) {
+            // A running `serve` will bring the live model here shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited_for_live += Duration::from_millis(100);
+            continue;
+        }
+        let mut tx = db.pool().begin().await?;
+        // Freeze both checkpoints: the live runner's next batch waits for this swap.
+        sqlx::query(
+            "UPDATE eventfold_checkpoints SET updated_at = updated_at WHERE name = $1 OR name = $2",
+        )
+        .bind(name)
+        .bind(&shadow_name)
+        .execute(&mut *tx)
+        .await?;
+        let read = |n: &str| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT position FROM eventfold_checkpoints WHERE name = $1",
+            )
+            .bind(n.to_owned())
+        };
+        let live_now = read(name).fetch_one(&mut *tx).await?;
+        let shadow_now = read(&shadow_name).fetch_one(&mut *tx).await?;
+        if live_now != live_at.0 || shadow_now != shadow_at.0 {
+            tx.rollback().await?;
+            continue;
+        }
+        let mut rows = Vec::new();
+        let mut differences = Vec::new();
+        for table in projection.tables() {
+            let new = table_checksum(&mut tx, &format!("{SHADOW}{table}")).await?;
+            if compare {
+                let old = table_checksum(&mut tx, table).await?;
+                if old != new {
+                    differences.push(format!(
+                        "{table}: live {} rows / {:x}, rebuilt {} rows / {:x}",
+                        old.rows, old.sum, new.rows, new.sum
+                    ));
+                }
+            }
+            rows.push(((*table).to_owned(), new.rows));
+        }
+        if !differences.is_empty() {
+            tx.rollback().await?;
+            return Err(Error::Mismatch {
+                projection: name.to_owned(),
+                position: shadow_now,
+                details: differences.join("; "),
+            });
+        }
+        let sqlite = db.dialect() == Dialect::Sqlite;
+        let indexes = indexes(projection.schema());
+        for table in projection.tables() {
+            sqlx::query(&format!("DROP TABLE IF EXISTS old_{table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if sqlite {
+            // SQLite cannot rename indexes: drop them, recreate on the new tables.
+            for (index, _) in &indexes {
+                sqlx::query(&format!("DROP INDEX IF EXISTS {index}"))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!("DROP INDEX IF EXISTS {SHADOW}{index}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for table in projection.tables() {
+            sqlx::query(&format!("ALTER TABLE {table} RENAME TO old_{table}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("ALTER TABLE {SHADOW}{table} RENAME TO {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (index, statement) in &indexes {
+            if sqlite {
+                sqlx::query(&with_prefix("", statement))
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(&format!(
+                    "ALTER INDEX IF EXISTS {index} RENAME TO old_{index}"
+                ))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&format!("ALTER INDEX {SHADOW}{index} RENAME TO {index}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("UPDATE eventfold_checkpoints SET position = $1 WHERE name = $2")
+            .bind(shadow_now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1")
+            .bind(&shadow_name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !keep_old {
+            for table in projection.tables() {
+                sqlx::query(&format!("DROP TABLE IF EXISTS old_{table}"))
+                    .execute(db.pool())
+                    .await?;
+            }
+        }
+        tracing::info!(
+            projection = name,
+            position = shadow_now,
+            "rebuilt model swapped in"
+        );
+        return Ok(SwapReport {
+            projection: name.to_owned(),
+            position: shadow_now,
+            verified_against_live: compare,
+            rows,
+            kept_old: keep_old,
+        });
+    }
+    Err(Error::NoCommonCheckpoint(name.to_owned()))
+}
