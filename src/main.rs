@@ -12,6 +12,7 @@ mod bench;
 mod config;
 mod demo;
 mod projections;
+mod replay;
 mod serve;
 mod streams;
 
@@ -60,6 +61,8 @@ enum Command {
     /// Read, tail and append to event streams.
     #[command(subcommand)]
     Streams(streams::StreamsCommand),
+    /// Rebuild read models from the log: shadow build, verify, swap (or an as-of build).
+    Replay(replay::ReplayArgs),
     /// Inspect the read models.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
@@ -104,8 +107,19 @@ fn redact(url: &str) -> String {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     install_tracing();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The chain of causes, without a backtrace: this is for people.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let database_url = cli
@@ -132,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;
             streams::run(&store, command, &mut out).await?;
+        }
+        Command::Replay(args) => {
+            let store = open_store(&database_url).await?;
+            replay::run(&store, &database_url, args, &mut out).await?;
         }
         Command::Projections(command) => {
             let store = open_store(&database_url).await?;

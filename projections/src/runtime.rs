@@ -382,8 +382,13 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                         continue;
                     }
                 };
+                let mut batch = batch;
+                if let Some(target) = target {
+                    // Never apply past the target: an as-of build stops exactly there.
+                    batch.retain(|e| e.global_position <= target);
+                }
                 if batch.is_empty() {
-                    // Only reachable when catching up: the log has nothing more.
+                    // Only reachable when catching up: nothing more up to the target.
                     return Ok(());
                 }
                 checkpoint = match self.apply_batch(checkpoint, batch).await {

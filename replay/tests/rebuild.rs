@@ -184,7 +184,7 @@ async fn every_rebuilt_model_equals_the_live_one_on_sqlite() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rebuild_resumes_and_ends_the_same() -> anyhow::Result<()> {
     let pg = PgTestDb::new().await?;
-    populate(pg.store.clone(), "u", 10, 20).await?;
+    populate(pg.store.clone(), "u", 10, 100).await?;
     let db = ReadDb::connect(&pg.url()).await?;
     ProjectionSet::new(
         pg.store.clone(),
@@ -197,13 +197,29 @@ async fn an_interrupted_rebuild_resumes_and_ends_the_same() -> anyhow::Result<()
     .await?;
     let before = checksums(&db, &WorkoutsProjection).await?;
     let head = pg.store.head().await?;
+    // Stop as soon as the first batch (2000 events) is committed: mid-rebuild.
+    let first_batch = async {
+        loop {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT position FROM eventfold_checkpoints WHERE name = 'shadow_workouts.v1'",
+            )
+            .fetch_optional(db.pool())
+            .await
+            .ok()
+            .flatten();
+            if at.unwrap_or(0) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
     let stopped = rebuild(
         &pg.store,
         &db,
         WorkoutsProjection,
         Target::Swap { keep_old: false },
         |_| {},
-        tokio::time::sleep(Duration::from_millis(150)),
+        first_batch,
     )
     .await;
     match stopped {
@@ -289,5 +305,53 @@ async fn a_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -> anyh
     while let Some(done) = live.join_next().await {
         done??;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_as_of_build_stops_exactly_at_its_position_and_leaves_live_alone() -> anyhow::Result<()>
+{
+    let db = SqliteTestDb::new().await?;
+    populate(db.store.clone(), "u", 3, 5).await?;
+    let read = ReadDb::connect(&db.url).await?;
+    ProjectionSet::new(
+        db.store.clone(),
+        read.clone(),
+        None,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .catch_up()
+    .await?;
+    let live_before = checksums(&read, &WorkoutsProjection).await?;
+    let to = eventfold_event_schemas::Position(db.store.head().await?.0 / 2);
+    let target = Target::AsOf {
+        label: "half".into(),
+        to,
+    };
+    assert!(rebuild(
+        &db.store,
+        &read,
+        WorkoutsProjection,
+        target,
+        |_| {},
+        std::future::pending()
+    )
+    .await?
+    .is_none());
+    let at: i64 = sqlx::query_scalar(
+        "SELECT position FROM eventfold_checkpoints WHERE name = 'asof_half_workouts.v1'",
+    )
+    .fetch_one(read.pool())
+    .await?;
+    assert_eq!(at, to.0, "applied past the as-of position");
+    let as_of: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM asof_half_rm_workouts")
+        .fetch_one(read.pool())
+        .await?;
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_workouts")
+        .fetch_one(read.pool())
+        .await?;
+    assert!(as_of > 0 && as_of < live, "as-of {as_of}, live {live}");
+    assert_eq!(checksums(&read, &WorkoutsProjection).await?, live_before);
     Ok(())
 }
