@@ -9,6 +9,7 @@ use clap::Subcommand;
 mod append;
 mod project;
 mod query;
+mod replay;
 mod report;
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +23,8 @@ pub(crate) enum BenchCommand {
     /// The voice route under fixed request rates, the command→Redis lag, and raw Redis
     /// GETs as the baseline (starts its own server on PostgreSQL + Redis).
     Query(query::QueryBenchArgs),
+    /// Full rebuilds from a log of a million events, beside the raw read speed.
+    Replay(replay::ReplayBenchArgs),
 }
 
 pub(crate) async fn run(
@@ -33,6 +36,7 @@ pub(crate) async fn run(
         BenchCommand::Append(args) => append::run(database_url, args, out).await,
         BenchCommand::Project(args) => project::run(database_url, args, out).await,
         BenchCommand::Query(args) => query::run(database_url, args, out).await,
+        BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
     }
 }
 

@@ -24,7 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
-const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+pub(crate) const LOCAL_POSTGRES: &str =
+    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 #[derive(Debug, Args)]
 pub(crate) struct ProjectBenchArgs {
@@ -72,7 +73,7 @@ pub(crate) async fn run(
     result
 }
 
-fn scratch_url(admin_url: &str, name: &str) -> String {
+pub(crate) fn scratch_url(admin_url: &str, name: &str) -> String {
     let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
     let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
     if query.is_empty() {
@@ -161,7 +162,7 @@ fn history(i: usize) -> Vec<(String, Vec<DomainEvent>)> {
     streams
 }
 
-async fn prefill(
+pub(crate) async fn prefill(
     store: &PgEventStore,
     target: usize,
     out: &mut impl Write,
@@ -204,7 +205,7 @@ async fn prefill(
     Ok(head)
 }
 
-async fn raw_read(
+pub(crate) async fn raw_read(
     store: &PgEventStore,
     head: Position,
     page: usize,
