@@ -16,6 +16,15 @@ pub(crate) enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a read model and its checkpoint: it is rebuilt from the log by the next
+    /// `serve` (or at once by a running one). Asks for the name to be typed unless --yes.
+    Reset {
+        /// The projection, e.g. `workouts.v1`.
+        name: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// The projections of this deployment: read models next to the log, Redis if configured.
@@ -48,8 +57,14 @@ pub(crate) async fn run(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match command {
+        ProjectionsCommand::Reset { name, yes } => reset(set, &name, yes, out).await?,
         ProjectionsCommand::Status { json } => {
             let progress = set.stored_progress().await?;
+            let shadows: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM eventfold_checkpoints WHERE name LIKE 'shadow_%'",
+            )
+            .fetch_all(set.db().pool())
+            .await?;
             let mut rows = Vec::new();
             for p in progress {
                 let checkpoint = p.checkpoint.unwrap_or_default();
@@ -57,7 +72,10 @@ pub(crate) async fn run(
                 rows.push(serde_json::json!({
                     "name": p.name, "store": p.store, "checkpoint": p.checkpoint, "head": lag.head,
                     "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": p.parked,
-                    "state": if p.checkpoint.is_none() { "never_ran" } else if lag.events == 0 { "caught_up" } else { "behind" },
+                    "state": if shadows.contains(&format!("shadow_{}", p.name)) { "rebuilding" }
+                        else if p.checkpoint.is_none() { "never_ran" }
+                        else if p.parked > 0 { "parked_events" }
+                        else if lag.events == 0 { "caught_up" } else { "behind" },
                 }));
             }
             if json {
@@ -87,5 +105,62 @@ pub(crate) async fn run(
             }
         }
     }
+    Ok(())
+}
+
+async fn reset(
+    set: &ProjectionSet<AnyEventStore>,
+    name: &str,
+    yes: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let tables: &[&str] = match name {
+        "reminders.v1" => &["rm_reminders"],
+        "orders.v1" => &["rm_orders", "rm_order_lines"],
+        "purchases.v1" => &["rm_purchases", "rm_consumables"],
+        "catalog.v1" => &["rm_prices"],
+        "workouts.v1" => &[
+            "rm_workouts",
+            "rm_workout_points",
+            "rm_workout_stats",
+            "rm_workout_weeks",
+        ],
+        "voice_due.v1" | "leaderboards.v1" => &[],
+        other => anyhow::bail!("unknown projection {other:?}"),
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("resetting {name} deletes its read model: pass --yes to confirm when not on a terminal");
+        }
+        eprint!("This deletes the read model {name}; it will be rebuilt from the log. Type its name to confirm: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != name {
+            anyhow::bail!("not confirmed: nothing was changed");
+        }
+    }
+    if tables.is_empty() {
+        anyhow::bail!("{name} lives in Redis: delete its keys (under the configured prefix) and it rebuilds itself");
+    }
+    let mut tx = set.db().pool().begin().await?;
+    for table in tables {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    writeln!(
+        out,
+        "{name}: read model and checkpoint deleted; it is rebuilt from position 0 by serve"
+    )?;
     Ok(())
 }

@@ -193,3 +193,46 @@ fn the_demo_runs_on_the_embedded_default() {
     assert!(text.contains("consumables detected"), "{text}");
     assert!(s.0.join("eventfold-demo.db").exists());
 }
+
+#[test]
+fn replay_and_reset_work_from_the_command_line() {
+    let s = Scratch::new();
+    let demo = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["demo", "--users", "10"])
+        .env("DATABASE_URL", s.url())
+        .current_dir(&s.0)
+        .output()
+        .expect("run");
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let replay = s.run(&["replay", "workouts.v1", "reminders.v1"]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    assert!(
+        stdout(&replay).contains("verified against the live model, swapped in"),
+        "{}",
+        stdout(&replay)
+    );
+    let dry = s.run(&["replay", "--all", "--dry-run"]);
+    assert!(
+        stdout(&dry).contains("WorkoutCompleted"),
+        "{}",
+        stdout(&dry)
+    );
+    let unknown = s.run(&["replay", "nothing.v1"]);
+    assert!(!unknown.status.success() && stderr(&unknown).contains("unknown projection"));
+    let unconfirmed = s.run(&["projections", "reset", "workouts.v1"]);
+    assert!(
+        !unconfirmed.status.success() && stderr(&unconfirmed).contains("--yes"),
+        "{}",
+        stderr(&unconfirmed)
+    );
+    let reset = s.run(&["projections", "reset", "workouts.v1", "--yes"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let status = s.run(&["projections", "status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let workouts = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == "workouts.v1"))
+        .expect("row")
+        .clone();
+    assert_eq!(workouts["state"], "never_ran");
+}
