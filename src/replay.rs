@@ -132,9 +132,12 @@ async fn dry_run(
     Ok(())
 }
 
-fn reporter(name: &'static str) -> impl Fn(Progress) + Sync {
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
+fn reporter(
+    name: &'static str,
+    multi: Option<&indicatif::MultiProgress>,
+) -> impl Fn(Progress) + Sync {
+    let bar = multi.map(|multi| {
+        let bar = multi.add(indicatif::ProgressBar::new(0));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix:>14} [{bar:40}] {pos}/{len} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -168,11 +171,12 @@ async fn one(
     db: &ReadDb,
     name: &'static str,
     target: Target,
+    multi: Option<&indicatif::MultiProgress>,
 ) -> eventfold_replay::Result<Option<SwapReport>> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let progress = reporter(name);
+    let progress = reporter(name, multi);
     match name {
         "reminders.v1" => rebuild(store, db, RemindersProjection, target, progress, stop).await,
         "orders.v1" => rebuild(store, db, OrdersProjection, target, progress, stop).await,
@@ -200,8 +204,13 @@ pub(crate) async fn run(
         return dry_run(store, &names, to.unwrap_or(head), out).await;
     }
     let db = ReadDb::connect(database_url).await?;
+    // Several projections rebuild at once: they share nothing but the log, so both
+    // cores (and the database's) work.
+    let multi = std::io::stderr()
+        .is_terminal()
+        .then(indicatif::MultiProgress::new);
+    let mut tasks = tokio::task::JoinSet::new();
     for name in names {
-        let started = Instant::now();
         let target = match to {
             Some(to) => Target::AsOf {
                 label: args.label.clone(),
@@ -211,24 +220,44 @@ pub(crate) async fn run(
                 keep_old: args.keep_old,
             },
         };
-        let prefix = eventfold_replay::prefix_of(&target);
-        match one(store, &db, name, target).await {
+        let (store, db, multi) = (store.clone(), db.clone(), multi.clone());
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let prefix = eventfold_replay::prefix_of(&target);
+            let result = one(&store, &db, name, target, multi.as_ref()).await;
+            (name, prefix, started.elapsed(), result)
+        });
+    }
+    let mut interrupted = false;
+    let mut failed = None;
+    while let Some(done) = tasks.join_next().await {
+        let (name, prefix, took, result) = done?;
+        match result {
             Ok(Some(report)) => writeln!(
                 out,
                 "{name}: rebuilt to position {} in {:.1} s, {} against the live model, swapped in{}; rows: {}",
                 report.position,
-                started.elapsed().as_secs_f64(),
+                took.as_secs_f64(),
                 if report.verified_against_live { "verified" } else { "counted (live model behind, not compared)" },
                 if report.kept_old { " (old tables kept as old_rm_…)" } else { "" },
                 report.rows.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
             )?,
-            Ok(None) => writeln!(out, "{name}: built as of position {} into {prefix}rm_… tables in {:.1} s", to.unwrap_or_default(), started.elapsed().as_secs_f64())?,
+            Ok(None) => writeln!(out, "{name}: built as of position {} into {prefix}rm_… tables in {:.1} s", to.unwrap_or_default(), took.as_secs_f64())?,
             Err(eventfold_replay::Error::Interrupted(at)) => {
                 writeln!(out, "{name}: interrupted at position {at}; rerun the same command to resume")?;
-                anyhow::bail!("interrupted");
+                interrupted = true;
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                writeln!(out, "{name}: failed: {error}")?;
+                failed = Some(error);
+            }
         }
+    }
+    if let Some(error) = failed {
+        return Err(error.into());
+    }
+    if interrupted {
+        anyhow::bail!("interrupted");
     }
     Ok(())
 }
