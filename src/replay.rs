@@ -159,7 +159,8 @@ fn reporter(
                 let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
                 if last.elapsed() >= Duration::from_secs(5) || p.position >= p.target {
                     *last = Instant::now();
-                    println!("{name}: position {}/{} ({msg})", p.position, p.target);
+                    // stderr: stdout is locked by the caller for the results.
+                    eprintln!("{name}: position {}/{} ({msg})", p.position, p.target);
                 }
             }
         }
@@ -204,12 +205,15 @@ pub(crate) async fn run(
         return dry_run(store, &names, to.unwrap_or(head), out).await;
     }
     let db = ReadDb::connect(database_url).await?;
-    // Several projections rebuild at once: they share nothing but the log, so both
-    // cores (and the database's) work.
+    // On PostgreSQL several projections rebuild at once (they share nothing but the
+    // log, so both cores and the server's work); SQLite has one writer, so there
+    // they take turns.
     let multi = std::io::stderr()
         .is_terminal()
         .then(indicatif::MultiProgress::new);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut finished = Vec::new();
+    let sqlite = db.dialect() == eventfold_projections::Dialect::Sqlite;
     for name in names {
         let target = match to {
             Some(to) => Target::AsOf {
@@ -221,17 +225,24 @@ pub(crate) async fn run(
             },
         };
         let (store, db, multi) = (store.clone(), db.clone(), multi.clone());
-        tasks.spawn(async move {
+        let work = async move {
             let started = Instant::now();
             let prefix = eventfold_replay::prefix_of(&target);
             let result = one(&store, &db, name, target, multi.as_ref()).await;
             (name, prefix, started.elapsed(), result)
-        });
+        };
+        if sqlite {
+            finished.push(work.await);
+        } else {
+            tasks.spawn(work);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        finished.push(done?);
     }
     let mut interrupted = false;
     let mut failed = None;
-    while let Some(done) = tasks.join_next().await {
-        let (name, prefix, took, result) = done?;
+    for (name, prefix, took, result) in finished {
         match result {
             Ok(Some(report)) => writeln!(
                 out,
