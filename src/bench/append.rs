@@ -1,7 +1,6 @@
 //! `eventfold bench append`.
 
 use std::io::Write;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -10,12 +9,11 @@ use eventfold_event_log::schemas::{ExpectedVersion, NewEvent, StreamId};
 use eventfold_event_log::{EventWriter, Limits, PgEventStore, SqliteEventStore};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, SqlitePool};
+use sqlx::SqlitePool;
 
-use super::parse_duration;
 use super::report::{print_header, print_row, Measured, Row};
+use super::{admin_url, parse_duration, ScratchDb};
 
-const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 /// Streams each writer rotates through.
 const STREAMS_PER_WRITER: usize = 20;
 
@@ -66,13 +64,7 @@ pub(crate) async fn run(
     )?;
     print_header(out)?;
     if !args.no_postgres {
-        let admin = args.postgres.clone().unwrap_or_else(|| {
-            if database_url.starts_with("postgres") {
-                database_url.to_owned()
-            } else {
-                LOCAL_POSTGRES.to_owned()
-            }
-        });
+        let admin = admin_url(args.postgres.as_deref(), database_url);
         postgres_cases(&admin, &args, out).await?;
     }
     if !args.no_sqlite {
@@ -182,19 +174,11 @@ async fn postgres_cases(
     args: &AppendBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let admin = PgConnectOptions::from_str(admin_url).context("invalid PostgreSQL URL")?;
-    let name = format!("eventfold_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = admin.connect().await.with_context(|| {
-        format!("cannot reach PostgreSQL at {admin_url} (use --no-postgres to skip)")
-    })?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let result = postgres_cases_in(admin.clone().database(&name), args, out).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
+    let scratch = ScratchDb::create(admin_url)
+        .await
+        .context("use --no-postgres to skip the PostgreSQL cases")?;
+    let result = postgres_cases_in(scratch.options.clone(), args, out).await;
+    scratch.remove().await?;
     result
 }
 

@@ -52,3 +52,65 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => Err(format!("{s:?} is not a duration: use e.g. 3s or 500ms")),
     }
 }
+
+/// The server a bench runs on: the flag, else DATABASE_URL when it is PostgreSQL, else
+/// the local server.
+pub(crate) fn admin_url(flag: Option<&str>, database_url: &str) -> String {
+    match flag {
+        Some(url) => url.to_owned(),
+        None if database_url.starts_with("postgres") => database_url.to_owned(),
+        None => "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_owned(),
+    }
+}
+
+/// A scratch PostgreSQL database for one bench run, dropped by [`ScratchDb::remove`].
+pub(crate) struct ScratchDb {
+    admin: sqlx::PgConnection,
+    name: String,
+    /// How to connect to it.
+    pub(crate) options: sqlx::postgres::PgConnectOptions,
+    /// Its URL.
+    pub(crate) url: String,
+}
+
+impl ScratchDb {
+    pub(crate) async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use sqlx::ConnectOptions;
+        let admin: sqlx::postgres::PgConnectOptions =
+            admin_url.parse().context("invalid PostgreSQL URL")?;
+        let name = format!("eventfold_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach PostgreSQL at {admin_url}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        Ok(Self {
+            admin: conn,
+            options: admin.database(&name),
+            name,
+            url,
+        })
+    }
+
+    pub(crate) async fn remove(mut self) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await?;
+        self.admin.close().await?;
+        Ok(())
+    }
+}

@@ -2,10 +2,8 @@
 //! fast the log can merely be read, in the same run.
 
 use std::io::Write;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{TimeZone, Utc};
 use clap::Args;
 use eventfold_event_log::{EventReader, EventWriter, Limits, PgEventStore};
@@ -21,11 +19,9 @@ use eventfold_projections::{
     ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
-pub(crate) const LOCAL_POSTGRES: &str =
-    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
+use super::{admin_url, ScratchDb};
 
 #[derive(Debug, Args)]
 pub(crate) struct ProjectBenchArgs {
@@ -48,39 +44,10 @@ pub(crate) async fn run(
     args: ProjectBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let admin_url = args.postgres.clone().unwrap_or_else(|| {
-        if database_url.starts_with("postgres") {
-            database_url.to_owned()
-        } else {
-            LOCAL_POSTGRES.to_owned()
-        }
-    });
-    let admin = PgConnectOptions::from_str(&admin_url).context("invalid PostgreSQL URL")?;
-    let name = format!("eventfold_bench_{}", Uuid::new_v4().simple());
-    let mut conn = admin
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach PostgreSQL at {admin_url}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let url = scratch_url(&admin_url, &name);
-    let result = run_in(admin.clone().database(&name), &url, &args, out).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
+    let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
+    let result = run_in(scratch.options.clone(), &scratch.url, &args, out).await;
+    scratch.remove().await?;
     result
-}
-
-pub(crate) fn scratch_url(admin_url: &str, name: &str) -> String {
-    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
-    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-    if query.is_empty() {
-        format!("{server}/{name}")
-    } else {
-        format!("{server}/{name}?{query}")
-    }
 }
 
 /// One workout: started, three updates with GPS points, completed (5 events); every

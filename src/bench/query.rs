@@ -3,7 +3,6 @@
 //! baseline — in one run.
 
 use std::io::Write;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,17 +12,14 @@ use eventfold_event_log::EventWriter;
 use eventfold_event_schemas::catalogue::ReminderScheduled;
 use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
 use redis::AsyncCommands;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::parse_duration;
 use super::report::Measured;
+use super::{admin_url, parse_duration, ScratchDb};
 use crate::app;
 use crate::config::Config;
 
-const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 const KEY: &str = "bench-key";
 
 #[derive(Debug, Args)]
@@ -60,31 +56,9 @@ pub(crate) async fn run(
     if args.rates.contains(&0) || args.users == 0 {
         anyhow::bail!("--rates and --users must be >= 1");
     }
-    let admin_url = args.postgres.clone().unwrap_or_else(|| {
-        if database_url.starts_with("postgres") {
-            database_url.to_owned()
-        } else {
-            LOCAL_POSTGRES.to_owned()
-        }
-    });
-    let admin = PgConnectOptions::from_str(&admin_url).context("invalid PostgreSQL URL")?;
-    let name = format!("eventfold_bench_{}", Uuid::new_v4().simple());
-    let mut conn = admin
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach PostgreSQL at {admin_url}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-    let url = if query.is_empty() {
-        format!("{server}/{name}")
-    } else {
-        format!("{server}/{name}?{query}")
-    };
+    let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
     let prefix = format!("eventfold-bench:{}:", Uuid::new_v4().simple());
-    let result = run_in(&url, &prefix, &args, out).await;
+    let result = run_in(&scratch.url, &prefix, &args, out).await;
     if let Ok(client) = redis::Client::open(args.redis.as_str()) {
         if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
             let keys: Vec<String> = redis::cmd("KEYS")
@@ -98,10 +72,7 @@ pub(crate) async fn run(
             }
         }
     }
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
+    scratch.remove().await?;
     result
 }
 

@@ -2,11 +2,9 @@
 //! raw read speed of the same log.
 
 use std::io::Write;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use eventfold_event_log::{Limits, PgEventStore};
 use eventfold_event_schemas::Position;
@@ -19,10 +17,10 @@ use eventfold_projections::{
 };
 use eventfold_replay::{rebuild, Progress, Target};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
-use super::project::{prefill, raw_read, scratch_url, LOCAL_POSTGRES};
+use super::project::{prefill, raw_read};
+use super::{admin_url, ScratchDb};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayBenchArgs {
@@ -42,33 +40,9 @@ pub(crate) async fn run(
     args: ReplayBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let admin_url = args.postgres.clone().unwrap_or_else(|| {
-        if database_url.starts_with("postgres") {
-            database_url.to_owned()
-        } else {
-            LOCAL_POSTGRES.to_owned()
-        }
-    });
-    let admin = PgConnectOptions::from_str(&admin_url).context("invalid PostgreSQL URL")?;
-    let name = format!("eventfold_bench_{}", Uuid::new_v4().simple());
-    let mut conn = admin
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach PostgreSQL at {admin_url}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let result = run_in(
-        admin.clone().database(&name),
-        &scratch_url(&admin_url, &name),
-        &args,
-        out,
-    )
-    .await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
+    let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
+    let result = run_in(scratch.options.clone(), &scratch.url, &args, out).await;
+    scratch.remove().await?;
     result
 }
 
