@@ -236,30 +236,13 @@ impl EventWriter for SqliteEventStore {
         .fetch_one(&mut *tx)
         .await?;
 
-        // Inside the write transaction nothing can change under us: look for a retried
-        // append only when the plain path would fail.
-        let mut ids_stored = Vec::new();
-        for event in &prepared {
-            let row: Option<(String, i64, i64)> = sqlx::query_as(
-                "SELECT stream_id, stream_version, global_position FROM eventfold_events \
-                 WHERE event_id = ?1",
-            )
-            .bind(event.event_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((stream_id, stream_version, position)) = row {
-                ids_stored.push(StoredId {
-                    event_id: event.event_id,
-                    stream_id,
-                    stream_version,
-                    position,
-                });
-            }
-        }
-        if let Some(original) = recognise_retry(stream, expected, &prepared, ids_stored)? {
-            return Ok(original);
-        }
+        // Inside the write transaction nothing can change under us: a retried append is
+        // looked for only when the plain path fails (wrong version or a duplicate id).
         if !expected.accepts(current) {
+            let stored = stored_ids(&mut tx, &prepared).await?;
+            if let Some(original) = recognise_retry(stream, expected, &prepared, stored)? {
+                return Ok(original);
+            }
             return Err(Error::WrongExpectedVersion {
                 stream_id: stream.clone(),
                 expected,
@@ -271,7 +254,7 @@ impl EventWriter for SqliteEventStore {
         let recorded_at = Utc::now();
         let mut positions = Vec::with_capacity(prepared.len());
         for (offset, event) in prepared.iter().enumerate() {
-            let position: i64 = sqlx::query_scalar(
+            let position: sqlx::Result<i64> = sqlx::query_scalar(
                 "INSERT INTO eventfold_events (stream_id, category, stream_version, event_id, \
                  event_type, schema_version, data, metadata, recorded_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING global_position",
@@ -286,7 +269,19 @@ impl EventWriter for SqliteEventStore {
             .bind(&event.metadata)
             .bind(recorded_at)
             .fetch_one(&mut *tx)
-            .await?;
+            .await;
+            let position = match position {
+                Ok(position) => position,
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    // An id of this append is stored already: a retry, or a misuse.
+                    let stored = stored_ids(&mut tx, &prepared).await?;
+                    if let Some(original) = recognise_retry(stream, expected, &prepared, stored)? {
+                        return Ok(original);
+                    }
+                    return Err(sqlx::Error::Database(db).into());
+                }
+                Err(other) => return Err(other.into()),
+            };
             positions.push(position);
         }
         tx.commit().await?;
@@ -301,4 +296,30 @@ impl EventWriter for SqliteEventStore {
             last_position: Position(last),
         })
     }
+}
+
+/// Where the ids of `events` are stored already, if anywhere.
+async fn stored_ids(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[crate::append::PreparedEvent],
+) -> Result<Vec<StoredId>> {
+    let mut stored = Vec::new();
+    for event in events {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT stream_id, stream_version, global_position FROM eventfold_events \
+             WHERE event_id = ?1",
+        )
+        .bind(event.event_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((stream_id, stream_version, position)) = row {
+            stored.push(StoredId {
+                event_id: event.event_id,
+                stream_id,
+                stream_version,
+                position,
+            });
+        }
+    }
+    Ok(stored)
 }
