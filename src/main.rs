@@ -149,7 +149,8 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Replay(args) => {
             let store = open_store(&database_url).await?;
-            replay::run(&store, &database_url, args, &mut out).await?;
+            let redis = projections::redis_target(cli.redis_url.as_deref(), &cli.redis_prefix)?;
+            replay::run(&store, &database_url, redis, args, &mut out).await?;
         }
         Command::Projections(command) => {
             let store = open_store(&database_url).await?;

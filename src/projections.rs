@@ -27,6 +27,20 @@ pub(crate) enum ProjectionsCommand {
     },
 }
 
+/// The Redis read models' server and key prefix, when configured.
+pub(crate) fn redis_target(
+    redis_url: Option<&str>,
+    redis_prefix: &str,
+) -> anyhow::Result<Option<RedisTarget>> {
+    Ok(match redis_url {
+        Some(url) => Some(RedisTarget {
+            client: redis::Client::open(url)?,
+            keys: RedisKeys::new(redis_prefix),
+        }),
+        None => None,
+    })
+}
+
 /// The projections of this deployment: read models next to the log, Redis if configured.
 pub(crate) async fn projection_set(
     store: AnyEventStore,
@@ -35,13 +49,7 @@ pub(crate) async fn projection_set(
     redis_prefix: &str,
 ) -> anyhow::Result<ProjectionSet<AnyEventStore>> {
     let db = ReadDb::connect(database_url).await?;
-    let redis = match redis_url {
-        Some(url) => Some(RedisTarget {
-            client: redis::Client::open(url)?,
-            keys: RedisKeys::new(redis_prefix),
-        }),
-        None => None,
-    };
+    let redis = redis_target(redis_url, redis_prefix)?;
     Ok(ProjectionSet::new(
         store,
         db,
@@ -60,11 +68,6 @@ pub(crate) async fn run(
         ProjectionsCommand::Reset { name, yes } => reset(set, &name, yes, out).await?,
         ProjectionsCommand::Status { json } => {
             let progress = set.stored_progress().await?;
-            let shadows: Vec<String> = sqlx::query_scalar(
-                "SELECT name FROM eventfold_checkpoints WHERE name LIKE 'shadow_%'",
-            )
-            .fetch_all(set.db().pool())
-            .await?;
             let mut rows = Vec::new();
             for p in progress {
                 let checkpoint = p.checkpoint.unwrap_or_default();
@@ -72,7 +75,7 @@ pub(crate) async fn run(
                 rows.push(serde_json::json!({
                     "name": p.name, "store": p.store, "checkpoint": p.checkpoint, "head": lag.head,
                     "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": p.parked,
-                    "state": if shadows.contains(&format!("shadow_{}", p.name)) { "rebuilding" }
+                    "state": if p.rebuilding { "rebuilding" }
                         else if p.checkpoint.is_none() { "never_ran" }
                         else if p.parked > 0 { "parked_events" }
                         else if lag.events == 0 { "caught_up" } else { "behind" },
@@ -141,7 +144,16 @@ async fn reset(
         }
     }
     if tables.is_empty() {
-        anyhow::bail!("{name} lives in Redis: delete its keys (under the configured prefix) and it rebuilds itself");
+        let Some(keys) = set.reset_redis(name).await? else {
+            anyhow::bail!(
+                "{name} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL"
+            );
+        };
+        writeln!(
+            out,
+            "{name}: {keys} keys, checkpoint and parked events deleted; it is rebuilt from position 0 by serve (a running one starts at once)"
+        )?;
+        return Ok(());
     }
     let mut tx = set.db().pool().begin().await?;
     for table in tables {

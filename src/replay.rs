@@ -10,18 +10,21 @@ use clap::Args;
 use eventfold_event_log::{AnyEventStore, EventReader};
 use eventfold_event_schemas::Position;
 use eventfold_projections::models::catalog::CatalogProjection;
+use eventfold_projections::models::leaderboard::LeaderboardProjection;
 use eventfold_projections::models::orders::OrdersProjection;
 use eventfold_projections::models::purchases::PurchasesProjection;
 use eventfold_projections::models::reminders::RemindersProjection;
+use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
-use eventfold_projections::{Projection, ReadDb, RELATIONAL};
-use eventfold_replay::{rebuild, Progress, SwapReport, Target};
+use eventfold_projections::{Projection, ReadDb, RedisTarget, REDIS, RELATIONAL};
+use eventfold_replay::{namespace_of, rebuild, rebuild_redis, Progress, SwapReport, Target};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
-    /// Projections to rebuild, e.g. `workouts.v1` (relational models).
+    /// Projections to rebuild, e.g. `workouts.v1` or `voice_due.v1` (Redis models need
+    /// `--redis-url`/`REDIS_URL`).
     names: Vec<String>,
-    /// Rebuild every relational projection.
+    /// Rebuild every projection (the Redis ones too when Redis is configured).
     #[arg(long)]
     all: bool,
     /// Build the model as of this position into a separate named target (never swapped).
@@ -30,35 +33,39 @@ pub(crate) struct ReplayArgs {
     /// Build the model as of this time (RFC 3339) into a separate named target.
     #[arg(long)]
     until: Option<DateTime<Utc>>,
-    /// Name of the as-of target: tables `asof_{NAME}_rm_…`.
+    /// Name of the as-of target: tables `asof_{NAME}_rm_…`, Redis keys `{prefix}asof:{NAME}:…`.
     #[arg(long = "as", default_value = "audit")]
     label: String,
     /// Show what would be replayed: events per type, and the log's read speed.
     #[arg(long)]
     dry_run: bool,
-    /// Keep the replaced tables as `old_rm_…`.
+    /// Keep the replaced tables as `old_rm_…` (Redis keys under `{prefix}old:`).
     #[arg(long)]
     keep_old: bool,
 }
 
-fn selected(args: &ReplayArgs) -> anyhow::Result<Vec<&'static str>> {
+fn selected(args: &ReplayArgs, redis: bool) -> anyhow::Result<Vec<&'static str>> {
+    let mut known = RELATIONAL.to_vec();
+    if redis {
+        known.extend_from_slice(REDIS);
+    }
     if args.all {
-        return Ok(RELATIONAL.to_vec());
+        return Ok(known);
     }
     if args.names.is_empty() {
         anyhow::bail!(
             "name the projections to rebuild ({}) or pass --all",
-            RELATIONAL.join(", ")
+            known.join(", ")
         );
     }
     args.names
         .iter()
         .map(|n| {
-            RELATIONAL.iter().copied().find(|r| r == n).with_context(|| {
-                if eventfold_projections::REDIS.contains(&n.as_str()) {
-                    format!("{n} lives in Redis: it rebuilds itself from the log when its keys are lost; zero-downtime Redis replay is not built yet")
+            known.iter().copied().find(|r| r == n).with_context(|| {
+                if REDIS.contains(&n.as_str()) {
+                    format!("{n} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL")
                 } else {
-                    format!("unknown projection {n:?}: use one of {}", RELATIONAL.join(", "))
+                    format!("unknown projection {n:?}: use one of {}", known.join(", "))
                 }
             })
         })
@@ -90,6 +97,8 @@ fn handles(name: &str, event_type: &str) -> bool {
         "orders.v1" => OrdersProjection.handles(event_type),
         "purchases.v1" => PurchasesProjection.handles(event_type),
         "catalog.v1" => CatalogProjection.handles(event_type),
+        "voice_due.v1" => VoiceDueProjection.handles(event_type),
+        "leaderboards.v1" => LeaderboardProjection.handles(event_type),
         _ => WorkoutsProjection.handles(event_type),
     }
 }
@@ -170,6 +179,7 @@ fn reporter(
 async fn one(
     store: &AnyEventStore,
     db: &ReadDb,
+    redis: Option<&RedisTarget>,
     name: &'static str,
     target: Target,
     multi: Option<&indicatif::MultiProgress>,
@@ -178,22 +188,56 @@ async fn one(
         let _ = tokio::signal::ctrl_c().await;
     };
     let progress = reporter(name, multi);
-    match name {
-        "reminders.v1" => rebuild(store, db, RemindersProjection, target, progress, stop).await,
-        "orders.v1" => rebuild(store, db, OrdersProjection, target, progress, stop).await,
-        "purchases.v1" => rebuild(store, db, PurchasesProjection, target, progress, stop).await,
-        "catalog.v1" => rebuild(store, db, CatalogProjection, target, progress, stop).await,
+    match (name, redis) {
+        ("voice_due.v1", Some(r)) => {
+            rebuild_redis(
+                store,
+                &r.client,
+                &r.keys,
+                VoiceDueProjection,
+                target,
+                progress,
+                stop,
+            )
+            .await
+        }
+        ("leaderboards.v1", Some(r)) => {
+            let projection = LeaderboardProjection;
+            rebuild_redis(
+                store, &r.client, &r.keys, projection, target, progress, stop,
+            )
+            .await
+        }
+        ("reminders.v1", _) => {
+            rebuild(store, db, RemindersProjection, target, progress, stop).await
+        }
+        ("orders.v1", _) => rebuild(store, db, OrdersProjection, target, progress, stop).await,
+        ("purchases.v1", _) => {
+            rebuild(store, db, PurchasesProjection, target, progress, stop).await
+        }
+        ("catalog.v1", _) => rebuild(store, db, CatalogProjection, target, progress, stop).await,
         _ => rebuild(store, db, WorkoutsProjection, target, progress, stop).await,
+    }
+}
+
+/// Where a target's model goes, for the messages.
+fn place_of(name: &str, target: &Target, redis: Option<&RedisTarget>) -> String {
+    match redis {
+        Some(r) if REDIS.contains(&name) => {
+            format!("{}{}… keys", r.keys.prefix(), namespace_of(target))
+        }
+        _ => format!("{}rm_… tables", eventfold_replay::prefix_of(target)),
     }
 }
 
 pub(crate) async fn run(
     store: &AnyEventStore,
     database_url: &str,
+    redis: Option<RedisTarget>,
     args: ReplayArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let names = selected(&args)?;
+    let names = selected(&args, redis.is_some())?;
     let to = match (args.to, args.until) {
         (Some(to), _) if to < 0 => anyhow::bail!("--to must be >= 0"),
         (Some(to), _) => Some(Position(to)),
@@ -224,14 +268,15 @@ pub(crate) async fn run(
                 keep_old: args.keep_old,
             },
         };
-        let (store, db, multi) = (store.clone(), db.clone(), multi.clone());
+        let (store, db, multi, redis) = (store.clone(), db.clone(), multi.clone(), redis.clone());
         let work = async move {
             let started = Instant::now();
-            let prefix = eventfold_replay::prefix_of(&target);
-            let result = one(&store, &db, name, target, multi.as_ref()).await;
-            (name, prefix, started.elapsed(), result)
+            let place = place_of(name, &target, redis.as_ref());
+            let result = one(&store, &db, redis.as_ref(), name, target, multi.as_ref()).await;
+            (name, place, started.elapsed(), result)
         };
-        if sqlite {
+        // Redis models do not write to SQLite: they run beside the relational turns.
+        if sqlite && !REDIS.contains(&name) {
             finished.push(work.await);
         } else {
             tasks.spawn(work);
@@ -242,18 +287,24 @@ pub(crate) async fn run(
     }
     let mut interrupted = false;
     let mut failed = None;
-    for (name, prefix, took, result) in finished {
+    for (name, place, took, result) in finished {
+        let in_redis = REDIS.contains(&name);
         match result {
             Ok(Some(report)) => writeln!(
                 out,
-                "{name}: rebuilt to position {} in {:.1} s, {} against the live model, swapped in{}; rows: {}",
+                "{name}: rebuilt to position {} in {:.1} s, {} against the live model, swapped in{}; {}: {}",
                 report.position,
                 took.as_secs_f64(),
                 if report.verified_against_live { "verified" } else { "counted (live model behind, not compared)" },
-                if report.kept_old { " (old tables kept as old_rm_…)" } else { "" },
+                match (report.kept_old, in_redis) {
+                    (false, _) => "",
+                    (true, false) => " (old tables kept as old_rm_…)",
+                    (true, true) => " (old keys kept under old:…)",
+                },
+                if in_redis { "keys" } else { "rows" },
                 report.rows.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
             )?,
-            Ok(None) => writeln!(out, "{name}: built as of position {} into {prefix}rm_… tables in {:.1} s", to.unwrap_or_default(), took.as_secs_f64())?,
+            Ok(None) => writeln!(out, "{name}: built as of position {} into {place} in {:.1} s", to.unwrap_or_default(), took.as_secs_f64())?,
             Err(eventfold_replay::Error::Interrupted(at)) => {
                 writeln!(out, "{name}: interrupted at position {at}; rerun the same command to resume")?;
                 interrupted = true;

@@ -236,3 +236,80 @@ fn replay_and_reset_work_from_the_command_line() {
         .clone();
     assert_eq!(workouts["state"], "never_ran");
 }
+
+#[test]
+fn redis_models_replay_from_the_command_line() {
+    let s = Scratch::new();
+    let demo = s.run(&["demo", "--users", "10"]);
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let redis =
+        std::env::var("EVENTFOLD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("cli-test:{}:", uuid::Uuid::new_v4().simple());
+    let with_redis = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(args)
+            .args(["--redis-url", &redis, "--redis-prefix", &prefix])
+            .env("DATABASE_URL", s.url())
+            .current_dir(&s.0)
+            .output()
+            .expect("run eventfold")
+    };
+    let without = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["replay", "voice_due.v1"])
+        .env("DATABASE_URL", s.url())
+        .env_remove("REDIS_URL")
+        .current_dir(&s.0)
+        .output()
+        .expect("run");
+    assert!(
+        !without.status.success() && stderr(&without).contains("not configured"),
+        "{}",
+        stderr(&without)
+    );
+    // No live model yet: the first build is counted, the second compared with it.
+    let first = with_redis(&["replay", "voice_due.v1", "leaderboards.v1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("keys: due:*"), "{}", stdout(&first));
+    let second = with_redis(&["replay", "voice_due.v1"]);
+    assert!(
+        second.status.success()
+            && stdout(&second).contains("verified against the live model, swapped in"),
+        "{}{}",
+        stdout(&second),
+        stderr(&second)
+    );
+    let as_of = with_redis(&["replay", "leaderboards.v1", "--to", "50", "--as", "audit"]);
+    assert!(
+        stdout(&as_of).contains(&format!("{prefix}asof:audit:")),
+        "{}",
+        stdout(&as_of)
+    );
+    let reset = with_redis(&["projections", "reset", "voice_due.v1", "--yes"]);
+    assert!(
+        reset.status.success()
+            && stdout(&reset).contains("keys, checkpoint and parked events deleted"),
+        "{}{}",
+        stdout(&reset),
+        stderr(&reset)
+    );
+    let status = with_redis(&["projections", "status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let voice = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == "voice_due.v1"))
+        .expect("row")
+        .clone();
+    assert_eq!(voice["state"], "never_ran");
+    // Clean up the namespace.
+    if let Ok(client) = redis::Client::open(redis.as_str()) {
+        if let Ok(mut conn) = client.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
+}

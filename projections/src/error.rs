@@ -36,6 +36,10 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A replay is swapping a rebuilt model in: the live runner waits (a short, bounded
+    /// pause; the hold expires by itself if the replay dies).
+    #[error("{0} is held while a rebuilt model is swapped in")]
+    Held(String),
     /// An injected failure (tests of crash recovery).
     #[error("injected failure: {0}")]
     Injected(&'static str),
@@ -50,7 +54,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Sql(_) | Error::Redis(_) | Error::Log(_) | Error::Injected(_)
+            Error::Sql(_) | Error::Redis(_) | Error::Log(_) | Error::Injected(_) | Error::Held(_)
         )
     }
 }

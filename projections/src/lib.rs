@@ -18,11 +18,11 @@ mod sql;
 mod status;
 
 pub use error::{Error, Result};
-pub use redis_sink::{RedisKeys, RedisProjection, RedisSink};
+pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 pub use runtime::{
     with_prefix, FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
     RunnerOptions, Sink, SqlTx,
 };
-pub use set::{ProjectionSet, RedisTarget, StoredProgress, REDIS, RELATIONAL};
+pub use set::{redis_families, ProjectionSet, RedisTarget, StoredProgress, REDIS, RELATIONAL};
 pub use sql::{from_millis, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};

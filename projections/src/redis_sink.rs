@@ -36,10 +36,31 @@ impl RedisKeys {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+
+    /// Keys under `{prefix}{sub}` — e.g. a shadow namespace for a rebuild.
+    pub fn nested(&self, sub: &str) -> Self {
+        Self::new(format!("{}{sub}", self.prefix))
+    }
+
+    /// The checkpoint of `projection`.
+    pub fn checkpoint(&self, projection: &str) -> String {
+        self.key(format!("checkpoint:{projection}"))
+    }
+
+    /// The hold of `projection`: while it exists its runner applies nothing (a replay
+    /// is verifying and swapping in a rebuilt model). It carries a time to live.
+    pub fn hold(&self, projection: &str) -> String {
+        self.key(format!("hold:{projection}"))
+    }
 }
 
 /// A projection into Redis: it adds commands to the batch's transaction.
 pub trait RedisProjection: Projection {
+    /// The key families it owns, relative to the prefix (e.g. `["due:", "offer:"]`):
+    /// every key it writes starts with one of them, and no other projection's does.
+    /// Replay finds, compares and swaps the model's keys by them.
+    fn key_families(&self) -> &'static [&'static str];
+
     /// Queues the commands for one event.
     fn apply(
         &self,
@@ -88,8 +109,12 @@ impl<P: RedisProjection> RedisSink<P> {
     }
 
     fn checkpoint_key(&self) -> String {
-        self.keys
-            .key(format!("checkpoint:{}", self.projection.name()))
+        self.keys.checkpoint(self.projection.name())
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &RedisKeys {
+        &self.keys
     }
 
     /// Runs `f` on the sink's own connection, reconnecting after failures.
@@ -155,9 +180,24 @@ impl<P: RedisProjection> Sink for RedisSink<P> {
                 .apply(&mut pipe, &self.keys, event, record)?;
         }
         pipe.set(&key, to.0).ignore();
+        let hold = self.keys.hold(self.projection.name());
         self.with_connection(async |conn| {
-            redis::cmd("WATCH").arg(&key).exec_async(conn).await?;
-            let current: Option<i64> = conn.get(&key).await?;
+            // The hold is watched too: a replay that sets it aborts this transaction,
+            // so once its SET returns, the model stays still until the swap.
+            redis::cmd("WATCH")
+                .arg(&key)
+                .arg(&hold)
+                .exec_async(conn)
+                .await?;
+            let (current, held): (Option<i64>, Option<String>) = redis::cmd("MGET")
+                .arg(&key)
+                .arg(&hold)
+                .query_async(conn)
+                .await?;
+            if held.is_some() {
+                redis::cmd("UNWATCH").exec_async(conn).await?;
+                return Err(Error::Held(self.name().to_owned()));
+            }
             if current.unwrap_or(0) != from.0 {
                 redis::cmd("UNWATCH").exec_async(conn).await?;
                 return Err(Error::CheckpointMoved(self.name().to_owned()));
@@ -186,6 +226,51 @@ impl<P: RedisProjection> Sink for RedisSink<P> {
         })
         .await
     }
+}
+
+/// Escapes glob characters for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The names (relative to the prefix) of the keys under `keys` in `families`.
+pub async fn scan_keys(
+    conn: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    families: &[&str],
+) -> Result<std::collections::BTreeSet<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for family in families {
+        let pattern = format!("{}*", glob_escape(&keys.key(family)));
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await?;
+            for key in page {
+                if let Some(name) = key.strip_prefix(keys.prefix()) {
+                    names.insert(name.to_owned());
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(names)
 }
 
 /// Connections shared by queries, one per Redis server: a multiplexed connection
@@ -229,4 +314,14 @@ pub(crate) fn evict(client: &Client) {
 /// runtime that drove the shared connection is gone): worth one fresh try.
 pub(crate) fn broken(error: &redis::RedisError) -> bool {
     error.is_io_error() || error.is_connection_dropped() || error.is_timeout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_escape;
+
+    #[test]
+    fn escapes_globs() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 }

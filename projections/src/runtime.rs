@@ -60,6 +60,23 @@ pub trait RelationalProjection: Projection {
         event: &DomainEvent,
         record: &RecordedEvent,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Applies a batch of events inside one transaction, in order. The default applies
+    /// them one by one; a projection with many writes per event overrides it to fold
+    /// the batch in memory and write each row once (multi-row statements). Either way
+    /// the result must equal applying the events one at a time — replay verification
+    /// and the tests compare the two.
+    fn apply_batch(
+        &self,
+        tx: &mut SqlTx<'_>,
+        events: &[(RecordedEvent, DomainEvent)],
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for (record, event) in events {
+                self.apply(tx, event, record).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Where a projection writes, with its checkpoint.
@@ -229,9 +246,7 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         if moved.rows_affected() != 1 {
             return Err(Error::CheckpointMoved(self.name().to_owned()));
         }
-        for (record, event) in events {
-            self.projection.apply(&mut tx, event, record).await?;
-        }
+        self.projection.apply_batch(&mut tx, events).await?;
         self.fail_point.trip()?;
         tx.tx.commit().await?;
         Ok(())
@@ -317,7 +332,7 @@ fn store_down(error: &Error) -> bool {
                 || e.is_connection_dropped()
                 || e.is_timeout()
         }
-        Error::Log(_) | Error::Injected(_) => true,
+        Error::Log(_) | Error::Injected(_) | Error::Held(_) => true,
         _ => false,
     }
 }
@@ -500,6 +515,17 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     | Error::Stopped { .. }
                     | Error::Poison { .. }),
                 ) => return Err(error),
+                Err(Error::Held(_)) => {
+                    // A replay is swapping this model: wait without counting failures
+                    // and without backing off far (the hold lasts a moment).
+                    self.board.set_state(
+                        self.sink.name(),
+                        ProjectionState::Retrying,
+                        Some("paused while a rebuilt model is swapped in".to_owned()),
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 Err(error) => error,
             };
             let down = store_down(&error);

@@ -15,6 +15,16 @@ use crate::{
     ReadDb, RedisKeys, RedisSink, RelationalSink, Result, Runner, RunnerOptions, Sink, StatusBoard,
 };
 
+/// The key families of a Redis read model, by name.
+pub fn redis_families(name: &str) -> Option<&'static [&'static str]> {
+    use crate::RedisProjection;
+    match name {
+        "voice_due.v1" => Some(VoiceDueProjection.key_families()),
+        "leaderboards.v1" => Some(LeaderboardProjection.key_families()),
+        _ => None,
+    }
+}
+
 /// Where the Redis read models live.
 #[derive(Debug, Clone)]
 pub struct RedisTarget {
@@ -211,6 +221,8 @@ pub struct StoredProgress {
     pub checkpoint: Option<Position>,
     /// Parked events.
     pub parked: u64,
+    /// A replay's shadow build of it exists (running, or interrupted and resumable).
+    pub rebuilding: bool,
 }
 
 impl<L: EventStore> ProjectionSet<L> {
@@ -222,34 +234,63 @@ impl<L: EventStore> ProjectionSet<L> {
         for name in RELATIONAL {
             let row = sqlx::query(
                 "SELECT (SELECT position FROM eventfold_checkpoints WHERE name = $1) AS position, \
-                 (SELECT COUNT(*) FROM eventfold_parked_events WHERE projection = $1) AS parked",
+                 (SELECT COUNT(*) FROM eventfold_parked_events WHERE projection = $1) AS parked, \
+                 (SELECT COUNT(*) FROM eventfold_checkpoints WHERE name = $2) AS shadows",
             )
             .bind(*name)
+            .bind(format!("shadow_{name}"))
             .fetch_one(self.db.pool())
             .await?;
             let parked: i64 = row.try_get("parked")?;
+            let shadows: i64 = row.try_get("shadows")?;
             out.push(StoredProgress {
                 name,
                 store: "relational",
                 checkpoint: row.try_get::<Option<i64>, _>("position")?.map(Position),
                 parked: parked.max(0) as u64,
+                rebuilding: shadows > 0,
             });
         }
         if let Some(r) = &self.redis {
             let mut conn = crate::redis_sink::connect(&r.client).await?;
             for name in REDIS {
-                let checkpoint: Option<i64> =
-                    conn.get(r.keys.key(format!("checkpoint:{name}"))).await?;
+                let checkpoint: Option<i64> = conn.get(r.keys.checkpoint(name)).await?;
                 let parked: u64 = conn.llen(r.keys.key(format!("parked:{name}"))).await?;
+                let rebuilding: bool = conn
+                    .exists(r.keys.nested("shadow:").checkpoint(name))
+                    .await?;
                 out.push(StoredProgress {
                     name,
                     store: "redis",
                     checkpoint: checkpoint.map(Position),
                     parked,
+                    rebuilding,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// Deletes a Redis read model: its keys, checkpoint and parked events. A running
+    /// runner notices its checkpoint is gone and rebuilds it from the log. Returns the
+    /// keys deleted; `None` when Redis is not configured or `name` is not a Redis model.
+    pub async fn reset_redis(&self, name: &str) -> Result<Option<u64>> {
+        let (Some(r), Some(families)) = (&self.redis, redis_families(name)) else {
+            return Ok(None);
+        };
+        let mut conn = crate::redis_sink::connect(&r.client).await?;
+        let mut doomed: Vec<String> = crate::scan_keys(&mut conn, &r.keys, families)
+            .await?
+            .iter()
+            .map(|k| r.keys.key(k))
+            .collect();
+        let deleted = doomed.len() as u64;
+        doomed.push(r.keys.checkpoint(name));
+        doomed.push(r.keys.key(format!("parked:{name}")));
+        for chunk in doomed.chunks(1000) {
+            let _: i64 = redis::AsyncCommands::del(&mut conn, chunk).await?;
+        }
+        Ok(Some(deleted))
     }
 
     /// The relational read store.

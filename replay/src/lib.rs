@@ -1,4 +1,4 @@
-//! Rebuilding relational read models from the log without downtime.
+//! Rebuilding read models from the log without downtime.
 //!
 //! A rebuild writes into shadow tables (`shadow_rm_…`, with their own checkpoint) while
 //! the live model keeps serving and following the log. When the shadow has caught up,
@@ -7,8 +7,12 @@
 //! transaction; the live runner notices its checkpoint moved and resynchronises. An
 //! interrupted rebuild resumes from the shadow's own checkpoint. An as-of build
 //! (`--to`/`--until`) writes to `asof_{label}_rm_…` and is never swapped.
+//!
+//! Redis models ([`rebuild_redis`]) work the same way in a shadow key namespace; see
+//! the `redis` module for how the live model is held still for the swap.
 
 mod checksum;
+mod redis;
 mod swap;
 
 use std::future::Future;
@@ -21,6 +25,7 @@ use eventfold_projections::{
 };
 
 pub use checksum::{table_checksum, TableChecksum};
+pub use redis::{namespace_of, rebuild_redis, snapshot, OLD_NAMESPACE, SHADOW_NAMESPACE};
 pub use swap::SwapReport;
 
 /// Prefix of shadow tables.
@@ -38,6 +43,9 @@ pub enum Error {
     /// The read store failed.
     #[error("read store: {0}")]
     Sql(#[from] sqlx::Error),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
     /// The log failed.
     #[error("event log: {0}")]
     Log(#[from] eventfold_event_log::Error),

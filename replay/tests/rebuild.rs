@@ -13,14 +13,19 @@ use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::{EventReader, EventStore};
 use eventfold_event_schemas::catalogue::{PriceChanged, PurchaseRecorded};
 use eventfold_projections::models::catalog::CatalogProjection;
+use eventfold_projections::models::leaderboard::LeaderboardProjection;
 use eventfold_projections::models::orders::OrdersProjection;
 use eventfold_projections::models::purchases::PurchasesProjection;
 use eventfold_projections::models::reminders::RemindersProjection;
+use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
-    ProjectionSet, ReadDb, RelationalProjection, RunnerOptions, StatusBoard,
+    ProjectionSet, ReadDb, RedisKeys, RedisProjection, RedisTarget, RelationalProjection,
+    RunnerOptions, StatusBoard,
 };
-use eventfold_replay::{rebuild, table_checksum, Error, TableChecksum, Target};
+use eventfold_replay::{
+    rebuild, rebuild_redis, snapshot, table_checksum, Error, TableChecksum, Target,
+};
 use uuid::Uuid;
 
 async fn populate<S: EventStore>(
@@ -353,5 +358,337 @@ async fn an_as_of_build_stops_exactly_at_its_position_and_leaves_live_alone() ->
         .await?;
     assert!(as_of > 0 && as_of < live, "as-of {as_of}, live {live}");
     assert_eq!(checksums(&read, &WorkoutsProjection).await?, live_before);
+    Ok(())
+}
+
+// ---- Redis models -------------------------------------------------------------------
+
+/// A Redis namespace of its own, deleted when dropped.
+struct RedisSpace {
+    client: redis::Client,
+    keys: RedisKeys,
+}
+
+impl RedisSpace {
+    fn new() -> anyhow::Result<Self> {
+        let url = std::env::var("EVENTFOLD_TEST_REDIS")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            keys: RedisKeys::new(format!("replay-test:{}:", Uuid::new_v4().simple())),
+        })
+    }
+
+    fn target(&self) -> RedisTarget {
+        RedisTarget {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
+    async fn conn(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        Ok(self.client.get_multiplexed_async_connection().await?)
+    }
+
+    /// Every key under the namespace.
+    async fn all_keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("KEYS")
+            .arg(format!("{}*", self.keys.prefix()))
+            .query_async(&mut conn)
+            .await?)
+    }
+}
+
+impl Drop for RedisSpace {
+    fn drop(&mut self) {
+        let (client, prefix) = (self.client.clone(), self.keys.prefix().to_owned());
+        // Best effort, synchronously: the runtime may be shutting down.
+        if let Ok(mut conn) = client.get_connection() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            for chunk in keys.chunks(1000) {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}
+
+async fn redis_rebuilds_equal<S: EventStore, P: RedisProjection + Clone>(
+    store: &S,
+    space: &RedisSpace,
+    projection: P,
+) -> anyhow::Result<()> {
+    let families = projection.key_families();
+    let mut conn = space.conn().await?;
+    let before = snapshot(&mut conn, &space.keys, families).await?;
+    assert!(
+        !before.is_empty(),
+        "{} is empty: the test proves nothing",
+        projection.name()
+    );
+    let report = rebuild_redis(
+        store,
+        &space.client,
+        &space.keys,
+        projection.clone(),
+        Target::Swap { keep_old: false },
+        |_| {},
+        std::future::pending(),
+    )
+    .await?
+    .expect("a swap report");
+    assert!(
+        report.verified_against_live,
+        "{} was not compared",
+        projection.name()
+    );
+    let after = snapshot(&mut conn, &space.keys, families).await?;
+    // Key by key, value by value.
+    assert_eq!(
+        after,
+        before,
+        "{} changed in the rebuild",
+        projection.name()
+    );
+    let leftovers: Vec<String> = space
+        .all_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.contains(":shadow:") || k.contains(":hold:"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    Ok(())
+}
+
+async fn every_redis_projection<S: EventStore>(store: S, url: &str) -> anyhow::Result<()> {
+    populate(store.clone(), "u", 6, 2).await?;
+    let db = ReadDb::connect(url).await?;
+    let space = RedisSpace::new()?;
+    ProjectionSet::new(
+        store.clone(),
+        db,
+        Some(space.target()),
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .catch_up()
+    .await?;
+    redis_rebuilds_equal(&store, &space, VoiceDueProjection).await?;
+    redis_rebuilds_equal(&store, &space, LeaderboardProjection).await?;
+    // Again: nothing in the way the second time.
+    redis_rebuilds_equal(&store, &space, VoiceDueProjection).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rebuilt_redis_model_equals_the_live_one_on_postgres() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    every_redis_projection(db.store.clone(), &db.url()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rebuilt_redis_model_equals_the_live_one_on_sqlite() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    every_redis_projection(db.store.clone(), &db.url).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -> anyhow::Result<()>
+{
+    let pg = PgTestDb::new().await?;
+    populate(pg.store.clone(), "u", 4, 10).await?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    let space = RedisSpace::new()?;
+    let board = StatusBoard::default();
+    let set = ProjectionSet::new(
+        pg.store.clone(),
+        db.clone(),
+        Some(space.target()),
+        RunnerOptions {
+            poll_interval: Duration::from_millis(50),
+            ..RunnerOptions::default()
+        },
+        board.clone(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut live = set.spawn(stopped);
+    let writer = {
+        let store = pg.store.clone();
+        tokio::spawn(async move { populate(store, "late", 6, 10).await })
+    };
+    for keep_old in [true, false] {
+        let voice = rebuild_redis(
+            &pg.store,
+            &space.client,
+            &space.keys,
+            VoiceDueProjection,
+            Target::Swap { keep_old },
+            |_| {},
+            std::future::pending(),
+        );
+        let boards = rebuild_redis(
+            &pg.store,
+            &space.client,
+            &space.keys,
+            LeaderboardProjection,
+            Target::Swap { keep_old },
+            |_| {},
+            std::future::pending(),
+        );
+        let (voice, boards) = tokio::join!(voice, boards);
+        assert!(voice?.is_some() && boards?.is_some());
+    }
+    writer.await??;
+    let head = pg.store.head().await?;
+    for _ in 0..200 {
+        if board.checkpoint_of("voice_due.v1") >= head
+            && board.checkpoint_of("leaderboards.v1") >= head
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true)?;
+    while let Some(done) = live.join_next().await {
+        done??;
+    }
+    // The live models (rebuilt twice while events arrived, then followed live) equal
+    // a build from scratch to the same head, key by key.
+    let mut conn = space.conn().await?;
+    for (name, families) in [
+        ("voice_due.v1", VoiceDueProjection.key_families()),
+        ("leaderboards.v1", LeaderboardProjection.key_families()),
+    ] {
+        let target = Target::AsOf {
+            label: "scratch".into(),
+            to: head,
+        };
+        if name == "voice_due.v1" {
+            let ns = space.keys.nested("asof:scratch:");
+            rebuild_redis(
+                &pg.store,
+                &space.client,
+                &space.keys,
+                VoiceDueProjection,
+                target,
+                |_| {},
+                std::future::pending(),
+            )
+            .await?;
+            assert_eq!(
+                snapshot(&mut conn, &space.keys, families).await?,
+                snapshot(&mut conn, &ns, families).await?,
+                "{name}"
+            );
+        } else {
+            let ns = space.keys.nested("asof:scratch:");
+            rebuild_redis(
+                &pg.store,
+                &space.client,
+                &space.keys,
+                LeaderboardProjection,
+                target,
+                |_| {},
+                std::future::pending(),
+            )
+            .await?;
+            let live = snapshot(&mut conn, &space.keys, families).await?;
+            assert_eq!(live, snapshot(&mut conn, &ns, families).await?, "{name}");
+            // 10 workouts of 1000 m for each of 10 users, each counted once.
+            let total: f64 = {
+                let mut sum = 0.0;
+                for key in live.keys() {
+                    let scores: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                        .arg(space.keys.key(key))
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await?;
+                    sum += scores.iter().map(|(_, s)| s).sum::<f64>();
+                }
+                sum
+            };
+            assert_eq!(total, 100.0 * 1000.0, "a workout missing or counted twice");
+        }
+    }
+    let held: Vec<String> = space
+        .all_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.contains(":hold:") || k.contains(":shadow:"))
+        .collect();
+    assert!(held.is_empty(), "left behind: {held:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_redis_rebuild_resumes_and_ends_the_same() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    populate(pg.store.clone(), "u", 10, 100).await?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    let space = RedisSpace::new()?;
+    ProjectionSet::new(
+        pg.store.clone(),
+        db,
+        Some(space.target()),
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .catch_up()
+    .await?;
+    let families = LeaderboardProjection.key_families();
+    let mut conn = space.conn().await?;
+    let before = snapshot(&mut conn, &space.keys, families).await?;
+    let head = pg.store.head().await?;
+    let shadow_checkpoint = space.keys.nested("shadow:").checkpoint("leaderboards.v1");
+    let first_batch = {
+        let mut conn = space.conn().await?;
+        async move {
+            loop {
+                let at: Option<i64> = redis::cmd("GET")
+                    .arg(&shadow_checkpoint)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()
+                    .flatten();
+                if at.unwrap_or(0) > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let stopped = rebuild_redis(
+        &pg.store,
+        &space.client,
+        &space.keys,
+        LeaderboardProjection,
+        Target::Swap { keep_old: false },
+        |_| {},
+        first_batch,
+    )
+    .await;
+    match stopped {
+        Err(Error::Interrupted(at)) => assert!(
+            at < head.0,
+            "stopped at {at} of {head}: make the log longer"
+        ),
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let resumed = rebuild_redis(
+        &pg.store,
+        &space.client,
+        &space.keys,
+        LeaderboardProjection,
+        Target::Swap { keep_old: false },
+        |_| {},
+        std::future::pending(),
+    )
+    .await?;
+    assert!(resumed.is_some_and(|r| r.verified_against_live));
+    assert_eq!(snapshot(&mut conn, &space.keys, families).await?, before);
     Ok(())
 }

@@ -24,6 +24,10 @@ impl Projection for LeaderboardProjection {
 }
 
 impl RedisProjection for LeaderboardProjection {
+    fn key_families(&self) -> &'static [&'static str] {
+        &["lb:"]
+    }
+
     fn apply(
         &self,
         pipe: &mut Pipeline,

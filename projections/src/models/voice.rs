@@ -57,6 +57,10 @@ struct Price {
 }
 
 impl RedisProjection for VoiceDueProjection {
+    fn key_families(&self) -> &'static [&'static str] {
+        &["due:", "offer:", "price:"]
+    }
+
     fn apply(
         &self,
         pipe: &mut Pipeline,

@@ -1,0 +1,373 @@
+//! Rebuilding Redis read models without downtime.
+//!
+//! The rebuild folds the log into a shadow namespace (`{prefix}shadow:…`, with its own
+//! checkpoint) while the live keys keep serving and following the log. When it has
+//! caught up, the replay sets the model's *hold* key (with a time to live): the live
+//! runner watches it, so from then on it applies nothing. The shadow takes the last
+//! events, both namespaces are read key by key and compared at the same checkpoint,
+//! and one `MULTI/EXEC` (guarded by `WATCH` on both checkpoints) deletes the live keys
+//! (or renames them to `{prefix}old:…`), renames every shadow key over its live name,
+//! moves the live checkpoint and drops the hold. Queries see the old model until the
+//! `EXEC` and the new one after it; writes pause for the hold (catching up the tail,
+//! comparing, swapping — tens of milliseconds for a few thousand keys).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use eventfold_event_log::EventStore;
+use eventfold_event_schemas::Position;
+use eventfold_projections::{scan_keys, RedisKeys, RedisProjection, RedisSink, Sink};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+use crate::{build_to, Error, Progress, Result, SwapReport, Target};
+
+/// Sub-namespace of shadow builds.
+pub const SHADOW_NAMESPACE: &str = "shadow:";
+/// Sub-namespace of replaced models kept with `--keep-old`.
+pub const OLD_NAMESPACE: &str = "old:";
+/// How long a hold lasts unless renewed: a replay that dies frees the live model.
+const HOLD_MS: u64 = 30_000;
+/// Keys per SCAN step and per pipelined read.
+const CHUNK: usize = 1000;
+
+/// The sub-namespace of a target: `shadow:` or `asof:{label}:`.
+pub fn namespace_of(target: &Target) -> String {
+    match target {
+        Target::Swap { .. } => SHADOW_NAMESPACE.to_owned(),
+        Target::AsOf { label, .. } => {
+            let clean: String = label
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+            format!("asof:{}:", clean.to_ascii_lowercase())
+        }
+    }
+}
+
+/// A value rendered canonically: hashes and sets sorted, sorted sets by member.
+fn render(kind: &str, value: &redis::Value) -> Result<String> {
+    Ok(match kind {
+        "string" => format!("string:{:?}", redis::from_redis_value::<String>(value)?),
+        "hash" => format!(
+            "hash:{:?}",
+            redis::from_redis_value::<BTreeMap<String, String>>(value)?
+        ),
+        "zset" => {
+            let mut entries: Vec<(String, f64)> = redis::from_redis_value(value)?;
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            format!("zset:{entries:?}")
+        }
+        "set" => format!(
+            "set:{:?}",
+            redis::from_redis_value::<BTreeSet<String>>(value)?
+        ),
+        "list" => format!("list:{:?}", redis::from_redis_value::<Vec<String>>(value)?),
+        other => format!("{other}:?"),
+    })
+}
+
+/// Every key of a model under `keys`, by name relative to the prefix, with its value
+/// rendered canonically — for comparing two namespaces key by key.
+pub async fn snapshot(
+    conn: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    families: &[&str],
+) -> Result<BTreeMap<String, String>> {
+    let names: Vec<String> = scan_keys(conn, keys, families).await?.into_iter().collect();
+    let mut out = BTreeMap::new();
+    for chunk in names.chunks(CHUNK) {
+        let mut types = redis::pipe();
+        for name in chunk {
+            types.cmd("TYPE").arg(keys.key(name));
+        }
+        let kinds: Vec<String> = types.query_async(conn).await?;
+        let mut reads = redis::pipe();
+        for (name, kind) in chunk.iter().zip(&kinds) {
+            let key = keys.key(name);
+            match kind.as_str() {
+                "string" => reads.cmd("GET").arg(key),
+                "hash" => reads.cmd("HGETALL").arg(key),
+                "zset" => reads
+                    .cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES"),
+                "set" => reads.cmd("SMEMBERS").arg(key),
+                "list" => reads.cmd("LRANGE").arg(key).arg(0).arg(-1),
+                _ => reads.cmd("EXISTS").arg(key),
+            };
+        }
+        let values: Vec<redis::Value> = reads.query_async(conn).await?;
+        for ((name, kind), value) in chunk.iter().zip(&kinds).zip(&values) {
+            // "none": deleted between SCAN and read (only in a model that is moving).
+            if kind != "none" {
+                out.insert(name.clone(), render(kind, value)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Keys per family, for the report.
+fn counts(snapshot: &BTreeMap<String, String>, families: &[&'static str]) -> Vec<(String, u64)> {
+    families
+        .iter()
+        .map(|f| {
+            let n = snapshot.keys().filter(|k| k.starts_with(f)).count() as u64;
+            (format!("{f}*"), n)
+        })
+        .collect()
+}
+
+/// How two snapshots differ (a few keys, for the error).
+fn differences(live: &BTreeMap<String, String>, rebuilt: &BTreeMap<String, String>) -> String {
+    let mut out = vec![format!(
+        "live {} keys, rebuilt {} keys",
+        live.len(),
+        rebuilt.len()
+    )];
+    let names: BTreeSet<&String> = live.keys().chain(rebuilt.keys()).collect();
+    for name in names
+        .into_iter()
+        .filter(|n| live.get(*n) != rebuilt.get(*n))
+        .take(3)
+    {
+        out.push(format!(
+            "{name}: live {:?}, rebuilt {:?}",
+            live.get(name),
+            rebuilt.get(name)
+        ));
+    }
+    out.join("; ")
+}
+
+async fn position(conn: &mut MultiplexedConnection, key: &str) -> Result<Option<i64>> {
+    Ok(conn.get(key).await?)
+}
+
+/// Rebuilds the Redis model `projection` into `target` (keys under `keys`, the live
+/// namespace), stopping early (resumable) when `stop` resolves.
+pub async fn rebuild_redis<L, P>(
+    log: &L,
+    client: &redis::Client,
+    keys: &RedisKeys,
+    projection: P,
+    target: Target,
+    progress: impl Fn(Progress) + Sync,
+    stop: impl Future<Output = ()>,
+) -> Result<Option<SwapReport>>
+where
+    L: EventStore,
+    P: RedisProjection + Clone,
+{
+    let name = projection.name();
+    let build_keys = keys.nested(&namespace_of(&target));
+    let shadow = RedisSink::new(client.clone(), build_keys.clone(), projection.clone());
+    shadow.setup().await?;
+    let work = async {
+        match &target {
+            Target::AsOf { to, .. } => {
+                build_to(log, shadow, *to, &progress).await?;
+                Ok(None)
+            }
+            Target::Swap { keep_old } => {
+                let head = log.head().await?;
+                build_to(log, shadow.clone(), head, &progress).await?;
+                let report =
+                    verify_and_swap(log, client, keys, projection, shadow, *keep_old, &progress)
+                        .await?;
+                Ok(Some(report))
+            }
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => result,
+        () = stop => {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            // A hold left by an interrupted swap would pause the live model until it
+            // expires: free it now.
+            let _: i64 = conn.del(keys.hold(name)).await?;
+            let at = position(&mut conn, &build_keys.checkpoint(name)).await?;
+            Err(Error::Interrupted(at.unwrap_or(0)))
+        }
+    }
+}
+
+async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
+    log: &L,
+    client: &redis::Client,
+    keys: &RedisKeys,
+    projection: P,
+    shadow: RedisSink<P>,
+    keep_old: bool,
+    progress: &(impl Fn(Progress) + Sync),
+) -> Result<SwapReport> {
+    let name = projection.name();
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let live_checkpoint = keys.checkpoint(name);
+    let shadow_checkpoint = shadow.keys().checkpoint(name);
+    let hold = keys.hold(name);
+    let mut waited_for_live = Duration::ZERO;
+    for _ in 0..50 {
+        let live_at = position(&mut conn, &live_checkpoint).await?;
+        let shadow_at = position(&mut conn, &shadow_checkpoint).await?.unwrap_or(0);
+        if let Some(live_at) = live_at {
+            if shadow_at < live_at {
+                build_to(log, shadow.clone(), Position(live_at), progress).await?;
+                continue;
+            }
+            if shadow_at > live_at && waited_for_live < Duration::from_secs(3) {
+                // A running `serve` will bring the live model here shortly.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                waited_for_live += Duration::from_millis(100);
+                continue;
+            }
+        }
+        // Freeze the live model: its runner watches the hold.
+        let _: () = redis::cmd("SET")
+            .arg(&hold)
+            .arg("replay")
+            .arg("PX")
+            .arg(HOLD_MS)
+            .query_async(&mut conn)
+            .await?;
+        let attempt = swap_held(
+            log,
+            &mut conn,
+            keys,
+            &projection,
+            &shadow,
+            keep_old,
+            progress,
+        )
+        .await;
+        match attempt {
+            Ok(Some(report)) => return Ok(report),
+            Ok(None) => {
+                let _: i64 = conn.del(&hold).await?;
+            }
+            Err(error) => {
+                let _: Result<i64, _> = conn.del(&hold).await;
+                return Err(error);
+            }
+        }
+    }
+    Err(Error::NoCommonCheckpoint(name.to_owned()))
+}
+
+/// With the live model held: catch the shadow up, compare, swap. `None`: the
+/// checkpoints moved under the swap (retry).
+async fn swap_held<L: EventStore, P: RedisProjection + Clone>(
+    log: &L,
+    conn: &mut MultiplexedConnection,
+    keys: &RedisKeys,
+    projection: &P,
+    shadow: &RedisSink<P>,
+    keep_old: bool,
+    progress: &(impl Fn(Progress) + Sync),
+) -> Result<Option<SwapReport>> {
+    let name = projection.name();
+    let families = projection.key_families();
+    let live_checkpoint = keys.checkpoint(name);
+    let shadow_checkpoint = shadow.keys().checkpoint(name);
+    let live_at = position(conn, &live_checkpoint).await?;
+    let mut shadow_at = position(conn, &shadow_checkpoint).await?.unwrap_or(0);
+    if let Some(live_at) = live_at.filter(|l| *l > shadow_at) {
+        // The tail that arrived since the last catch-up: a few events.
+        shadow_at = build_to(log, shadow.clone(), Position(live_at), progress)
+            .await?
+            .0;
+    }
+    let compare = live_at == Some(shadow_at);
+    let rebuilt = snapshot(conn, shadow.keys(), families).await?;
+    let live = snapshot(conn, keys, families).await?;
+    if compare && rebuilt != live {
+        return Err(Error::Mismatch {
+            projection: name.to_owned(),
+            position: shadow_at,
+            details: differences(&live, &rebuilt),
+        });
+    }
+    let old_keys = keys.nested(OLD_NAMESPACE);
+    let stale_old = if keep_old {
+        scan_keys(conn, &old_keys, families).await?
+    } else {
+        BTreeSet::new()
+    };
+    redis::cmd("WATCH")
+        .arg(&live_checkpoint)
+        .arg(&shadow_checkpoint)
+        .exec_async(conn)
+        .await?;
+    let (live_now, shadow_now): (Option<i64>, Option<i64>) = redis::cmd("MGET")
+        .arg(&live_checkpoint)
+        .arg(&shadow_checkpoint)
+        .query_async(conn)
+        .await?;
+    if live_now != live_at || shadow_now != Some(shadow_at) {
+        redis::cmd("UNWATCH").exec_async(conn).await?;
+        return Ok(None);
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let stale: Vec<String> = stale_old.iter().map(|n| old_keys.key(n)).collect();
+    for chunk in stale.chunks(CHUNK) {
+        pipe.del(chunk).ignore();
+    }
+    if keep_old {
+        for name in live.keys() {
+            pipe.rename(keys.key(name), old_keys.key(name)).ignore();
+        }
+        pipe.set(old_keys.checkpoint(name), live_at.unwrap_or(0))
+            .ignore();
+    } else {
+        let doomed: Vec<String> = live.keys().map(|n| keys.key(n)).collect();
+        for chunk in doomed.chunks(CHUNK) {
+            pipe.del(chunk).ignore();
+        }
+    }
+    for key in rebuilt.keys() {
+        pipe.rename(shadow.keys().key(key), keys.key(key)).ignore();
+    }
+    pipe.set(&live_checkpoint, shadow_at).ignore();
+    pipe.del(&shadow_checkpoint).ignore();
+    pipe.del(keys.hold(name)).ignore();
+    let result: redis::Value = pipe.query_async(conn).await?;
+    if matches!(result, redis::Value::Nil) {
+        return Ok(None);
+    }
+    tracing::info!(
+        projection = name,
+        position = shadow_at,
+        keys = rebuilt.len(),
+        "rebuilt Redis model swapped in"
+    );
+    Ok(Some(SwapReport {
+        projection: name.to_owned(),
+        position: shadow_at,
+        verified_against_live: compare,
+        rows: counts(&rebuilt, families),
+        kept_old: keep_old,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(namespace_of(&Target::Swap { keep_old: false }), "shadow:");
+        assert_eq!(
+            namespace_of(&Target::AsOf {
+                label: "Audit 1*".into(),
+                to: Position(3)
+            }),
+            "asof:audit1:"
+        );
+    }
+}
