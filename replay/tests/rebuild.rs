@@ -11,7 +11,7 @@ use eventfold_domain::slotting::SlotPlanner;
 use eventfold_domain::workout::WorkoutCommand;
 use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::{EventReader, EventStore};
-use eventfold_event_schemas::catalogue::{PriceChanged, PurchaseRecorded};
+use eventfold_event_schemas::catalogue::{GeoPoint, PriceChanged, PurchaseRecorded};
 use eventfold_projections::models::catalog::CatalogProjection;
 use eventfold_projections::models::leaderboard::LeaderboardProjection;
 use eventfold_projections::models::orders::OrdersProjection;
@@ -21,7 +21,7 @@ use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
     ProjectionSet, ReadDb, RedisKeys, RedisProjection, RedisTarget, RelationalProjection,
-    RunnerOptions, StatusBoard,
+    RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
 };
 use eventfold_replay::{
     rebuild, rebuild_redis, snapshot, table_checksum, Error, TableChecksum, Target,
@@ -81,16 +81,38 @@ async fn populate<S: EventStore>(
             let accepted = service.accept(&ctx, reminder).await?;
             service.confirm_order(&ctx, accepted.order_id).await?;
         }
-        for _ in 0..workouts_each {
+        for i in 0..workouts_each {
             let w = Uuid::new_v4();
+            // Goals with and without: NULL and non-NULL doubles in one statement.
+            let goal = (i % 2 == 1).then_some(5000.0);
             service
-                .start_workout(&ctx, w, user.clone(), "running".into(), None)
+                .start_workout(&ctx, w, user.clone(), "running".into(), goal)
                 .await?;
             service
                 .workout_command(&ctx, w, |at| WorkoutCommand::Update {
                     distance_m: Some(800.0),
                     heart_rate: Some(140),
                     speed_mps: None,
+                    points: vec![
+                        GeoPoint {
+                            lat: 55.75,
+                            lon: 37.61,
+                            at,
+                        },
+                        GeoPoint {
+                            lat: 55.76,
+                            lon: 37.62,
+                            at,
+                        },
+                    ],
+                    at,
+                })
+                .await?;
+            service
+                .workout_command(&ctx, w, |at| WorkoutCommand::Update {
+                    distance_m: None,
+                    heart_rate: Some(150),
+                    speed_mps: Some(3.1),
                     points: vec![],
                     at,
                 })
@@ -184,6 +206,73 @@ async fn every_rebuilt_model_equals_the_live_one_on_postgres() -> anyhow::Result
 async fn every_rebuilt_model_equals_the_live_one_on_sqlite() -> anyhow::Result<()> {
     let db = SqliteTestDb::new().await?;
     every_projection(db.store.clone(), &db.url).await
+}
+
+/// Checksums of `projection`'s tables under `prefix`.
+async fn prefixed_checksums<P: RelationalProjection>(
+    db: &ReadDb,
+    projection: &P,
+    prefix: &str,
+) -> anyhow::Result<Vec<TableChecksum>> {
+    let mut conn = db.pool().acquire().await?;
+    let mut out = Vec::new();
+    for table in projection.tables() {
+        out.push(table_checksum(&mut conn, &format!("{prefix}{table}")).await?);
+    }
+    Ok(out)
+}
+
+/// Batched applies (one read and one multi-row write per table per batch) must equal
+/// one event per transaction, whatever the batch boundaries.
+async fn batched_equals_one_by_one<S: EventStore, P: RelationalProjection + Clone>(
+    store: &S,
+    db: &ReadDb,
+    projection: P,
+) -> anyhow::Result<()> {
+    let head = store.head().await?;
+    let mut results = Vec::new();
+    for (prefix, batch_size) in [("one_", 1), ("seven_", 7), ("big_", 5000)] {
+        let sink = RelationalSink::with_prefix(db.clone(), projection.clone(), prefix);
+        let options = RunnerOptions {
+            batch_size,
+            ..RunnerOptions::default()
+        };
+        Runner::new(store.clone(), sink, options, StatusBoard::default())
+            .run_until(Some(head))
+            .await?;
+        results.push(prefixed_checksums(db, &projection, prefix).await?);
+    }
+    assert!(
+        results[0].iter().all(|c| c.rows > 0),
+        "empty: proves nothing"
+    );
+    assert_eq!(
+        results[0],
+        results[1],
+        "{}: batches of 7",
+        projection.name()
+    );
+    assert_eq!(
+        results[0],
+        results[2],
+        "{}: batches of 5000",
+        projection.name()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_applies_equal_one_event_at_a_time_on_postgres_and_sqlite() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    populate(pg.store.clone(), "u", 5, 6).await?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    batched_equals_one_by_one(&pg.store, &db, WorkoutsProjection).await?;
+    batched_equals_one_by_one(&pg.store, &db, RemindersProjection).await?;
+    let lite = SqliteTestDb::new().await?;
+    populate(lite.store.clone(), "u", 5, 6).await?;
+    let db = ReadDb::connect(&lite.url).await?;
+    batched_equals_one_by_one(&lite.store, &db, WorkoutsProjection).await?;
+    batched_equals_one_by_one(&lite.store, &db, RemindersProjection).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

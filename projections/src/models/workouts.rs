@@ -62,112 +62,476 @@ impl RelationalProjection for WorkoutsProjection {
         event: &DomainEvent,
         record: &RecordedEvent,
     ) -> Result<()> {
-        match event {
-            DomainEvent::WorkoutStarted(e) => {
-                sqlx::query(&tx.sql("INSERT INTO rm_workouts (workout_id, user_id, sport, status, started_at, goal_distance_m, \
-                     distance_m, active_seconds, updates, points) VALUES ($1, $2, $3, 'active', $4, $5, 0, 0, 0, 0) \
-                     ON CONFLICT (workout_id) DO NOTHING"))
-                .bind(e.workout_id.to_string())
-                .bind(&e.user_id)
-                .bind(&e.sport)
-                .bind(millis(e.started_at))
-                .bind(e.goal_distance_m)
-                .execute(tx.conn())
-                .await?;
-            }
-            DomainEvent::WorkoutUpdated(e) => {
-                let id = e.workout_id.to_string();
-                let updated = sqlx::query(&tx.sql("UPDATE rm_workouts SET distance_m = COALESCE($1, distance_m), \
-                     last_heart_rate = COALESCE($2, last_heart_rate), last_speed_mps = COALESCE($3, last_speed_mps), \
-                     max_heart_rate = CASE WHEN $2 IS NOT NULL AND (max_heart_rate IS NULL OR $2 > max_heart_rate) \
-                       THEN $2 ELSE max_heart_rate END, \
-                     updates = updates + 1, points = points + $4 WHERE workout_id = $5"))
-                .bind(e.distance_m)
-                .bind(e.heart_rate.map(i64::from))
-                .bind(e.speed_mps)
-                .bind(e.points.len() as i64)
-                .bind(&id)
-                .execute(tx.conn())
-                .await?;
-                if updated.rows_affected() == 0 {
-                    return Err(poison(record, "update of a workout that never started"));
-                }
-                for (i, p) in e.points.iter().enumerate() {
-                    sqlx::query(&tx.sql("INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (workout_id, position, idx) DO NOTHING"))
-                    .bind(&id)
-                    .bind(record.global_position.0)
-                    .bind(i as i64)
-                    .bind(p.lat)
-                    .bind(p.lon)
-                    .bind(millis(p.at))
-                    .execute(tx.conn())
-                    .await?;
-                }
-            }
-            DomainEvent::WorkoutPaused(e) => {
-                set_status(tx, &e.workout_id.to_string(), "paused").await?
-            }
-            DomainEvent::WorkoutResumed(e) => {
-                set_status(tx, &e.workout_id.to_string(), "active").await?
-            }
-            DomainEvent::WorkoutCancelled(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_workouts SET status = 'cancelled', ended_at = $1 WHERE workout_id = $2"))
-                    .bind(millis(e.cancelled_at))
-                    .bind(e.workout_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
-            }
-            DomainEvent::WorkoutCompleted(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_workouts SET status = 'completed', ended_at = $1, distance_m = $2, active_seconds = $3, \
-                     avg_speed_mps = $4 WHERE workout_id = $5"))
-                .bind(millis(e.completed_at))
-                .bind(e.distance_m)
-                .bind(e.active_seconds)
-                .bind(e.avg_speed_mps)
-                .bind(e.workout_id.to_string())
-                .execute(tx.conn())
-                .await?;
-                sqlx::query(&tx.sql("INSERT INTO rm_workout_stats AS s (user_id, workouts, total_seconds, total_distance_m, \
-                     longest_distance_m, longest_seconds, fastest_avg_speed_mps) VALUES ($1, 1, $2, $3, $3, $2, $4) \
-                     ON CONFLICT (user_id) DO UPDATE SET workouts = s.workouts + 1, \
-                     total_seconds = s.total_seconds + excluded.total_seconds, \
-                     total_distance_m = s.total_distance_m + excluded.total_distance_m, \
-                     longest_distance_m = CASE WHEN excluded.longest_distance_m > s.longest_distance_m \
-                       THEN excluded.longest_distance_m ELSE s.longest_distance_m END, \
-                     longest_seconds = CASE WHEN excluded.longest_seconds > s.longest_seconds \
-                       THEN excluded.longest_seconds ELSE s.longest_seconds END, \
-                     fastest_avg_speed_mps = CASE WHEN excluded.fastest_avg_speed_mps > s.fastest_avg_speed_mps \
-                       THEN excluded.fastest_avg_speed_mps ELSE s.fastest_avg_speed_mps END"))
-                .bind(&e.user_id)
-                .bind(e.active_seconds)
-                .bind(e.distance_m)
-                .bind(e.avg_speed_mps)
-                .execute(tx.conn())
-                .await?;
-                sqlx::query(&tx.sql("INSERT INTO rm_workout_weeks AS w (user_id, week, workouts, distance_m, seconds) VALUES ($1, $2, 1, $3, $4) \
-                     ON CONFLICT (user_id, week) DO UPDATE SET workouts = w.workouts + 1, \
-                     distance_m = w.distance_m + excluded.distance_m, seconds = w.seconds + excluded.seconds"))
-                .bind(&e.user_id)
-                .bind(iso_week(e.completed_at))
-                .bind(e.distance_m)
-                .bind(e.active_seconds)
-                .execute(tx.conn())
-                .await?;
-            }
-            _ => {}
-        }
-        Ok(())
+        fold(tx, &[(record, event)]).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut SqlTx<'_>,
+        events: &[(RecordedEvent, DomainEvent)],
+    ) -> Result<()> {
+        let events: Vec<(&RecordedEvent, &DomainEvent)> =
+            events.iter().map(|(r, e)| (r, e)).collect();
+        fold(tx, &events).await
     }
 }
 
-async fn set_status(tx: &mut SqlTx<'_>, workout_id: &str, status: &str) -> Result<()> {
-    sqlx::query(&tx.sql("UPDATE rm_workouts SET status = $1 WHERE workout_id = $2"))
-        .bind(status)
-        .bind(workout_id)
-        .execute(tx.conn())
-        .await?;
+/// A row of `rm_workouts`.
+#[derive(Debug, Clone)]
+struct Workout {
+    user_id: String,
+    sport: String,
+    status: &'static str,
+    started_at: i64,
+    ended_at: Option<i64>,
+    goal_distance_m: Option<f64>,
+    distance_m: f64,
+    active_seconds: i64,
+    avg_speed_mps: Option<f64>,
+    max_heart_rate: Option<i64>,
+    last_heart_rate: Option<i64>,
+    last_speed_mps: Option<f64>,
+    updates: i64,
+    points: i64,
+}
+
+/// A row of `rm_workout_stats`.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    workouts: i64,
+    total_seconds: i64,
+    total_distance_m: f64,
+    longest_distance_m: f64,
+    longest_seconds: i64,
+    fastest_avg_speed_mps: f64,
+}
+
+/// A row of `rm_workout_weeks`.
+#[derive(Debug, Clone, Copy)]
+struct Week {
+    workouts: i64,
+    distance_m: f64,
+    seconds: i64,
+}
+
+/// A row of `rm_workout_points`.
+#[derive(Debug, Clone)]
+struct Point {
+    workout_id: String,
+    position: i64,
+    idx: i64,
+    lat: f64,
+    lon: f64,
+    at: i64,
+}
+
+fn status_of(text: &str) -> &'static str {
+    match text {
+        "paused" => "paused",
+        "completed" => "completed",
+        "cancelled" => "cancelled",
+        _ => "active",
+    }
+}
+
+/// `(… , …), (… , …)` with `$n` placeholders: `rows` rows of `width` values.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// The statements below are not kept prepared (`persistent(false)`): their text varies
+// with the row count, and sqlx's `Any` driver declares a NULL `f64` as `float4` on
+// PostgreSQL, so a statement first prepared with a NULL would reject a later value.
+
+/// Rows per multi-row statement: well under both engines' parameter limits.
+const ROWS: usize = 200;
+
+/// Folds a batch: reads the rows it touches once, applies every event in memory — in
+/// order, with the same arithmetic as one statement per event — and writes each
+/// changed row once, with multi-row statements. One event per call gives the same
+/// result (the runner isolates a poison event that way).
+async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut users = std::collections::BTreeSet::new();
+    for (_, event) in events {
+        match event {
+            DomainEvent::WorkoutStarted(e) => ids.insert(e.workout_id.to_string()),
+            DomainEvent::WorkoutUpdated(e) => ids.insert(e.workout_id.to_string()),
+            DomainEvent::WorkoutPaused(e) => ids.insert(e.workout_id.to_string()),
+            DomainEvent::WorkoutResumed(e) => ids.insert(e.workout_id.to_string()),
+            DomainEvent::WorkoutCancelled(e) => ids.insert(e.workout_id.to_string()),
+            DomainEvent::WorkoutCompleted(e) => {
+                users.insert(e.user_id.clone());
+                ids.insert(e.workout_id.to_string())
+            }
+            _ => false,
+        };
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    let users: Vec<String> = users.into_iter().collect();
+    let mut workouts = load_workouts(tx, &ids).await?;
+    let (mut stats, mut weeks) = load_user_rows(tx, &users).await?;
+    let mut changed = std::collections::BTreeSet::new();
+    let mut changed_stats = std::collections::BTreeSet::new();
+    let mut changed_weeks = std::collections::BTreeSet::new();
+    let mut points = Vec::new();
+    for (record, event) in events {
+        match event {
+            DomainEvent::WorkoutStarted(e) => {
+                let id = e.workout_id.to_string();
+                if !workouts.contains_key(&id) {
+                    workouts.insert(
+                        id.clone(),
+                        Workout {
+                            user_id: e.user_id.clone(),
+                            sport: e.sport.clone(),
+                            status: "active",
+                            started_at: millis(e.started_at),
+                            ended_at: None,
+                            goal_distance_m: e.goal_distance_m,
+                            distance_m: 0.0,
+                            active_seconds: 0,
+                            avg_speed_mps: None,
+                            max_heart_rate: None,
+                            last_heart_rate: None,
+                            last_speed_mps: None,
+                            updates: 0,
+                            points: 0,
+                        },
+                    );
+                    changed.insert(id);
+                }
+            }
+            DomainEvent::WorkoutUpdated(e) => {
+                let id = e.workout_id.to_string();
+                let Some(w) = workouts.get_mut(&id) else {
+                    return Err(poison(record, "update of a workout that never started"));
+                };
+                let heart_rate = e.heart_rate.map(i64::from);
+                w.distance_m = e.distance_m.unwrap_or(w.distance_m);
+                w.last_heart_rate = heart_rate.or(w.last_heart_rate);
+                w.last_speed_mps = e.speed_mps.or(w.last_speed_mps);
+                if let Some(hr) = heart_rate {
+                    if w.max_heart_rate.is_none_or(|max| hr > max) {
+                        w.max_heart_rate = Some(hr);
+                    }
+                }
+                w.updates += 1;
+                w.points += e.points.len() as i64;
+                for (i, p) in e.points.iter().enumerate() {
+                    points.push(Point {
+                        workout_id: id.clone(),
+                        position: record.global_position.0,
+                        idx: i as i64,
+                        lat: p.lat,
+                        lon: p.lon,
+                        at: millis(p.at),
+                    });
+                }
+                changed.insert(id);
+            }
+            DomainEvent::WorkoutPaused(e) => {
+                set_status(&mut workouts, &mut changed, e.workout_id, "paused", None)
+            }
+            DomainEvent::WorkoutResumed(e) => {
+                set_status(&mut workouts, &mut changed, e.workout_id, "active", None)
+            }
+            DomainEvent::WorkoutCancelled(e) => set_status(
+                &mut workouts,
+                &mut changed,
+                e.workout_id,
+                "cancelled",
+                Some(millis(e.cancelled_at)),
+            ),
+            DomainEvent::WorkoutCompleted(e) => {
+                let id = e.workout_id.to_string();
+                if let Some(w) = workouts.get_mut(&id) {
+                    w.status = "completed";
+                    w.ended_at = Some(millis(e.completed_at));
+                    w.distance_m = e.distance_m;
+                    w.active_seconds = e.active_seconds;
+                    w.avg_speed_mps = Some(e.avg_speed_mps);
+                    changed.insert(id);
+                }
+                stats
+                    .entry(e.user_id.clone())
+                    .and_modify(|s| {
+                        s.workouts += 1;
+                        s.total_seconds += e.active_seconds;
+                        s.total_distance_m += e.distance_m;
+                        if e.distance_m > s.longest_distance_m {
+                            s.longest_distance_m = e.distance_m;
+                        }
+                        if e.active_seconds > s.longest_seconds {
+                            s.longest_seconds = e.active_seconds;
+                        }
+                        if e.avg_speed_mps > s.fastest_avg_speed_mps {
+                            s.fastest_avg_speed_mps = e.avg_speed_mps;
+                        }
+                    })
+                    .or_insert(Stats {
+                        workouts: 1,
+                        total_seconds: e.active_seconds,
+                        total_distance_m: e.distance_m,
+                        longest_distance_m: e.distance_m,
+                        longest_seconds: e.active_seconds,
+                        fastest_avg_speed_mps: e.avg_speed_mps,
+                    });
+                changed_stats.insert(e.user_id.clone());
+                let week = (e.user_id.clone(), iso_week(e.completed_at));
+                weeks
+                    .entry(week.clone())
+                    .and_modify(|w| {
+                        w.workouts += 1;
+                        w.distance_m += e.distance_m;
+                        w.seconds += e.active_seconds;
+                    })
+                    .or_insert(Week {
+                        workouts: 1,
+                        distance_m: e.distance_m,
+                        seconds: e.active_seconds,
+                    });
+                changed_weeks.insert(week);
+            }
+            _ => {}
+        }
+    }
+    let rows: Vec<(&String, &Workout)> = changed
+        .iter()
+        .filter_map(|id| workouts.get(id).map(|w| (id, w)))
+        .collect();
+    for chunk in rows.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO rm_workouts ({WORKOUT_COLUMNS}) VALUES {} ON CONFLICT (workout_id) DO UPDATE SET \
+             user_id = excluded.user_id, sport = excluded.sport, status = excluded.status, \
+             started_at = excluded.started_at, ended_at = excluded.ended_at, \
+             goal_distance_m = excluded.goal_distance_m, distance_m = excluded.distance_m, \
+             active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
+             max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
+             last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points",
+            placeholders(chunk.len(), 15)
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (id, w) in chunk {
+            query = query
+                .bind((*id).clone())
+                .bind(w.user_id.clone())
+                .bind(w.sport.clone())
+                .bind(w.status)
+                .bind(w.started_at)
+                .bind(w.ended_at)
+                .bind(w.goal_distance_m)
+                .bind(w.distance_m)
+                .bind(w.active_seconds)
+                .bind(w.avg_speed_mps)
+                .bind(w.max_heart_rate)
+                .bind(w.last_heart_rate)
+                .bind(w.last_speed_mps)
+                .bind(w.updates)
+                .bind(w.points);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    for chunk in points.chunks(ROWS * 2) {
+        let sql = format!(
+            "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES {} \
+             ON CONFLICT (workout_id, position, idx) DO NOTHING",
+            placeholders(chunk.len(), 6)
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for p in chunk {
+            query = query
+                .bind(p.workout_id.clone())
+                .bind(p.position)
+                .bind(p.idx)
+                .bind(p.lat)
+                .bind(p.lon)
+                .bind(p.at);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    let rows: Vec<(&String, &Stats)> = changed_stats
+        .iter()
+        .filter_map(|u| stats.get(u).map(|s| (u, s)))
+        .collect();
+    for chunk in rows.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
+             longest_distance_m, longest_seconds, fastest_avg_speed_mps) VALUES {} \
+             ON CONFLICT (user_id) DO UPDATE SET workouts = excluded.workouts, \
+             total_seconds = excluded.total_seconds, total_distance_m = excluded.total_distance_m, \
+             longest_distance_m = excluded.longest_distance_m, longest_seconds = excluded.longest_seconds, \
+             fastest_avg_speed_mps = excluded.fastest_avg_speed_mps",
+            placeholders(chunk.len(), 7)
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (user, s) in chunk {
+            query = query
+                .bind((*user).clone())
+                .bind(s.workouts)
+                .bind(s.total_seconds)
+                .bind(s.total_distance_m)
+                .bind(s.longest_distance_m)
+                .bind(s.longest_seconds)
+                .bind(s.fastest_avg_speed_mps);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    let rows: Vec<(&(String, String), &Week)> = changed_weeks
+        .iter()
+        .filter_map(|k| weeks.get(k).map(|w| (k, w)))
+        .collect();
+    for chunk in rows.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) VALUES {} \
+             ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
+             distance_m = excluded.distance_m, seconds = excluded.seconds",
+            placeholders(chunk.len(), 5)
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for ((user, week), w) in chunk {
+            query = query
+                .bind(user.clone())
+                .bind(week.clone())
+                .bind(w.workouts)
+                .bind(w.distance_m)
+                .bind(w.seconds);
+        }
+        query.execute(tx.conn()).await?;
+    }
     Ok(())
+}
+
+fn set_status(
+    workouts: &mut std::collections::HashMap<String, Workout>,
+    changed: &mut std::collections::BTreeSet<String>,
+    workout_id: uuid::Uuid,
+    status: &'static str,
+    ended_at: Option<i64>,
+) {
+    let id = workout_id.to_string();
+    // Like the UPDATE it stands for: nothing to do for an unknown workout.
+    if let Some(w) = workouts.get_mut(&id) {
+        w.status = status;
+        if ended_at.is_some() {
+            w.ended_at = ended_at;
+        }
+        changed.insert(id);
+    }
+}
+
+const WORKOUT_COLUMNS: &str = "workout_id, user_id, sport, status, started_at, ended_at, goal_distance_m, \
+     distance_m, active_seconds, avg_speed_mps, max_heart_rate, last_heart_rate, last_speed_mps, updates, points";
+
+async fn load_workouts(
+    tx: &mut SqlTx<'_>,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Workout>> {
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS * 2) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {WORKOUT_COLUMNS} FROM rm_workouts WHERE workout_id IN ({})",
+            list.join(", ")
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for r in query.fetch_all(tx.conn()).await? {
+            let status: String = r.try_get("status")?;
+            out.insert(
+                r.try_get("workout_id")?,
+                Workout {
+                    user_id: r.try_get("user_id")?,
+                    sport: r.try_get("sport")?,
+                    status: status_of(&status),
+                    started_at: r.try_get("started_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    goal_distance_m: r.try_get("goal_distance_m")?,
+                    distance_m: r.try_get("distance_m")?,
+                    active_seconds: r.try_get("active_seconds")?,
+                    avg_speed_mps: r.try_get("avg_speed_mps")?,
+                    max_heart_rate: r.try_get("max_heart_rate")?,
+                    last_heart_rate: r.try_get("last_heart_rate")?,
+                    last_speed_mps: r.try_get("last_speed_mps")?,
+                    updates: r.try_get("updates")?,
+                    points: r.try_get("points")?,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+type UserRows = (
+    std::collections::HashMap<String, Stats>,
+    std::collections::HashMap<(String, String), Week>,
+);
+
+async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows> {
+    let mut stats = std::collections::HashMap::new();
+    let mut weeks = std::collections::HashMap::new();
+    for chunk in users.chunks(ROWS * 2) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let list = list.join(", ");
+        let sql = format!(
+            "SELECT user_id, workouts, total_seconds, total_distance_m, longest_distance_m, \
+             longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id IN ({list})"
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for user in chunk {
+            query = query.bind(user.clone());
+        }
+        for r in query.fetch_all(tx.conn()).await? {
+            stats.insert(
+                r.try_get("user_id")?,
+                Stats {
+                    workouts: r.try_get("workouts")?,
+                    total_seconds: r.try_get("total_seconds")?,
+                    total_distance_m: r.try_get("total_distance_m")?,
+                    longest_distance_m: r.try_get("longest_distance_m")?,
+                    longest_seconds: r.try_get("longest_seconds")?,
+                    fastest_avg_speed_mps: r.try_get("fastest_avg_speed_mps")?,
+                },
+            );
+        }
+        // A user's weeks: few rows (one per active week).
+        let sql = format!(
+            "SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id IN ({list})"
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for user in chunk {
+            query = query.bind(user.clone());
+        }
+        for r in query.fetch_all(tx.conn()).await? {
+            weeks.insert(
+                (r.try_get("user_id")?, r.try_get("week")?),
+                Week {
+                    workouts: r.try_get("workouts")?,
+                    distance_m: r.try_get("distance_m")?,
+                    seconds: r.try_get("seconds")?,
+                },
+            );
+        }
+    }
+    Ok((stats, weeks))
 }
 
 /// A workout's summary and details.
