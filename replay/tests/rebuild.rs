@@ -21,7 +21,7 @@ use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
     ProjectionSet, ReadDb, RedisKeys, RedisProjection, RedisTarget, RelationalProjection,
-    RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
+    RelationalSink, Runner, RunnerOptions, StatusBoard,
 };
 use eventfold_replay::{
     rebuild, rebuild_redis, snapshot, table_checksum, Error, TableChecksum, Target,
