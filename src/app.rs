@@ -9,7 +9,7 @@ use eventfold_commands::http::{ApiError, AuthConfig, CommandApi};
 use eventfold_commands::CommandService;
 use eventfold_event_log::AnyEventStore;
 use eventfold_projections::{
-    ProjectionSet, ReadDb, RedisKeys, RedisTarget, RunnerOptions, StatusBoard,
+    ProjectionSet, ReadDb, RedisKeys, RedisTarget, RunnerOptions, StatusBoard, VersionBump,
 };
 use eventfold_read_api::QueryApi;
 
@@ -22,6 +22,10 @@ pub(crate) struct App {
     pub(crate) store: AnyEventStore,
     /// What is on and off, for the start-up message.
     pub(crate) report: Vec<String>,
+    /// Projections to rebuild before they run (their store holds an older version).
+    pub(crate) bumps: Vec<VersionBump>,
+    /// Redis, when configured.
+    pub(crate) redis: Option<RedisTarget>,
 }
 
 /// Builds the application from `config` (migrating the log on the way).
@@ -83,6 +87,14 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         RunnerOptions::default(),
         board.clone(),
     );
+    let bumps = projections.version_bumps().await?;
+    for bump in &bumps {
+        report.push(format!(
+            "version bump: {} replaces {} — rebuilding it from the log before it runs (/readyz answers 503 until it is swapped in)",
+            bump.name,
+            bump.previous.join(", ")
+        ));
+    }
     projections.setup().await?;
     let commands = eventfold_commands::http::router(CommandApi {
         service: Arc::new(CommandService::new(store.clone())),
@@ -91,7 +103,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
     let queries = eventfold_read_api::router(QueryApi {
         log: store.clone(),
         db,
-        redis,
+        redis: redis.clone(),
         board,
         auth,
         consistency_wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
@@ -107,6 +119,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         projections,
         store,
         report,
+        bumps,
+        redis,
     })
 }
 

@@ -15,6 +15,7 @@ mod projections;
 mod replay;
 mod serve;
 mod streams;
+mod upgrade;
 
 /// The embedded default: a SQLite file in the working directory.
 const DEFAULT_DATABASE_URL: &str = "sqlite://eventfold.db";

@@ -68,6 +68,7 @@ pub(crate) async fn run(
         ProjectionsCommand::Reset { name, yes } => reset(set, &name, yes, out).await?,
         ProjectionsCommand::Status { json } => {
             let progress = set.stored_progress().await?;
+            let bumps = set.version_bumps().await?;
             let mut rows = Vec::new();
             for p in progress {
                 let checkpoint = p.checkpoint.unwrap_or_default();
@@ -75,7 +76,9 @@ pub(crate) async fn run(
                 rows.push(serde_json::json!({
                     "name": p.name, "store": p.store, "checkpoint": p.checkpoint, "head": lag.head,
                     "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": p.parked,
-                    "state": if p.rebuilding { "rebuilding" }
+                    "version_bump_from": bumps.iter().find(|b| b.name == p.name).map(|b| b.previous.clone()),
+                    "state": if bumps.iter().any(|b| b.name == p.name) { "version_bump_pending" }
+                        else if p.rebuilding { "rebuilding" }
                         else if p.checkpoint.is_none() { "never_ran" }
                         else if p.parked > 0 { "parked_events" }
                         else if lag.events == 0 { "caught_up" } else { "behind" },

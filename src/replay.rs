@@ -176,18 +176,16 @@ fn reporter(
     }
 }
 
-async fn one(
+/// Rebuilds the projection called `name` into `target`.
+pub(crate) async fn rebuild_named(
     store: &AnyEventStore,
     db: &ReadDb,
     redis: Option<&RedisTarget>,
-    name: &'static str,
+    name: &str,
     target: Target,
-    multi: Option<&indicatif::MultiProgress>,
+    progress: impl Fn(Progress) + Sync,
+    stop: impl std::future::Future<Output = ()>,
 ) -> eventfold_replay::Result<Option<SwapReport>> {
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let progress = reporter(name, multi);
     match (name, redis) {
         ("voice_due.v1", Some(r)) => {
             rebuild_redis(
@@ -216,8 +214,25 @@ async fn one(
             rebuild(store, db, PurchasesProjection, target, progress, stop).await
         }
         ("catalog.v1", _) => rebuild(store, db, CatalogProjection, target, progress, stop).await,
-        _ => rebuild(store, db, WorkoutsProjection, target, progress, stop).await,
+        ("workouts.v1", _) => rebuild(store, db, WorkoutsProjection, target, progress, stop).await,
+        (other, _) => Err(eventfold_replay::Error::Projection(
+            eventfold_projections::Error::UnknownProjection(other.to_owned()),
+        )),
     }
+}
+
+async fn one(
+    store: &AnyEventStore,
+    db: &ReadDb,
+    redis: Option<&RedisTarget>,
+    name: &'static str,
+    target: Target,
+    multi: Option<&indicatif::MultiProgress>,
+) -> eventfold_replay::Result<Option<SwapReport>> {
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    rebuild_named(store, db, redis, name, target, reporter(name, multi), stop).await
 }
 
 /// Where a target's model goes, for the messages.

@@ -44,7 +44,13 @@ pub(crate) async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut projectors = app.projections.spawn(stopped);
+    let bumped: Vec<&str> = app.bumps.iter().map(|b| b.name).collect();
+    let mut projectors = app.projections.spawn_except(stopped.clone(), &bumped);
+    let mut upgrades = tokio::task::JoinSet::new();
+    for bump in app.bumps.clone() {
+        let (set, redis, stopped) = (app.projections.clone(), app.redis.clone(), stopped.clone());
+        upgrades.spawn(crate::upgrade::upgrade(set, redis, bump, stopped));
+    }
     for line in &app.report {
         writeln!(out, "{line}")?;
     }
@@ -64,6 +70,16 @@ pub(crate) async fn run(
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "a projector stopped with an error"),
             Err(error) => tracing::error!(%error, "a projector panicked"),
+        }
+    }
+    while let Some(done) = upgrades.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(
+                error = format!("{error:#}"),
+                "a version-bump rebuild failed"
+            ),
+            Err(error) => tracing::error!(%error, "a version-bump rebuild panicked"),
         }
     }
     writeln!(out, "stopped")?;

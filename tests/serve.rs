@@ -14,6 +14,8 @@ struct Server {
     child: Child,
     base: String,
     dir: std::path::PathBuf,
+    /// What it printed before listening.
+    startup: Vec<String>,
 }
 
 impl Server {
@@ -39,6 +41,7 @@ impl Server {
             .expect("spawn eventfold serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut startup = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -47,10 +50,16 @@ impl Server {
             if let Some(address) = line.strip_prefix("listening on ") {
                 break address.to_owned();
             }
+            startup.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, base, dir }
+        Server {
+            child,
+            base,
+            dir,
+            startup,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -503,4 +512,100 @@ async fn auth_health_metrics_and_the_openapi_document() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
+    let dir = std::env::temp_dir().join(format!("eventfold-bump-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let demo = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["demo", "--users", "20"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run demo");
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    // The stored reminders model was built by an older version, with other contents.
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+    sqlx::query(
+        "UPDATE eventfold_checkpoints SET name = 'reminders.v0' WHERE name = 'reminders.v1'",
+    )
+    .execute(&pool)
+    .await
+    .expect("rename checkpoint");
+    sqlx::query("UPDATE rm_reminders SET title = 'built by v0'")
+        .execute(&pool)
+        .await
+        .expect("old contents");
+    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("status");
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
+    let reminders = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == "reminders.v1"))
+        .expect("row")
+        .clone();
+    assert_eq!(reminders["state"], "version_bump_pending", "{rows}");
+
+    let server = Server::start(Some(url.clone()));
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("version bump: reminders.v1 replaces reminders.v0")),
+        "{:?}",
+        server.startup
+    );
+    let client = Client::new();
+    let mut ready = false;
+    for _ in 0..300 {
+        let response = client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if response.status() == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "never ready after the version-bump rebuild");
+    let stale: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM rm_reminders WHERE title = 'built by v0'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_reminders")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(
+        total > 0 && stale == 0,
+        "{stale} of {total} rows still from v0"
+    );
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM eventfold_checkpoints ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .expect("names");
+    assert!(
+        names.contains(&"reminders.v1".to_owned())
+            && !names
+                .iter()
+                .any(|n| n == "reminders.v0" || n.starts_with("shadow_")),
+        "{names:?}"
+    );
+    pool.close().await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

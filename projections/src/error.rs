@@ -43,6 +43,9 @@ pub enum Error {
     /// An injected failure (tests of crash recovery).
     #[error("injected failure: {0}")]
     Injected(&'static str),
+    /// No projection of that name in this build.
+    #[error("unknown projection {0:?}")]
+    UnknownProjection(String),
     /// The read store URL is not supported.
     #[error("unsupported read store URL {0:?}")]
     UnsupportedUrl(String),

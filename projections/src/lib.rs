@@ -23,6 +23,9 @@ pub use runtime::{
     with_prefix, FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
     RunnerOptions, Sink, SqlTx,
 };
-pub use set::{redis_families, ProjectionSet, RedisTarget, StoredProgress, REDIS, RELATIONAL};
+pub use set::{
+    redis_families, version_of, ProjectionSet, RedisTarget, StoredProgress, VersionBump, REDIS,
+    RELATIONAL,
+};
 pub use sql::{from_millis, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};

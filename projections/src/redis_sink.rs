@@ -229,7 +229,7 @@ impl<P: RedisProjection> Sink for RedisSink<P> {
 }
 
 /// Escapes glob characters for `SCAN MATCH`.
-fn glob_escape(text: &str) -> String {
+pub(crate) fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -159,55 +159,209 @@ impl<L: EventStore> ProjectionSet<L> {
 
     /// Starts every projection following the log live, until `shutdown` changes.
     pub fn spawn(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> JoinSet<Result<()>> {
+        self.spawn_except(shutdown, &[])
+    }
+
+    /// Starts every projection but those in `skip` (e.g. being rebuilt after a version
+    /// bump; start them with [`ProjectionSet::run_one`] when ready).
+    pub fn spawn_except(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        skip: &[&str],
+    ) -> JoinSet<Result<()>> {
         let mut set = JoinSet::new();
-        let db = &self.db;
-        spawn_one(
-            &mut set,
-            self.runner(RelationalSink::new(db.clone(), RemindersProjection)),
-            shutdown.clone(),
-        );
-        spawn_one(
-            &mut set,
-            self.runner(RelationalSink::new(db.clone(), OrdersProjection)),
-            shutdown.clone(),
-        );
-        spawn_one(
-            &mut set,
-            self.runner(RelationalSink::new(db.clone(), PurchasesProjection)),
-            shutdown.clone(),
-        );
-        spawn_one(
-            &mut set,
-            self.runner(RelationalSink::new(db.clone(), CatalogProjection)),
-            shutdown.clone(),
-        );
-        spawn_one(
-            &mut set,
-            self.runner(RelationalSink::new(db.clone(), WorkoutsProjection)),
-            shutdown.clone(),
-        );
-        if let Some(r) = &self.redis {
-            let voice = RedisSink::new(r.client.clone(), r.keys.clone(), VoiceDueProjection);
-            spawn_one(&mut set, self.runner(voice), shutdown.clone());
-            let boards = RedisSink::new(r.client.clone(), r.keys.clone(), LeaderboardProjection);
-            spawn_one(&mut set, self.runner(boards), shutdown);
+        for name in self.names() {
+            if !skip.contains(&name) {
+                let this = self.clone();
+                let shutdown = shutdown.clone();
+                set.spawn(async move { this.run_one(name, shutdown).await });
+            }
         }
         set
     }
+
+    /// Runs one projection following the log until `shutdown` changes.
+    pub async fn run_one(
+        &self,
+        name: &str,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<()> {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let db = &self.db;
+        match (name, &self.redis) {
+            ("voice_due.v1", Some(r)) => {
+                let sink = RedisSink::new(r.client.clone(), r.keys.clone(), VoiceDueProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("leaderboards.v1", Some(r)) => {
+                let sink = RedisSink::new(r.client.clone(), r.keys.clone(), LeaderboardProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("reminders.v1", _) => {
+                let sink = RelationalSink::new(db.clone(), RemindersProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("orders.v1", _) => {
+                let sink = RelationalSink::new(db.clone(), OrdersProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("purchases.v1", _) => {
+                let sink = RelationalSink::new(db.clone(), PurchasesProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("catalog.v1", _) => {
+                let sink = RelationalSink::new(db.clone(), CatalogProjection);
+                self.runner(sink).run(stop).await
+            }
+            ("workouts.v1", _) => {
+                let sink = RelationalSink::new(db.clone(), WorkoutsProjection);
+                self.runner(sink).run(stop).await
+            }
+            (other, _) => Err(crate::Error::UnknownProjection(other.to_owned())),
+        }
+    }
 }
 
-fn spawn_one<L: EventStore, K: Sink + 'static>(
-    set: &mut JoinSet<Result<()>>,
-    runner: Runner<L, K>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    set.spawn(async move {
-        runner
-            .run(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
+/// `("reminders", 1)` for `reminders.v1`.
+pub fn version_of(name: &str) -> Option<(&str, u32)> {
+    let (base, version) = name.rsplit_once(".v")?;
+    Some((base, version.parse().ok()?))
+}
+
+/// A projection whose stored model was built by another version of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionBump {
+    /// The version this build runs, e.g. `reminders.v2`.
+    pub name: &'static str,
+    /// The versions found in the store, e.g. `["reminders.v1"]`.
+    pub previous: Vec<String>,
+    /// `relational` or `redis`.
+    pub store: &'static str,
+}
+
+/// The bumps among `names` given the checkpoint names found in a store: an older
+/// version's checkpoint is still there (it is removed once the new version has been
+/// rebuilt and swapped in — so a rebuild interrupted by a shutdown is found again).
+/// Newer versions are ignored: an old build running beside a new one leaves it alone.
+fn bumps_in(names: &[&'static str], stored: &[String], store: &'static str) -> Vec<VersionBump> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let (base, version) = version_of(name)?;
+            let previous: Vec<String> = stored
+                .iter()
+                .filter(|s| version_of(s).is_some_and(|(b, v)| b == base && v < version))
+                .cloned()
+                .collect();
+            (!previous.is_empty()).then_some(VersionBump {
+                name,
+                previous,
+                store,
             })
-            .await
-    });
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_names() {
+        assert_eq!(version_of("reminders.v12"), Some(("reminders", 12)));
+        assert_eq!(version_of("voice_due.v1"), Some(("voice_due", 1)));
+        assert_eq!(version_of("reminders"), None);
+        assert_eq!(version_of("reminders.vx"), None);
+    }
+
+    #[test]
+    fn only_older_versions_of_the_same_model_are_bumps() {
+        let stored: Vec<String> = [
+            "reminders.v0",
+            "shadow_orders.v0",
+            "orders.v1",
+            "catalog.v2",
+            "asof_x_workouts.v0",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let bumps = bumps_in(RELATIONAL, &stored, "relational");
+        assert_eq!(
+            bumps,
+            vec![VersionBump {
+                name: "reminders.v1",
+                previous: vec!["reminders.v0".to_owned()],
+                store: "relational",
+            }]
+        );
+    }
+}
+
+impl<L: EventStore> ProjectionSet<L> {
+    /// Projections whose read model in the store was built by an older version of them
+    /// (a checkpoint under an older `.vN` name is still there). Their tables or keys
+    /// hold the old version's data: they need a rebuild before they run, and
+    /// [`ProjectionSet::forget_previous`] once the rebuilt model is swapped in.
+    pub async fn version_bumps(&self) -> Result<Vec<VersionBump>> {
+        use redis::AsyncCommands;
+        let stored: Vec<String> = sqlx::query_scalar("SELECT name FROM eventfold_checkpoints")
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out = bumps_in(RELATIONAL, &stored, "relational");
+        if let Some(r) = &self.redis {
+            let mut conn = crate::redis_sink::connect(&r.client).await?;
+            let prefix = r.keys.checkpoint("");
+            let mut stored = Vec::new();
+            for name in REDIS {
+                if let Some((base, _)) = version_of(name) {
+                    let found: Vec<String> = conn
+                        .keys(format!(
+                            "{}{base}.v*",
+                            crate::redis_sink::glob_escape(&prefix)
+                        ))
+                        .await?;
+                    stored.extend(
+                        found
+                            .iter()
+                            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)),
+                    );
+                }
+            }
+            out.extend(bumps_in(REDIS, &stored, "redis"));
+        }
+        Ok(out)
+    }
+
+    /// Forgets the previous versions of a bumped projection once the new one has been
+    /// rebuilt and swapped in: their checkpoints and parked events.
+    pub async fn forget_previous(&self, bump: &VersionBump) -> Result<()> {
+        for old in &bump.previous {
+            match (bump.store, &self.redis) {
+                ("redis", Some(r)) => {
+                    let mut conn = crate::redis_sink::connect(&r.client).await?;
+                    let _: i64 = redis::AsyncCommands::del(
+                        &mut conn,
+                        &[r.keys.checkpoint(old), r.keys.key(format!("parked:{old}"))],
+                    )
+                    .await?;
+                }
+                _ => {
+                    sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1")
+                        .bind(old)
+                        .execute(self.db.pool())
+                        .await?;
+                    sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
+                        .bind(old)
+                        .execute(self.db.pool())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A projection's progress as its store records it (works from any process).

@@ -23,6 +23,8 @@ pub enum ProjectionState {
     Retrying,
     /// Stopped (shut down, or on a parked event).
     Stopped,
+    /// Being rebuilt from the log before it runs (a version bump).
+    Rebuilding,
 }
 
 /// One projection's progress.
@@ -79,7 +81,7 @@ impl StatusBoard {
         });
     }
 
-    pub(crate) fn set_state(&self, name: &str, state: ProjectionState, error: Option<String>) {
+    pub fn set_state(&self, name: &str, state: ProjectionState, error: Option<String>) {
         self.with(name, |s| {
             s.state = state;
             if error.is_some() {

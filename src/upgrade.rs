@@ -1,0 +1,95 @@
+//! Version bumps at `serve` start-up.
+//!
+//! A projection's name carries its version (`reminders.v1`). When a build ships
+//! `reminders.v2` and the read store holds a checkpoint of `reminders.v1` but none of
+//! `reminders.v2`, the tables (or keys) hold the old version's data. `serve` detects
+//! this before it creates anything, reports it, and rebuilds the new version with the
+//! replay machinery — shadow tables from position 0, then a swap — while every other
+//! projection and the API run. Until the swap `/readyz` answers 503 (the projection is
+//! `rebuilding`) and queries of that model are answered from the old version's tables;
+//! after it, the old version's checkpoint is removed and the projection follows the log.
+
+use std::time::{Duration, Instant};
+
+use eventfold_event_log::AnyEventStore;
+use eventfold_projections::{ProjectionSet, ProjectionState, VersionBump};
+use eventfold_replay::{Progress, Target};
+
+/// Rebuilds a bumped projection, then runs it until `shutdown`.
+pub(crate) async fn upgrade(
+    set: ProjectionSet<AnyEventStore>,
+    redis: Option<eventfold_projections::RedisTarget>,
+    bump: VersionBump,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let name = bump.name;
+    let board = set.board().clone();
+    let why = format!(
+        "version bump from {}: rebuilding from the log",
+        bump.previous.join(", ")
+    );
+    board.set_state(name, ProjectionState::Rebuilding, Some(why.clone()));
+    tracing::warn!(projection = name, previous = ?bump.previous, "{why}");
+    let started = Instant::now();
+    let last = std::sync::Mutex::new(Instant::now());
+    let progress = |p: Progress| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= Duration::from_secs(5) {
+            *last = Instant::now();
+            tracing::info!(
+                projection = name,
+                position = p.position.0,
+                target = p.target.0,
+                rate = p.rate as u64,
+                eta_s = p.eta.as_secs(),
+                "rebuilding after a version bump"
+            );
+        }
+    };
+    let stop = {
+        let mut shutdown = shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
+    };
+    let result = crate::replay::rebuild_named(
+        set.log(),
+        set.db(),
+        redis.as_ref(),
+        name,
+        Target::Swap { keep_old: false },
+        progress,
+        stop,
+    )
+    .await;
+    match result {
+        Ok(report) => {
+            set.forget_previous(&bump).await?;
+            tracing::info!(
+                projection = name,
+                position = report.map(|r| r.position),
+                seconds = started.elapsed().as_secs_f64(),
+                "version bump rebuilt and swapped in; following the log"
+            );
+            board.set_state(name, ProjectionState::Running, None);
+            set.run_one(name, shutdown.clone()).await?;
+            Ok(())
+        }
+        // Shut down mid-way: the next start resumes the shadow build.
+        Err(eventfold_replay::Error::Interrupted(at)) => {
+            tracing::info!(
+                projection = name,
+                position = at,
+                "rebuild interrupted by shutdown; it resumes at the next start"
+            );
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(projection = name, %error, "rebuilding after a version bump failed; the projection stays stopped");
+            board.set_state(name, ProjectionState::Stopped, Some(error.to_string()));
+            Err(anyhow::Error::new(error)
+                .context(format!("rebuilding {name} after a version bump")))
+        }
+    }
+}
