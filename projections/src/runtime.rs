@@ -380,14 +380,18 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     poll_interval: self.options.poll_interval,
                 },
             );
+            // Catching up, the next page is read while the current one is applied: the
+            // log's reads and the sink's writes overlap (two connections, both cores).
+            let mut prefetched: Option<Vec<RecordedEvent>> = None;
             loop {
                 if target.is_some_and(|t| checkpoint >= t) {
                     return Ok(());
                 }
-                let batch = match target {
+                let batch = match (prefetched.take(), target) {
+                    (Some(batch), _) => Ok(batch),
                     // Catching up: never wait for events beyond the target.
-                    Some(_) => subscription.try_next_batch(self.options.batch_size).await,
-                    None => subscription.next_batch(self.options.batch_size).await,
+                    (None, Some(_)) => subscription.try_next_batch(self.options.batch_size).await,
+                    (None, None) => subscription.next_batch(self.options.batch_size).await,
                 };
                 let batch = match batch {
                     Ok(batch) => batch,
@@ -406,7 +410,17 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     // Only reachable when catching up: nothing more up to the target.
                     return Ok(());
                 }
-                checkpoint = match self.apply_batch(checkpoint, batch).await {
+                let applied = if target.is_some() {
+                    let read_ahead = subscription.try_next_batch(self.options.batch_size);
+                    let (applied, next) =
+                        tokio::join!(self.apply_batch(checkpoint, batch), read_ahead);
+                    // A failed read ahead is read again (and reported) next time round.
+                    prefetched = next.ok().filter(|next| !next.is_empty());
+                    applied
+                } else {
+                    self.apply_batch(checkpoint, batch).await
+                };
+                checkpoint = match applied {
                     Ok(checkpoint) => checkpoint,
                     // Another runner moved it, or the store lost its data (a Redis
                     // without persistence restarted empty): continue from what the

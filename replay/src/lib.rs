@@ -111,6 +111,38 @@ pub fn prefix_of(target: &Target) -> String {
     }
 }
 
+/// Waiting for a live model that is behind the shadow: worth it while it moves (a
+/// running `serve` catching up, up to a minute); not once it has stood still for half a
+/// second (nothing is running it: the swap goes ahead, counted rather than compared).
+#[derive(Debug)]
+pub(crate) struct LiveWatch {
+    last: Option<i64>,
+    moved_at: Instant,
+    started: Instant,
+}
+
+impl Default for LiveWatch {
+    fn default() -> Self {
+        Self {
+            last: None,
+            moved_at: Instant::now(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl LiveWatch {
+    /// Whether to wait longer, the live model being at `at`.
+    pub(crate) fn keep_waiting(&mut self, at: i64) -> bool {
+        if self.last != Some(at) {
+            self.last = Some(at);
+            self.moved_at = Instant::now();
+        }
+        self.moved_at.elapsed() < Duration::from_millis(500)
+            && self.started.elapsed() < Duration::from_secs(60)
+    }
+}
+
 fn options() -> RunnerOptions {
     RunnerOptions {
         batch_size: 2000,

@@ -21,7 +21,7 @@ use eventfold_projections::{scan_keys, RedisKeys, RedisProjection, RedisSink, Si
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
-use crate::{build_to, Error, Progress, Result, SwapReport, Target};
+use crate::{build_to, Error, LiveWatch, Progress, Result, SwapReport, Target};
 
 /// Sub-namespace of shadow builds.
 pub const SHADOW_NAMESPACE: &str = "shadow:";
@@ -211,21 +211,19 @@ async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
     let live_checkpoint = keys.checkpoint(name);
     let shadow_checkpoint = shadow.keys().checkpoint(name);
     let hold = keys.hold(name);
-    let mut waited_for_live = Duration::ZERO;
+    let mut watch = LiveWatch::default();
     for _ in 0..50 {
-        let live_at = position(&mut conn, &live_checkpoint).await?;
+        let mut live_at = position(&mut conn, &live_checkpoint).await?;
         let shadow_at = position(&mut conn, &shadow_checkpoint).await?.unwrap_or(0);
-        if let Some(live_at) = live_at {
-            if shadow_at < live_at {
-                build_to(log, shadow.clone(), Position(live_at), progress).await?;
-                continue;
-            }
-            if shadow_at > live_at && waited_for_live < Duration::from_secs(3) {
-                // A running `serve` will bring the live model here shortly.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                waited_for_live += Duration::from_millis(100);
-                continue;
-            }
+        // A live model behind the shadow and moving is waited for (see the relational
+        // swap); one that never ran is simply replaced.
+        while live_at.is_some_and(|at| shadow_at > at && watch.keep_waiting(at)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            live_at = position(&mut conn, &live_checkpoint).await?;
+        }
+        if let Some(live_at) = live_at.filter(|at| shadow_at < *at) {
+            build_to(log, shadow.clone(), Position(live_at), progress).await?;
+            continue;
         }
         // Freeze the live model: its runner watches the hold.
         let _: () = redis::cmd("SET")

@@ -10,7 +10,7 @@ use eventfold_projections::{
 use serde::Serialize;
 
 use crate::checksum::table_checksum;
-use crate::{build_to, Error, Progress, Result, SHADOW};
+use crate::{build_to, Error, LiveWatch, Progress, Result, SHADOW};
 
 /// What a swap did.
 #[derive(Debug, Clone, Serialize)]
@@ -60,20 +60,21 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
     let live = RelationalSink::new(db.clone(), projection.clone());
     live.setup().await?;
     let shadow_name = shadow.checkpoint_name().to_owned();
-    let mut waited_for_live = Duration::ZERO;
+    let mut watch = LiveWatch::default();
     for _ in 0..50 {
-        let (live_at, shadow_at) = (position(db, name).await?, position(db, &shadow_name).await?);
+        let (mut live_at, shadow_at) =
+            (position(db, name).await?, position(db, &shadow_name).await?);
+        // A live model behind the shadow and moving (a running `serve` catching up) is
+        // waited for, to compare at the same checkpoint.
+        while shadow_at > live_at && watch.keep_waiting(live_at.0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            live_at = position(db, name).await?;
+        }
         if shadow_at < live_at {
             build_to(log, shadow.clone(), live_at, progress).await?;
             continue;
         }
         let compare = live_at == shadow_at;
-        if !compare && waited_for_live < Duration::from_secs(3) {
-            // A running `serve` will bring the live model here shortly.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            waited_for_live += Duration::from_millis(100);
-            continue;
-        }
         let mut tx = db.pool().begin().await?;
         // Freeze both checkpoints: the live runner's next batch waits for this swap.
         sqlx::query(

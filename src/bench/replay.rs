@@ -13,9 +13,9 @@ use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
-    ReadDb, RedisKeys, RedisSink, RelationalProjection, Runner, RunnerOptions, StatusBoard,
+    ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, StatusBoard,
 };
-use eventfold_replay::{rebuild, Progress, Target};
+use eventfold_replay::{rebuild, rebuild_redis, Progress, Target};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
@@ -46,35 +46,52 @@ pub(crate) async fn run(
     result
 }
 
-/// Rebuilds `projection` (shadow build, then verify and swap); returns (build, total).
-async fn relational<P: RelationalProjection + Clone>(
-    store: &PgEventStore,
-    db: &ReadDb,
-    projection: P,
-) -> anyhow::Result<(Duration, Duration)> {
+/// Times a rebuild: `(build, total)` — the shadow build up to the head, and with the
+/// verification against the live model and the swap.
+async fn timed<F>(
+    rebuild: impl FnOnce(Box<dyn Fn(Progress) + Sync + Send>) -> F,
+) -> anyhow::Result<(Duration, Duration)>
+where
+    F: std::future::Future<Output = eventfold_replay::Result<Option<eventfold_replay::SwapReport>>>,
+{
     let started = Instant::now();
-    let built = Mutex::new(None);
-    let progress = |p: Progress| {
-        if p.position >= p.target {
-            let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-            built.get_or_insert(started.elapsed());
-        }
+    let built = std::sync::Arc::new(Mutex::new(None));
+    let progress = {
+        let built = built.clone();
+        Box::new(move |p: Progress| {
+            if p.position >= p.target {
+                let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+                built.get_or_insert(started.elapsed());
+            }
+        })
     };
-    rebuild(
-        store,
-        db,
-        projection,
-        Target::Swap { keep_old: false },
-        progress,
-        std::future::pending(),
-    )
-    .await?;
+    let report = rebuild(progress).await?;
     let total = started.elapsed();
+    if !report.is_some_and(|r| r.verified_against_live) {
+        anyhow::bail!("the rebuild was not verified against the live model");
+    }
     let build = built
-        .into_inner()
+        .lock()
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or(total);
     Ok((build, total))
+}
+
+/// Brings a live model to `head` (what a running `serve` keeps), so the rebuild has
+/// something to be verified against.
+async fn live<K: eventfold_projections::Sink>(
+    store: &PgEventStore,
+    sink: K,
+    head: Position,
+) -> anyhow::Result<()> {
+    let options = RunnerOptions {
+        batch_size: 2000,
+        ..RunnerOptions::default()
+    };
+    Runner::new(store.clone(), sink, options, StatusBoard::default())
+        .run_until(Some(head))
+        .await?;
+    Ok(())
 }
 
 async fn run_in(
@@ -119,49 +136,65 @@ async fn run_in(
         )?;
         Ok(())
     };
-    let (build, total) = relational(&store, &db, RemindersProjection).await?;
+    let never = std::future::pending::<()>;
+    let swap = || Target::Swap { keep_old: false };
+    live(
+        &store,
+        RelationalSink::new(db.clone(), RemindersProjection),
+        head,
+    )
+    .await?;
+    let (build, total) =
+        timed(|p| rebuild(&store, &db, RemindersProjection, swap(), p, never())).await?;
     row("reminders.v1", "postgres", build, total, out)?;
-    let (build, total) = relational(&store, &db, WorkoutsProjection).await?;
+    live(
+        &store,
+        RelationalSink::new(db.clone(), WorkoutsProjection),
+        head,
+    )
+    .await?;
+    let (build, total) =
+        timed(|p| rebuild(&store, &db, WorkoutsProjection, swap(), p, never())).await?;
     row("workouts.v1", "postgres", build, total, out)?;
     let client = redis::Client::open(args.redis.as_str())?;
-    let prefix = format!("eventfold-bench:{}:", Uuid::new_v4().simple());
+    let keys = RedisKeys::new(format!("eventfold-bench:{}:", Uuid::new_v4().simple()));
     match client.get_multiplexed_async_connection().await {
         Ok(mut conn) => {
-            for which in ["voice_due.v1", "leaderboards.v1"] {
-                let keys = RedisKeys::new(prefix.clone());
-                let options = RunnerOptions {
-                    batch_size: 5000,
-                    ..RunnerOptions::default()
-                };
-                let started = Instant::now();
-                let target = Some(Position(head.0));
-                if which == "voice_due.v1" {
-                    Runner::new(
-                        store.clone(),
-                        RedisSink::new(client.clone(), keys, VoiceDueProjection),
-                        options,
-                        StatusBoard::default(),
-                    )
-                    .run_until(target)
-                    .await?;
-                } else {
-                    Runner::new(
-                        store.clone(),
-                        RedisSink::new(client.clone(), keys, LeaderboardProjection),
-                        options,
-                        StatusBoard::default(),
-                    )
-                    .run_until(target)
-                    .await?;
-                }
-                let took = started.elapsed();
-                row(which, "redis", took, took, out)?;
-            }
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
+            let sink = RedisSink::new(client.clone(), keys.clone(), VoiceDueProjection);
+            live(&store, sink, head).await?;
+            let (build, total) = timed(|p| {
+                rebuild_redis(
+                    &store,
+                    &client,
+                    &keys,
+                    VoiceDueProjection,
+                    swap(),
+                    p,
+                    never(),
+                )
+            })
+            .await?;
+            row("voice_due.v1", "redis", build, total, out)?;
+            let sink = RedisSink::new(client.clone(), keys.clone(), LeaderboardProjection);
+            live(&store, sink, head).await?;
+            let (build, total) = timed(|p| {
+                rebuild_redis(
+                    &store,
+                    &client,
+                    &keys,
+                    LeaderboardProjection,
+                    swap(),
+                    p,
+                    never(),
+                )
+            })
+            .await?;
+            row("leaderboards.v1", "redis", build, total, out)?;
+            let doomed: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", keys.prefix()))
                 .query_async(&mut conn)
                 .await?;
-            for chunk in keys.chunks(1000) {
+            for chunk in doomed.chunks(1000) {
                 let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
             }
         }
@@ -171,7 +204,7 @@ async fn run_in(
             args.redis
         )?,
     }
-    writeln!(out, "(Redis models rebuild from an empty namespace; relational ones build shadow tables, then verify and swap)")?;
+    writeln!(out, "(each model is first built live to the head; then the rebuild writes shadow tables / a shadow Redis namespace, is compared with the live model row by row / key by key, and swapped in: \"+swap s\")")?;
     db.pool().close().await;
     Ok(())
 }
