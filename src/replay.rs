@@ -27,6 +27,11 @@ pub(crate) struct ReplayArgs {
     /// Rebuild every projection (the Redis ones too when Redis is configured).
     #[arg(long)]
     all: bool,
+    /// With --to/--until: fold only the events after this position (a window of the
+    /// log, e.g. one day's leaderboard). Models whose events need earlier state (a
+    /// workout update needs its start) stop on a parked event when it is missing.
+    #[arg(long)]
+    from: Option<i64>,
     /// Build the model as of this position into a separate named target (never swapped).
     #[arg(long, conflicts_with = "until")]
     to: Option<i64>,
@@ -116,12 +121,13 @@ fn apply_rate(name: &str) -> f64 {
 async fn dry_run(
     store: &AnyEventStore,
     names: &[&str],
+    from: Position,
     to: Position,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut after = Position::START;
+    let mut after = from;
     let mut scanned = 0u64;
     while after < to {
         let page = store.read_all(after, None, 5000).await?;
@@ -137,7 +143,8 @@ async fn dry_run(
     let rate = scanned as f64 / started.elapsed().as_secs_f64().max(1e-3);
     writeln!(
         out,
-        "dry run: positions 1..={to}: {scanned} events, read at {rate:.0} events/s"
+        "dry run: positions {}..={to}: {scanned} events, read at {rate:.0} events/s",
+        from.0 + 1
     )?;
     for name in names {
         let mine: Vec<(&String, &u64)> = counts.iter().filter(|(t, _)| handles(name, t)).collect();
@@ -275,9 +282,19 @@ pub(crate) async fn run(
         (None, Some(until)) => Some(position_at(store, until).await?),
         (None, None) => None,
     };
+    let from = match (args.from, to) {
+        (None, _) => Position::START,
+        (Some(_), None) => anyhow::bail!(
+            "--from needs --to or --until: a window is built into its own target; a rebuild that replaces the live model always starts at 0"
+        ),
+        (Some(from), Some(to)) if from < 0 || from > to.0 => {
+            anyhow::bail!("--from must be between 0 and the end of the window ({to})")
+        }
+        (Some(from), Some(_)) => Position(from),
+    };
     if args.dry_run {
         let head = store.head().await?;
-        return dry_run(store, &names, to.unwrap_or(head), out).await;
+        return dry_run(store, &names, from, to.unwrap_or(head), out).await;
     }
     let db = ReadDb::connect(database_url).await?;
     // On PostgreSQL several projections rebuild at once (they share nothing but the
@@ -293,6 +310,7 @@ pub(crate) async fn run(
         let target = match to {
             Some(to) => Target::AsOf {
                 label: args.label.clone(),
+                from,
                 to,
             },
             None => Target::Swap {

@@ -27,5 +27,5 @@ pub use set::{
     redis_families, version_of, ProjectionSet, RedisTarget, StoredProgress, VersionBump, REDIS,
     RELATIONAL,
 };
-pub use sql::{from_millis, millis, Dialect, ReadDb};
+pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};

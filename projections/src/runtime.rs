@@ -196,11 +196,14 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
     }
 
     async fn setup(&self) -> Result<()> {
+        let mut tx = self.db.pool().begin().await?;
+        crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
         for statement in self.projection.schema() {
             sqlx::query(&with_prefix(&self.prefix, statement))
-                .execute(self.db.pool())
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         sqlx::query(
             "INSERT INTO eventfold_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
              ON CONFLICT (name) DO NOTHING",
@@ -257,7 +260,8 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
             "INSERT INTO eventfold_parked_events (projection, position, event_id, event_type, error, parked_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
         )
-        .bind(self.name())
+        // A shadow or as-of build parks under its own name, not the live model's.
+        .bind(&self.checkpoint_name)
         .bind(record.global_position.0)
         .bind(record.event_id.to_string())
         .bind(&record.event_type)

@@ -97,6 +97,20 @@ impl ReadDb {
     }
 }
 
+/// Serialises read-model DDL on PostgreSQL for the rest of the transaction on `conn`:
+/// two sessions running `CREATE TABLE IF NOT EXISTS` for the same new table at once make
+/// one fail (`pg_type_typname_nsp_index`), and a table swap must not interleave with a
+/// runner creating its tables. SQLite has one writer: nothing to do.
+pub async fn lock_ddl(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Result<()> {
+    if dialect == Dialect::Postgres {
+        // Any fixed key, shared by every Eventfold process on this database.
+        sqlx::query("SELECT pg_advisory_xact_lock(7734000001)")
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Epoch milliseconds of a time, the storage format of times in read models.
 pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()

@@ -62,6 +62,9 @@ pub enum Error {
     /// The live model kept moving; the swap gave up.
     #[error("could not catch the live model of {0} at a common checkpoint; retry")]
     NoCommonCheckpoint(String),
+    /// An as-of target of that name already holds events before `--from`.
+    #[error("{0}: the target already holds events before --from; choose another --as label")]
+    TargetInUse(String),
     /// Interrupted (Ctrl-C); rerun to resume.
     #[error("interrupted at position {0}; rerun to resume")]
     Interrupted(i64),
@@ -79,6 +82,9 @@ pub enum Target {
     AsOf {
         /// Name part of the tables (`asof_{label}_rm_…`).
         label: String,
+        /// Events after this position only (`Position::START`: from the beginning) —
+        /// a window of the log, e.g. what one day's events did.
+        from: Position,
         /// Last position to apply.
         to: Position,
     },
@@ -150,6 +156,20 @@ fn options() -> RunnerOptions {
     }
 }
 
+/// Starts a fresh window build after `from` (a resumed one goes on where it stopped).
+pub(crate) async fn start_after<K: Sink>(sink: &K, from: Position) -> Result<()> {
+    let at = sink.checkpoint().await?;
+    if from.0 <= 0 || at >= from {
+        return Ok(());
+    }
+    if at.0 != 0 {
+        return Err(Error::TargetInUse(sink.name().to_owned()));
+    }
+    // Moves the fresh checkpoint from 0 to `from`, with no events.
+    sink.apply(Position::START, &[], from).await?;
+    Ok(())
+}
+
 /// Runs `sink` up to `target`, reporting progress about twice a second.
 pub(crate) async fn build_to<L: EventStore, K: Sink>(
     log: &L,
@@ -207,7 +227,8 @@ where
     shadow.setup().await?;
     let work = async {
         match &target {
-            Target::AsOf { to, .. } => {
+            Target::AsOf { from, to, .. } => {
+                start_after(&shadow, *from).await?;
                 build_to(log, shadow, *to, &progress).await?;
                 Ok(None)
             }

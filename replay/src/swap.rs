@@ -70,20 +70,20 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
             tokio::time::sleep(Duration::from_millis(50)).await;
             live_at = position(db, name).await?;
         }
-        if shadow_at < live_at {
+        let postgres = db.dialect() == Dialect::Postgres;
+        if shadow_at < live_at && !postgres {
+            // SQLite: one writer, so the shadow catches up before the lock (a busy
+            // live model may need a few rounds).
             build_to(log, shadow.clone(), live_at, progress).await?;
             continue;
         }
-        let compare = live_at == shadow_at;
         let mut tx = db.pool().begin().await?;
-        // Freeze both checkpoints: the live runner's next batch waits for this swap.
-        sqlx::query(
-            "UPDATE eventfold_checkpoints SET updated_at = updated_at WHERE name = $1 OR name = $2",
-        )
-        .bind(name)
-        .bind(&shadow_name)
-        .execute(&mut *tx)
-        .await?;
+        // Freeze the live checkpoint: the live runner's next batch waits for this swap
+        // (its transaction updates the checkpoint row first).
+        sqlx::query("UPDATE eventfold_checkpoints SET updated_at = updated_at WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let read = |n: &str| {
             sqlx::query_scalar::<_, i64>(
                 "SELECT position FROM eventfold_checkpoints WHERE name = $1",
@@ -91,11 +91,24 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
             .bind(n.to_owned())
         };
         let live_now = read(name).fetch_one(&mut *tx).await?;
+        if postgres && position(db, &shadow_name).await?.0 < live_now {
+            // PostgreSQL: with the live model held, the shadow takes the last events on
+            // other connections — a tail of a few batches, so a busy log cannot keep
+            // the swap chasing it.
+            build_to(log, shadow.clone(), Position(live_now), progress).await?;
+        }
+        sqlx::query("UPDATE eventfold_checkpoints SET updated_at = updated_at WHERE name = $1")
+            .bind(&shadow_name)
+            .execute(&mut *tx)
+            .await?;
         let shadow_now = read(&shadow_name).fetch_one(&mut *tx).await?;
-        if live_now != live_at.0 || shadow_now != shadow_at.0 {
+        if shadow_now < live_now || (!postgres && live_now != live_at.0) {
             tx.rollback().await?;
             continue;
         }
+        let compare = live_now == shadow_now;
+        // No runner creates tables while this one renames them.
+        eventfold_projections::lock_ddl(&mut tx, db.dialect()).await?;
         let mut rows = Vec::new();
         let mut differences = Vec::new();
         for table in projection.tables() {

@@ -20,8 +20,8 @@ use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
-    ProjectionSet, ReadDb, RedisKeys, RedisProjection, RedisTarget, RelationalProjection,
-    RelationalSink, Runner, RunnerOptions, StatusBoard,
+    ProjectionSet, ReadDb, RedisKeys, RedisProjection, RedisSink, RedisTarget,
+    RelationalProjection, RelationalSink, Runner, RunnerOptions, StatusBoard,
 };
 use eventfold_replay::{
     rebuild, rebuild_redis, snapshot, table_checksum, Error, TableChecksum, Target,
@@ -421,6 +421,7 @@ async fn an_as_of_build_stops_exactly_at_its_position_and_leaves_live_alone() ->
     let to = eventfold_event_schemas::Position(db.store.head().await?.0 / 2);
     let target = Target::AsOf {
         label: "half".into(),
+        from: eventfold_event_schemas::Position::START,
         to,
     };
     assert!(rebuild(
@@ -652,6 +653,7 @@ async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -
     ] {
         let target = Target::AsOf {
             label: "scratch".into(),
+            from: eventfold_event_schemas::Position::START,
             to: head,
         };
         if name == "voice_due.v1" {
@@ -732,24 +734,7 @@ async fn an_interrupted_redis_rebuild_resumes_and_ends_the_same() -> anyhow::Res
     let mut conn = space.conn().await?;
     let before = snapshot(&mut conn, &space.keys, families).await?;
     let head = pg.store.head().await?;
-    let shadow_checkpoint = space.keys.nested("shadow:").checkpoint("leaderboards.v1");
-    let first_batch = {
-        let mut conn = space.conn().await?;
-        async move {
-            loop {
-                let at: Option<i64> = redis::cmd("GET")
-                    .arg(&shadow_checkpoint)
-                    .query_async(&mut conn)
-                    .await
-                    .ok()
-                    .flatten();
-                if at.unwrap_or(0) > 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    };
+    // Ctrl-C: the rebuild stops at once, saying where its shadow stands.
     let stopped = rebuild_redis(
         &pg.store,
         &space.client,
@@ -757,16 +742,31 @@ async fn an_interrupted_redis_rebuild_resumes_and_ends_the_same() -> anyhow::Res
         LeaderboardProjection,
         Target::Swap { keep_old: false },
         |_| {},
-        first_batch,
+        std::future::ready(()),
     )
     .await;
-    match stopped {
-        Err(Error::Interrupted(at)) => assert!(
-            at < head.0,
-            "stopped at {at} of {head}: make the log longer"
-        ),
-        other => panic!("expected an interruption, got {other:?}"),
-    }
+    assert!(
+        matches!(stopped, Err(Error::Interrupted(at)) if at < head.0),
+        "{stopped:?}"
+    );
+    // A crash half-way leaves a shadow namespace at its own checkpoint (built here
+    // exactly as the rebuild builds it, to half the log).
+    let shadow = RedisSink::new(
+        space.client.clone(),
+        space.keys.nested("shadow:"),
+        LeaderboardProjection,
+    );
+    let half = eventfold_event_schemas::Position(head.0 / 2);
+    Runner::new(
+        pg.store.clone(),
+        shadow,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .run_until(Some(half))
+    .await?;
+    let partial = snapshot(&mut conn, &space.keys.nested("shadow:"), families).await?;
+    assert!(!partial.is_empty() && partial != before, "not half-way");
     let resumed = rebuild_redis(
         &pg.store,
         &space.client,
@@ -779,5 +779,92 @@ async fn an_interrupted_redis_rebuild_resumes_and_ends_the_same() -> anyhow::Res
     .await?;
     assert!(resumed.is_some_and(|r| r.verified_against_live));
     assert_eq!(snapshot(&mut conn, &space.keys, families).await?, before);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    populate(db.store.clone(), "u", 4, 5).await?;
+    let space = RedisSpace::new()?;
+    let head = db.store.head().await?;
+    let from = eventfold_event_schemas::Position(head.0 / 3);
+    let to = eventfold_event_schemas::Position(head.0 * 2 / 3);
+    let window = || Target::AsOf {
+        label: "window".into(),
+        from,
+        to,
+    };
+    let build = rebuild_redis(
+        &db.store,
+        &space.client,
+        &space.keys,
+        LeaderboardProjection,
+        window(),
+        |_| {},
+        std::future::pending(),
+    )
+    .await?;
+    assert!(build.is_none(), "a window build is never swapped");
+    // Expected: the distance of the workouts completed inside the window.
+    let events = db
+        .store
+        .read_all(eventfold_event_schemas::Position::START, None, 100_000)
+        .await?;
+    let expected: f64 = events
+        .iter()
+        .filter(|e| e.global_position > from && e.global_position <= to)
+        .filter(|e| e.event_type == "WorkoutCompleted")
+        .map(|e| e.data["distance_m"].as_f64().unwrap_or_default())
+        .sum();
+    assert!(
+        expected > 0.0,
+        "no workout completed in the window: proves nothing"
+    );
+    let mut conn = space.conn().await?;
+    let ns = space.keys.nested("asof:window:");
+    let mut total = 0.0;
+    for key in snapshot(&mut conn, &ns, LeaderboardProjection.key_families())
+        .await?
+        .keys()
+    {
+        let scores: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(ns.key(key))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        total += scores.iter().map(|(_, s)| s).sum::<f64>();
+    }
+    assert_eq!(total, expected);
+    // Rerun: already there, nothing applied twice.
+    rebuild_redis(
+        &db.store,
+        &space.client,
+        &space.keys,
+        LeaderboardProjection,
+        window(),
+        |_| {},
+        std::future::pending(),
+    )
+    .await?;
+    // The same label asked to start after where it stands is refused, not mixed.
+    let beyond = Target::AsOf {
+        label: "window".into(),
+        from: eventfold_event_schemas::Position(to.0 + 1),
+        to: head,
+    };
+    let refused = rebuild_redis(
+        &db.store,
+        &space.client,
+        &space.keys,
+        LeaderboardProjection,
+        beyond,
+        |_| {},
+        std::future::pending(),
+    )
+    .await;
+    assert!(matches!(refused, Err(Error::TargetInUse(_))), "{refused:?}");
     Ok(())
 }
