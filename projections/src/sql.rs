@@ -111,6 +111,30 @@ pub async fn lock_ddl(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resul
     Ok(())
 }
 
+/// `($1, …, $w), ($w+1, …)`: placeholders of `rows` rows of `width` values, for
+/// multi-row statements.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$1, …, $n`: an `IN (…)` list.
+pub(crate) fn in_list(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement (and ids per `IN` list, twice that): well under both
+/// engines' parameter limits (PostgreSQL 65535, SQLite 32766).
+pub(crate) const ROWS: usize = 200;
+
 /// Epoch milliseconds of a time, the storage format of times in read models.
 pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()
@@ -119,4 +143,15 @@ pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
 /// The time of stored epoch milliseconds.
 pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(in_list(3), "$1, $2, $3");
+    }
 }

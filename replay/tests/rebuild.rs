@@ -76,10 +76,22 @@ async fn populate<S: EventStore>(
                 .reminder
                 .map(|r| r.reminder_id);
         }
-        if let (Some(reminder), true) = (planned, u % 2 == 0) {
-            service.offer(&ctx, reminder, None).await?;
-            let accepted = service.accept(&ctx, reminder).await?;
-            service.confirm_order(&ctx, accepted.order_id).await?;
+        // Every reminder path: accepted, declined, snoozed, left scheduled.
+        match (planned, u % 4) {
+            (Some(reminder), 0) => {
+                service.offer(&ctx, reminder, None).await?;
+                let accepted = service.accept(&ctx, reminder).await?;
+                service.confirm_order(&ctx, accepted.order_id).await?;
+            }
+            (Some(reminder), 1) => {
+                service.offer(&ctx, reminder, None).await?;
+                service.decline(&ctx, reminder).await?;
+            }
+            (Some(reminder), 2) => {
+                service.offer(&ctx, reminder, None).await?;
+                service.snooze(&ctx, reminder, now + Span::days(2)).await?;
+            }
+            _ => {}
         }
         for i in 0..workouts_each {
             let w = Uuid::new_v4();

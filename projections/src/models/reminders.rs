@@ -2,10 +2,12 @@
 
 use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::Row as _;
 
 use crate::runtime::{Projection, RelationalProjection, SqlTx};
-use crate::sql::{from_millis, millis, ReadDb};
+use std::collections::HashMap;
+
+use crate::sql::{from_millis, in_list, millis, placeholders, ReadDb, ROWS};
 use crate::Result;
 
 /// The projection.
@@ -52,66 +54,191 @@ impl RelationalProjection for RemindersProjection {
         event: &DomainEvent,
         record: &RecordedEvent,
     ) -> Result<()> {
+        fold(tx, &[(record, event)]).await
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &mut SqlTx<'_>,
+        events: &[(RecordedEvent, DomainEvent)],
+    ) -> Result<()> {
+        let events: Vec<(&RecordedEvent, &DomainEvent)> =
+            events.iter().map(|(r, e)| (r, e)).collect();
+        fold(tx, &events).await
+    }
+}
+
+/// A row of `rm_reminders`.
+#[derive(Debug, Clone)]
+struct Stored {
+    user_id: String,
+    sku: String,
+    title: String,
+    quantity: i64,
+    last_unit_price: i64,
+    currency: String,
+    due_at: i64,
+    slot: i64,
+    status: String,
+    order_id: Option<String>,
+    offered_at: Option<i64>,
+    updated_at: i64,
+}
+
+const ROW_COLUMNS: &str = "reminder_id, user_id, sku, title, quantity, last_unit_price, currency, \
+     due_at, slot, status, order_id, offered_at, updated_at";
+
+/// The reminder an event is about.
+fn reminder_of(event: &DomainEvent) -> Option<uuid::Uuid> {
+    Some(match event {
+        DomainEvent::ReminderScheduled(e) => e.reminder_id,
+        DomainEvent::ReminderOffered(e) => e.reminder_id,
+        DomainEvent::ReorderAccepted(e) => e.reminder_id,
+        DomainEvent::ReminderDeclined(e) => e.reminder_id,
+        DomainEvent::ReminderSuperseded(e) => e.reminder_id,
+        DomainEvent::ReminderSnoozed(e) => e.reminder_id,
+        _ => return None,
+    })
+}
+
+/// Folds a batch like the workouts model: one read of the reminders it touches, the
+/// events applied in memory in order, one multi-row upsert of the changed rows.
+/// Updates of a reminder never scheduled change nothing (as an `UPDATE` would not).
+async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
+    let ids: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter_map(|(_, e)| reminder_of(e).map(|id| id.to_string()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut rows: HashMap<String, Stored> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS * 2) {
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM rm_reminders WHERE reminder_id IN ({})",
+            in_list(chunk.len())
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for r in query.fetch_all(tx.conn()).await? {
+            rows.insert(
+                r.try_get("reminder_id")?,
+                Stored {
+                    user_id: r.try_get("user_id")?,
+                    sku: r.try_get("sku")?,
+                    title: r.try_get("title")?,
+                    quantity: r.try_get("quantity")?,
+                    last_unit_price: r.try_get("last_unit_price")?,
+                    currency: r.try_get("currency")?,
+                    due_at: r.try_get("due_at")?,
+                    slot: r.try_get("slot")?,
+                    status: r.try_get("status")?,
+                    order_id: r.try_get("order_id")?,
+                    offered_at: r.try_get("offered_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                },
+            );
+        }
+    }
+    let mut changed = std::collections::BTreeSet::new();
+    for (record, event) in events {
+        let Some(id) = reminder_of(event).map(|id| id.to_string()) else {
+            continue;
+        };
         let at = millis(record.recorded_at);
-        match event {
-            DomainEvent::ReminderScheduled(e) => {
-                sqlx::query(&tx.sql("INSERT INTO rm_reminders (reminder_id, user_id, sku, title, quantity, last_unit_price, currency, \
-                     due_at, slot, status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10) \
-                     ON CONFLICT (reminder_id) DO NOTHING"))
-                .bind(e.reminder_id.to_string())
-                .bind(&e.user_id)
-                .bind(&e.sku)
-                .bind(&e.title)
-                .bind(i64::from(e.quantity))
-                .bind(e.last_unit_price)
-                .bind(&e.currency)
-                .bind(millis(e.due_at))
-                .bind(e.slot)
-                .bind(at)
-                .execute(tx.conn())
-                .await?;
+        if let DomainEvent::ReminderScheduled(e) = event {
+            if !rows.contains_key(&id) {
+                rows.insert(
+                    id.clone(),
+                    Stored {
+                        user_id: e.user_id.clone(),
+                        sku: e.sku.clone(),
+                        title: e.title.clone(),
+                        quantity: i64::from(e.quantity),
+                        last_unit_price: e.last_unit_price,
+                        currency: e.currency.clone(),
+                        due_at: millis(e.due_at),
+                        slot: e.slot,
+                        status: "scheduled".to_owned(),
+                        order_id: None,
+                        offered_at: None,
+                        updated_at: at,
+                    },
+                );
+                changed.insert(id);
             }
+            continue;
+        }
+        let Some(row) = rows.get_mut(&id) else {
+            continue;
+        };
+        match event {
             DomainEvent::ReminderOffered(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'offered', offered_at = $1, updated_at = $1 WHERE reminder_id = $2"))
-                    .bind(millis(e.offered_at))
-                    .bind(e.reminder_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
+                row.status = "offered".to_owned();
+                row.offered_at = Some(millis(e.offered_at));
+                row.updated_at = millis(e.offered_at);
             }
             DomainEvent::ReorderAccepted(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'accepted', order_id = $1, updated_at = $2 WHERE reminder_id = $3"))
-                    .bind(e.order_id.to_string())
-                    .bind(at)
-                    .bind(e.reminder_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
+                row.status = "accepted".to_owned();
+                row.order_id = Some(e.order_id.to_string());
+                row.updated_at = at;
             }
-            DomainEvent::ReminderDeclined(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'declined', updated_at = $1 WHERE reminder_id = $2"))
-                    .bind(at)
-                    .bind(e.reminder_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
+            DomainEvent::ReminderDeclined(_) => {
+                row.status = "declined".to_owned();
+                row.updated_at = at;
             }
-            DomainEvent::ReminderSuperseded(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'superseded', updated_at = $1 WHERE reminder_id = $2"))
-                    .bind(at)
-                    .bind(e.reminder_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
+            DomainEvent::ReminderSuperseded(_) => {
+                row.status = "superseded".to_owned();
+                row.updated_at = at;
             }
             DomainEvent::ReminderSnoozed(e) => {
-                sqlx::query(&tx.sql("UPDATE rm_reminders SET status = 'snoozed', due_at = $1, updated_at = $2 WHERE reminder_id = $3"))
-                    .bind(millis(e.until))
-                    .bind(at)
-                    .bind(e.reminder_id.to_string())
-                    .execute(tx.conn())
-                    .await?;
+                row.status = "snoozed".to_owned();
+                row.due_at = millis(e.until);
+                row.updated_at = at;
             }
-            _ => {}
+            _ => continue,
         }
-        Ok(())
+        changed.insert(id);
     }
+    let changed: Vec<(&String, &Stored)> = changed
+        .iter()
+        .filter_map(|id| rows.get(id).map(|r| (id, r)))
+        .collect();
+    for chunk in changed.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO rm_reminders ({ROW_COLUMNS}) VALUES {} ON CONFLICT (reminder_id) DO UPDATE SET \
+             user_id = excluded.user_id, sku = excluded.sku, title = excluded.title, \
+             quantity = excluded.quantity, last_unit_price = excluded.last_unit_price, \
+             currency = excluded.currency, due_at = excluded.due_at, slot = excluded.slot, \
+             status = excluded.status, order_id = excluded.order_id, \
+             offered_at = excluded.offered_at, updated_at = excluded.updated_at",
+            placeholders(chunk.len(), 13)
+        );
+        let sql = tx.sql(&sql).into_owned();
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (id, r) in chunk {
+            query = query
+                .bind((*id).clone())
+                .bind(r.user_id.clone())
+                .bind(r.sku.clone())
+                .bind(r.title.clone())
+                .bind(r.quantity)
+                .bind(r.last_unit_price)
+                .bind(r.currency.clone())
+                .bind(r.due_at)
+                .bind(r.slot)
+                .bind(r.status.clone())
+                .bind(r.order_id.clone())
+                .bind(r.offered_at)
+                .bind(r.updated_at);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    Ok(())
 }
 
 /// A reminder as the read model holds it.

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{iso_week, poison};
 use crate::runtime::{Projection, RelationalProjection, SqlTx};
-use crate::sql::{from_millis, millis, ReadDb};
+use crate::sql::{from_millis, in_list, millis, placeholders, ReadDb, ROWS};
 use crate::Result;
 
 /// The projection.
@@ -134,23 +134,9 @@ fn status_of(text: &str) -> &'static str {
     }
 }
 
-/// `(… , …), (… , …)` with `$n` placeholders: `rows` rows of `width` values.
-fn placeholders(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 // The statements below are not kept prepared (`persistent(false)`): their text varies
 // with the row count, and sqlx's `Any` driver declares a NULL `f64` as `float4` on
 // PostgreSQL, so a statement first prepared with a NULL would reject a later value.
-
-/// Rows per multi-row statement: well under both engines' parameter limits.
-const ROWS: usize = 200;
 
 /// Folds a batch: reads the rows it touches once, applies every event in memory — in
 /// order, with the same arithmetic as one statement per event — and writes each
@@ -442,10 +428,9 @@ async fn load_workouts(
 ) -> Result<std::collections::HashMap<String, Workout>> {
     let mut out = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS * 2) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT {WORKOUT_COLUMNS} FROM rm_workouts WHERE workout_id IN ({})",
-            list.join(", ")
+            in_list(chunk.len())
         );
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql).persistent(false);
@@ -487,8 +472,7 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
     let mut stats = std::collections::HashMap::new();
     let mut weeks = std::collections::HashMap::new();
     for chunk in users.chunks(ROWS * 2) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        let list = list.join(", ");
+        let list = in_list(chunk.len());
         let sql = format!(
             "SELECT user_id, workouts, total_seconds, total_distance_m, longest_distance_m, \
              longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id IN ({list})"
