@@ -27,9 +27,10 @@ pub(crate) struct ReplayArgs {
     /// Rebuild every projection (the Redis ones too when Redis is configured).
     #[arg(long)]
     all: bool,
-    /// With --to/--until: fold only the events after this position (a window of the
-    /// log, e.g. one day's leaderboard). Models whose events need earlier state (a
-    /// workout update needs its start) stop on a parked event when it is missing.
+    /// Fold only the events after this position (up to --to/--until, or the head) into
+    /// a separate named target: a window of the log, e.g. one week's leaderboard. Models
+    /// whose events need earlier state (a workout update needs its start) stop on a
+    /// parked event when it is missing.
     #[arg(long)]
     from: Option<i64>,
     /// Build the model as of this position into a separate named target (never swapped).
@@ -280,13 +281,14 @@ pub(crate) async fn run(
         (Some(to), _) if to < 0 => anyhow::bail!("--to must be >= 0"),
         (Some(to), _) => Some(Position(to)),
         (None, Some(until)) => Some(position_at(store, until).await?),
+        // A window up to the head: a model of part of the log never replaces the live
+        // one (which always rebuilds from 0), so it goes to its own target too.
+        (None, None) if args.from.is_some() => Some(store.head().await?),
         (None, None) => None,
     };
     let from = match (args.from, to) {
         (None, _) => Position::START,
-        (Some(_), None) => anyhow::bail!(
-            "--from needs --to or --until: a window is built into its own target; a rebuild that replaces the live model always starts at 0"
-        ),
+        (Some(_), None) => anyhow::bail!("--from needs a window end"),
         (Some(from), Some(to)) if from < 0 || from > to.0 => {
             anyhow::bail!("--from must be between 0 and the end of the window ({to})")
         }

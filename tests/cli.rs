@@ -284,6 +284,19 @@ fn redis_models_replay_from_the_command_line() {
         "{}",
         stdout(&as_of)
     );
+    let window = with_redis(&["replay", "leaderboards.v1", "--from", "10", "--as", "wk"]);
+    assert!(
+        window.status.success() && stdout(&window).contains(&format!("{prefix}asof:wk:")),
+        "{}{}",
+        stdout(&window),
+        stderr(&window)
+    );
+    let backwards = with_redis(&["replay", "leaderboards.v1", "--from", "60", "--to", "50"]);
+    assert!(
+        !backwards.status.success() && stderr(&backwards).contains("--from must be"),
+        "{}",
+        stderr(&backwards)
+    );
     let reset = with_redis(&["projections", "reset", "voice_due.v1", "--yes"]);
     assert!(
         reset.status.success()

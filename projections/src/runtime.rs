@@ -68,7 +68,7 @@ pub trait RelationalProjection: Projection {
     fn apply_batch(
         &self,
         tx: &mut SqlTx<'_>,
-        events: &[(RecordedEvent, DomainEvent)],
+        events: &[(&RecordedEvent, &DomainEvent)],
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             for (record, event) in events {
@@ -249,7 +249,9 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         if moved.rows_affected() != 1 {
             return Err(Error::CheckpointMoved(self.name().to_owned()));
         }
-        self.projection.apply_batch(&mut tx, events).await?;
+        let events: Vec<(&RecordedEvent, &DomainEvent)> =
+            events.iter().map(|(r, e)| (r, e)).collect();
+        self.projection.apply_batch(&mut tx, &events).await?;
         self.fail_point.trip()?;
         tx.tx.commit().await?;
         Ok(())

@@ -60,11 +60,9 @@ impl RelationalProjection for RemindersProjection {
     async fn apply_batch(
         &self,
         tx: &mut SqlTx<'_>,
-        events: &[(RecordedEvent, DomainEvent)],
+        events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
-        let events: Vec<(&RecordedEvent, &DomainEvent)> =
-            events.iter().map(|(r, e)| (r, e)).collect();
-        fold(tx, &events).await
+        fold(tx, events).await
     }
 }
 
