@@ -306,30 +306,23 @@ impl<L: EventStore> ProjectionSet<L> {
     /// hold the old version's data: they need a rebuild before they run, and
     /// [`ProjectionSet::forget_previous`] once the rebuilt model is swapped in.
     pub async fn version_bumps(&self) -> Result<Vec<VersionBump>> {
-        use redis::AsyncCommands;
         let stored: Vec<String> = sqlx::query_scalar("SELECT name FROM eventfold_checkpoints")
             .fetch_all(self.db.pool())
             .await?;
         let mut out = bumps_in(RELATIONAL, &stored, "relational");
         if let Some(r) = &self.redis {
             let mut conn = crate::redis_sink::connect(&r.client).await?;
-            let prefix = r.keys.checkpoint("");
-            let mut stored = Vec::new();
-            for name in REDIS {
-                if let Some((base, _)) = version_of(name) {
-                    let found: Vec<String> = conn
-                        .keys(format!(
-                            "{}{base}.v*",
-                            crate::redis_sink::glob_escape(&prefix)
-                        ))
-                        .await?;
-                    stored.extend(
-                        found
-                            .iter()
-                            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned)),
-                    );
-                }
-            }
+            let families: Vec<String> = REDIS
+                .iter()
+                .filter_map(|name| version_of(name))
+                .map(|(base, _)| format!("checkpoint:{base}.v"))
+                .collect();
+            let families: Vec<&str> = families.iter().map(String::as_str).collect();
+            let stored: Vec<String> = crate::scan_keys(&mut conn, &r.keys, &families)
+                .await?
+                .into_iter()
+                .filter_map(|k| k.strip_prefix("checkpoint:").map(str::to_owned))
+                .collect();
             out.extend(bumps_in(REDIS, &stored, "redis"));
         }
         Ok(out)

@@ -44,10 +44,22 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<QueryApi<L>>) -> Res
     // but does not make the service unready.
     let blocking = not_running.iter().any(|n| !(is_redis(n) && redis != "ok"));
     let ready = log == "ok" && read_db == "ok" && !blocking;
+    // Why each one is not running (e.g. "version bump from reminders.v1: rebuilding").
+    let reasons: serde_json::Map<String, serde_json::Value> = statuses
+        .iter()
+        .filter(|s| not_running.contains(&s.name))
+        .map(|s| {
+            (
+                s.name.clone(),
+                json!({ "state": s.state, "reason": s.last_error }),
+            )
+        })
+        .collect();
     let body = json!({
         "ready": ready,
         "stores": { "event_log": log, "read_models": read_db, "redis": redis },
         "projections_not_running": not_running,
+        "projections": reasons,
     });
     let status = if ready {
         StatusCode::OK

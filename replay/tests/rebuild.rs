@@ -880,3 +880,43 @@ async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::R
     assert!(matches!(refused, Err(Error::TargetInUse(_))), "{refused:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_redis_model_version_is_reported_as_a_bump_and_forgotten_after(
+) -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    let read = ReadDb::connect(&db.url).await?;
+    let space = RedisSpace::new()?;
+    let set = ProjectionSet::new(
+        db.store.clone(),
+        read,
+        Some(space.target()),
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    );
+    assert!(
+        set.version_bumps().await?.is_empty(),
+        "a fresh store has no bumps"
+    );
+    let mut conn = space.conn().await?;
+    let _: () = redis::cmd("SET")
+        .arg(space.keys.checkpoint("voice_due.v0"))
+        .arg(7)
+        .query_async(&mut conn)
+        .await?;
+    // A newer version's checkpoint (another build running beside this one) is no bump.
+    let _: () = redis::cmd("SET")
+        .arg(space.keys.checkpoint("leaderboards.v9"))
+        .arg(7)
+        .query_async(&mut conn)
+        .await?;
+    let bumps = set.version_bumps().await?;
+    assert_eq!(bumps.len(), 1, "{bumps:?}");
+    assert_eq!(
+        (bumps[0].name, bumps[0].previous.clone(), bumps[0].store),
+        ("voice_due.v1", vec!["voice_due.v0".to_owned()], "redis")
+    );
+    set.forget_previous(&bumps[0]).await?;
+    assert!(set.version_bumps().await?.is_empty());
+    Ok(())
+}
