@@ -18,11 +18,14 @@ pub async fn table_checksum(
     conn: &mut AnyConnection,
     table: &str,
 ) -> Result<TableChecksum, sqlx::Error> {
-    let rows = sqlx::query(&format!("SELECT * FROM {table}"))
-        .fetch_all(&mut *conn)
-        .await?;
+    let sql = format!("SELECT * FROM {table}");
+    // Streamed: a table of millions of rows is checksummed without holding it.
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
     let mut sum = 0u64;
-    for row in &rows {
+    let mut count = 0u64;
+    while let Some(row) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+        let row = row?;
+        count += 1;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for (i, column) in row.columns().iter().enumerate() {
             column.name().hash(&mut hasher);
@@ -49,8 +52,5 @@ pub async fn table_checksum(
         }
         sum = sum.wrapping_add(hasher.finish());
     }
-    Ok(TableChecksum {
-        rows: rows.len() as u64,
-        sum,
-    })
+    Ok(TableChecksum { rows: count, sum })
 }
