@@ -343,21 +343,38 @@ pub(crate) async fn run(
         match result {
             Ok(Some(report)) => writeln!(
                 out,
-                "{name}: rebuilt to position {} in {:.1} s, {} against the live model, swapped in{}; {}: {}",
+                "{name}: rebuilt to position {} in {:.1} s, {}, swapped in{}; {}: {}",
                 report.position,
                 took.as_secs_f64(),
-                if report.verified_against_live { "verified" } else { "counted (live model behind, not compared)" },
+                if report.verified_against_live {
+                    "verified against the live model"
+                } else {
+                    "counted only (no live model at the same checkpoint to compare with)"
+                },
                 match (report.kept_old, in_redis) {
                     (false, _) => "",
                     (true, false) => " (old tables kept as old_rm_…)",
                     (true, true) => " (old keys kept under old:…)",
                 },
                 if in_redis { "keys" } else { "rows" },
-                report.rows.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ")
+                report
+                    .rows
+                    .iter()
+                    .map(|(t, n)| format!("{t} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )?,
-            Ok(None) => writeln!(out, "{name}: built as of position {} into {place} in {:.1} s", to.unwrap_or_default(), took.as_secs_f64())?,
+            Ok(None) => writeln!(
+                out,
+                "{name}: built as of position {} into {place} in {:.1} s",
+                to.unwrap_or_default(),
+                took.as_secs_f64()
+            )?,
             Err(eventfold_replay::Error::Interrupted(at)) => {
-                writeln!(out, "{name}: interrupted at position {at}; rerun the same command to resume")?;
+                writeln!(
+                    out,
+                    "{name}: interrupted at position {at}; rerun the same command to resume"
+                )?;
                 interrupted = true;
             }
             Err(error) => {
