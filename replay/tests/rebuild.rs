@@ -273,17 +273,38 @@ async fn batched_equals_one_by_one<S: EventStore, P: RelationalProjection + Clon
     Ok(())
 }
 
+/// Optional doubles travel as NaN and are stored as NULL: none is lost or invented.
+async fn goals_keep_their_nulls(db: &ReadDb) -> anyhow::Result<()> {
+    for table in ["one_rm_workouts", "big_rm_workouts"] {
+        let nulls: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE goal_distance_m IS NULL"
+        ))
+        .fetch_one(db.pool())
+        .await?;
+        let goals: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE goal_distance_m = 5000"
+        ))
+        .fetch_one(db.pool())
+        .await?;
+        // populate: 5 users x 6 workouts, every other one with a goal.
+        assert_eq!((nulls, goals), (15, 15), "{table}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_applies_equal_one_event_at_a_time_on_postgres_and_sqlite() -> anyhow::Result<()> {
     let pg = PgTestDb::new().await?;
     populate(pg.store.clone(), "u", 5, 6).await?;
     let db = ReadDb::connect(&pg.url()).await?;
     batched_equals_one_by_one(&pg.store, &db, WorkoutsProjection).await?;
+    goals_keep_their_nulls(&db).await?;
     batched_equals_one_by_one(&pg.store, &db, RemindersProjection).await?;
     let lite = SqliteTestDb::new().await?;
     populate(lite.store.clone(), "u", 5, 6).await?;
     let db = ReadDb::connect(&lite.url).await?;
     batched_equals_one_by_one(&lite.store, &db, WorkoutsProjection).await?;
+    goals_keep_their_nulls(&db).await?;
     batched_equals_one_by_one(&lite.store, &db, RemindersProjection).await
 }
 

@@ -118,7 +118,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             in_list(chunk.len())
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id.clone());
         }
@@ -217,7 +217,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             placeholders(chunk.len(), 13)
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for (id, r) in chunk {
             query = query
                 .bind((*id).clone())

@@ -132,9 +132,31 @@ fn status_of(text: &str) -> &'static str {
     }
 }
 
-// The statements below are not kept prepared (`persistent(false)`): their text varies
-// with the row count, and sqlx's `Any` driver declares a NULL `f64` as `float4` on
-// PostgreSQL, so a statement first prepared with a NULL would reject a later value.
+// Multi-row statements are prepared once per row count (full chunks share one text).
+// A NULL `f64` must never be bound: sqlx's `Any` driver declares it `float4` on
+// PostgreSQL and the prepared statement keeps that type, so a later value is rejected
+// ("incorrect binary data format"). Optional doubles are bound as NaN and turned back
+// into NULL in SQL (`NULLIF($n, 'NaN')`; SQLite stores a bound NaN as NULL already).
+
+/// Wraps the placeholders of the optional-double columns (1-based `columns` of rows
+/// `width` wide) of a `placeholders` list in `NULLIF(…, 'NaN')`.
+fn nullable_doubles(list: &str, width: usize, columns: &[usize]) -> String {
+    let mut out = String::with_capacity(list.len() * 2);
+    for (i, cell) in list.split(", ").enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let (open, rest) = cell.split_at(cell.find('$').unwrap_or(0));
+        let end = rest.find(')').unwrap_or(rest.len());
+        let (param, close) = rest.split_at(end);
+        if columns.contains(&(i % width + 1)) {
+            out.push_str(&format!("{open}NULLIF({param}, 'NaN'){close}"));
+        } else {
+            out.push_str(cell);
+        }
+    }
+    out
+}
 
 /// Folds a batch: reads the rows it touches once, applies every event in memory — in
 /// order, with the same arithmetic as one statement per event — and writes each
@@ -302,10 +324,10 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
              active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
              max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
              last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points",
-            placeholders(chunk.len(), 15)
+            nullable_doubles(&placeholders(chunk.len(), 15), 15, &[7, 10, 13])
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for (id, w) in chunk {
             query = query
                 .bind((*id).clone())
@@ -314,13 +336,13 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
                 .bind(w.status)
                 .bind(w.started_at)
                 .bind(w.ended_at)
-                .bind(w.goal_distance_m)
+                .bind(w.goal_distance_m.unwrap_or(f64::NAN))
                 .bind(w.distance_m)
                 .bind(w.active_seconds)
-                .bind(w.avg_speed_mps)
+                .bind(w.avg_speed_mps.unwrap_or(f64::NAN))
                 .bind(w.max_heart_rate)
                 .bind(w.last_heart_rate)
-                .bind(w.last_speed_mps)
+                .bind(w.last_speed_mps.unwrap_or(f64::NAN))
                 .bind(w.updates)
                 .bind(w.points);
         }
@@ -333,7 +355,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             placeholders(chunk.len(), 6)
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for p in chunk {
             query = query
                 .bind(p.workout_id.clone())
@@ -360,7 +382,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             placeholders(chunk.len(), 7)
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for (user, s) in chunk {
             query = query
                 .bind((*user).clone())
@@ -385,7 +407,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             placeholders(chunk.len(), 5)
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for ((user, week), w) in chunk {
             query = query
                 .bind(user.clone())
@@ -431,7 +453,7 @@ async fn load_workouts(
             in_list(chunk.len())
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id.clone());
         }
@@ -476,7 +498,7 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
              longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id IN ({list})"
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for user in chunk {
             query = query.bind(user.clone());
         }
@@ -498,7 +520,7 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
             "SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id IN ({list})"
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for user in chunk {
             query = query.bind(user.clone());
         }
@@ -709,4 +731,22 @@ pub async fn stats(db: &ReadDb, user_id: &str) -> Result<Option<WorkoutStats>> {
         fastest_avg_speed_mps: r.try_get("fastest_avg_speed_mps")?,
         weekly,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nullable_doubles;
+    use crate::sql::placeholders;
+
+    #[test]
+    fn optional_doubles_are_wrapped_in_every_row() {
+        assert_eq!(
+            nullable_doubles(&placeholders(2, 3), 3, &[2]),
+            "($1, NULLIF($2, 'NaN'), $3), ($4, NULLIF($5, 'NaN'), $6)"
+        );
+        assert_eq!(
+            nullable_doubles(&placeholders(1, 2), 2, &[1, 2]),
+            "(NULLIF($1, 'NaN'), NULLIF($2, 'NaN'))"
+        );
+    }
 }
