@@ -1,8 +1,8 @@
 //! Version bumps at `serve` start-up.
 //!
 //! A projection's name carries its version (`reminders.v1`). When a build ships
-//! `reminders.v2` and the read store holds a checkpoint of `reminders.v1` but none of
-//! `reminders.v2`, the tables (or keys) hold the old version's data. `serve` detects
+//! `reminders.v2` and the read store still holds a checkpoint of `reminders.v1`, the
+//! tables (or keys) hold the old version's data. `serve` detects
 //! this before it creates anything, reports it, and rebuilds the new version with the
 //! replay machinery — shadow tables from position 0, then a swap — while every other
 //! projection and the API run. Until the swap `/readyz` answers 503 (the projection is
