@@ -196,14 +196,27 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
     }
 
     async fn setup(&self) -> Result<()> {
-        let mut tx = self.db.pool().begin().await?;
-        crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
-        for statement in self.projection.schema() {
-            sqlx::query(&with_prefix(&self.prefix, statement))
-                .execute(&mut *tx)
-                .await?;
+        if self.db.dialect() == Dialect::Postgres {
+            // One transaction holding the DDL lock (see `lock_ddl`).
+            let mut tx = self.db.pool().begin().await?;
+            crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
+            for statement in self.projection.schema() {
+                sqlx::query(&with_prefix(&self.prefix, statement))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        } else {
+            // SQLite: statement by statement. In one transaction, a `CREATE … IF NOT
+            // EXISTS` that only reads and a later one that writes would upgrade a read
+            // snapshot to a write, which fails at once (SQLITE_BUSY) if anyone wrote
+            // meanwhile.
+            for statement in self.projection.schema() {
+                sqlx::query(&with_prefix(&self.prefix, statement))
+                    .execute(self.db.pool())
+                    .await?;
+            }
         }
-        tx.commit().await?;
         sqlx::query(
             "INSERT INTO eventfold_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
              ON CONFLICT (name) DO NOTHING",

@@ -370,11 +370,22 @@ async fn an_interrupted_rebuild_resumes_and_ends_the_same() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -> anyhow::Result<()> {
     let pg = PgTestDb::new().await?;
-    populate(pg.store.clone(), "u", 4, 10).await?;
-    let db = ReadDb::connect(&pg.url()).await?;
+    rebuild_while_commands_arrive(pg.store.clone(), &pg.url()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_while_commands_arrive_on_sqlite_misses_and_duplicates_nothing(
+) -> anyhow::Result<()> {
+    let lite = SqliteTestDb::new().await?;
+    rebuild_while_commands_arrive(lite.store.clone(), &lite.url).await
+}
+
+async fn rebuild_while_commands_arrive<S: EventStore>(store: S, url: &str) -> anyhow::Result<()> {
+    populate(store.clone(), "u", 4, 10).await?;
+    let db = ReadDb::connect(url).await?;
     let board = StatusBoard::default();
     let set = ProjectionSet::new(
-        pg.store.clone(),
+        store.clone(),
         db.clone(),
         None,
         RunnerOptions {
@@ -386,11 +397,11 @@ async fn a_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -> anyh
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut live = set.spawn(stopped);
     let writer = {
-        let store = pg.store.clone();
+        let store = store.clone();
         tokio::spawn(async move { populate(store, "late", 4, 10).await })
     };
     let report = rebuild(
-        &pg.store,
+        &store,
         &db,
         WorkoutsProjection,
         Target::Swap { keep_old: true },
@@ -401,7 +412,7 @@ async fn a_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -> anyh
     assert!(report.is_some());
     writer.await??;
     // The live runner follows the swapped-in tables to the head.
-    let head = pg.store.head().await?;
+    let head = store.head().await?;
     for _ in 0..200 {
         if board.checkpoint_of("workouts.v1") >= head {
             break;
