@@ -949,3 +949,38 @@ async fn an_older_redis_model_version_is_reported_as_a_bump_and_forgotten_after(
     assert!(set.version_bumps().await?.is_empty());
     Ok(())
 }
+
+/// The checksum sees one changed value and ignores row order, on both engines.
+async fn checksums_see_changes(url: &str) -> anyhow::Result<()> {
+    let db = ReadDb::connect(url).await?;
+    let mut conn = db.pool().acquire().await?;
+    for (table, rows) in [
+        ("ck_a", "('x', 1, 0.1), ('y', 2, NULL)"),
+        ("ck_b", "('y', 2, NULL), ('x', 1, 0.1)"),
+        ("ck_c", "('x', 1, 0.1), ('y', 2, 0.30000000000000004)"),
+    ] {
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (k TEXT PRIMARY KEY, n BIGINT, f DOUBLE PRECISION)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!("INSERT INTO {table} VALUES {rows}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let a = table_checksum(&mut conn, "ck_a").await?;
+    let b = table_checksum(&mut conn, "ck_b").await?;
+    let c = table_checksum(&mut conn, "ck_c").await?;
+    assert_eq!(a, b, "row order must not matter");
+    assert_eq!(a.rows, 2);
+    assert_ne!(a, c, "a changed value must change the checksum");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_checksums_see_one_changed_value_on_postgres_and_sqlite() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    checksums_see_changes(&pg.url()).await?;
+    let lite = SqliteTestDb::new().await?;
+    checksums_see_changes(&lite.url).await
+}
