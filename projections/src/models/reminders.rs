@@ -99,6 +99,10 @@ fn reminder_of(event: &DomainEvent) -> Option<uuid::Uuid> {
     })
 }
 
+// Unlike the workouts model's, these statements are not kept prepared: in `eventfold
+// bench replay` this model folded 227k/234k events/s unprepared against 156k-193k
+// prepared (runs vary, but every unprepared run beat every prepared one).
+
 /// Folds a batch like the workouts model: one read of the reminders it touches, the
 /// events applied in memory in order, one multi-row upsert of the changed rows.
 /// Updates of a reminder never scheduled change nothing (as an `UPDATE` would not).
@@ -118,7 +122,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             in_list(chunk.len())
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(&sql).persistent(false);
         for id in chunk {
             query = query.bind(id.clone());
         }
@@ -217,7 +221,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             placeholders(chunk.len(), 13)
         );
         let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
+        let mut query = sqlx::query(&sql).persistent(false);
         for (id, r) in chunk {
             query = query
                 .bind((*id).clone())
