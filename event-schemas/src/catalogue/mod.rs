@@ -103,9 +103,19 @@ macro_rules! catalogue {
                 let invalid = |source| DecodeError::Invalid {
                     event_type: event_type.to_owned(), version, source,
                 };
-                let data = upcast::to_current(event_type, version, data.clone()).map_err(invalid)?;
+                // The current version (nearly every event) is read in place; an older one
+                // is upcast on a copy.
+                let upcast;
+                let data = if version == current {
+                    data
+                } else {
+                    upcast = upcast::to_current(event_type, version, data.clone()).map_err(invalid)?;
+                    &upcast
+                };
                 let event = match event_type {
-                    $( stringify!($name) => DomainEvent::$name(serde_json::from_value(data).map_err(invalid)?), )+
+                    $( stringify!($name) => DomainEvent::$name(
+                        <$name as serde::Deserialize>::deserialize(data).map_err(invalid)?,
+                    ), )+
                     _ => return Ok(None),
                 };
                 Ok(Some(event))
