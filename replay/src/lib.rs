@@ -208,6 +208,46 @@ pub(crate) async fn build_to<L: EventStore, K: Sink>(
     }
 }
 
+/// Drives a build into `shadow` for `target`: an as-of or window build up to its end, or
+/// a shadow build to the head followed by `swap`. When `stop` resolves first, the build
+/// ends `Interrupted` at the position `stopped` reports (its rerun resumes there).
+pub(crate) async fn drive<L, K, S, T>(
+    log: &L,
+    shadow: K,
+    target: &Target,
+    progress: &(impl Fn(Progress) + Sync),
+    swap: impl FnOnce(K) -> S,
+    stop: impl Future<Output = ()>,
+    stopped: impl FnOnce() -> T,
+) -> Result<Option<SwapReport>>
+where
+    L: EventStore,
+    K: Sink + Clone,
+    S: Future<Output = Result<SwapReport>>,
+    T: Future<Output = Result<i64>>,
+{
+    shadow.setup().await?;
+    let work = async {
+        match target {
+            Target::AsOf { from, to, .. } => {
+                start_after(&shadow, *from).await?;
+                build_to(log, shadow, *to, progress).await?;
+                Ok(None)
+            }
+            Target::Swap { .. } => {
+                let head = log.head().await?;
+                build_to(log, shadow.clone(), head, progress).await?;
+                Ok(Some(swap(shadow).await?))
+            }
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => result,
+        () = stop => Err(Error::Interrupted(stopped().await?)),
+    }
+}
+
 /// Rebuilds `projection` into `target`, stopping early (resumable) when `stop` resolves.
 pub async fn rebuild<L, P>(
     log: &L,
@@ -222,32 +262,17 @@ where
     P: RelationalProjection + Clone,
 {
     let prefix = prefix_of(&target);
-    let for_stop = projection.clone();
     let shadow = RelationalSink::with_prefix(db.clone(), projection.clone(), &prefix);
-    shadow.setup().await?;
-    let work = async {
-        match &target {
-            Target::AsOf { from, to, .. } => {
-                start_after(&shadow, *from).await?;
-                build_to(log, shadow, *to, &progress).await?;
-                Ok(None)
-            }
-            Target::Swap { keep_old } => {
-                let head = log.head().await?;
-                build_to(log, shadow.clone(), head, &progress).await?;
-                let report =
-                    swap::verify_and_swap(log, db, projection, shadow, *keep_old, &progress)
-                        .await?;
-                Ok(Some(report))
-            }
-        }
-    };
-    tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => result,
-        () = stop => {
-            let sink = RelationalSink::with_prefix(db.clone(), for_stop, &prefix);
-            Err(Error::Interrupted(sink.checkpoint().await?.0))
-        }
-    }
+    let keep_old = matches!(target, Target::Swap { keep_old: true });
+    let checkpoint_of = shadow.clone();
+    drive(
+        log,
+        shadow,
+        &target,
+        &progress,
+        |shadow| swap::verify_and_swap(log, db, projection, shadow, keep_old, &progress),
+        stop,
+        || async move { Ok(checkpoint_of.checkpoint().await?.0) },
+    )
+    .await
 }

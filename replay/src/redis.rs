@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
-use eventfold_projections::{scan_keys, RedisKeys, RedisProjection, RedisSink, Sink};
+use eventfold_projections::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
@@ -166,36 +166,24 @@ where
     let name = projection.name();
     let build_keys = keys.nested(&namespace_of(&target));
     let shadow = RedisSink::new(client.clone(), build_keys.clone(), projection.clone());
-    shadow.setup().await?;
-    let work = async {
-        match &target {
-            Target::AsOf { from, to, .. } => {
-                crate::start_after(&shadow, *from).await?;
-                build_to(log, shadow, *to, &progress).await?;
-                Ok(None)
-            }
-            Target::Swap { keep_old } => {
-                let head = log.head().await?;
-                build_to(log, shadow.clone(), head, &progress).await?;
-                let report =
-                    verify_and_swap(log, client, keys, projection, shadow, *keep_old, &progress)
-                        .await?;
-                Ok(Some(report))
-            }
-        }
-    };
-    tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => result,
-        () = stop => {
+    let keep_old = matches!(target, Target::Swap { keep_old: true });
+    crate::drive(
+        log,
+        shadow,
+        &target,
+        &progress,
+        |shadow| verify_and_swap(log, client, keys, projection, shadow, keep_old, &progress),
+        stop,
+        || async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             // A hold left by an interrupted swap would pause the live model until it
             // expires: free it now.
             let _: i64 = conn.del(keys.hold(name)).await?;
             let at = position(&mut conn, &build_keys.checkpoint(name)).await?;
-            Err(Error::Interrupted(at.unwrap_or(0)))
-        }
-    }
+            Ok(at.unwrap_or(0))
+        },
+    )
+    .await
 }
 
 async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
