@@ -210,9 +210,9 @@ async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
             tokio::time::sleep(Duration::from_millis(50)).await;
             live_at = position(&mut conn, &live_checkpoint).await?;
         }
-        // A shadow behind the live model takes the tail under the hold (swap_held):
-        // chasing a busy live model here could go on for ever.
-        // Freeze the live model: its runner watches the hold.
+        // Freeze the live model (its runner watches the hold). A shadow behind it takes
+        // the tail under the hold, in swap_held: chasing a busy live model from here
+        // could go on for ever.
         let _: () = redis::cmd("SET")
             .arg(&hold)
             .arg("replay")
@@ -304,8 +304,8 @@ async fn swap_held<L: EventStore, P: RedisProjection + Clone>(
         pipe.del(chunk).ignore();
     }
     if keep_old {
-        for name in live.keys() {
-            pipe.rename(keys.key(name), old_keys.key(name)).ignore();
+        for key in live.keys() {
+            pipe.rename(keys.key(key), old_keys.key(key)).ignore();
         }
         pipe.set(old_keys.checkpoint(name), live_at.unwrap_or(0))
             .ignore();
