@@ -1,0 +1,6 @@
+//! Rebuilds equal the live models, survive concurrent writes and resume after a stop.
+#![allow(missing_debug_implementations)]
+
+mod redis;
+mod relational;
+mod support;
