@@ -24,8 +24,6 @@ pub(crate) struct App {
     pub(crate) report: Vec<String>,
     /// Projections to rebuild before they run (their store holds an older version).
     pub(crate) bumps: Vec<VersionBump>,
-    /// Redis, when configured.
-    pub(crate) redis: Option<RedisTarget>,
 }
 
 /// Builds the application from `config` (migrating the log on the way).
@@ -108,7 +106,10 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         auth,
         consistency_wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
         metrics: metrics_handle(),
-        expected_projections: projections.names(),
+        expected_projections: projections
+            .active()
+            .map(|m| (m.name(), m.store()))
+            .collect(),
     });
     let router = commands
         .merge(queries)
@@ -120,7 +121,6 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         store,
         report,
         bumps,
-        redis,
     })
 }
 

@@ -121,20 +121,19 @@ async fn reset(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let tables: &[&str] = match name {
-        "reminders.v1" => &["rm_reminders"],
-        "orders.v1" => &["rm_orders", "rm_order_lines"],
-        "purchases.v1" => &["rm_purchases", "rm_consumables"],
-        "catalog.v1" => &["rm_prices"],
-        "workouts.v1" => &[
-            "rm_workouts",
-            "rm_workout_points",
-            "rm_workout_stats",
-            "rm_workout_weeks",
-        ],
-        "voice_due.v1" | "leaderboards.v1" => &[],
-        other => anyhow::bail!("unknown projection {other:?}"),
-    };
+    // Unknown names and unconfigured stores are refused before asking.
+    let (model, store) = set.model(name).map_err(|e| match e {
+        eventfold_projections::Error::UnknownProjection(_) => anyhow::anyhow!(
+            "unknown projection {name:?}: use one of {}",
+            set.registry().names().join(", ")
+        ),
+        eventfold_projections::Error::StoreNotConfigured { store: "redis", .. } => anyhow::anyhow!(
+            "{name} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL"
+        ),
+        other => other.into(),
+    })?;
+    let owned = model.owns().join(", ");
+    let place = store.place(&eventfold_projections::Namespace::Live);
     if !yes {
         if !std::io::stdin().is_terminal() {
             anyhow::bail!("resetting {name} deletes its read model: pass --yes to confirm when not on a terminal");
@@ -146,36 +145,10 @@ async fn reset(
             anyhow::bail!("not confirmed: nothing was changed");
         }
     }
-    if tables.is_empty() {
-        let Some(keys) = set.reset_redis(name).await? else {
-            anyhow::bail!(
-                "{name} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL"
-            );
-        };
-        writeln!(
-            out,
-            "{name}: {keys} keys, checkpoint and parked events deleted; it is rebuilt from position 0 by serve (a running one starts at once)"
-        )?;
-        return Ok(());
-    }
-    let mut tx = set.db().pool().begin().await?;
-    for table in tables {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-            .execute(&mut *tx)
-            .await?;
-    }
-    sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let (deleted, unit) = set.reset(name).await?;
     writeln!(
         out,
-        "{name}: read model and checkpoint deleted; it is rebuilt from position 0 by serve"
+        "{name}: {deleted} {unit}, checkpoint and parked events deleted ({owned} in {place}); it is rebuilt from position 0 by serve (a running one starts at once)"
     )?;
     Ok(())
 }

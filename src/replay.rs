@@ -4,20 +4,14 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use eventfold_event_log::{AnyEventStore, EventReader};
 use eventfold_event_schemas::Position;
-use eventfold_projections::models::catalog::CatalogProjection;
-use eventfold_projections::models::leaderboard::LeaderboardProjection;
-use eventfold_projections::models::orders::OrdersProjection;
-use eventfold_projections::models::purchases::PurchasesProjection;
-use eventfold_projections::models::reminders::RemindersProjection;
-use eventfold_projections::models::voice::VoiceDueProjection;
-use eventfold_projections::models::workouts::WorkoutsProjection;
-use eventfold_projections::{Projection, ReadDb, RedisTarget, REDIS, RELATIONAL};
-use eventfold_replay::{namespace_of, rebuild, rebuild_redis, Progress, SwapReport, Target};
+use eventfold_projections::{
+    Model, ProjectionSet, ReadDb, ReadStore, RedisTarget, RunnerOptions, StatusBoard, StoreKind,
+};
+use eventfold_replay::{rebuild_model, Progress, SwapReport, Target};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -50,13 +44,13 @@ pub(crate) struct ReplayArgs {
     keep_old: bool,
 }
 
-fn selected(args: &ReplayArgs, redis: bool) -> anyhow::Result<Vec<&'static str>> {
-    let mut known = RELATIONAL.to_vec();
-    if redis {
-        known.extend_from_slice(REDIS);
-    }
+fn selected<'s>(
+    args: &ReplayArgs,
+    set: &'s ProjectionSet<AnyEventStore>,
+) -> anyhow::Result<Vec<&'s Model>> {
+    let known = set.names();
     if args.all {
-        return Ok(known);
+        return Ok(set.active().collect());
     }
     if args.names.is_empty() {
         anyhow::bail!(
@@ -66,14 +60,13 @@ fn selected(args: &ReplayArgs, redis: bool) -> anyhow::Result<Vec<&'static str>>
     }
     args.names
         .iter()
-        .map(|n| {
-            known.iter().copied().find(|r| r == n).with_context(|| {
-                if REDIS.contains(&n.as_str()) {
-                    format!("{n} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL")
-                } else {
-                    format!("unknown projection {n:?}: use one of {}", known.join(", "))
-                }
-            })
+        .map(|n| match set.registry().get(n) {
+            Some(model) if set.stores().of(model.store()).is_some() => Ok(model),
+            Some(model) if model.store() == StoreKind::Redis => anyhow::bail!(
+                "{n} lives in Redis, which is not configured: pass --redis-url or set REDIS_URL"
+            ),
+            Some(model) => anyhow::bail!("{n} lives in {}, which is not configured", model.store()),
+            None => anyhow::bail!("unknown projection {n:?}: use one of {}", known.join(", ")),
         })
         .collect()
 }
@@ -97,31 +90,18 @@ async fn position_at(store: &AnyEventStore, until: DateTime<Utc>) -> anyhow::Res
     }
 }
 
-fn handles(name: &str, event_type: &str) -> bool {
-    match name {
-        "reminders.v1" => RemindersProjection.handles(event_type),
-        "orders.v1" => OrdersProjection.handles(event_type),
-        "purchases.v1" => PurchasesProjection.handles(event_type),
-        "catalog.v1" => CatalogProjection.handles(event_type),
-        "voice_due.v1" => VoiceDueProjection.handles(event_type),
-        "leaderboards.v1" => LeaderboardProjection.handles(event_type),
-        _ => WorkoutsProjection.handles(event_type),
-    }
-}
-
-/// Events a projection applies per second (2 cores, PostgreSQL/Redis on the same
+/// Events a model applies per second by store (2 cores, PostgreSQL/Redis on the same
 /// machine: `eventfold bench project`); a rough guide for `--dry-run`.
-fn apply_rate(name: &str) -> f64 {
-    match name {
-        "workouts.v1" => 45_000.0,
-        "voice_due.v1" | "leaderboards.v1" => 200_000.0,
-        _ => 100_000.0,
+fn apply_rate(store: StoreKind) -> f64 {
+    match store {
+        StoreKind::Relational => 100_000.0,
+        StoreKind::Redis => 200_000.0,
     }
 }
 
 async fn dry_run(
     store: &AnyEventStore,
-    names: &[&str],
+    models: &[&Model],
     from: Position,
     to: Position,
     out: &mut impl Write,
@@ -147,12 +127,13 @@ async fn dry_run(
         "dry run: positions {}..={to}: {scanned} events, read at {rate:.0} events/s",
         from.0 + 1
     )?;
-    for name in names {
-        let mine: Vec<(&String, &u64)> = counts.iter().filter(|(t, _)| handles(name, t)).collect();
+    for model in models {
+        let name = model.name();
+        let mine: Vec<(&String, &u64)> = counts.iter().filter(|(t, _)| model.handles(t)).collect();
         let total: u64 = mine.iter().map(|(_, n)| **n).sum();
         // Reading the whole log (the rate just measured) plus applying its share, at
         // the apply speeds `eventfold bench project` measures on this kind of machine.
-        let estimate = scanned as f64 / rate.max(1.0) + total as f64 / apply_rate(name);
+        let estimate = scanned as f64 / rate.max(1.0) + total as f64 / apply_rate(model.store());
         writeln!(
             out,
             "  {name}: {total} events to apply, about {estimate:.0} s (+ verify and swap)"
@@ -200,73 +181,16 @@ fn reporter(
     }
 }
 
-/// Rebuilds the projection called `name` into `target`.
+/// Rebuilds the projection called `name` into `target`, in whichever store holds it.
 pub(crate) async fn rebuild_named(
-    store: &AnyEventStore,
-    db: &ReadDb,
-    redis: Option<&RedisTarget>,
+    set: &ProjectionSet<AnyEventStore>,
     name: &str,
     target: Target,
     progress: impl Fn(Progress) + Sync,
     stop: impl std::future::Future<Output = ()>,
 ) -> eventfold_replay::Result<Option<SwapReport>> {
-    match (name, redis) {
-        ("voice_due.v1", Some(r)) => {
-            rebuild_redis(
-                store,
-                &r.client,
-                &r.keys,
-                VoiceDueProjection,
-                target,
-                progress,
-                stop,
-            )
-            .await
-        }
-        ("leaderboards.v1", Some(r)) => {
-            let projection = LeaderboardProjection;
-            rebuild_redis(
-                store, &r.client, &r.keys, projection, target, progress, stop,
-            )
-            .await
-        }
-        ("reminders.v1", _) => {
-            rebuild(store, db, RemindersProjection, target, progress, stop).await
-        }
-        ("orders.v1", _) => rebuild(store, db, OrdersProjection, target, progress, stop).await,
-        ("purchases.v1", _) => {
-            rebuild(store, db, PurchasesProjection, target, progress, stop).await
-        }
-        ("catalog.v1", _) => rebuild(store, db, CatalogProjection, target, progress, stop).await,
-        ("workouts.v1", _) => rebuild(store, db, WorkoutsProjection, target, progress, stop).await,
-        (other, _) => Err(eventfold_replay::Error::Projection(
-            eventfold_projections::Error::UnknownProjection(other.to_owned()),
-        )),
-    }
-}
-
-async fn one(
-    store: &AnyEventStore,
-    db: &ReadDb,
-    redis: Option<&RedisTarget>,
-    name: &'static str,
-    target: Target,
-    multi: Option<&indicatif::MultiProgress>,
-) -> eventfold_replay::Result<Option<SwapReport>> {
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    rebuild_named(store, db, redis, name, target, reporter(name, multi), stop).await
-}
-
-/// Where a target's model goes, for the messages.
-fn place_of(name: &str, target: &Target, redis: Option<&RedisTarget>) -> String {
-    match redis {
-        Some(r) if REDIS.contains(&name) => {
-            format!("{}{}… keys", r.keys.prefix(), namespace_of(target))
-        }
-        _ => format!("{}rm_… tables", eventfold_replay::prefix_of(target)),
-    }
+    let (model, store) = set.model(name)?;
+    rebuild_model(set.log(), store.as_ref(), model, target, progress, stop).await
 }
 
 pub(crate) async fn run(
@@ -276,7 +200,15 @@ pub(crate) async fn run(
     args: ReplayArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let names = selected(&args, redis.is_some())?;
+    let db = ReadDb::connect(database_url).await?;
+    let set = ProjectionSet::new(
+        store.clone(),
+        db,
+        redis,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    );
+    let models = selected(&args, &set)?;
     let to = match (args.to, args.until) {
         (Some(to), _) if to < 0 => anyhow::bail!("--to must be >= 0"),
         (Some(to), _) => Some(Position(to)),
@@ -296,9 +228,8 @@ pub(crate) async fn run(
     };
     if args.dry_run {
         let head = store.head().await?;
-        return dry_run(store, &names, from, to.unwrap_or(head), out).await;
+        return dry_run(store, &models, from, to.unwrap_or(head), out).await;
     }
-    let db = ReadDb::connect(database_url).await?;
     // On PostgreSQL several projections rebuild at once (they share nothing but the
     // log, so both cores and the server's work); SQLite has one writer, so there
     // they take turns.
@@ -307,8 +238,8 @@ pub(crate) async fn run(
         .then(indicatif::MultiProgress::new);
     let mut tasks = tokio::task::JoinSet::new();
     let mut finished = Vec::new();
-    let sqlite = db.dialect() == eventfold_projections::Dialect::Sqlite;
-    for name in names {
+    for model in models {
+        let name = model.name();
         let target = match to {
             Some(to) => Target::AsOf {
                 label: args.label.clone(),
@@ -319,15 +250,22 @@ pub(crate) async fn run(
                 keep_old: args.keep_old,
             },
         };
-        let (store, db, multi, redis) = (store.clone(), db.clone(), multi.clone(), redis.clone());
+        let (_, store) = set.model(name)?;
+        let store = store.clone();
+        let (set, multi) = (set.clone(), multi.clone());
+        let single_writer = store.single_writer();
         let work = async move {
             let started = Instant::now();
-            let place = place_of(name, &target, redis.as_ref());
-            let result = one(&store, &db, redis.as_ref(), name, target, multi.as_ref()).await;
-            (name, place, started.elapsed(), result)
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let progress = reporter(name, multi.as_ref());
+            let result = rebuild_named(&set, name, target.clone(), progress, stop).await;
+            (name, store, target, started.elapsed(), result)
         };
-        // Redis models do not write to SQLite: they run beside the relational turns.
-        if sqlite && !REDIS.contains(&name) {
+        // A single-writer store (SQLite) builds its models in turns; the others (and
+        // other stores beside it) build at once.
+        if single_writer {
             finished.push(work.await);
         } else {
             tasks.spawn(work);
@@ -338,8 +276,9 @@ pub(crate) async fn run(
     }
     let mut interrupted = false;
     let mut failed = None;
-    for (name, place, took, result) in finished {
-        let in_redis = REDIS.contains(&name);
+    for (name, store, target, took, result) in finished {
+        let store: &dyn ReadStore = store.as_ref();
+        let place = store.place(&target.namespace());
         match result {
             Ok(Some(report)) => writeln!(
                 out,
@@ -351,12 +290,15 @@ pub(crate) async fn run(
                 } else {
                     "counted only (no live model at the same checkpoint to compare with)"
                 },
-                match (report.kept_old, in_redis) {
-                    (false, _) => "",
-                    (true, false) => " (old tables kept as old_rm_…)",
-                    (true, true) => " (old keys kept under old:…)",
+                if report.kept_old {
+                    format!(
+                        " (old model kept as {})",
+                        store.place(&eventfold_projections::Namespace::Old)
+                    )
+                } else {
+                    String::new()
                 },
-                if in_redis { "keys" } else { "rows" },
+                store.unit(),
                 report
                     .rows
                     .iter()

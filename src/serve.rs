@@ -48,8 +48,8 @@ pub(crate) async fn run(
     let mut projectors = app.projections.spawn_except(stopped.clone(), &bumped);
     let mut upgrades = tokio::task::JoinSet::new();
     for bump in app.bumps.clone() {
-        let (set, redis, stopped) = (app.projections.clone(), app.redis.clone(), stopped.clone());
-        upgrades.spawn(crate::upgrade::upgrade(set, redis, bump, stopped));
+        let (set, stopped) = (app.projections.clone(), stopped.clone());
+        upgrades.spawn(crate::upgrade::upgrade(set, bump, stopped));
     }
     for line in &app.report {
         writeln!(out, "{line}")?;

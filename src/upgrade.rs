@@ -18,7 +18,6 @@ use eventfold_replay::{Progress, Target};
 /// Rebuilds a bumped projection, then runs it until `shutdown`.
 pub(crate) async fn upgrade(
     set: ProjectionSet<AnyEventStore>,
-    redis: Option<eventfold_projections::RedisTarget>,
     bump: VersionBump,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -52,16 +51,9 @@ pub(crate) async fn upgrade(
             let _ = shutdown.wait_for(|stop| *stop).await;
         }
     };
-    let result = crate::replay::rebuild_named(
-        set.log(),
-        set.db(),
-        redis.as_ref(),
-        name,
-        Target::Swap { keep_old: false },
-        progress,
-        stop,
-    )
-    .await;
+    let result =
+        crate::replay::rebuild_named(&set, name, Target::Swap { keep_old: false }, progress, stop)
+            .await;
     match result {
         Ok(report) => {
             set.forget_previous(&bump).await?;

@@ -43,6 +43,35 @@ pub enum Error {
     /// An injected failure (tests of crash recovery).
     #[error("injected failure: {0}")]
     Injected(&'static str),
+    /// The rebuilt model differs from the live model at the same checkpoint.
+    #[error("verification failed for {projection} at position {position}: {details}")]
+    Mismatch {
+        /// The projection.
+        projection: String,
+        /// The common checkpoint.
+        position: i64,
+        /// Which tables or keys differ and how.
+        details: String,
+    },
+    /// The live model kept moving; the swap gave up.
+    #[error("could not catch the live model of {0} at a common checkpoint; retry")]
+    NoCommonCheckpoint(String),
+    /// The model's store is not configured in this deployment.
+    #[error("{projection} lives in {store}, which is not configured")]
+    StoreNotConfigured {
+        /// The projection.
+        projection: String,
+        /// Its store kind.
+        store: &'static str,
+    },
+    /// A model was handed to a store of another kind (a wiring bug).
+    #[error("{projection} is not a {store} read model")]
+    WrongStore {
+        /// The projection.
+        projection: String,
+        /// The store it was handed to.
+        store: &'static str,
+    },
     /// No projection of that name in this build.
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),

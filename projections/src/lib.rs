@@ -7,25 +7,36 @@
 //!   writes and the checkpoint commit in one transaction.
 //! - [`RedisSink`] — the writes and the checkpoint go in one `MULTI/EXEC`, guarded by
 //!   `WATCH` on the checkpoint.
+//! - [`Registry`] — every read model described once ([`Model`]: name, store, owned
+//!   tables or key families, handled event types); [`models::reference`] registers the
+//!   reference domain's. Adding a read model is one module and one line there.
+//! - [`ReadStore`] — one store port per kind ([`RelationalStore`], [`RedisStore`]):
+//!   setup, sinks, progress, reset, version checkpoints, shadow builds, compare, swap.
 //! - [`models`] — the reference domain's read models and their queries.
 
 mod error;
 pub mod models;
 mod redis_sink;
+mod registry;
 mod runtime;
 mod set;
 mod sql;
 mod status;
+mod store;
 
+pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
+pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{
-    with_prefix, FailPoint, PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner,
-    RunnerOptions, Sink, SqlTx,
+    with_prefix, FailPoint, PgBatch, PgTx, PoisonPolicy, Projection, RelationalProjection,
+    RelationalSink, Runner, RunnerOptions, Sink, SqlTx,
 };
-pub use set::{
-    redis_families, version_of, ProjectionSet, RedisTarget, StoredProgress, VersionBump, REDIS,
-    RELATIONAL,
-};
+pub use set::{version_of, ProjectionSet, VersionBump};
 pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
+pub use store::{
+    snapshot, table_checksum, CatchUp, Namespace, ReadStore, RedisStore, RedisTarget,
+    RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW,
+    SHADOW_NAMESPACE,
+};

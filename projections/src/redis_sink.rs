@@ -72,8 +72,11 @@ pub trait RedisProjection: Projection {
 }
 
 /// A Redis projection with its checkpoint key.
-#[derive(Debug, Clone)]
-pub struct RedisSink<P> {
+///
+/// Guarantee: a batch's commands and its checkpoint move go in one `MULTI/EXEC`,
+/// guarded by `WATCH` on the checkpoint (and the replay's hold): exactly once.
+#[derive(Debug)]
+pub struct RedisSink<P: ?Sized = dyn RedisProjection> {
     client: Client,
     keys: RedisKeys,
     projection: Arc<P>,
@@ -91,13 +94,32 @@ pub(crate) async fn connect(client: &Client) -> Result<MultiplexedConnection> {
         .await?)
 }
 
+impl<P: ?Sized> Clone for RedisSink<P> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            projection: self.projection.clone(),
+            connection: self.connection.clone(),
+            fail_point: self.fail_point.clone(),
+        }
+    }
+}
+
 impl<P: RedisProjection> RedisSink<P> {
     /// The sink of `projection` at `client`, keys under `keys`.
     pub fn new(client: Client, keys: RedisKeys, projection: P) -> Self {
+        Self::shared(client, keys, Arc::new(projection))
+    }
+}
+
+impl<P: RedisProjection + ?Sized> RedisSink<P> {
+    /// The sink of a shared projection (the registry's).
+    pub fn shared(client: Client, keys: RedisKeys, projection: Arc<P>) -> Self {
         Self {
             client,
             keys,
-            projection: Arc::new(projection),
+            projection,
             connection: Arc::new(Mutex::new(None)),
             fail_point: FailPoint::default(),
         }
@@ -139,9 +161,14 @@ impl<P: RedisProjection> RedisSink<P> {
     }
 }
 
-impl<P: RedisProjection> Sink for RedisSink<P> {
+#[async_trait::async_trait]
+impl<P: RedisProjection + ?Sized> Sink for RedisSink<P> {
     fn name(&self) -> &'static str {
         self.projection.name()
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
     }
 
     fn handles(&self, event_type: &str) -> bool {

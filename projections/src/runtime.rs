@@ -48,76 +48,159 @@ impl SqlTx<'_> {
 }
 
 /// A projection into PostgreSQL/SQLite tables.
+///
+/// Dyn-compatible (the registry holds it as `Arc<dyn RelationalProjection>`).
+#[async_trait::async_trait]
 pub trait RelationalProjection: Projection {
     /// Idempotent DDL creating its tables.
     fn schema(&self) -> &'static [&'static str];
     /// The tables it owns.
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event inside the batch's transaction.
-    fn apply(
+    async fn apply(
         &self,
         tx: &mut SqlTx<'_>,
         event: &DomainEvent,
         record: &RecordedEvent,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> Result<()>;
     /// Applies a batch of events inside one transaction, in order. The default applies
     /// them one by one; a projection with many writes per event overrides it to fold
     /// the batch in memory and write each row once (multi-row statements). Either way
     /// the result must equal applying the events one at a time — replay verification
     /// and the tests compare the two.
-    fn apply_batch(
+    async fn apply_batch(
         &self,
         tx: &mut SqlTx<'_>,
         events: &[(&RecordedEvent, &DomainEvent)],
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            for (record, event) in events {
-                self.apply(tx, event, record).await?;
-            }
-            Ok(())
+    ) -> Result<()> {
+        for (record, event) in events {
+            self.apply(tx, event, record).await?;
         }
+        Ok(())
+    }
+    /// The PostgreSQL form of [`RelationalProjection::apply_batch`], where native
+    /// statements pay (arrays bound whole to `UNNEST`, typed binds with real NULLs).
+    /// `None` (the default): the portable form runs on PostgreSQL too. Both forms must
+    /// leave the same rows; the conformance suite compares them with SQLite's.
+    fn postgres(&self) -> Option<&dyn PgBatch> {
+        None
     }
 }
 
+/// A transaction on the PostgreSQL read store through the native driver.
+#[derive(Debug)]
+pub struct PgTx<'t> {
+    tx: Transaction<'t, sqlx::Postgres>,
+    prefix: &'t str,
+}
+
+impl PgTx<'_> {
+    /// `sql` aimed at this sink's tables (see [`SqlTx::sql`]).
+    pub fn sql<'s>(&self, sql: &'s str) -> std::borrow::Cow<'s, str> {
+        with_prefix(self.prefix, sql)
+    }
+
+    /// Where to run statements.
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+}
+
+/// A batch fold written for PostgreSQL's native driver.
+#[async_trait::async_trait]
+pub trait PgBatch: Send + Sync {
+    /// Applies `events` in order inside the batch's transaction.
+    async fn apply_batch(
+        &self,
+        tx: &mut PgTx<'_>,
+        events: &[(&RecordedEvent, &DomainEvent)],
+    ) -> Result<()>;
+}
+
 /// Where a projection writes, with its checkpoint.
+///
+/// Dyn-compatible: a store port hands sinks out as `Arc<dyn Sink>`.
+#[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     /// The projection's name.
     fn name(&self) -> &'static str;
     /// Whether the projection wants this event type.
     fn handles(&self, event_type: &str) -> bool;
     /// Creates tables/keys and the checkpoint if missing.
-    fn setup(&self) -> impl Future<Output = Result<()>> + Send;
+    async fn setup(&self) -> Result<()>;
     /// The position of the last applied event.
-    fn checkpoint(&self) -> impl Future<Output = Result<Position>> + Send;
+    async fn checkpoint(&self) -> Result<Position>;
     /// Applies `events` and moves the checkpoint from `from` to `to`, atomically.
-    fn apply(
+    async fn apply(
         &self,
         from: Position,
         events: &[(RecordedEvent, DomainEvent)],
         to: Position,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> Result<()>;
     /// Stores an event that keeps failing, with its error.
-    fn park(&self, record: &RecordedEvent, error: &str) -> impl Future<Output = Result<()>> + Send;
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()>;
+    /// Its fail point (tests of exactly-once).
+    fn fail_point(&self) -> FailPoint;
+}
+
+#[async_trait::async_trait]
+impl<S: Sink + ?Sized> Sink for Arc<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        (**self).handles(event_type)
+    }
+    async fn setup(&self) -> Result<()> {
+        (**self).setup().await
+    }
+    async fn checkpoint(&self) -> Result<Position> {
+        (**self).checkpoint().await
+    }
+    async fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        (**self).apply(from, events, to).await
+    }
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        (**self).park(record, error).await
+    }
+    fn fail_point(&self) -> FailPoint {
+        (**self).fail_point()
+    }
 }
 
 /// Fails a sink's next `n` applies after the writes and before the checkpoint commits —
 /// the moment a crash hurts most. For tests of exactly-once.
 #[derive(Debug, Clone, Default)]
-pub struct FailPoint(Arc<AtomicU32>);
+pub struct FailPoint {
+    armed: Arc<AtomicU32>,
+    fired: Arc<AtomicU32>,
+}
 
 impl FailPoint {
     /// Arms the next `n` failures.
     pub fn arm(&self, n: u32) {
-        self.0.store(n, Ordering::SeqCst);
+        self.armed.store(n, Ordering::SeqCst);
+    }
+
+    /// How many armed failures have fired so far: a test asserts it, so that a sink
+    /// that never reaches its fail point cannot pass for exactly-once.
+    pub fn fired(&self) -> u32 {
+        self.fired.load(Ordering::SeqCst)
     }
 
     /// Consumes one armed failure.
     pub(crate) fn trip(&self) -> Result<()> {
         let armed = self
-            .0
+            .armed
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if armed {
+            self.fired.fetch_add(1, Ordering::SeqCst);
             Err(Error::Injected("after the writes, before the checkpoint"))
         } else {
             Ok(())
@@ -135,8 +218,11 @@ pub fn with_prefix<'s>(prefix: &str, sql: &'s str) -> std::borrow::Cow<'s, str> 
 }
 
 /// A relational projection with its checkpoint in the same database.
-#[derive(Debug, Clone)]
-pub struct RelationalSink<P> {
+///
+/// Guarantee: a batch's writes and its checkpoint move commit in one transaction, so a
+/// batch is applied exactly once (a crash between them leaves neither).
+#[derive(Debug)]
+pub struct RelationalSink<P: ?Sized = dyn RelationalProjection> {
     db: ReadDb,
     projection: Arc<P>,
     fail_point: FailPoint,
@@ -144,6 +230,18 @@ pub struct RelationalSink<P> {
     prefix: String,
     /// Its checkpoint's row: the projection's name, prefixed like the tables.
     checkpoint_name: String,
+}
+
+impl<P: ?Sized> Clone for RelationalSink<P> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            projection: self.projection.clone(),
+            fail_point: self.fail_point.clone(),
+            prefix: self.prefix.clone(),
+            checkpoint_name: self.checkpoint_name.clone(),
+        }
+    }
 }
 
 impl<P: RelationalProjection> RelationalSink<P> {
@@ -155,10 +253,17 @@ impl<P: RelationalProjection> RelationalSink<P> {
     /// A sink writing to `{prefix}rm_…` tables with its own checkpoint (a shadow or an
     /// as-of build).
     pub fn with_prefix(db: ReadDb, projection: P, prefix: &str) -> Self {
+        Self::shared(db, Arc::new(projection), prefix)
+    }
+}
+
+impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
+    /// A sink of a shared projection (the registry's).
+    pub fn shared(db: ReadDb, projection: Arc<P>, prefix: &str) -> Self {
         let checkpoint_name = format!("{prefix}{}", projection.name());
         Self {
             db,
-            projection: Arc::new(projection),
+            projection,
             fail_point: FailPoint::default(),
             prefix: prefix.to_owned(),
             checkpoint_name,
@@ -184,15 +289,52 @@ impl<P: RelationalProjection> RelationalSink<P> {
     pub fn db(&self) -> &ReadDb {
         &self.db
     }
+
+    /// The batch through PostgreSQL's native driver: checkpoint, the projection's
+    /// native fold, commit — one transaction.
+    async fn apply_native(
+        &self,
+        pool: &sqlx::PgPool,
+        native: &dyn PgBatch,
+        from: Position,
+        events: &[(&RecordedEvent, &DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let mut tx = PgTx {
+            tx: pool.begin().await?,
+            prefix: &self.prefix,
+        };
+        let moved = sqlx::query(
+            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        )
+        .bind(to.0)
+        .bind(millis(chrono::Utc::now()))
+        .bind(&self.checkpoint_name)
+        .bind(from.0)
+        .execute(tx.conn())
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::CheckpointMoved(self.projection.name().to_owned()));
+        }
+        native.apply_batch(&mut tx, events).await?;
+        self.fail_point.trip()?;
+        tx.tx.commit().await?;
+        Ok(())
+    }
 }
 
-impl<P: RelationalProjection> Sink for RelationalSink<P> {
+#[async_trait::async_trait]
+impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
     fn name(&self) -> &'static str {
         self.projection.name()
     }
 
     fn handles(&self, event_type: &str) -> bool {
         self.projection.handles(event_type)
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
     }
 
     async fn setup(&self) -> Result<()> {
@@ -243,6 +385,11 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         events: &[(RecordedEvent, DomainEvent)],
         to: Position,
     ) -> Result<()> {
+        let events: Vec<(&RecordedEvent, &DomainEvent)> =
+            events.iter().map(|(r, e)| (r, e)).collect();
+        if let (Some(pool), Some(native)) = (self.db.native_pg(), self.projection.postgres()) {
+            return self.apply_native(pool, native, from, &events, to).await;
+        }
         let mut tx = SqlTx {
             tx: self.db.pool().begin().await?,
             dialect: self.db.dialect(),
@@ -262,8 +409,6 @@ impl<P: RelationalProjection> Sink for RelationalSink<P> {
         if moved.rows_affected() != 1 {
             return Err(Error::CheckpointMoved(self.name().to_owned()));
         }
-        let events: Vec<(&RecordedEvent, &DomainEvent)> =
-            events.iter().map(|(r, e)| (r, e)).collect();
         self.projection.apply_batch(&mut tx, &events).await?;
         self.fail_point.trip()?;
         tx.tx.commit().await?;

@@ -23,6 +23,9 @@ pub enum Dialect {
 pub struct ReadDb {
     pool: AnyPool,
     dialect: Dialect,
+    /// On PostgreSQL, a pool of the native driver too: for the projections' native
+    /// batch forms (arrays bound whole to `UNNEST`), which `sqlx::Any` cannot bind.
+    native: Option<sqlx::PgPool>,
 }
 
 const RUNTIME_SCHEMA: &[&str] = &[
@@ -73,7 +76,21 @@ impl ReadDb {
             })
             .connect_with(options)
             .await?;
-        let db = Self { pool, dialect };
+        let native = match dialect {
+            Dialect::Postgres => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await?,
+            ),
+            Dialect::Sqlite => None,
+        };
+        let db = Self {
+            pool,
+            dialect,
+            native,
+        };
         db.run_schema(RUNTIME_SCHEMA).await?;
         Ok(db)
     }
@@ -86,6 +103,11 @@ impl ReadDb {
     /// The engine.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The native PostgreSQL pool (`None` on SQLite).
+    pub fn native_pg(&self) -> Option<&sqlx::PgPool> {
+        self.native.as_ref()
     }
 
     /// Runs idempotent DDL (`CREATE … IF NOT EXISTS`), one statement at a time.

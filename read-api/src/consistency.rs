@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use eventfold_commands::http::ApiError;
 use eventfold_event_schemas::Position;
+use eventfold_http::ApiError;
 use eventfold_projections::StatusBoard;
 use serde_json::json;
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use eventfold_commands::http::AuthConfig;
 use eventfold_event_log::EventStore;
+use eventfold_http::AuthConfig;
 use eventfold_projections::{ReadDb, RedisTarget, StatusBoard};
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -45,8 +45,8 @@ pub struct QueryApi<L> {
     pub consistency_wait: Duration,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
-    /// Names of the projections that should be running (for `/readyz`).
-    pub expected_projections: Vec<&'static str>,
+    /// The projections that should be running, with their stores (for `/readyz`).
+    pub expected_projections: Vec<(&'static str, eventfold_projections::StoreKind)>,
 }
 
 impl<L> Clone for QueryApi<L>

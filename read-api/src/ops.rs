@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use eventfold_event_log::EventStore;
-use eventfold_projections::{measure_lag, ProjectionState};
+use eventfold_projections::{measure_lag, ProjectionState, StoreKind};
 use serde_json::json;
 
 use crate::QueryApi;
@@ -33,16 +33,20 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<QueryApi<L>>) -> Res
     let not_running: Vec<String> = api
         .expected_projections
         .iter()
-        .filter(|name| {
+        .filter(|(name, _)| {
             !statuses
                 .iter()
-                .any(|s| s.name == **name && matches!(s.state, ProjectionState::Running))
+                .any(|s| s.name == *name && matches!(s.state, ProjectionState::Running))
         })
-        .map(|name| (*name).to_owned())
+        .map(|(name, _)| (*name).to_owned())
         .collect();
     // Redis being down degrades the voice answer (served from the relational model)
     // but does not make the service unready.
-    let blocking = not_running.iter().any(|n| !(is_redis(n) && redis != "ok"));
+    let blocking = api
+        .expected_projections
+        .iter()
+        .filter(|(name, _)| not_running.iter().any(|n| n == name))
+        .any(|(_, store)| !(*store == StoreKind::Redis && redis != "ok"));
     let ready = log == "ok" && read_db == "ok" && !blocking;
     // Why each one is not running (e.g. "version bump from reminders.v1: rebuilding").
     let reasons: serde_json::Map<String, serde_json::Value> = statuses
@@ -67,10 +71,6 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<QueryApi<L>>) -> Res
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
-}
-
-fn is_redis(name: &str) -> bool {
-    eventfold_projections::REDIS.contains(&name)
 }
 
 async fn sqlx_ping<L>(api: &QueryApi<L>) -> &'static str {

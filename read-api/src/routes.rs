@@ -5,9 +5,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use eventfold_commands::http::{ApiError, Caller};
-use eventfold_commands::{CommandContext, Principal};
 use eventfold_event_log::EventStore;
+use eventfold_http::{ApiError, Caller, Principal};
 use eventfold_projections::models::{leaderboard, orders, purchases, reminders, voice, workouts};
 use eventfold_projections::{measure_lag, ProjectionState};
 use serde::de::DeserializeOwned;
@@ -112,7 +111,7 @@ pub(crate) struct DueQuery {
 /// The voice answer.
 pub(crate) async fn due<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<DueQuery>,
     headers: HeaderMap,
@@ -149,7 +148,7 @@ pub(crate) async fn due<L: EventStore>(
 
 pub(crate) async fn reminders<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
@@ -165,7 +164,7 @@ pub(crate) async fn reminders<L: EventStore>(
 
 pub(crate) async fn user_orders<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
@@ -187,7 +186,7 @@ pub(crate) struct AfterQuery {
 
 pub(crate) async fn order<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(order_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
@@ -203,7 +202,7 @@ pub(crate) async fn order<L: EventStore>(
 
 pub(crate) async fn consumables<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
@@ -218,7 +217,7 @@ pub(crate) async fn consumables<L: EventStore>(
 
 pub(crate) async fn purchases<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
@@ -244,7 +243,7 @@ pub(crate) struct WorkoutsQuery {
 
 pub(crate) async fn workouts<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<WorkoutsQuery>,
     headers: HeaderMap,
@@ -269,7 +268,7 @@ pub(crate) async fn workouts<L: EventStore>(
 
 pub(crate) async fn workout<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
@@ -285,7 +284,7 @@ pub(crate) async fn workout<L: EventStore>(
 
 pub(crate) async fn route<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
@@ -304,7 +303,7 @@ pub(crate) async fn route<L: EventStore>(
 
 pub(crate) async fn stats<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(CommandContext { principal, .. }): Caller,
+    Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
@@ -327,7 +326,7 @@ pub(crate) struct LeaderboardQuery {
 
 pub(crate) async fn leaderboard<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(_): Caller,
+    _: Caller,
     Path(sport): Path<String>,
     Params(q): Params<LeaderboardQuery>,
     headers: HeaderMap,
@@ -365,7 +364,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
 
 pub(crate) async fn projections<L: EventStore>(
     State(api): State<QueryApi<L>>,
-    Caller(_): Caller,
+    _: Caller,
 ) -> Answer {
     let mut items = Vec::new();
     for status in api.board.statuses() {

@@ -1,35 +1,32 @@
-//! Rebuilding read models from the log without downtime.
+//! Rebuilding read models from the log without downtime: the driver over the store
+//! ports.
 //!
-//! A rebuild writes into shadow tables (`shadow_rm_…`, with their own checkpoint) while
-//! the live model keeps serving and following the log. When the shadow has caught up,
-//! it is verified against the live model at the same checkpoint (row counts and an
-//! order-independent checksum per table) and swapped in by renaming tables in one
-//! transaction; the live runner notices its checkpoint moved and resynchronises. An
-//! interrupted rebuild resumes from the shadow's own checkpoint. An as-of build
-//! (`--to`/`--until`) writes to `asof_{label}_rm_…` and is never swapped.
+//! A rebuild writes into the model's shadow namespace (its store's
+//! [`ReadStore::sink`] in [`Namespace::Shadow`], with its own checkpoint) while the
+//! live model keeps serving and following the log. When the shadow has caught up, the
+//! store port verifies it against the live model at the same checkpoint and swaps it in
+//! atomically ([`ReadStore::swap`]); the live runner notices its checkpoint moved and
+//! resynchronises. An interrupted rebuild resumes from the shadow's own checkpoint. An
+//! as-of build (`--to`/`--until`) writes to a named namespace and is never swapped.
 //!
-//! Redis models ([`rebuild_redis`]) work the same way in a shadow key namespace; see
-//! the `redis` module for how the live model is held still for the swap.
-
-mod checksum;
-mod redis;
-mod swap;
+//! Nothing here knows a store: the relational and Redis specifics (table renames and
+//! checksums; the hold key, key-by-key comparison and `MULTI/EXEC` swap) live in their
+//! ports in `eventfold-projections`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
 use eventfold_projections::{
-    RelationalProjection, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
+    CatchUp, Model, Namespace, ReadDb, ReadStore, RedisKeys, RedisProjection, RedisStore,
+    RelationalProjection, RelationalStore, Runner, RunnerOptions, Sink, StatusBoard,
 };
 
-pub use checksum::{table_checksum, TableChecksum};
-pub use redis::{namespace_of, rebuild_redis, snapshot, OLD_NAMESPACE, SHADOW_NAMESPACE};
-pub use swap::SwapReport;
-
-/// Prefix of shadow tables.
-pub const SHADOW: &str = "shadow_";
+pub use eventfold_projections::{
+    snapshot, table_checksum, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW, SHADOW_NAMESPACE,
+};
 
 /// Result of replay work.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -37,31 +34,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a rebuild did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Projection or store failure.
+    /// Projection or store failure (a mismatch between the rebuilt and the live model
+    /// is [`eventfold_projections::Error::Mismatch`]).
     #[error(transparent)]
     Projection(#[from] eventfold_projections::Error),
-    /// The read store failed.
-    #[error("read store: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// Redis failed.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
     /// The log failed.
     #[error("event log: {0}")]
     Log(#[from] eventfold_event_log::Error),
-    /// The shadow differs from the live model at the same checkpoint.
-    #[error("verification failed for {projection} at position {position}: {details}")]
-    Mismatch {
-        /// The projection.
-        projection: String,
-        /// The common checkpoint.
-        position: i64,
-        /// Which tables differ and how.
-        details: String,
-    },
-    /// The live model kept moving; the swap gave up.
-    #[error("could not catch the live model of {0} at a common checkpoint; retry")]
-    NoCommonCheckpoint(String),
     /// An as-of target of that name already holds events before `--from`.
     #[error("{0}: the target already holds events before --from; choose another --as label")]
     TargetInUse(String),
@@ -90,6 +69,16 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The namespace a build for this target writes.
+    pub fn namespace(&self) -> Namespace {
+        match self {
+            Target::Swap { .. } => Namespace::Shadow,
+            Target::AsOf { label, .. } => Namespace::AsOf(label.clone()),
+        }
+    }
+}
+
 /// Progress of a build, for a bar or log lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -103,50 +92,14 @@ pub struct Progress {
     pub eta: Duration,
 }
 
-/// The table prefix of a target.
+/// The table prefix of a target (relational stores).
 pub fn prefix_of(target: &Target) -> String {
-    match target {
-        Target::Swap { .. } => SHADOW.to_owned(),
-        Target::AsOf { label, .. } => {
-            let clean: String = label
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            format!("asof_{}_", clean.to_ascii_lowercase())
-        }
-    }
+    RelationalStore::prefix(&target.namespace())
 }
 
-/// Waiting for a live model that is behind the shadow: worth it while it moves (a
-/// running `serve` catching up, up to a minute); not once it has stood still for half a
-/// second (nothing is running it: the swap goes ahead, counted rather than compared).
-#[derive(Debug)]
-pub(crate) struct LiveWatch {
-    last: Option<i64>,
-    moved_at: Instant,
-    started: Instant,
-}
-
-impl Default for LiveWatch {
-    fn default() -> Self {
-        Self {
-            last: None,
-            moved_at: Instant::now(),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl LiveWatch {
-    /// Whether to wait longer, the live model being at `at`.
-    pub(crate) fn keep_waiting(&mut self, at: i64) -> bool {
-        if self.last != Some(at) {
-            self.last = Some(at);
-            self.moved_at = Instant::now();
-        }
-        self.moved_at.elapsed() < Duration::from_millis(500)
-            && self.started.elapsed() < Duration::from_secs(60)
-    }
+/// The key sub-namespace of a target (Redis stores).
+pub fn namespace_of(target: &Target) -> String {
+    RedisStore::namespace(&target.namespace())
 }
 
 fn options() -> RunnerOptions {
@@ -157,7 +110,7 @@ fn options() -> RunnerOptions {
 }
 
 /// Starts a fresh window build after `from` (a resumed one goes on where it stopped).
-pub(crate) async fn start_after<K: Sink>(sink: &K, from: Position) -> Result<()> {
+async fn start_after(sink: &dyn Sink, from: Position) -> Result<()> {
     let at = sink.checkpoint().await?;
     if from.0 <= 0 || at >= from {
         return Ok(());
@@ -171,11 +124,11 @@ pub(crate) async fn start_after<K: Sink>(sink: &K, from: Position) -> Result<()>
 }
 
 /// Runs `sink` up to `target`, reporting progress about twice a second.
-pub(crate) async fn build_to<L: EventStore, K: Sink>(
+async fn build_to<L: EventStore>(
     log: &L,
-    sink: K,
+    sink: Arc<dyn Sink>,
     target: Position,
-    progress: &(impl Fn(Progress) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Position> {
     let board = StatusBoard::default();
     let name = sink.name();
@@ -208,50 +161,73 @@ pub(crate) async fn build_to<L: EventStore, K: Sink>(
     }
 }
 
-/// Drives a build into `shadow` for `target`: an as-of or window build up to its end, or
-/// a shadow build to the head followed by `swap`. When `stop` resolves first, the build
-/// ends `Interrupted` at the position `stopped` reports (its rerun resumes there).
-pub(crate) async fn drive<L, K, S, T>(
+/// The replay's runner as the ports' [`CatchUp`]: a swap takes the tail with it.
+struct Tail<'a, L> {
+    log: &'a L,
+    progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+#[eventfold_projections::async_trait]
+impl<L: EventStore> CatchUp for Tail<'_, L> {
+    async fn catch_up(
+        &self,
+        sink: Arc<dyn Sink>,
+        to: Position,
+    ) -> eventfold_projections::Result<Position> {
+        build_to(self.log, sink, to, self.progress)
+            .await
+            .map_err(|e| match e {
+                Error::Projection(e) => e,
+                Error::Log(e) => eventfold_projections::Error::Log(e),
+                other => eventfold_projections::Error::Poison {
+                    position: 0,
+                    event_type: String::new(),
+                    reason: other.to_string(),
+                },
+            })
+    }
+}
+
+/// Rebuilds `model` in `store` into `target`, stopping early (resumable) when `stop`
+/// resolves. The one driver for every store.
+pub async fn rebuild_model<L: EventStore>(
     log: &L,
-    shadow: K,
-    target: &Target,
-    progress: &(impl Fn(Progress) + Sync),
-    swap: impl FnOnce(K) -> S,
+    store: &dyn ReadStore,
+    model: &Model,
+    target: Target,
+    progress: impl Fn(Progress) + Sync,
     stop: impl Future<Output = ()>,
-    stopped: impl FnOnce() -> T,
-) -> Result<Option<SwapReport>>
-where
-    L: EventStore,
-    K: Sink + Clone,
-    S: Future<Output = Result<SwapReport>>,
-    T: Future<Output = Result<i64>>,
-{
+) -> Result<Option<SwapReport>> {
+    let namespace = target.namespace();
+    let shadow = store.sink(model, &namespace)?;
     shadow.setup().await?;
+    let progress: &(dyn Fn(Progress) + Sync) = &progress;
     let work = async {
-        match target {
+        match &target {
             Target::AsOf { from, to, .. } => {
-                start_after(&shadow, *from).await?;
-                build_to(log, shadow, *to, progress).await?;
+                start_after(shadow.as_ref(), *from).await?;
+                build_to(log, shadow.clone(), *to, progress).await?;
                 Ok(None)
             }
-            Target::Swap { .. } => {
+            Target::Swap { keep_old } => {
                 let head = log.head().await?;
                 build_to(log, shadow.clone(), head, progress).await?;
-                Ok(Some(swap(shadow).await?))
+                let tail = Tail { log, progress };
+                Ok(Some(store.swap(model, *keep_old, &tail).await?))
             }
         }
     };
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => result,
-        () = stop => Err(Error::Interrupted(stopped().await?)),
+        () = stop => Err(Error::Interrupted(store.interrupted(model, &namespace).await?.0)),
     }
 }
 
-/// Rebuilds `projection` into `target`, stopping early (resumable) when `stop` resolves.
+/// Rebuilds a relational `projection` in `db` (see [`rebuild_model`]).
 pub async fn rebuild<L, P>(
     log: &L,
-    db: &eventfold_projections::ReadDb,
+    db: &ReadDb,
     projection: P,
     target: Target,
     progress: impl Fn(Progress) + Sync,
@@ -259,20 +235,49 @@ pub async fn rebuild<L, P>(
 ) -> Result<Option<SwapReport>>
 where
     L: EventStore,
-    P: RelationalProjection + Clone,
+    P: RelationalProjection,
 {
-    let prefix = prefix_of(&target);
-    let shadow = RelationalSink::with_prefix(db.clone(), projection.clone(), &prefix);
-    let keep_old = matches!(target, Target::Swap { keep_old: true });
-    let checkpoint_of = shadow.clone();
-    drive(
-        log,
-        shadow,
-        &target,
-        &progress,
-        |shadow| swap::verify_and_swap(log, db, projection, shadow, keep_old, &progress),
-        stop,
-        || async move { Ok(checkpoint_of.checkpoint().await?.0) },
-    )
-    .await
+    let store = RelationalStore::new(db.clone());
+    let model = Model::relational(projection);
+    rebuild_model(log, &store, &model, target, progress, stop).await
+}
+
+/// Rebuilds a Redis `projection` with keys under `keys` (see [`rebuild_model`]).
+pub async fn rebuild_redis<L, P>(
+    log: &L,
+    client: &redis::Client,
+    keys: &RedisKeys,
+    projection: P,
+    target: Target,
+    progress: impl Fn(Progress) + Sync,
+    stop: impl Future<Output = ()>,
+) -> Result<Option<SwapReport>>
+where
+    L: EventStore,
+    P: RedisProjection,
+{
+    let store = RedisStore {
+        client: client.clone(),
+        keys: keys.clone(),
+    };
+    let model = Model::redis(projection);
+    rebuild_model(log, &store, &model, target, progress, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(namespace_of(&Target::Swap { keep_old: false }), "shadow:");
+        assert_eq!(prefix_of(&Target::Swap { keep_old: false }), "shadow_");
+        let asof = Target::AsOf {
+            label: "Audit 1*".into(),
+            from: Position::START,
+            to: Position(3),
+        };
+        assert_eq!(namespace_of(&asof), "asof:audit1:");
+        assert_eq!(prefix_of(&asof), "asof_audit1_");
+    }
 }

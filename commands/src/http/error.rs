@@ -1,96 +1,11 @@
-//! The one error shape of the API: `{"error", "message", "code", "details"}`.
+//! Command errors in the API's error shape.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use eventfold_domain::ErrorKind;
-use serde::Serialize;
-use serde_json::{json, Value};
+use eventfold_http::ApiError;
+use serde_json::json;
 
 use crate::CommandError;
-
-/// An error answer. 5xx bodies are generic; their cause is logged here, once.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable machine-readable code, e.g. `validation_failed`.
-    pub error: &'static str,
-    /// For humans.
-    pub message: String,
-    /// Structured context.
-    pub details: Value,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
-    code: u16,
-    details: &'a Value,
-}
-
-impl ApiError {
-    /// An error with empty details.
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            message: message.into(),
-            details: json!({}),
-        }
-    }
-
-    /// Adds details.
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = details;
-        self
-    }
-
-    /// 404 for a path nobody serves.
-    pub fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Body {
-            error: self.error,
-            message: &self.message,
-            code: self.status.as_u16(),
-            details: &self.details,
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let (status, error) = match &rejection {
-            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-            JsonRejection::JsonDataError(_) => (StatusCode::BAD_REQUEST, "validation_failed"),
-            JsonRejection::MissingJsonContentType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            _ if status == StatusCode::PAYLOAD_TOO_LARGE => (status, "payload_too_large"),
-            _ => (StatusCode::BAD_REQUEST, "bad_request"),
-        };
-        ApiError::new(status, error, rejection.body_text())
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            rejection.body_text(),
-        )
-    }
-}
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {

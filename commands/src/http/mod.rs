@@ -4,7 +4,6 @@
 //! body (`consistency_token`) and in the `X-Consistency-Token` header. Bodies are JSON,
 //! at most 64 KiB; errors use [`ApiError`]'s shape.
 
-mod auth;
 mod error;
 mod routes;
 
@@ -15,10 +14,30 @@ use axum::routing::post;
 use axum::Router;
 use eventfold_event_log::EventStore;
 
-pub use auth::{AuthConfig, Caller, Claims};
-pub use error::ApiError;
+pub use eventfold_http::{ApiError, AuthConfig, Caller, Claims};
 
 use crate::CommandService;
+
+/// The caller of a command route as the command side sees it: the authenticated
+/// [`Caller`] turned into a [`crate::CommandContext`].
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx(pub(crate) crate::CommandContext);
+
+impl<S> axum::extract::FromRequestParts<S> for Ctx
+where
+    S: Send + Sync,
+    Arc<AuthConfig>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        Ok(Ctx(caller.into()))
+    }
+}
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiError, Caller, CommandApi};
+use super::{ApiError, CommandApi, Ctx};
 use crate::CommandOutcome;
 
 /// A JSON body; an empty body reads as `{}`. Rejections use the API's error shape.
@@ -112,7 +112,7 @@ pub(crate) struct PurchaseRequest {
 
 pub(crate) async fn record_purchase<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Body(r): Body<PurchaseRequest>,
 ) -> Result<Response, ApiError> {
     let purchase = PurchaseRecorded {
@@ -148,7 +148,7 @@ pub(crate) struct ActivationRequest {
 
 pub(crate) async fn record_activation<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Path(device_id): Path<String>,
     Body(r): Body<ActivationRequest>,
 ) -> Result<Response, ApiError> {
@@ -170,7 +170,7 @@ pub(crate) struct OfferRequest {
 
 pub(crate) async fn offer<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<OfferRequest>,
 ) -> Result<Response, ApiError> {
@@ -183,7 +183,7 @@ pub(crate) struct Empty {}
 
 pub(crate) async fn accept<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -197,7 +197,7 @@ pub(crate) async fn accept<S: EventStore>(
 
 pub(crate) async fn decline<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -212,7 +212,7 @@ pub(crate) struct SnoozeRequest {
 
 pub(crate) async fn snooze<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<SnoozeRequest>,
 ) -> Result<Response, ApiError> {
@@ -221,7 +221,7 @@ pub(crate) async fn snooze<S: EventStore>(
 
 pub(crate) async fn confirm_order<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -236,7 +236,7 @@ pub(crate) struct CancelRequest {
 
 pub(crate) async fn cancel_order<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<CancelRequest>,
 ) -> Result<Response, ApiError> {
@@ -264,7 +264,7 @@ struct StartedWorkout {
 
 pub(crate) async fn start_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Body(r): Body<StartWorkoutRequest>,
 ) -> Result<Response, ApiError> {
     // Without an explicit id, a retried request (same key) must reach the same workout.
@@ -301,7 +301,7 @@ pub(crate) struct UpdateWorkoutRequest {
 
 pub(crate) async fn update_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<UpdateWorkoutRequest>,
 ) -> Result<Response, ApiError> {
@@ -320,7 +320,7 @@ pub(crate) async fn update_workout<S: EventStore>(
 
 pub(crate) async fn pause_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -333,7 +333,7 @@ pub(crate) async fn pause_workout<S: EventStore>(
 
 pub(crate) async fn resume_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
@@ -352,7 +352,7 @@ pub(crate) struct CompleteWorkoutRequest {
 
 pub(crate) async fn complete_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<CompleteWorkoutRequest>,
 ) -> Result<Response, ApiError> {
@@ -368,7 +368,7 @@ pub(crate) async fn complete_workout<S: EventStore>(
 
 pub(crate) async fn cancel_workout<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Id(id): Id,
     Body(r): Body<CancelRequest>,
 ) -> Result<Response, ApiError> {
@@ -403,7 +403,7 @@ fn yes() -> bool {
 
 pub(crate) async fn set_price<S: EventStore>(
     State(api): State<CommandApi<S>>,
-    Caller(ctx): Caller,
+    Ctx(ctx): Ctx,
     Body(r): Body<PriceRequest>,
 ) -> Result<Response, ApiError> {
     let price = PriceChanged {

@@ -217,8 +217,15 @@ async fn another_process_appending_wakes_a_subscriber_through_notify() -> anyhow
             ..SubscriptionOptions::default()
         },
     );
-    // Let the listener connect before appending.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The subscriber reads first (nothing yet) and goes to wait: from then on only a
+    // wake-up can deliver the event before the 30 s poll. Reading only after the
+    // append would find the event without any NOTIFY.
+    let waiting = tokio::spawn(async move { subscription.next().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    anyhow::ensure!(
+        !waiting.is_finished(),
+        "the subscriber found an event in an empty log"
+    );
     other
         .append(
             &StreamId::new("order-1")?,
@@ -226,8 +233,8 @@ async fn another_process_appending_wakes_a_subscriber_through_notify() -> anyhow
             &[NewEvent::new("Placed", json!({}))],
         )
         .await?;
-    tokio::time::timeout(Duration::from_secs(3), subscription.next())
+    tokio::time::timeout(Duration::from_secs(3), waiting)
         .await
-        .context("no NOTIFY wake-up within 3 s (polling was set to 30 s)")??;
+        .context("no NOTIFY wake-up within 3 s (polling was set to 30 s)")???;
     Ok(())
 }

@@ -21,6 +21,7 @@ impl Projection for CatalogProjection {
     }
 }
 
+#[async_trait::async_trait]
 impl RelationalProjection for CatalogProjection {
     fn schema(&self) -> &'static [&'static str] {
         &["CREATE TABLE IF NOT EXISTS rm_prices (

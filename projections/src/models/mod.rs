@@ -21,7 +21,21 @@ pub mod workouts;
 
 use eventfold_event_schemas::RecordedEvent;
 
-use crate::Error;
+use crate::{Error, Registry};
+
+/// The reference domain's read models. Adding a read model is a module above and one
+/// line here; everything else (serve's runners, status, reset, replay, version bumps,
+/// readiness, metrics, the conformance suite) finds it in the registry.
+pub fn reference() -> Registry {
+    Registry::new()
+        .relational(reminders::RemindersProjection)
+        .relational(orders::OrdersProjection)
+        .relational(purchases::PurchasesProjection)
+        .relational(catalog::CatalogProjection)
+        .relational(workouts::WorkoutsProjection)
+        .redis(voice::VoiceDueProjection)
+        .redis(leaderboard::LeaderboardProjection)
+}
 
 /// A broken invariant in an event: the event is poison for this projection.
 pub(crate) fn poison(record: &RecordedEvent, reason: impl Into<String>) -> Error {

@@ -29,6 +29,7 @@ impl Projection for OrdersProjection {
     }
 }
 
+#[async_trait::async_trait]
 impl RelationalProjection for OrdersProjection {
     fn schema(&self) -> &'static [&'static str] {
         &[

@@ -27,6 +27,7 @@ impl Projection for PurchasesProjection {
     }
 }
 
+#[async_trait::async_trait]
 impl RelationalProjection for PurchasesProjection {
     fn schema(&self) -> &'static [&'static str] {
         &[

@@ -32,6 +32,7 @@ impl Projection for RemindersProjection {
     }
 }
 
+#[async_trait::async_trait]
 impl RelationalProjection for RemindersProjection {
     fn schema(&self) -> &'static [&'static str] {
         &[

@@ -23,6 +23,7 @@ impl Projection for WorkoutsProjection {
     }
 }
 
+#[async_trait::async_trait]
 impl RelationalProjection for WorkoutsProjection {
     fn schema(&self) -> &'static [&'static str] {
         &[

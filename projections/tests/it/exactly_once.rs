@@ -45,9 +45,15 @@ async fn injected_failures_leave_no_trace<S: EventStore>(
     let db = ReadDb::connect(url).await?;
     let sink = RelationalSink::new(db.clone(), WorkoutsProjection);
     // Every one of the first 10 batches fails after writing, before its checkpoint.
-    sink.fail_point().arm(10);
+    let fail_point = sink.fail_point();
+    fail_point.arm(10);
     let runner = Runner::new(store.clone(), sink, options(), StatusBoard::default());
     runner.run_until(Some(store.head().await?)).await?;
+    assert_eq!(
+        fail_point.fired(),
+        10,
+        "the fail point did not fire: nothing was tested"
+    );
     assert_eq!(runner.sink().checkpoint().await?, store.head().await?);
     assert_totals(&db).await
 }

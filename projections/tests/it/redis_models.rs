@@ -178,7 +178,8 @@ async fn leaderboards_rank_distance_per_sport_and_week() -> anyhow::Result<()> {
     append_completed_workouts(&db.store, 1, 1).await?;
     let head = Some(db.store.head().await?);
     let sink = RedisSink::new(client.clone(), keys.clone(), LeaderboardProjection);
-    sink.fail_point().arm(2);
+    let fail_point = sink.fail_point();
+    fail_point.arm(2);
     let options = RunnerOptions {
         batch_size: 3,
         backoff: Duration::from_millis(1),
@@ -187,6 +188,7 @@ async fn leaderboards_rank_distance_per_sport_and_week() -> anyhow::Result<()> {
     Runner::new(db.store.clone(), sink, options, StatusBoard::default())
         .run_until(head)
         .await?;
+    assert_eq!(fail_point.fired(), 2, "the fail point did not fire");
     let top = leaderboard::top(&client, &keys, "running", &iso_week(now()), 10).await?;
     assert_eq!(top.len(), 3);
     assert_eq!(

@@ -408,7 +408,11 @@ async fn an_older_redis_model_version_is_reported_as_a_bump_and_forgotten_after(
     let bumps = set.version_bumps().await?;
     assert_eq!(bumps.len(), 1, "{bumps:?}");
     assert_eq!(
-        (bumps[0].name, bumps[0].previous.clone(), bumps[0].store),
+        (
+            bumps[0].name,
+            bumps[0].previous.clone(),
+            bumps[0].store.as_str()
+        ),
         ("voice_due.v1", vec!["voice_due.v0".to_owned()], "redis")
     );
     set.forget_previous(&bumps[0]).await?;

@@ -1,4 +1,5 @@
-//! Authentication: a bearer JWT (HS256) or an API key; and the request's command context.
+//! Authentication: a bearer JWT (HS256) or an API key; and what a request says about
+//! itself (idempotency key, correlation and causation ids).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,8 +11,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::error::ApiError;
-use crate::{CommandContext, Principal, Role};
+use crate::error::ApiError;
+use crate::{Principal, Role};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 200;
@@ -115,8 +116,17 @@ pub struct Claims {
 }
 
 /// The authenticated caller with the request's idempotency key and correlation id.
-#[derive(Debug, Clone)]
-pub struct Caller(pub CommandContext);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    /// `Idempotency-Key`: the same key for the same command returns the first result.
+    pub idempotency_key: Option<String>,
+    /// `X-Correlation-Id`, or a fresh one.
+    pub correlation_id: Uuid,
+    /// `X-Causation-Id`, when given.
+    pub causation_id: Option<Uuid>,
+}
 
 impl<S> FromRequestParts<S> for Caller
 where
@@ -149,11 +159,11 @@ where
             .and_then(|v| Uuid::parse_str(&v).ok())
             .unwrap_or_else(Uuid::new_v4);
         let causation_id = header("x-causation-id").and_then(|v| Uuid::parse_str(&v).ok());
-        Ok(Caller(CommandContext {
+        Ok(Caller {
             principal,
             idempotency_key,
             correlation_id,
             causation_id,
-        }))
+        })
     }
 }

@@ -12,16 +12,17 @@
 //! comparing, swapping — tens of milliseconds for a few thousand keys).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
-use eventfold_projections::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
-use crate::{build_to, Error, LiveWatch, Progress, Result, SwapReport, Target};
+use super::{CatchUp, LiveWatch, SwapReport};
+use crate::redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
+use crate::runtime::Sink;
+use crate::{Error, Result};
 
 /// Sub-namespace of shadow builds.
 pub const SHADOW_NAMESPACE: &str = "shadow:";
@@ -31,20 +32,6 @@ pub const OLD_NAMESPACE: &str = "old:";
 const HOLD_MS: u64 = 30_000;
 /// Keys per SCAN step and per pipelined read.
 const CHUNK: usize = 1000;
-
-/// The sub-namespace of a target: `shadow:` or `asof:{label}:`.
-pub fn namespace_of(target: &Target) -> String {
-    match target {
-        Target::Swap { .. } => SHADOW_NAMESPACE.to_owned(),
-        Target::AsOf { label, .. } => {
-            let clean: String = label
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                .collect();
-            format!("asof:{}:", clean.to_ascii_lowercase())
-        }
-    }
-}
 
 /// A value rendered canonically: hashes and sets sorted, sorted sets by member.
 fn render(kind: &str, value: &redis::Value) -> Result<String> {
@@ -148,54 +135,20 @@ async fn position(conn: &mut MultiplexedConnection, key: &str) -> Result<Option<
     Ok(conn.get(key).await?)
 }
 
-/// Rebuilds the Redis model `projection` into `target` (keys under `keys`, the live
-/// namespace), stopping early (resumable) when `stop` resolves.
-pub async fn rebuild_redis<L, P>(
-    log: &L,
+/// Holds the live model still, takes the tail into the shadow, compares, swaps.
+pub(crate) async fn verify_and_swap(
     client: &redis::Client,
     keys: &RedisKeys,
-    projection: P,
-    target: Target,
-    progress: impl Fn(Progress) + Sync,
-    stop: impl Future<Output = ()>,
-) -> Result<Option<SwapReport>>
-where
-    L: EventStore,
-    P: RedisProjection + Clone,
-{
-    let name = projection.name();
-    let build_keys = keys.nested(&namespace_of(&target));
-    let shadow = RedisSink::new(client.clone(), build_keys.clone(), projection.clone());
-    let keep_old = matches!(target, Target::Swap { keep_old: true });
-    crate::drive(
-        log,
-        shadow,
-        &target,
-        &progress,
-        |shadow| verify_and_swap(log, client, keys, projection, shadow, keep_old, &progress),
-        stop,
-        || async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            // A hold left by an interrupted swap would pause the live model until it
-            // expires: free it now.
-            let _: i64 = conn.del(keys.hold(name)).await?;
-            let at = position(&mut conn, &build_keys.checkpoint(name)).await?;
-            Ok(at.unwrap_or(0))
-        },
-    )
-    .await
-}
-
-async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
-    log: &L,
-    client: &redis::Client,
-    keys: &RedisKeys,
-    projection: P,
-    shadow: RedisSink<P>,
+    projection: &Arc<dyn RedisProjection>,
     keep_old: bool,
-    progress: &(impl Fn(Progress) + Sync),
+    catch_up: &dyn CatchUp,
 ) -> Result<SwapReport> {
     let name = projection.name();
+    let shadow = RedisSink::shared(
+        client.clone(),
+        keys.nested(SHADOW_NAMESPACE),
+        projection.clone(),
+    );
     let mut conn = client.get_multiplexed_async_connection().await?;
     let live_checkpoint = keys.checkpoint(name);
     let shadow_checkpoint = shadow.keys().checkpoint(name);
@@ -220,16 +173,7 @@ async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
             .arg(HOLD_MS)
             .query_async(&mut conn)
             .await?;
-        let attempt = swap_held(
-            log,
-            &mut conn,
-            keys,
-            &projection,
-            &shadow,
-            keep_old,
-            progress,
-        )
-        .await;
+        let attempt = swap_held(&mut conn, keys, projection, &shadow, keep_old, catch_up).await;
         match attempt {
             Ok(Some(report)) => return Ok(report),
             Ok(None) => {
@@ -246,14 +190,13 @@ async fn verify_and_swap<L: EventStore, P: RedisProjection + Clone>(
 
 /// With the live model held: catch the shadow up, compare, swap. `None`: the
 /// checkpoints moved under the swap (retry).
-async fn swap_held<L: EventStore, P: RedisProjection + Clone>(
-    log: &L,
+async fn swap_held(
     conn: &mut MultiplexedConnection,
     keys: &RedisKeys,
-    projection: &P,
-    shadow: &RedisSink<P>,
+    projection: &Arc<dyn RedisProjection>,
+    shadow: &RedisSink,
     keep_old: bool,
-    progress: &(impl Fn(Progress) + Sync),
+    catch_up: &dyn CatchUp,
 ) -> Result<Option<SwapReport>> {
     let name = projection.name();
     let families = projection.key_families();
@@ -263,9 +206,8 @@ async fn swap_held<L: EventStore, P: RedisProjection + Clone>(
     let mut shadow_at = position(conn, &shadow_checkpoint).await?.unwrap_or(0);
     if let Some(live_at) = live_at.filter(|l| *l > shadow_at) {
         // The tail that arrived since the last catch-up: a few events.
-        shadow_at = build_to(log, shadow.clone(), Position(live_at), progress)
-            .await?
-            .0;
+        let sink: Arc<dyn Sink> = Arc::new(shadow.clone());
+        shadow_at = catch_up.catch_up(sink, Position(live_at)).await?.0;
     }
     let compare = live_at == Some(shadow_at);
     let rebuilt = snapshot(conn, shadow.keys(), families).await?;
@@ -338,22 +280,4 @@ async fn swap_held<L: EventStore, P: RedisProjection + Clone>(
         rows: counts(&rebuilt, families),
         kept_old: keep_old,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespaces() {
-        assert_eq!(namespace_of(&Target::Swap { keep_old: false }), "shadow:");
-        assert_eq!(
-            namespace_of(&Target::AsOf {
-                label: "Audit 1*".into(),
-                from: Position::START,
-                to: Position(3)
-            }),
-            "asof:audit1:"
-        );
-    }
 }

@@ -1,32 +1,16 @@
 //! Verify the shadow against the live model at a common checkpoint, then swap tables.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
-use eventfold_projections::{
-    with_prefix, Dialect, ReadDb, RelationalProjection, RelationalSink, Sink,
-};
-use serde::Serialize;
 
-use crate::checksum::table_checksum;
-use crate::{build_to, Error, LiveWatch, Progress, Result, SHADOW};
-
-/// What a swap did.
-#[derive(Debug, Clone, Serialize)]
-pub struct SwapReport {
-    /// The projection.
-    pub projection: String,
-    /// The checkpoint the new model took over at.
-    pub position: i64,
-    /// Whether it was compared with the live model (the live model was at the same
-    /// checkpoint) or only counted (the live model was behind and not moving).
-    pub verified_against_live: bool,
-    /// Rows per table in the new model.
-    pub rows: Vec<(String, u64)>,
-    /// Whether the replaced tables were kept as `old_rm_…`.
-    pub kept_old: bool,
-}
+use super::checksum::table_checksum;
+use super::relational::SHADOW;
+use super::{CatchUp, LiveWatch, SwapReport};
+use crate::runtime::{with_prefix, RelationalProjection, RelationalSink, Sink};
+use crate::sql::{Dialect, ReadDb};
+use crate::{Error, Result};
 
 /// Index names and statements of a projection's schema.
 fn indexes(schema: &[&'static str]) -> Vec<(String, &'static str)> {
@@ -48,18 +32,21 @@ async fn position(db: &ReadDb, name: &str) -> Result<Position> {
     Ok(Position(p.unwrap_or(0)))
 }
 
-pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clone>(
-    log: &L,
+pub(crate) async fn verify_and_swap(
     db: &ReadDb,
-    projection: P,
-    shadow: RelationalSink<P>,
+    projection: &Arc<dyn RelationalProjection>,
     keep_old: bool,
-    progress: &(impl Fn(Progress) + Sync),
+    catch_up: &dyn CatchUp,
 ) -> Result<SwapReport> {
     let name = projection.name();
-    let live = RelationalSink::new(db.clone(), projection.clone());
+    let live = RelationalSink::shared(db.clone(), projection.clone(), "");
+    let shadow: Arc<dyn Sink> = Arc::new(RelationalSink::shared(
+        db.clone(),
+        projection.clone(),
+        SHADOW,
+    ));
+    let shadow_name = format!("{SHADOW}{name}");
     live.setup().await?;
-    let shadow_name = shadow.checkpoint_name().to_owned();
     let mut watch = LiveWatch::default();
     for _ in 0..50 {
         let (mut live_at, shadow_at) =
@@ -74,7 +61,7 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
         if shadow_at < live_at && !postgres {
             // SQLite: one writer, so the shadow catches up before the lock (a busy
             // live model may need a few rounds).
-            build_to(log, shadow.clone(), live_at, progress).await?;
+            catch_up.catch_up(shadow.clone(), live_at).await?;
             continue;
         }
         let mut tx = db.pool().begin().await?;
@@ -95,7 +82,9 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
             // PostgreSQL: with the live model held, the shadow takes the last events on
             // other connections — a tail of a few batches, so a busy log cannot keep
             // the swap chasing it.
-            build_to(log, shadow.clone(), Position(live_now), progress).await?;
+            catch_up
+                .catch_up(shadow.clone(), Position(live_now))
+                .await?;
         }
         sqlx::query("UPDATE eventfold_checkpoints SET updated_at = updated_at WHERE name = $1")
             .bind(&shadow_name)
@@ -108,7 +97,7 @@ pub(crate) async fn verify_and_swap<L: EventStore, P: RelationalProjection + Clo
         }
         let compare = live_now == shadow_now;
         // No runner creates tables while this one renames them.
-        eventfold_projections::lock_ddl(&mut tx, db.dialect()).await?;
+        crate::sql::lock_ddl(&mut tx, db.dialect()).await?;
         let mut rows = Vec::new();
         let mut differences = Vec::new();
         for table in projection.tables() {
