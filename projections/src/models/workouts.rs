@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{iso_week, poison};
-use crate::runtime::{Projection, RelationalProjection, SqlTx};
+use crate::runtime::{PgBatch, PgTx, Projection, RelationalProjection, SqlTx};
 use crate::sql::{from_millis, in_list, millis, placeholders, ReadDb, ROWS};
 use crate::Result;
 
@@ -72,6 +72,29 @@ impl RelationalProjection for WorkoutsProjection {
         events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
         fold(tx, events).await
+    }
+
+    fn postgres(&self) -> Option<&dyn PgBatch> {
+        Some(self)
+    }
+}
+
+/// On PostgreSQL: the same fold, read with `= ANY($1)` and written with one `UNNEST`
+/// upsert per table — a batch's columns bound as arrays, NULLs as NULLs.
+#[async_trait::async_trait]
+impl PgBatch for WorkoutsProjection {
+    async fn apply_batch(
+        &self,
+        tx: &mut PgTx<'_>,
+        events: &[(&RecordedEvent, &DomainEvent)],
+    ) -> Result<()> {
+        let (ids, users) = touched(events);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let loaded = pg::load(tx, &ids, &users).await?;
+        let changes = fold_in_memory(events, loaded)?;
+        pg::write(tx, &changes).await
     }
 }
 
@@ -159,11 +182,8 @@ fn nullable_doubles(list: &str, width: usize, columns: &[usize]) -> String {
     out
 }
 
-/// Folds a batch: reads the rows it touches once, applies every event in memory — in
-/// order, with the same arithmetic as one statement per event — and writes each
-/// changed row once, with multi-row statements. One event per call gives the same
-/// result (the runner isolates a poison event that way).
-async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
+/// The rows a batch touches: workout ids, and users of completed workouts.
+fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> (Vec<String>, Vec<String>) {
     let mut ids = std::collections::BTreeSet::new();
     let mut users = std::collections::BTreeSet::new();
     for (_, event) in events {
@@ -180,13 +200,36 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             _ => false,
         };
     }
-    if ids.is_empty() {
-        return Ok(());
-    }
     let ids: Vec<String> = ids.into_iter().collect();
     let users: Vec<String> = users.into_iter().collect();
-    let mut workouts = load_workouts(tx, &ids).await?;
-    let (mut stats, mut weeks) = load_user_rows(tx, &users).await?;
+    (ids, users)
+}
+
+/// The rows a batch reads before folding.
+#[derive(Debug, Default)]
+struct Loaded {
+    workouts: std::collections::HashMap<String, Workout>,
+    stats: std::collections::HashMap<String, Stats>,
+    weeks: std::collections::HashMap<(String, String), Week>,
+}
+
+/// The rows a batch writes.
+#[derive(Debug, Default)]
+struct Changes {
+    workouts: Vec<(String, Workout)>,
+    points: Vec<Point>,
+    stats: Vec<(String, Stats)>,
+    weeks: Vec<((String, String), Week)>,
+}
+
+/// Folds a batch over the rows it read: every event applied in memory — in order,
+/// with the same arithmetic as one statement per event — each changed row once.
+fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> Result<Changes> {
+    let Loaded {
+        mut workouts,
+        mut stats,
+        mut weeks,
+    } = loaded;
     let mut changed = std::collections::BTreeSet::new();
     let mut changed_stats = std::collections::BTreeSet::new();
     let mut changed_weeks = std::collections::BTreeSet::new();
@@ -312,11 +355,50 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             _ => {}
         }
     }
-    let rows: Vec<(&String, &Workout)> = changed
-        .iter()
-        .filter_map(|id| workouts.get(id).map(|w| (id, w)))
-        .collect();
-    for chunk in rows.chunks(ROWS) {
+    let take = |changed: std::collections::BTreeSet<String>,
+                rows: &mut std::collections::HashMap<String, Workout>| {
+        changed
+            .into_iter()
+            .filter_map(|id| rows.remove(&id).map(|w| (id, w)))
+            .collect::<Vec<_>>()
+    };
+    Ok(Changes {
+        workouts: take(changed, &mut workouts),
+        points,
+        stats: changed_stats
+            .into_iter()
+            .filter_map(|u| stats.remove(&u).map(|s| (u, s)))
+            .collect(),
+        weeks: changed_weeks
+            .into_iter()
+            .filter_map(|k| weeks.remove(&k).map(|w| (k, w)))
+            .collect(),
+    })
+}
+
+/// Folds a batch through portable SQL (SQLite; PostgreSQL without its native form):
+/// one read of the rows it touches, multi-row upserts. One event per call gives the
+/// same result (the runner isolates a poison event that way).
+async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
+    let (ids, users) = touched(events);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let workouts = load_workouts(tx, &ids).await?;
+    let (stats, weeks) = load_user_rows(tx, &users).await?;
+    let changes = fold_in_memory(
+        events,
+        Loaded {
+            workouts,
+            stats,
+            weeks,
+        },
+    )?;
+    write_portable(tx, &changes).await
+}
+
+async fn write_portable(tx: &mut SqlTx<'_>, changes: &Changes) -> Result<()> {
+    for chunk in changes.workouts.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO rm_workouts ({WORKOUT_COLUMNS}) VALUES {} ON CONFLICT (workout_id) DO UPDATE SET \
              user_id = excluded.user_id, sport = excluded.sport, status = excluded.status, \
@@ -331,7 +413,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         let mut query = sqlx::query(&sql);
         for (id, w) in chunk {
             query = query
-                .bind((*id).clone())
+                .bind(id.clone())
                 .bind(w.user_id.clone())
                 .bind(w.sport.clone())
                 .bind(w.status)
@@ -349,7 +431,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         }
         query.execute(tx.conn()).await?;
     }
-    for chunk in points.chunks(ROWS * 2) {
+    for chunk in changes.points.chunks(ROWS * 2) {
         let sql = format!(
             "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES {} \
              ON CONFLICT (workout_id, position, idx) DO NOTHING",
@@ -368,11 +450,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         }
         query.execute(tx.conn()).await?;
     }
-    let rows: Vec<(&String, &Stats)> = changed_stats
-        .iter()
-        .filter_map(|u| stats.get(u).map(|s| (u, s)))
-        .collect();
-    for chunk in rows.chunks(ROWS) {
+    for chunk in changes.stats.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
              longest_distance_m, longest_seconds, fastest_avg_speed_mps) VALUES {} \
@@ -386,7 +464,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         let mut query = sqlx::query(&sql);
         for (user, s) in chunk {
             query = query
-                .bind((*user).clone())
+                .bind(user.clone())
                 .bind(s.workouts)
                 .bind(s.total_seconds)
                 .bind(s.total_distance_m)
@@ -396,11 +474,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         }
         query.execute(tx.conn()).await?;
     }
-    let rows: Vec<(&(String, String), &Week)> = changed_weeks
-        .iter()
-        .filter_map(|k| weeks.get(k).map(|w| (k, w)))
-        .collect();
-    for chunk in rows.chunks(ROWS) {
+    for chunk in changes.weeks.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) VALUES {} \
              ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
@@ -421,7 +495,6 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
     }
     Ok(())
 }
-
 fn set_status(
     workouts: &mut std::collections::HashMap<String, Workout>,
     changed: &mut std::collections::BTreeSet<String>,
@@ -537,6 +610,207 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
         }
     }
     Ok((stats, weeks))
+}
+
+mod pg {
+    //! The native PostgreSQL reads and writes of a batch.
+
+    use sqlx::Row;
+
+    use super::{status_of, Changes, Loaded, Stats, Week, Workout, WORKOUT_COLUMNS};
+    use crate::runtime::PgTx;
+    use crate::Result;
+
+    pub(super) async fn load(
+        tx: &mut PgTx<'_>,
+        ids: &[String],
+        users: &[String],
+    ) -> Result<Loaded> {
+        let mut loaded = Loaded::default();
+        let sql = format!("SELECT {WORKOUT_COLUMNS} FROM rm_workouts WHERE workout_id = ANY($1)");
+        let sql = tx.sql(&sql).into_owned();
+        for r in sqlx::query(&sql).bind(ids).fetch_all(tx.conn()).await? {
+            let status: String = r.try_get("status")?;
+            loaded.workouts.insert(
+                r.try_get("workout_id")?,
+                Workout {
+                    user_id: r.try_get("user_id")?,
+                    sport: r.try_get("sport")?,
+                    status: status_of(&status),
+                    started_at: r.try_get("started_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    goal_distance_m: r.try_get("goal_distance_m")?,
+                    distance_m: r.try_get("distance_m")?,
+                    active_seconds: r.try_get("active_seconds")?,
+                    avg_speed_mps: r.try_get("avg_speed_mps")?,
+                    max_heart_rate: r.try_get("max_heart_rate")?,
+                    last_heart_rate: r.try_get("last_heart_rate")?,
+                    last_speed_mps: r.try_get("last_speed_mps")?,
+                    updates: r.try_get("updates")?,
+                    points: r.try_get("points")?,
+                },
+            );
+        }
+        if users.is_empty() {
+            return Ok(loaded);
+        }
+        let sql = tx
+            .sql(
+                "SELECT user_id, workouts, total_seconds, total_distance_m, longest_distance_m, \
+                 longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id = ANY($1)",
+            )
+            .into_owned();
+        for r in sqlx::query(&sql).bind(users).fetch_all(tx.conn()).await? {
+            loaded.stats.insert(
+                r.try_get("user_id")?,
+                Stats {
+                    workouts: r.try_get("workouts")?,
+                    total_seconds: r.try_get("total_seconds")?,
+                    total_distance_m: r.try_get("total_distance_m")?,
+                    longest_distance_m: r.try_get("longest_distance_m")?,
+                    longest_seconds: r.try_get("longest_seconds")?,
+                    fastest_avg_speed_mps: r.try_get("fastest_avg_speed_mps")?,
+                },
+            );
+        }
+        let sql = tx
+            .sql("SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id = ANY($1)")
+            .into_owned();
+        for r in sqlx::query(&sql).bind(users).fetch_all(tx.conn()).await? {
+            loaded.weeks.insert(
+                (r.try_get("user_id")?, r.try_get("week")?),
+                Week {
+                    workouts: r.try_get("workouts")?,
+                    distance_m: r.try_get("distance_m")?,
+                    seconds: r.try_get("seconds")?,
+                },
+            );
+        }
+        Ok(loaded)
+    }
+
+    pub(super) async fn write(tx: &mut PgTx<'_>, changes: &Changes) -> Result<()> {
+        if !changes.workouts.is_empty() {
+            let w = &changes.workouts;
+            let col =
+                |f: fn(&Workout) -> Option<f64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+            let int =
+                |f: fn(&Workout) -> Option<i64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+            let text = |f: fn(&Workout) -> &str| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+            let sql = tx
+                .sql(&format!(
+                    "INSERT INTO rm_workouts ({WORKOUT_COLUMNS}) SELECT * FROM UNNEST(\
+                     $1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+                     $7::float8[], $8::float8[], $9::int8[], $10::float8[], $11::int8[], $12::int8[], \
+                     $13::float8[], $14::int8[], $15::int8[]) \
+                     ON CONFLICT (workout_id) DO UPDATE SET \
+                     user_id = excluded.user_id, sport = excluded.sport, status = excluded.status, \
+                     started_at = excluded.started_at, ended_at = excluded.ended_at, \
+                     goal_distance_m = excluded.goal_distance_m, distance_m = excluded.distance_m, \
+                     active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
+                     max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
+                     last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points"
+                ))
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(w.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+                .bind(text(|x| &x.user_id))
+                .bind(text(|x| &x.sport))
+                .bind(text(|x| x.status))
+                .bind(int(|x| Some(x.started_at)))
+                .bind(int(|x| x.ended_at))
+                .bind(col(|x| x.goal_distance_m))
+                .bind(col(|x| Some(x.distance_m)))
+                .bind(int(|x| Some(x.active_seconds)))
+                .bind(col(|x| x.avg_speed_mps))
+                .bind(int(|x| x.max_heart_rate))
+                .bind(int(|x| x.last_heart_rate))
+                .bind(col(|x| x.last_speed_mps))
+                .bind(int(|x| Some(x.updates)))
+                .bind(int(|x| Some(x.points)))
+                .execute(tx.conn())
+                .await?;
+        }
+        if !changes.points.is_empty() {
+            let p = &changes.points;
+            let sql = tx
+                .sql(
+                    "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) \
+                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], $6::int8[]) \
+                     ON CONFLICT (workout_id, position, idx) DO NOTHING",
+                )
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(p.iter().map(|x| x.workout_id.as_str()).collect::<Vec<_>>())
+                .bind(p.iter().map(|x| x.position).collect::<Vec<_>>())
+                .bind(p.iter().map(|x| x.idx).collect::<Vec<_>>())
+                .bind(p.iter().map(|x| x.lat).collect::<Vec<_>>())
+                .bind(p.iter().map(|x| x.lon).collect::<Vec<_>>())
+                .bind(p.iter().map(|x| x.at).collect::<Vec<_>>())
+                .execute(tx.conn())
+                .await?;
+        }
+        if !changes.stats.is_empty() {
+            let st = &changes.stats;
+            let sql = tx
+                .sql(
+                    "INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
+                     longest_distance_m, longest_seconds, fastest_avg_speed_mps) \
+                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], $6::int8[], $7::float8[]) \
+                     ON CONFLICT (user_id) DO UPDATE SET workouts = excluded.workouts, \
+                     total_seconds = excluded.total_seconds, total_distance_m = excluded.total_distance_m, \
+                     longest_distance_m = excluded.longest_distance_m, longest_seconds = excluded.longest_seconds, \
+                     fastest_avg_speed_mps = excluded.fastest_avg_speed_mps",
+                )
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(st.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+                .bind(st.iter().map(|(_, s)| s.workouts).collect::<Vec<_>>())
+                .bind(st.iter().map(|(_, s)| s.total_seconds).collect::<Vec<_>>())
+                .bind(
+                    st.iter()
+                        .map(|(_, s)| s.total_distance_m)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    st.iter()
+                        .map(|(_, s)| s.longest_distance_m)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    st.iter()
+                        .map(|(_, s)| s.longest_seconds)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    st.iter()
+                        .map(|(_, s)| s.fastest_avg_speed_mps)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(tx.conn())
+                .await?;
+        }
+        if !changes.weeks.is_empty() {
+            let wk = &changes.weeks;
+            let sql = tx
+                .sql(
+                    "INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[], $5::int8[]) \
+                     ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
+                     distance_m = excluded.distance_m, seconds = excluded.seconds",
+                )
+                .into_owned();
+            sqlx::query(&sql)
+                .bind(wk.iter().map(|((u, _), _)| u.as_str()).collect::<Vec<_>>())
+                .bind(wk.iter().map(|((_, w), _)| w.as_str()).collect::<Vec<_>>())
+                .bind(wk.iter().map(|(_, w)| w.workouts).collect::<Vec<_>>())
+                .bind(wk.iter().map(|(_, w)| w.distance_m).collect::<Vec<_>>())
+                .bind(wk.iter().map(|(_, w)| w.seconds).collect::<Vec<_>>())
+                .execute(tx.conn())
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// A workout's summary and details.
