@@ -210,10 +210,8 @@ impl<L: EventStore> ProjectionSet<L> {
     /// [`ProjectionSet::forget_previous`] once the rebuilt model is swapped in.
     pub async fn version_bumps(&self) -> Result<Vec<VersionBump>> {
         let mut out = Vec::new();
-        for kind in [StoreKind::Relational, StoreKind::Redis] {
-            let Some(store) = self.stores.of(kind) else {
-                continue;
-            };
+        for store in self.stores.iter() {
+            let kind = store.kind();
             let models: Vec<&Model> = self.registry.in_store(kind).collect();
             if models.is_empty() {
                 continue;

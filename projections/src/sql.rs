@@ -157,6 +157,51 @@ pub(crate) fn in_list(n: usize) -> String {
 /// engines' parameter limits (PostgreSQL 65535, SQLite 32766).
 pub(crate) const ROWS: usize = 200;
 
+/// A row of either driver (`sqlx::Any`, native PostgreSQL) read by column name with the
+/// column types read models use, so a model decodes its rows once for both.
+pub(crate) trait ModelRow {
+    /// A TEXT column.
+    fn text(&self, column: &str) -> Result<String>;
+    /// A nullable TEXT column.
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    /// A BIGINT column.
+    fn int(&self, column: &str) -> Result<i64>;
+    /// A nullable BIGINT column.
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    /// A DOUBLE PRECISION column.
+    fn float(&self, column: &str) -> Result<f64>;
+    /// A nullable DOUBLE PRECISION column.
+    fn opt_float(&self, column: &str) -> Result<Option<f64>>;
+}
+
+macro_rules! model_row {
+    ($row:ty) => {
+        impl ModelRow for $row {
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn float(&self, column: &str) -> Result<f64> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_float(&self, column: &str) -> Result<Option<f64>> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+
+model_row!(sqlx::any::AnyRow);
+model_row!(sqlx::postgres::PgRow);
+
 /// Epoch milliseconds of a time, the storage format of times in read models.
 pub fn millis(at: chrono::DateTime<chrono::Utc>) -> i64 {
     at.timestamp_millis()

@@ -4,10 +4,10 @@ use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 use serde::Serialize;
 use sqlx::Row as _;
 
-use crate::runtime::{Projection, RelationalProjection, SqlTx};
+use crate::runtime::{PgBatch, PgTx, Projection, RelationalProjection, SqlTx};
 use std::collections::HashMap;
 
-use crate::sql::{from_millis, in_list, millis, placeholders, ReadDb, ROWS};
+use crate::sql::{from_millis, in_list, millis, placeholders, ModelRow, ReadDb, ROWS};
 use crate::Result;
 
 /// The projection.
@@ -65,6 +65,10 @@ impl RelationalProjection for RemindersProjection {
     ) -> Result<()> {
         fold(tx, events).await
     }
+
+    fn postgres(&self) -> Option<&dyn PgBatch> {
+        Some(self)
+    }
 }
 
 /// A row of `rm_reminders`.
@@ -82,6 +86,27 @@ struct Stored {
     order_id: Option<String>,
     offered_at: Option<i64>,
     updated_at: i64,
+}
+
+/// A `rm_reminders` row, from either driver.
+fn stored_of(r: &impl ModelRow) -> Result<(String, Stored)> {
+    Ok((
+        r.text("reminder_id")?,
+        Stored {
+            user_id: r.text("user_id")?,
+            sku: r.text("sku")?,
+            title: r.text("title")?,
+            quantity: r.int("quantity")?,
+            last_unit_price: r.int("last_unit_price")?,
+            currency: r.text("currency")?,
+            due_at: r.int("due_at")?,
+            slot: r.int("slot")?,
+            status: r.text("status")?,
+            order_id: r.opt_text("order_id")?,
+            offered_at: r.opt_int("offered_at")?,
+            updated_at: r.int("updated_at")?,
+        },
+    ))
 }
 
 const ROW_COLUMNS: &str = "reminder_id, user_id, sku, title, quantity, last_unit_price, currency, \
@@ -104,18 +129,34 @@ fn reminder_of(event: &DomainEvent) -> Option<uuid::Uuid> {
 // bench replay` this model folded 227k/234k events/s unprepared against 156k-193k
 // prepared (runs vary, but every unprepared run beat every prepared one).
 
+/// The reminders a batch must read: those it is about that may already exist. One
+/// whose first event in the batch is its stream's first (`ReminderScheduled` at
+/// version 0 of `reminder-{id}`, the only event that creates its row) has no row yet.
+fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (record, event) in events {
+        let Some(id) = reminder_of(event).map(|id| id.to_string()) else {
+            continue;
+        };
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let creates = matches!(event, DomainEvent::ReminderScheduled(_))
+            && record.stream_version == 0
+            && record.stream_id.as_str().strip_prefix("reminder-") == Some(id.as_str());
+        if !creates {
+            ids.insert(id);
+        }
+    }
+    ids.into_iter().collect()
+}
+
 /// Folds a batch like the workouts model: one read of the reminders it touches, the
 /// events applied in memory in order, one multi-row upsert of the changed rows.
 /// Updates of a reminder never scheduled change nothing (as an `UPDATE` would not).
 async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
-    let ids: std::collections::BTreeSet<String> = events
-        .iter()
-        .filter_map(|(_, e)| reminder_of(e).map(|id| id.to_string()))
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<String> = ids.into_iter().collect();
+    let ids = touched(events);
     let mut rows: HashMap<String, Stored> = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS * 2) {
         let sql = format!(
@@ -128,25 +169,19 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
             query = query.bind(id.clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
-            rows.insert(
-                r.try_get("reminder_id")?,
-                Stored {
-                    user_id: r.try_get("user_id")?,
-                    sku: r.try_get("sku")?,
-                    title: r.try_get("title")?,
-                    quantity: r.try_get("quantity")?,
-                    last_unit_price: r.try_get("last_unit_price")?,
-                    currency: r.try_get("currency")?,
-                    due_at: r.try_get("due_at")?,
-                    slot: r.try_get("slot")?,
-                    status: r.try_get("status")?,
-                    order_id: r.try_get("order_id")?,
-                    offered_at: r.try_get("offered_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                },
-            );
+            let (id, row) = stored_of(&r)?;
+            rows.insert(id, row);
         }
     }
+    let changed = fold_in_memory(events, rows);
+    write_portable(tx, &changed).await
+}
+
+/// Applies the events to the rows they touch; returns the changed rows.
+fn fold_in_memory(
+    events: &[(&RecordedEvent, &DomainEvent)],
+    mut rows: HashMap<String, Stored>,
+) -> Vec<(String, Stored)> {
     let mut changed = std::collections::BTreeSet::new();
     for (record, event) in events {
         let Some(id) = reminder_of(event).map(|id| id.to_string()) else {
@@ -207,10 +242,13 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         }
         changed.insert(id);
     }
-    let changed: Vec<(&String, &Stored)> = changed
-        .iter()
-        .filter_map(|id| rows.get(id).map(|r| (id, r)))
-        .collect();
+    changed
+        .into_iter()
+        .filter_map(|id| rows.remove(&id).map(|r| (id, r)))
+        .collect()
+}
+
+async fn write_portable(tx: &mut SqlTx<'_>, changed: &[(String, Stored)]) -> Result<()> {
     for chunk in changed.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO rm_reminders ({ROW_COLUMNS}) VALUES {} ON CONFLICT (reminder_id) DO UPDATE SET \
@@ -225,7 +263,7 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         let mut query = sqlx::query(&sql).persistent(false);
         for (id, r) in chunk {
             query = query
-                .bind((*id).clone())
+                .bind(id.clone())
                 .bind(r.user_id.clone())
                 .bind(r.sku.clone())
                 .bind(r.title.clone())
@@ -242,6 +280,84 @@ async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> 
         query.execute(tx.conn()).await?;
     }
     Ok(())
+}
+
+/// On PostgreSQL: the same fold, read with `= ANY($1)`, written with one `UNNEST`
+/// upsert.
+#[async_trait::async_trait]
+impl PgBatch for RemindersProjection {
+    async fn apply_batch(
+        &self,
+        tx: &mut PgTx<'_>,
+        events: &[(&RecordedEvent, &DomainEvent)],
+    ) -> Result<()> {
+        let ids = touched(events);
+        // Planned for each batch's ids (not prepared): a prepared `= ANY($1)` gets a
+        // generic plan that scans the whole table.
+        let sql = format!("SELECT {ROW_COLUMNS} FROM rm_reminders WHERE reminder_id = ANY($1)");
+        let sql = tx.sql(&sql).into_owned();
+        let mut rows: HashMap<String, Stored> = HashMap::with_capacity(ids.len());
+        let found = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(&sql)
+                .persistent(false)
+                .bind(&ids)
+                .fetch_all(tx.conn())
+                .await?
+        };
+        for r in found {
+            let (id, row) = stored_of(&r)?;
+            rows.insert(id, row);
+        }
+        let changed = fold_in_memory(events, rows);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let sql = tx
+            .sql(&format!(
+                "INSERT INTO rm_reminders ({ROW_COLUMNS}) SELECT * FROM UNNEST(\
+                 $1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[], \
+                 $8::int8[], $9::int8[], $10::text[], $11::text[], $12::int8[], $13::int8[]) \
+                 ON CONFLICT (reminder_id) DO UPDATE SET \
+                 user_id = excluded.user_id, sku = excluded.sku, title = excluded.title, \
+                 quantity = excluded.quantity, last_unit_price = excluded.last_unit_price, \
+                 currency = excluded.currency, due_at = excluded.due_at, slot = excluded.slot, \
+                 status = excluded.status, order_id = excluded.order_id, \
+                 offered_at = excluded.offered_at, updated_at = excluded.updated_at"
+            ))
+            .into_owned();
+        let text = |f: fn(&Stored) -> &str| changed.iter().map(|(_, r)| f(r)).collect::<Vec<_>>();
+        let int =
+            |f: fn(&Stored) -> Option<i64>| changed.iter().map(|(_, r)| f(r)).collect::<Vec<_>>();
+        sqlx::query(&sql)
+            .bind(
+                changed
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(text(|r| &r.user_id))
+            .bind(text(|r| &r.sku))
+            .bind(text(|r| &r.title))
+            .bind(int(|r| Some(r.quantity)))
+            .bind(int(|r| Some(r.last_unit_price)))
+            .bind(text(|r| &r.currency))
+            .bind(int(|r| Some(r.due_at)))
+            .bind(int(|r| Some(r.slot)))
+            .bind(text(|r| &r.status))
+            .bind(
+                changed
+                    .iter()
+                    .map(|(_, r)| r.order_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(int(|r| r.offered_at))
+            .bind(int(|r| Some(r.updated_at)))
+            .execute(tx.conn())
+            .await?;
+        Ok(())
+    }
 }
 
 /// A reminder as the read model holds it.

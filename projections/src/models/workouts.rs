@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{iso_week, poison};
 use crate::runtime::{PgBatch, PgTx, Projection, RelationalProjection, SqlTx};
-use crate::sql::{from_millis, in_list, millis, placeholders, ReadDb, ROWS};
+use crate::sql::{from_millis, in_list, millis, placeholders, ModelRow, ReadDb, ROWS};
 use crate::Result;
 
 /// The projection.
@@ -79,8 +79,9 @@ impl RelationalProjection for WorkoutsProjection {
     }
 }
 
-/// On PostgreSQL: the same fold, read with `= ANY($1)` and written with one `UNNEST`
-/// upsert per table — a batch's columns bound as arrays, NULLs as NULLs.
+/// On PostgreSQL: the same fold, the rows it touches read with `= ANY($1)` (one array
+/// bound whole) and written with one `UNNEST` statement per table — a batch's columns
+/// bound as arrays, NULLs as NULLs.
 #[async_trait::async_trait]
 impl PgBatch for WorkoutsProjection {
     async fn apply_batch(
@@ -89,9 +90,6 @@ impl PgBatch for WorkoutsProjection {
         events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
         let (ids, users) = touched(events);
-        if ids.is_empty() {
-            return Ok(());
-        }
         let loaded = pg::load(tx, &ids, &users).await?;
         let changes = fold_in_memory(events, loaded)?;
         pg::write(tx, &changes).await
@@ -182,23 +180,38 @@ fn nullable_doubles(list: &str, width: usize, columns: &[usize]) -> String {
     out
 }
 
-/// The rows a batch touches: workout ids, and users of completed workouts.
+/// The rows a batch must read: the workouts it touches that may already exist, and the
+/// users of completed workouts. A workout whose first event in the batch is its
+/// stream's first event (`WorkoutStarted` at version 0 of `workout-{id}`, the only
+/// event that creates its row) cannot have a row yet: it is not read. In a rebuild
+/// that is most of them.
 fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> (Vec<String>, Vec<String>) {
+    let mut seen = std::collections::BTreeSet::new();
     let mut ids = std::collections::BTreeSet::new();
     let mut users = std::collections::BTreeSet::new();
-    for (_, event) in events {
-        match event {
-            DomainEvent::WorkoutStarted(e) => ids.insert(e.workout_id.to_string()),
-            DomainEvent::WorkoutUpdated(e) => ids.insert(e.workout_id.to_string()),
-            DomainEvent::WorkoutPaused(e) => ids.insert(e.workout_id.to_string()),
-            DomainEvent::WorkoutResumed(e) => ids.insert(e.workout_id.to_string()),
-            DomainEvent::WorkoutCancelled(e) => ids.insert(e.workout_id.to_string()),
+    for (record, event) in events {
+        let id = match event {
+            DomainEvent::WorkoutStarted(e) => e.workout_id,
+            DomainEvent::WorkoutUpdated(e) => e.workout_id,
+            DomainEvent::WorkoutPaused(e) => e.workout_id,
+            DomainEvent::WorkoutResumed(e) => e.workout_id,
+            DomainEvent::WorkoutCancelled(e) => e.workout_id,
             DomainEvent::WorkoutCompleted(e) => {
                 users.insert(e.user_id.clone());
-                ids.insert(e.workout_id.to_string())
+                e.workout_id
             }
-            _ => false,
+            _ => continue,
         };
+        let id = id.to_string();
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let creates = matches!(event, DomainEvent::WorkoutStarted(_))
+            && record.stream_version == 0
+            && record.stream_id.as_str().strip_prefix("workout-") == Some(id.as_str());
+        if !creates {
+            ids.insert(id);
+        }
     }
     let ids: Vec<String> = ids.into_iter().collect();
     let users: Vec<String> = users.into_iter().collect();
@@ -381,9 +394,6 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
 /// same result (the runner isolates a poison event that way).
 async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
     let (ids, users) = touched(events);
-    if ids.is_empty() {
-        return Ok(());
-    }
     let workouts = load_workouts(tx, &ids).await?;
     let (stats, weeks) = load_user_rows(tx, &users).await?;
     let changes = fold_in_memory(
@@ -513,6 +523,56 @@ fn set_status(
     }
 }
 
+/// A `rm_workouts` row, from either driver.
+fn workout_of(r: &impl ModelRow) -> Result<(String, Workout)> {
+    Ok((
+        r.text("workout_id")?,
+        Workout {
+            user_id: r.text("user_id")?,
+            sport: r.text("sport")?,
+            status: status_of(&r.text("status")?),
+            started_at: r.int("started_at")?,
+            ended_at: r.opt_int("ended_at")?,
+            goal_distance_m: r.opt_float("goal_distance_m")?,
+            distance_m: r.float("distance_m")?,
+            active_seconds: r.int("active_seconds")?,
+            avg_speed_mps: r.opt_float("avg_speed_mps")?,
+            max_heart_rate: r.opt_int("max_heart_rate")?,
+            last_heart_rate: r.opt_int("last_heart_rate")?,
+            last_speed_mps: r.opt_float("last_speed_mps")?,
+            updates: r.int("updates")?,
+            points: r.int("points")?,
+        },
+    ))
+}
+
+/// A `rm_workout_stats` row, from either driver.
+fn stats_of(r: &impl ModelRow) -> Result<(String, Stats)> {
+    Ok((
+        r.text("user_id")?,
+        Stats {
+            workouts: r.int("workouts")?,
+            total_seconds: r.int("total_seconds")?,
+            total_distance_m: r.float("total_distance_m")?,
+            longest_distance_m: r.float("longest_distance_m")?,
+            longest_seconds: r.int("longest_seconds")?,
+            fastest_avg_speed_mps: r.float("fastest_avg_speed_mps")?,
+        },
+    ))
+}
+
+/// A `rm_workout_weeks` row, from either driver.
+fn week_of(r: &impl ModelRow) -> Result<((String, String), Week)> {
+    Ok((
+        (r.text("user_id")?, r.text("week")?),
+        Week {
+            workouts: r.int("workouts")?,
+            distance_m: r.float("distance_m")?,
+            seconds: r.int("seconds")?,
+        },
+    ))
+}
+
 const WORKOUT_COLUMNS: &str = "workout_id, user_id, sport, status, started_at, ended_at, goal_distance_m, \
      distance_m, active_seconds, avg_speed_mps, max_heart_rate, last_heart_rate, last_speed_mps, updates, points";
 
@@ -532,26 +592,8 @@ async fn load_workouts(
             query = query.bind(id.clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
-            let status: String = r.try_get("status")?;
-            out.insert(
-                r.try_get("workout_id")?,
-                Workout {
-                    user_id: r.try_get("user_id")?,
-                    sport: r.try_get("sport")?,
-                    status: status_of(&status),
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    goal_distance_m: r.try_get("goal_distance_m")?,
-                    distance_m: r.try_get("distance_m")?,
-                    active_seconds: r.try_get("active_seconds")?,
-                    avg_speed_mps: r.try_get("avg_speed_mps")?,
-                    max_heart_rate: r.try_get("max_heart_rate")?,
-                    last_heart_rate: r.try_get("last_heart_rate")?,
-                    last_speed_mps: r.try_get("last_speed_mps")?,
-                    updates: r.try_get("updates")?,
-                    points: r.try_get("points")?,
-                },
-            );
+            let (id, workout) = workout_of(&r)?;
+            out.insert(id, workout);
         }
     }
     Ok(out)
@@ -577,17 +619,8 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
             query = query.bind(user.clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
-            stats.insert(
-                r.try_get("user_id")?,
-                Stats {
-                    workouts: r.try_get("workouts")?,
-                    total_seconds: r.try_get("total_seconds")?,
-                    total_distance_m: r.try_get("total_distance_m")?,
-                    longest_distance_m: r.try_get("longest_distance_m")?,
-                    longest_seconds: r.try_get("longest_seconds")?,
-                    fastest_avg_speed_mps: r.try_get("fastest_avg_speed_mps")?,
-                },
-            );
+            let (user, row) = stats_of(&r)?;
+            stats.insert(user, row);
         }
         // A user's weeks: few rows (one per active week).
         let sql = format!(
@@ -599,14 +632,8 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
             query = query.bind(user.clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
-            weeks.insert(
-                (r.try_get("user_id")?, r.try_get("week")?),
-                Week {
-                    workouts: r.try_get("workouts")?,
-                    distance_m: r.try_get("distance_m")?,
-                    seconds: r.try_get("seconds")?,
-                },
-            );
+            let (key, row) = week_of(&r)?;
+            weeks.insert(key, row);
         }
     }
     Ok((stats, weeks))
@@ -615,10 +642,9 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
 mod pg {
     //! The native PostgreSQL reads and writes of a batch.
 
-    use sqlx::Row;
-
-    use super::{status_of, Changes, Loaded, Stats, Week, Workout, WORKOUT_COLUMNS};
+    use super::{stats_of, workout_of, Changes, Loaded, Week, Workout, WORKOUT_COLUMNS};
     use crate::runtime::PgTx;
+    use crate::sql::ModelRow;
     use crate::Result;
 
     pub(super) async fn load(
@@ -627,188 +653,168 @@ mod pg {
         users: &[String],
     ) -> Result<Loaded> {
         let mut loaded = Loaded::default();
+        // Planned for each batch's ids (not prepared): a prepared `= ANY($1)` gets a
+        // generic plan that scans the whole table.
         let sql = format!("SELECT {WORKOUT_COLUMNS} FROM rm_workouts WHERE workout_id = ANY($1)");
         let sql = tx.sql(&sql).into_owned();
-        for r in sqlx::query(&sql).bind(ids).fetch_all(tx.conn()).await? {
-            let status: String = r.try_get("status")?;
-            loaded.workouts.insert(
-                r.try_get("workout_id")?,
-                Workout {
-                    user_id: r.try_get("user_id")?,
-                    sport: r.try_get("sport")?,
-                    status: status_of(&status),
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    goal_distance_m: r.try_get("goal_distance_m")?,
-                    distance_m: r.try_get("distance_m")?,
-                    active_seconds: r.try_get("active_seconds")?,
-                    avg_speed_mps: r.try_get("avg_speed_mps")?,
-                    max_heart_rate: r.try_get("max_heart_rate")?,
-                    last_heart_rate: r.try_get("last_heart_rate")?,
-                    last_speed_mps: r.try_get("last_speed_mps")?,
-                    updates: r.try_get("updates")?,
-                    points: r.try_get("points")?,
-                },
-            );
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(&sql)
+                .persistent(false)
+                .bind(ids)
+                .fetch_all(tx.conn())
+                .await?
+        };
+        for r in rows {
+            let (id, workout) = workout_of(&r)?;
+            loaded.workouts.insert(id, workout);
         }
         if users.is_empty() {
             return Ok(loaded);
         }
+        // A user's stats and weeks in one read (both rows are written by the same
+        // events, so a user with weeks has stats).
         let sql = tx
             .sql(
-                "SELECT user_id, workouts, total_seconds, total_distance_m, longest_distance_m, \
-                 longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id = ANY($1)",
+                "SELECT s.user_id, s.workouts, s.total_seconds, s.total_distance_m, \
+                 s.longest_distance_m, s.longest_seconds, s.fastest_avg_speed_mps, \
+                 w.week, w.workouts AS week_workouts, w.distance_m AS week_distance_m, \
+                 w.seconds AS week_seconds \
+                 FROM rm_workout_stats s LEFT JOIN rm_workout_weeks w ON w.user_id = s.user_id \
+                 WHERE s.user_id = ANY($1)",
             )
             .into_owned();
-        for r in sqlx::query(&sql).bind(users).fetch_all(tx.conn()).await? {
-            loaded.stats.insert(
-                r.try_get("user_id")?,
-                Stats {
-                    workouts: r.try_get("workouts")?,
-                    total_seconds: r.try_get("total_seconds")?,
-                    total_distance_m: r.try_get("total_distance_m")?,
-                    longest_distance_m: r.try_get("longest_distance_m")?,
-                    longest_seconds: r.try_get("longest_seconds")?,
-                    fastest_avg_speed_mps: r.try_get("fastest_avg_speed_mps")?,
-                },
-            );
-        }
-        let sql = tx
-            .sql("SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id = ANY($1)")
-            .into_owned();
-        for r in sqlx::query(&sql).bind(users).fetch_all(tx.conn()).await? {
-            loaded.weeks.insert(
-                (r.try_get("user_id")?, r.try_get("week")?),
-                Week {
-                    workouts: r.try_get("workouts")?,
-                    distance_m: r.try_get("distance_m")?,
-                    seconds: r.try_get("seconds")?,
-                },
-            );
+        for r in sqlx::query(&sql)
+            .persistent(false)
+            .bind(users)
+            .fetch_all(tx.conn())
+            .await?
+        {
+            let (user, stats) = stats_of(&r)?;
+            if let Some(week) = r.opt_text("week")? {
+                loaded.weeks.insert(
+                    (user.clone(), week),
+                    Week {
+                        workouts: r.int("week_workouts")?,
+                        distance_m: r.float("week_distance_m")?,
+                        seconds: r.int("week_seconds")?,
+                    },
+                );
+            }
+            loaded.stats.insert(user, stats);
         }
         Ok(loaded)
     }
 
+    /// Every table of the batch in one statement (data-modifying `WITH`): one round
+    /// trip, inside the batch's transaction. An empty array inserts nothing.
+    const WRITE: &str = "WITH workouts AS (\
+         INSERT INTO rm_workouts (workout_id, user_id, sport, status, started_at, ended_at, \
+         goal_distance_m, distance_m, active_seconds, avg_speed_mps, max_heart_rate, \
+         last_heart_rate, last_speed_mps, updates, points) SELECT * FROM UNNEST(\
+         $1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+         $7::float8[], $8::float8[], $9::int8[], $10::float8[], $11::int8[], $12::int8[], \
+         $13::float8[], $14::int8[], $15::int8[]) \
+         ON CONFLICT (workout_id) DO UPDATE SET \
+         user_id = excluded.user_id, sport = excluded.sport, status = excluded.status, \
+         started_at = excluded.started_at, ended_at = excluded.ended_at, \
+         goal_distance_m = excluded.goal_distance_m, distance_m = excluded.distance_m, \
+         active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
+         max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
+         last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points \
+         RETURNING 1), \
+         points AS (\
+         INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) \
+         SELECT * FROM UNNEST($16::text[], $17::int8[], $18::int8[], $19::float8[], $20::float8[], $21::int8[]) \
+         RETURNING 1), \
+         stats AS (\
+         INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
+         longest_distance_m, longest_seconds, fastest_avg_speed_mps) \
+         SELECT * FROM UNNEST($22::text[], $23::int8[], $24::int8[], $25::float8[], $26::float8[], $27::int8[], $28::float8[]) \
+         ON CONFLICT (user_id) DO UPDATE SET workouts = excluded.workouts, \
+         total_seconds = excluded.total_seconds, total_distance_m = excluded.total_distance_m, \
+         longest_distance_m = excluded.longest_distance_m, longest_seconds = excluded.longest_seconds, \
+         fastest_avg_speed_mps = excluded.fastest_avg_speed_mps \
+         RETURNING 1), \
+         weeks AS (\
+         INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) \
+         SELECT * FROM UNNEST($29::text[], $30::text[], $31::int8[], $32::float8[], $33::int8[]) \
+         ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
+         distance_m = excluded.distance_m, seconds = excluded.seconds \
+         RETURNING 1) \
+         SELECT (SELECT COUNT(*) FROM workouts) + (SELECT COUNT(*) FROM points) \
+         + (SELECT COUNT(*) FROM stats) + (SELECT COUNT(*) FROM weeks)";
+
     pub(super) async fn write(tx: &mut PgTx<'_>, changes: &Changes) -> Result<()> {
-        if !changes.workouts.is_empty() {
-            let w = &changes.workouts;
-            let col =
-                |f: fn(&Workout) -> Option<f64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
-            let int =
-                |f: fn(&Workout) -> Option<i64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
-            let text = |f: fn(&Workout) -> &str| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
-            let sql = tx
-                .sql(&format!(
-                    "INSERT INTO rm_workouts ({WORKOUT_COLUMNS}) SELECT * FROM UNNEST(\
-                     $1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
-                     $7::float8[], $8::float8[], $9::int8[], $10::float8[], $11::int8[], $12::int8[], \
-                     $13::float8[], $14::int8[], $15::int8[]) \
-                     ON CONFLICT (workout_id) DO UPDATE SET \
-                     user_id = excluded.user_id, sport = excluded.sport, status = excluded.status, \
-                     started_at = excluded.started_at, ended_at = excluded.ended_at, \
-                     goal_distance_m = excluded.goal_distance_m, distance_m = excluded.distance_m, \
-                     active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
-                     max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
-                     last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points"
-                ))
-                .into_owned();
-            sqlx::query(&sql)
-                .bind(w.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
-                .bind(text(|x| &x.user_id))
-                .bind(text(|x| &x.sport))
-                .bind(text(|x| x.status))
-                .bind(int(|x| Some(x.started_at)))
-                .bind(int(|x| x.ended_at))
-                .bind(col(|x| x.goal_distance_m))
-                .bind(col(|x| Some(x.distance_m)))
-                .bind(int(|x| Some(x.active_seconds)))
-                .bind(col(|x| x.avg_speed_mps))
-                .bind(int(|x| x.max_heart_rate))
-                .bind(int(|x| x.last_heart_rate))
-                .bind(col(|x| x.last_speed_mps))
-                .bind(int(|x| Some(x.updates)))
-                .bind(int(|x| Some(x.points)))
-                .execute(tx.conn())
-                .await?;
+        let (w, p, st, wk) = (
+            &changes.workouts,
+            &changes.points,
+            &changes.stats,
+            &changes.weeks,
+        );
+        if w.is_empty() && p.is_empty() && st.is_empty() && wk.is_empty() {
+            return Ok(());
         }
-        if !changes.points.is_empty() {
-            let p = &changes.points;
-            let sql = tx
-                .sql(
-                    "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) \
-                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], $6::int8[]) \
-                     ON CONFLICT (workout_id, position, idx) DO NOTHING",
-                )
-                .into_owned();
-            sqlx::query(&sql)
-                .bind(p.iter().map(|x| x.workout_id.as_str()).collect::<Vec<_>>())
-                .bind(p.iter().map(|x| x.position).collect::<Vec<_>>())
-                .bind(p.iter().map(|x| x.idx).collect::<Vec<_>>())
-                .bind(p.iter().map(|x| x.lat).collect::<Vec<_>>())
-                .bind(p.iter().map(|x| x.lon).collect::<Vec<_>>())
-                .bind(p.iter().map(|x| x.at).collect::<Vec<_>>())
-                .execute(tx.conn())
-                .await?;
-        }
-        if !changes.stats.is_empty() {
-            let st = &changes.stats;
-            let sql = tx
-                .sql(
-                    "INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
-                     longest_distance_m, longest_seconds, fastest_avg_speed_mps) \
-                     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::float8[], $5::float8[], $6::int8[], $7::float8[]) \
-                     ON CONFLICT (user_id) DO UPDATE SET workouts = excluded.workouts, \
-                     total_seconds = excluded.total_seconds, total_distance_m = excluded.total_distance_m, \
-                     longest_distance_m = excluded.longest_distance_m, longest_seconds = excluded.longest_seconds, \
-                     fastest_avg_speed_mps = excluded.fastest_avg_speed_mps",
-                )
-                .into_owned();
-            sqlx::query(&sql)
-                .bind(st.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
-                .bind(st.iter().map(|(_, s)| s.workouts).collect::<Vec<_>>())
-                .bind(st.iter().map(|(_, s)| s.total_seconds).collect::<Vec<_>>())
-                .bind(
-                    st.iter()
-                        .map(|(_, s)| s.total_distance_m)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    st.iter()
-                        .map(|(_, s)| s.longest_distance_m)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    st.iter()
-                        .map(|(_, s)| s.longest_seconds)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    st.iter()
-                        .map(|(_, s)| s.fastest_avg_speed_mps)
-                        .collect::<Vec<_>>(),
-                )
-                .execute(tx.conn())
-                .await?;
-        }
-        if !changes.weeks.is_empty() {
-            let wk = &changes.weeks;
-            let sql = tx
-                .sql(
-                    "INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) \
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[], $5::int8[]) \
-                     ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
-                     distance_m = excluded.distance_m, seconds = excluded.seconds",
-                )
-                .into_owned();
-            sqlx::query(&sql)
-                .bind(wk.iter().map(|((u, _), _)| u.as_str()).collect::<Vec<_>>())
-                .bind(wk.iter().map(|((_, w), _)| w.as_str()).collect::<Vec<_>>())
-                .bind(wk.iter().map(|(_, w)| w.workouts).collect::<Vec<_>>())
-                .bind(wk.iter().map(|(_, w)| w.distance_m).collect::<Vec<_>>())
-                .bind(wk.iter().map(|(_, w)| w.seconds).collect::<Vec<_>>())
-                .execute(tx.conn())
-                .await?;
-        }
+        let col = |f: fn(&Workout) -> Option<f64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+        let int = |f: fn(&Workout) -> Option<i64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+        let text = |f: fn(&Workout) -> &str| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+        // Plain inserts of points: a point is keyed by its event's position, and a batch
+        // is applied exactly once, so a conflict is a broken guarantee and fails loudly
+        // rather than being skipped.
+        let sql = tx.sql(WRITE).into_owned();
+        let _: i64 = sqlx::query_scalar(&sql)
+            .bind(w.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+            .bind(text(|x| &x.user_id))
+            .bind(text(|x| &x.sport))
+            .bind(text(|x| x.status))
+            .bind(int(|x| Some(x.started_at)))
+            .bind(int(|x| x.ended_at))
+            .bind(col(|x| x.goal_distance_m))
+            .bind(col(|x| Some(x.distance_m)))
+            .bind(int(|x| Some(x.active_seconds)))
+            .bind(col(|x| x.avg_speed_mps))
+            .bind(int(|x| x.max_heart_rate))
+            .bind(int(|x| x.last_heart_rate))
+            .bind(col(|x| x.last_speed_mps))
+            .bind(int(|x| Some(x.updates)))
+            .bind(int(|x| Some(x.points)))
+            .bind(p.iter().map(|x| x.workout_id.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|x| x.position).collect::<Vec<_>>())
+            .bind(p.iter().map(|x| x.idx).collect::<Vec<_>>())
+            .bind(p.iter().map(|x| x.lat).collect::<Vec<_>>())
+            .bind(p.iter().map(|x| x.lon).collect::<Vec<_>>())
+            .bind(p.iter().map(|x| x.at).collect::<Vec<_>>())
+            .bind(st.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>())
+            .bind(st.iter().map(|(_, s)| s.workouts).collect::<Vec<_>>())
+            .bind(st.iter().map(|(_, s)| s.total_seconds).collect::<Vec<_>>())
+            .bind(
+                st.iter()
+                    .map(|(_, s)| s.total_distance_m)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                st.iter()
+                    .map(|(_, s)| s.longest_distance_m)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                st.iter()
+                    .map(|(_, s)| s.longest_seconds)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                st.iter()
+                    .map(|(_, s)| s.fastest_avg_speed_mps)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(wk.iter().map(|((u, _), _)| u.as_str()).collect::<Vec<_>>())
+            .bind(wk.iter().map(|((_, w), _)| w.as_str()).collect::<Vec<_>>())
+            .bind(wk.iter().map(|(_, w)| w.workouts).collect::<Vec<_>>())
+            .bind(wk.iter().map(|(_, w)| w.distance_m).collect::<Vec<_>>())
+            .bind(wk.iter().map(|(_, w)| w.seconds).collect::<Vec<_>>())
+            .fetch_one(tx.conn())
+            .await?;
         Ok(())
     }
 }

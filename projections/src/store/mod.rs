@@ -160,6 +160,11 @@ impl Stores {
         self
     }
 
+    /// Every configured store.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ReadStore>> {
+        self.stores.iter()
+    }
+
     /// The store of `kind`, if configured.
     pub fn of(&self, kind: StoreKind) -> Option<&Arc<dyn ReadStore>> {
         self.stores.iter().find(|s| s.kind() == kind)

@@ -1,0 +1,132 @@
+//! One suite for every registered read model in every store port: a new model or a new
+//! store gets these checks by being registered. For each model of the reference
+//! registry, in PostgreSQL, SQLite and Redis:
+//!
+//! 1. apply: the live sink folds the whole log in small batches while its fail point
+//!    fails batches between their writes and their checkpoint (asserted to fire);
+//! 2. re-apply after those failed batches leaves nothing twice: a clean shadow build
+//!    of the same log is compared with the live model at the same checkpoint and
+//!    swapped in (the swap refuses a mismatch);
+//! 3. reset deletes the model and its checkpoint, and the runner rebuilds it from 0 to
+//!    the same result, compared again by a second swap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
+use eventfold_event_log::EventStore;
+use eventfold_projections::{
+    models, Namespace, ReadDb, ReadStore, RelationalStore, Runner, RunnerOptions, Sink,
+    StatusBoard, StoreKind,
+};
+use eventfold_replay::{rebuild_model, Target};
+
+use crate::support::{populate, RedisSpace};
+
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 9,
+        backoff: Duration::from_millis(1),
+        ..RunnerOptions::default()
+    }
+}
+
+async fn swap<S: EventStore>(
+    log: &S,
+    store: &dyn ReadStore,
+    model: &eventfold_projections::Model,
+) -> anyhow::Result<()> {
+    let report = rebuild_model(
+        log,
+        store,
+        model,
+        Target::Swap { keep_old: false },
+        |_| {},
+        std::future::pending(),
+    )
+    .await?
+    .expect("a swap report");
+    assert!(
+        report.verified_against_live,
+        "{}: the rebuilt model was not compared with the live one",
+        model.name()
+    );
+    Ok(())
+}
+
+/// Every check, for every registered model of `store`'s kind.
+async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::Result<()> {
+    let head = log.head().await?;
+    let registry = models::reference();
+    registry.check().map_err(anyhow::Error::msg)?;
+    let mut checked = 0;
+    for model in registry.in_store(store.kind()) {
+        let name = model.name();
+        store.setup(model).await?;
+        let live = store.sink(model, &Namespace::Live)?;
+        let fail_point = live.fail_point();
+        fail_point.arm(3);
+        Runner::new(log.clone(), live.clone(), options(), StatusBoard::default())
+            .run_until(Some(head))
+            .await?;
+        assert_eq!(fail_point.fired(), 3, "{name}: the fail point did not fire");
+        assert_eq!(live.checkpoint().await?, head, "{name}: live checkpoint");
+        let progress = store.progress(model).await?;
+        assert_eq!(progress.checkpoint, Some(head), "{name}: stored progress");
+        assert_eq!(progress.parked, 0, "{name}: parked events");
+        swap(log, store, model).await?;
+        let after = store.progress(model).await?;
+        assert_eq!(
+            after.checkpoint,
+            Some(head),
+            "{name}: checkpoint after swap"
+        );
+        assert!(!after.rebuilding, "{name}: a shadow is left behind");
+
+        let deleted = store.reset(model).await?;
+        assert!(
+            deleted > 0,
+            "{name}: the model was empty: nothing was tested"
+        );
+        assert_eq!(
+            store.progress(model).await?.checkpoint,
+            None,
+            "{name}: reset keeps the checkpoint"
+        );
+        let again = store.sink(model, &Namespace::Live)?;
+        again.setup().await?;
+        Runner::new(log.clone(), again, options(), StatusBoard::default())
+            .run_until(Some(head))
+            .await?;
+        swap(log, store, model).await?;
+        checked += 1;
+    }
+    assert!(checked > 0, "no {} models registered", store.kind());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registered_model_conforms_on_postgres() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    populate(pg.store.clone(), "pg", 4, 3).await?;
+    let store = RelationalStore::new(ReadDb::connect(&pg.url()).await?);
+    conformance(&pg.store, &store).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registered_model_conforms_on_sqlite() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    populate(db.store.clone(), "lite", 4, 3).await?;
+    let store = RelationalStore::new(ReadDb::connect(&db.url).await?);
+    conformance(&db.store, &store).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_registered_model_conforms_in_redis() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    populate(db.store.clone(), "redis", 4, 3).await?;
+    let space = RedisSpace::new()?;
+    let store: Arc<dyn ReadStore> = Arc::new(space.target());
+    assert_eq!(store.kind(), StoreKind::Redis);
+    conformance(&db.store, store.as_ref()).await
+}
