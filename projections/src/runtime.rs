@@ -173,17 +173,31 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
 }
 
-/// Fails a sink's next `n` applies after the writes and before the checkpoint commits —
-/// the moment a crash hurts most. For tests of exactly-once.
+/// Fails a sink's next `n` applies that write something (batches with events, not bare
+/// checkpoint moves) after the writes and before the checkpoint commits — the moment a
+/// crash hurts most. For tests of exactly-once.
 #[derive(Debug, Clone, Default)]
 pub struct FailPoint {
     armed: Arc<AtomicU32>,
     fired: Arc<AtomicU32>,
+    /// Fail every other apply (each failed batch's retry then succeeds, so failures
+    /// spread over the whole log rather than hitting one batch again and again).
+    spread: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<AtomicU32>,
 }
 
 impl FailPoint {
     /// Arms the next `n` failures.
     pub fn arm(&self, n: u32) {
+        self.spread.store(false, Ordering::SeqCst);
+        self.armed.store(n, Ordering::SeqCst);
+    }
+
+    /// Arms `n` failures, one every other apply: every batch fails once, then its
+    /// re-apply goes through (what a crash-and-restart on every batch would do).
+    pub fn arm_spread(&self, n: u32) {
+        self.spread.store(true, Ordering::SeqCst);
+        self.calls.store(0, Ordering::SeqCst);
         self.armed.store(n, Ordering::SeqCst);
     }
 
@@ -195,6 +209,10 @@ impl FailPoint {
 
     /// Consumes one armed failure.
     pub(crate) fn trip(&self) -> Result<()> {
+        if self.spread.load(Ordering::SeqCst) && self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1
+        {
+            return Ok(());
+        }
         let armed = self
             .armed
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -317,7 +335,9 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             return Err(Error::CheckpointMoved(self.projection.name().to_owned()));
         }
         native.apply_batch(&mut tx, events).await?;
-        self.fail_point.trip()?;
+        if !events.is_empty() {
+            self.fail_point.trip()?;
+        }
         tx.tx.commit().await?;
         Ok(())
     }
@@ -410,7 +430,9 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
             return Err(Error::CheckpointMoved(self.name().to_owned()));
         }
         self.projection.apply_batch(&mut tx, &events).await?;
-        self.fail_point.trip()?;
+        if !events.is_empty() {
+            self.fail_point.trip()?;
+        }
         tx.tx.commit().await?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! registry, in PostgreSQL, SQLite and Redis:
 //!
 //! 1. apply: the live sink folds the whole log in small batches while its fail point
-//!    fails batches between their writes and their checkpoint (asserted to fire);
+//!    fails every batch once between its writes and its checkpoint (asserted to fire);
 //! 2. re-apply after those failed batches leaves nothing twice: a clean shadow build
 //!    of the same log is compared with the live model at the same checkpoint and
 //!    swapped in (the swap refuses a mismatch);
@@ -65,11 +65,15 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
         store.setup(model).await?;
         let live = store.sink(model, &Namespace::Live)?;
         let fail_point = live.fail_point();
-        fail_point.arm(3);
+        fail_point.arm_spread(u32::MAX);
         Runner::new(log.clone(), live.clone(), options(), StatusBoard::default())
             .run_until(Some(head))
             .await?;
-        assert_eq!(fail_point.fired(), 3, "{name}: the fail point did not fire");
+        assert!(
+            fail_point.fired() >= 1,
+            "{name}: the fail point fired {} times: nothing was re-applied",
+            fail_point.fired()
+        );
         assert_eq!(live.checkpoint().await?, head, "{name}: live checkpoint");
         let progress = store.progress(model).await?;
         assert_eq!(progress.checkpoint, Some(head), "{name}: stored progress");
