@@ -111,10 +111,12 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             .map(|m| (m.name(), m.store()))
             .collect(),
     });
-    let router = commands
-        .merge(queries)
-        .route_layer(middleware::from_fn(eventfold_read_api::observe))
-        .fallback(|| async { ApiError::no_route() });
+    let router = eventfold_http::harden(
+        commands
+            .merge(queries)
+            .route_layer(middleware::from_fn(eventfold_read_api::observe))
+            .fallback(|| async { ApiError::no_route() }),
+    );
     Ok(App {
         router,
         projections,

@@ -2,12 +2,16 @@
 //! depends on the other's: the [`Principal`] and its [`Role`], authentication
 //! ([`AuthConfig`]: HS256 bearer tokens or API keys, and the [`Caller`] extractor), and
 //! the one error shape of the API ([`ApiError`]: `{"error", "message", "code",
-//! "details"}`).
+//! "details"}`), and the edge every route shares ([`harden`]: control characters refused
+//! in paths, queries and JSON strings, bodies that are JSON objects, [`Timestamp`]s in
+//! years 1970–9999, every error status in the error shape, panics answered with 500).
 
 mod auth;
+mod edge;
 mod error;
 mod principal;
 
 pub use auth::{AuthConfig, Caller, Claims};
+pub use edge::{check_json, check_text, edge, harden, json_body, panic_answer, Timestamp, YEARS};
 pub use error::ApiError;
 pub use principal::{Principal, Role};

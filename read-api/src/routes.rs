@@ -4,7 +4,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use eventfold_event_log::EventStore;
 use eventfold_http::{ApiError, Caller, Principal};
 use eventfold_projections::models::{leaderboard, orders, purchases, reminders, voice, workouts};
@@ -104,7 +104,7 @@ async fn consistent<L>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DueQuery {
     limit: Option<usize>,
-    at: Option<DateTime<Utc>>,
+    at: Option<eventfold_http::Timestamp>,
     after: Option<String>,
 }
 
@@ -134,7 +134,7 @@ pub(crate) async fn due<L: EventStore>(
     } else {
         None
     };
-    let now = q.at.unwrap_or_else(Utc::now);
+    let now = q.at.map_or_else(Utc::now, |t| t.0);
     let (offers, source) = voice::due_now(redis, &api.db, &user_id, now, limit)
         .await
         .map_err(store_error)?;
@@ -234,8 +234,8 @@ pub(crate) async fn purchases<L: EventStore>(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WorkoutsQuery {
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    from: Option<eventfold_http::Timestamp>,
+    to: Option<eventfold_http::Timestamp>,
     limit: Option<i64>,
     offset: Option<i64>,
     after: Option<String>,
@@ -250,8 +250,9 @@ pub(crate) async fn workouts<L: EventStore>(
 ) -> Answer {
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset)?;
-    let to = q.to.unwrap_or_else(|| Utc::now() + Duration::days(1));
-    let from = q.from.unwrap_or(to - Duration::days(30));
+    let to = q.to.map_or_else(|| Utc::now() + Duration::days(1), |t| t.0);
+    // Inside the accepted years, 30 days back cannot leave the calendar.
+    let from = q.from.map_or(to - Duration::days(30), |t| t.0);
     if from >= to {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use eventfold_domain::workout::WorkoutCommand;
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::catalogue::{
@@ -16,6 +16,8 @@ use eventfold_event_schemas::Position;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use eventfold_http::Timestamp;
 
 use super::{ApiError, CommandApi, Ctx};
 use crate::CommandOutcome;
@@ -27,6 +29,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -38,25 +45,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 };
                 ApiError::new(status, error, rejection.body_text())
             })?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(text).map(Body).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
-                    format!("the body does not fit: {e}"),
-                )
-            }
+        // One place for every command body: JSON, an object, no control characters.
+        let value = eventfold_http::json_body(content_type.as_deref(), &bytes)?;
+        serde_json::from_value(value).map(Body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                format!("the body does not fit: {e}"),
+            )
         })
     }
 }
@@ -107,7 +103,7 @@ pub(crate) struct PurchaseRequest {
     unit_price: i64,
     #[serde(default = "default_currency")]
     currency: String,
-    purchased_at: Option<DateTime<Utc>>,
+    purchased_at: Option<Timestamp>,
 }
 
 pub(crate) async fn record_purchase<S: EventStore>(
@@ -123,7 +119,7 @@ pub(crate) async fn record_purchase<S: EventStore>(
         quantity: r.quantity,
         unit_price: r.unit_price,
         currency: r.currency,
-        purchased_at: r.purchased_at.unwrap_or_else(Utc::now),
+        purchased_at: r.purchased_at.map_or_else(Utc::now, |t| t.0),
     };
     let result = api.service.record_purchase(&ctx, purchase).await?;
     let token = result
@@ -141,7 +137,7 @@ pub(crate) async fn record_purchase<S: EventStore>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActivationRequest {
     user_id: String,
-    activated_at: Option<DateTime<Utc>>,
+    activated_at: Option<Timestamp>,
     #[serde(default)]
     utc_offset_minutes: i32,
 }
@@ -152,10 +148,17 @@ pub(crate) async fn record_activation<S: EventStore>(
     Path(device_id): Path<String>,
     Body(r): Body<ActivationRequest>,
 ) -> Result<Response, ApiError> {
+    if !(-840..=840).contains(&r.utc_offset_minutes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "utc_offset_minutes must be between -840 and 840 (UTC-14:00 to UTC+14:00)",
+        ));
+    }
     let activation = DeviceActivated {
         device_id,
         user_id: r.user_id,
-        activated_at: r.activated_at.unwrap_or_else(Utc::now),
+        activated_at: r.activated_at.map_or_else(Utc::now, |t| t.0),
         utc_offset_minutes: r.utc_offset_minutes,
     };
     let o = api.service.record_activation(&ctx, activation).await?;
@@ -207,7 +210,7 @@ pub(crate) async fn decline<S: EventStore>(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SnoozeRequest {
-    until: DateTime<Utc>,
+    until: Timestamp,
 }
 
 pub(crate) async fn snooze<S: EventStore>(
@@ -216,7 +219,7 @@ pub(crate) async fn snooze<S: EventStore>(
     Id(id): Id,
     Body(r): Body<SnoozeRequest>,
 ) -> Result<Response, ApiError> {
-    outcome(api.service.snooze(&ctx, id, r.until).await?)
+    outcome(api.service.snooze(&ctx, id, r.until.0).await?)
 }
 
 pub(crate) async fn confirm_order<S: EventStore>(
@@ -394,7 +397,7 @@ pub(crate) struct PriceRequest {
     available: bool,
     #[serde(default)]
     delivery_days: u32,
-    changed_at: Option<DateTime<Utc>>,
+    changed_at: Option<Timestamp>,
 }
 
 fn yes() -> bool {
@@ -413,7 +416,7 @@ pub(crate) async fn set_price<S: EventStore>(
         currency: r.currency,
         available: r.available,
         delivery_days: r.delivery_days,
-        changed_at: r.changed_at.unwrap_or_else(Utc::now),
+        changed_at: r.changed_at.map_or_else(Utc::now, |t| t.0),
     };
     let o = api.service.set_price(&ctx, price).await?;
     Ok(accepted(StatusCode::CREATED, o.consistency_token, o))

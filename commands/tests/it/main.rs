@@ -2,5 +2,6 @@
 #![allow(unreachable_pub, missing_debug_implementations)]
 
 mod concurrency;
+mod edge;
 mod http;
 mod support;

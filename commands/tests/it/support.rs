@@ -18,11 +18,13 @@ pub fn app<S: EventStore>(store: S) -> Router {
     let auth = AuthConfig::default()
         .with_jwt_secret(SECRET)
         .with_api_key(SERVICE_KEY, Principal::service("ingest"));
-    router(CommandApi {
-        service: Arc::new(CommandService::new(store)),
-        auth: Arc::new(auth),
-    })
-    .fallback(|| async { eventfold_commands::http::ApiError::no_route() })
+    eventfold_http::harden(
+        router(CommandApi {
+            service: Arc::new(CommandService::new(store)),
+            auth: Arc::new(auth),
+        })
+        .fallback(|| async { eventfold_commands::http::ApiError::no_route() }),
+    )
 }
 
 pub fn token_for(user: &str) -> String {

@@ -1,0 +1,261 @@
+//! What every route gets at the edge, in one place: input hygiene (no control
+//! characters in paths, queries or JSON strings; timestamps in a documented range;
+//! bodies that are JSON objects), every error status in the error shape, and no panic
+//! ever reaching a client as a dropped connection.
+
+use std::any::Any;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use crate::ApiError;
+
+/// The first and last accepted year of a timestamp.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// Why a text is refused: NUL and other control characters (but tab, line feed and
+/// carriage return) have no place in names, ids or titles, and PostgreSQL's `jsonb`
+/// rejects `\u0000`.
+pub fn check_text(text: &str) -> Result<(), String> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(format!(
+            "control character U+{:04X} is not allowed",
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every string (and key) of a JSON value is free of control characters; the error
+/// names the JSON pointer of the first one that is not.
+pub fn check_json(value: &Value) -> Result<(), ApiError> {
+    fn walk(value: &Value, at: &mut String) -> Result<(), (String, String)> {
+        match value {
+            Value::String(s) => check_text(s).map_err(|e| (at.clone(), e)),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = at.len();
+                    at.push_str(&format!("/{i}"));
+                    walk(item, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(key);
+                    check_text(key).map_err(|e| (at.clone(), e))?;
+                    walk(item, at)?;
+                    at.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    walk(value, &mut String::new()).map_err(|(pointer, why)| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("{pointer}: {why}"),
+        )
+        .with_details(json!({ "field": pointer }))
+    })
+}
+
+/// A JSON request body: `Content-Type: application/json` (or `…+json`), an object,
+/// no control characters in any string. An empty body reads as `{}`.
+pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let json = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "the body must be a JSON object",
+        ));
+    }
+    check_json(&value)?;
+    Ok(value)
+}
+
+/// A point in time from a request, in years 1970–9999 ([`YEARS`]): date arithmetic on
+/// it (intervals of years, time zone offsets) stays inside the calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    /// Checks the range.
+    pub fn new(at: DateTime<Utc>) -> Result<Self, String> {
+        if YEARS.contains(&at.year()) {
+            Ok(Self(at))
+        } else {
+            Err(format!(
+                "{at} is outside the accepted years {}-{}",
+                YEARS.start(),
+                YEARS.end()
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let at = DateTime::<Utc>::deserialize(deserializer)?;
+        Timestamp::new(at).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Middleware for every route: refuses control characters in the path and the query
+/// (after percent-decoding) with 400, and gives every error answer that has no body of
+/// its own (axum's 404, 405 — its `Allow` header kept —, 413, …) the error shape.
+pub async fn edge(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    for (part, raw) in [("path", Some(uri.path())), ("query", uri.query())] {
+        let Some(raw) = raw else { continue };
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        if let Err(why) = check_text(&decoded) {
+            let error = if part == "path" {
+                "invalid_path"
+            } else {
+                "invalid_query"
+            };
+            return ApiError::new(StatusCode::BAD_REQUEST, error, format!("the {part}: {why}"))
+                .into_response();
+        }
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let (error, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take that method (see Allow)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send JSON"),
+        s if s.is_server_error() => ("internal", "internal error"),
+        _ => ("bad_request", "the request was refused"),
+    };
+    let shaped = ApiError::new(status, error, message).into_response();
+    let (shaped_parts, body) = shaped.into_parts();
+    for (name, value) in &shaped_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
+/// The answer to a handler that panicked: 500 in the error shape; the panic is logged.
+/// Use with `tower_http::catch_panic::CatchPanicLayer::custom`.
+pub fn panic_answer(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = what, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; it has been logged",
+    )
+    .into_response()
+}
+
+/// The edge around a whole router: [`edge`], and panics answered by [`panic_answer`].
+pub fn harden(router: axum::Router) -> axum::Router {
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
+        .layer(axum::middleware::from_fn(edge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_refused_where_they_hide() {
+        assert!(check_text("a\u{0}b").is_err());
+        assert!(check_text("a\u{7f}b").is_err());
+        assert!(check_text("line\nbreak\tand tab").is_ok());
+        let bad = json!({"lines": [{"title": "ok"}, {"title": "x\u{1}"}]});
+        let error = check_json(&bad).err().map(|e| e.message);
+        assert_eq!(
+            error.as_deref(),
+            Some("/lines/1/title: control character U+0001 is not allowed")
+        );
+        assert!(check_json(&json!({"k\u{0}": 1})).is_err());
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects_sent_as_json() {
+        let ct = Some("application/json; charset=utf-8");
+        assert!(json_body(ct, b"{\"a\":1}").is_ok());
+        assert!(json_body(ct, b"  ").is_ok());
+        assert_eq!(
+            json_body(ct, b"[10,70,3]").err().map(|e| e.status),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            json_body(ct, b"3").err().map(|e| e.status),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            json_body(Some("text/plain"), b"{}").err().map(|e| e.status),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            json_body(None, b"{}").err().map(|e| e.status),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+    }
+
+    #[test]
+    fn timestamps_stay_in_the_documented_years() {
+        let parse = |s: &str| serde_json::from_value::<Timestamp>(json!(s));
+        assert!(parse("2026-12-02T10:00:00Z").is_ok());
+        assert!(parse("9999-12-31T23:59:59Z").is_ok());
+        assert!(parse("+262142-12-31T23:59:59Z").is_err());
+        assert!(parse("1969-12-31T23:59:59Z").is_err());
+    }
+}
