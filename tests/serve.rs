@@ -609,3 +609,43 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_routes_refuse_control_characters_and_wrong_methods_in_the_error_shape() {
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let mut server = Server::start(Some(db.url()));
+    let client = Client::new();
+    for path in [
+        "/api/v1/orders/%00",
+        "/api/v1/workouts/%00",
+        "/api/v1/workouts/%00/route",
+        "/api/v1/users/u%001/reminders",
+        "/api/v1/users/u%001/reminders/due",
+        "/api/v1/users/u1/workouts?from=%00",
+        "/api/v1/leaderboards/run%01ning",
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["code"], 400, "{path}: not the error shape: {body}");
+    }
+    for path in [
+        "/api/v1/users/u1/workouts?from=%2B262142-12-31T23:59:59Z",
+        "/api/v1/users/u1/reminders/due?at=1969-12-31T23:59:59Z",
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    let response = client
+        .delete(server.url("/api/v1/users/u1/reminders"))
+        .header("x-api-key", SERVICE_KEY)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(response.headers().contains_key("allow"));
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    assert!(server.terminate().success());
+}

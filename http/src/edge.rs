@@ -258,4 +258,24 @@ mod tests {
         assert!(parse("+262142-12-31T23:59:59Z").is_err());
         assert!(parse("1969-12-31T23:59:59Z").is_err());
     }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = harden(axum::Router::new().route("/boom", axum::routing::get(boom)));
+        let request = axum::http::Request::get("/boom")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&bytes).expect("the error shape");
+        assert_eq!(body["error"], "internal");
+        assert_eq!(body["code"], 500);
+    }
 }
