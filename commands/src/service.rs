@@ -199,7 +199,8 @@ impl<S: EventStore> CommandService<S> {
             return Ok(None);
         }
         let reminder_id = reminder_id_for(&purchase.user_id, &purchase.sku, last);
-        let earliest = (last + Duration::days(i64::from(interval))).max(self.now());
+        let earliest =
+            eventfold_domain::time::plus(last, Duration::days(i64::from(interval))).max(self.now());
         let window = self.active_window(&purchase.user_id).await?;
         self.slots.catch_up(self.store()).await?;
         let placement = self.slots.reserve(reminder_id, earliest, &window);

@@ -17,6 +17,7 @@ pub mod reminder;
 pub mod reorder;
 pub mod slotting;
 pub mod testing;
+pub mod time;
 pub mod workout;
 
 pub use error::{DomainError, ErrorKind};

@@ -17,6 +17,8 @@
 
 use chrono::{DateTime, Duration, NaiveTime, Timelike, Utc};
 
+use crate::time::plus;
+
 /// The part of the day a user usually talks to their speaker, in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActiveWindow {
@@ -49,7 +51,7 @@ impl ActiveWindow {
         }
         let mut per_hour = [0usize; 24];
         for (at, off) in activations {
-            let local = *at + Duration::minutes(i64::from(*off));
+            let local = plus(*at, Duration::minutes(i64::from(*off)));
             per_hour[local.hour() as usize] += 1;
         }
         let best = (0..24)
@@ -70,7 +72,7 @@ impl ActiveWindow {
 
     /// Whether the local time of `at` falls inside the window.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
-        let local = at + Duration::minutes(i64::from(self.utc_offset_minutes));
+        let local = plus(at, Duration::minutes(i64::from(self.utc_offset_minutes)));
         let minute = local.hour() * 60 + local.minute();
         if self.start_minute < self.end_minute {
             (self.start_minute..self.end_minute).contains(&minute)
@@ -148,15 +150,18 @@ impl SlotPlanner {
     /// Candidate slots of local day `day` (0 = the day of `earliest`), in time order.
     fn candidates(&self, earliest: DateTime<Utc>, window: &ActiveWindow, day: i64) -> Vec<i64> {
         let offset = Duration::minutes(i64::from(window.utc_offset_minutes));
-        let local_midnight = (earliest + offset)
+        let local_midnight = plus(earliest, offset)
             .date_naive()
             .and_time(NaiveTime::MIN)
             .and_utc();
-        let start = local_midnight
-            + Duration::days(day)
-            + Duration::minutes(i64::from(window.start_minute))
-            - offset;
-        let end = start + Duration::minutes(window.length_minutes());
+        let start = plus(
+            plus(
+                plus(local_midnight, Duration::days(day)),
+                Duration::minutes(i64::from(window.start_minute)),
+            ),
+            -offset,
+        );
+        let end = plus(start, Duration::minutes(window.length_minutes()));
         let secs = self.slot_seconds();
         let first =
             start.timestamp().div_euclid(secs) + i64::from(start.timestamp().rem_euclid(secs) != 0);
@@ -219,6 +224,17 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
             .single()
             .expect("time")
+    }
+
+    #[test]
+    fn the_ends_of_the_calendar_never_panic() {
+        for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            let window = ActiveWindow::learn(&[(at, 840), (at, 840), (at, -840)], 3, 1);
+            let _ = window.contains(at);
+            let planner = SlotPlanner::default();
+            let _ = planner.place(at, &window, |_| 0);
+            let _ = planner.place(at, &ActiveWindow::evening(-840), |_| u32::MAX);
+        }
     }
 
     #[test]
