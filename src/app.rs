@@ -77,6 +77,9 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         );
     }
     let auth = Arc::new(auth);
+    let limits = config.edge_limits();
+    let cors = config.cors()?;
+    report.push(describe_limits(&limits, &cors));
     let board = StatusBoard::default();
     let projections = ProjectionSet::new(
         store.clone(),
@@ -103,7 +106,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         db,
         redis: redis.clone(),
         board,
-        auth,
+        auth: auth.clone(),
+        voice_redis_budget: limits.voice_deadline().map(|deadline| deadline / 3),
         consistency_wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
         metrics: metrics_handle(),
         expected_projections: projections
@@ -111,11 +115,16 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             .map(|m| (m.name(), m.store()))
             .collect(),
     });
-    let router = eventfold_http::harden(
+    let router = eventfold_http::harden_with(
         commands
             .merge(queries)
             .route_layer(middleware::from_fn(eventfold_read_api::observe))
             .fallback(|| async { ApiError::no_route() }),
+        &eventfold_http::EdgeConfig {
+            limits,
+            cors,
+            auth: auth.clone(),
+        },
     );
     Ok(App {
         router,
@@ -124,6 +133,32 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         report,
         bumps,
     })
+}
+
+/// One line for the start-up message.
+fn describe_limits(limits: &eventfold_http::EdgeLimits, cors: &eventfold_http::Cors) -> String {
+    let class = |name: &str, c: &eventfold_http::ClassLimits| {
+        let rate = match c.per_second {
+            0 => "no rate limit".to_owned(),
+            n => format!("{n}/s per caller (burst {})", c.burst.unwrap_or(n).max(n)),
+        };
+        let deadline = match c.timeout_ms {
+            0 => "no deadline".to_owned(),
+            ms => format!("deadline {ms} ms"),
+        };
+        format!("{name} {rate}, {deadline}")
+    };
+    let cors = match cors {
+        eventfold_http::Cors::Off => "CORS off".to_owned(),
+        eventfold_http::Cors::Any => "CORS any origin".to_owned(),
+        eventfold_http::Cors::Origins(list) => format!("CORS {}", list.join(" ")),
+    };
+    format!(
+        "edge: {}; {}; {}; {cors}",
+        class("commands", &limits.commands),
+        class("voice", &limits.voice),
+        class("queries", &limits.queries)
+    )
 }
 
 /// The process-wide Prometheus recorder, installed once.

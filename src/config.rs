@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use eventfold_http::{Cors, EdgeLimits, RouteClass};
 use serde::Deserialize;
 
 /// Everything `serve` (and `demo`) can be told. Each store but the log is optional.
@@ -27,6 +28,50 @@ pub(crate) struct Config {
     pub(crate) clickhouse_url: Option<String>,
     /// `KAFKA_BROKERS`: the event bus (not built yet: reported as off).
     pub(crate) kafka_brokers: Option<String>,
+    /// `EVENTFOLD_CORS_ORIGINS`: `*` or `https://a.example,https://b.example`; off
+    /// when unset.
+    pub(crate) cors_origins: Option<String>,
+    /// `[limits.commands]`, `[limits.voice]`, `[limits.queries]`: rate limits and
+    /// deadlines per route class (see [`Config::edge_limits`]).
+    #[serde(default)]
+    pub(crate) limits: LimitsFile,
+}
+
+/// The `[limits.*]` tables; what is left out keeps its default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsFile {
+    pub(crate) commands: Option<ClassOverride>,
+    pub(crate) voice: Option<ClassOverride>,
+    pub(crate) queries: Option<ClassOverride>,
+}
+
+impl LimitsFile {
+    /// Every limit and deadline off (benches measure the server, not its limits).
+    pub(crate) fn off() -> Self {
+        let off = Some(ClassOverride {
+            per_second: Some(0),
+            burst: None,
+            timeout_ms: Some(0),
+        });
+        Self {
+            commands: off,
+            voice: off,
+            queries: off,
+        }
+    }
+}
+
+/// One route class's limits as the file or the environment gives them; `0` is off.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClassOverride {
+    /// Sustained requests per second per caller.
+    pub(crate) per_second: Option<u32>,
+    /// Requests at once above the sustained rate.
+    pub(crate) burst: Option<u32>,
+    /// Deadline in milliseconds.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -51,6 +96,7 @@ impl Config {
             ("EVENTFOLD_API_KEYS", &mut config.api_keys),
             ("CLICKHOUSE_URL", &mut config.clickhouse_url),
             ("KAFKA_BROKERS", &mut config.kafka_brokers),
+            ("EVENTFOLD_CORS_ORIGINS", &mut config.cors_origins),
         ];
         for (name, slot) in overrides {
             if let Some(value) = env(name) {
@@ -63,6 +109,89 @@ impl Config {
                     .context("EVENTFOLD_CONSISTENCY_WAIT_MS must be milliseconds")?,
             );
         }
+        let classes = [
+            ("COMMANDS", &mut config.limits.commands),
+            ("VOICE", &mut config.limits.voice),
+            ("QUERIES", &mut config.limits.queries),
+        ];
+        for (class, slot) in classes {
+            let entry = slot.get_or_insert_with(ClassOverride::default);
+            let rate = format!("EVENTFOLD_RATE_{class}");
+            if let Some(v) = env(&rate) {
+                entry.per_second = Some(v.parse().with_context(|| {
+                    format!("{rate} must be requests per second (0 turns it off)")
+                })?);
+            }
+            let burst = format!("EVENTFOLD_BURST_{class}");
+            if let Some(v) = env(&burst) {
+                entry.burst = Some(
+                    v.parse()
+                        .with_context(|| format!("{burst} must be a number of requests"))?,
+                );
+            }
+            let timeout = format!("EVENTFOLD_TIMEOUT_{class}_MS");
+            if let Some(v) = env(&timeout) {
+                entry.timeout_ms =
+                    Some(v.parse().with_context(|| {
+                        format!("{timeout} must be milliseconds (0 turns it off)")
+                    })?);
+            }
+        }
         Ok(config)
+    }
+
+    /// The rate limits and deadlines: the defaults of [`EdgeLimits`] with the file's
+    /// and the environment's overrides.
+    pub(crate) fn edge_limits(&self) -> EdgeLimits {
+        let mut limits = EdgeLimits::default();
+        let classes = [
+            (RouteClass::Commands, self.limits.commands),
+            (RouteClass::Voice, self.limits.voice),
+            (RouteClass::Queries, self.limits.queries),
+        ];
+        for (class, given) in classes {
+            let (Some(given), Some(slot)) = (given, limits.class_mut(class)) else {
+                continue;
+            };
+            if let Some(rate) = given.per_second {
+                slot.per_second = rate;
+                // A rate given without a burst gets one second's worth.
+                slot.burst = given.burst;
+            }
+            if given.burst.is_some() {
+                slot.burst = given.burst;
+            }
+            if let Some(ms) = given.timeout_ms {
+                slot.timeout_ms = ms;
+            }
+        }
+        limits
+    }
+
+    /// Cross-origin access.
+    pub(crate) fn cors(&self) -> anyhow::Result<Cors> {
+        Cors::parse(self.cors_origins.as_deref().unwrap_or("off"))
+            .map_err(anyhow::Error::msg)
+            .context("EVENTFOLD_CORS_ORIGINS / cors_origins")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_overrides_only_what_it_names() {
+        let config: Config =
+            toml::from_str("[limits.voice]\ntimeout_ms = 100\n[limits.commands]\nper_second = 0\n")
+                .expect("valid");
+        let limits = config.edge_limits();
+        let defaults = EdgeLimits::default();
+        assert_eq!(limits.voice.timeout_ms, 100);
+        assert_eq!(limits.voice.per_second, defaults.voice.per_second);
+        assert_eq!(limits.commands.per_second, 0);
+        assert_eq!(limits.commands.timeout_ms, defaults.commands.timeout_ms);
+        assert_eq!(limits.queries, defaults.queries);
+        assert!(toml::from_str::<Config>("[limits.voice]\nrate = 1\n").is_err());
     }
 }

@@ -20,11 +20,21 @@ struct Server {
 
 impl Server {
     fn start(database_url: Option<String>) -> Server {
+        Self::start_with(database_url, &[])
+    }
+
+    /// Starts with extra environment variables.
+    fn start_with(database_url: Option<String>, env: &[(&str, &str)]) -> Server {
         let dir = std::env::temp_dir().join(format!("eventfold-serve-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let url =
             database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("log.db").display()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eventfold"));
+        command.env_remove("REDIS_URL");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .arg("serve")
             .env("DATABASE_URL", url)
             .env("EVENTFOLD_LISTEN", "127.0.0.1:0")
@@ -34,7 +44,6 @@ impl Server {
                 format!("{SERVICE_KEY}=service:ingest"),
             )
             .env("EVENTFOLD_CONSISTENCY_WAIT_MS", "3000")
-            .env_remove("REDIS_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -648,4 +657,251 @@ async fn query_routes_refuse_control_characters_and_wrong_methods_in_the_error_s
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(body["error"], "method_not_allowed", "{body}");
     assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
+    let mut server = Server::start_with(
+        None,
+        &[
+            ("EVENTFOLD_RATE_QUERIES", "1"),
+            ("EVENTFOLD_BURST_QUERIES", "3"),
+            ("EVENTFOLD_RATE_COMMANDS", "1"),
+        ],
+    );
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("queries 1/s per caller (burst 3)")),
+        "{:?}",
+        server.startup
+    );
+    let client = Client::new();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let response = client
+            .get(server.url("/api/v1/users/u1/reminders"))
+            .bearer_auth(token("u1"))
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            limited = Some((retry, response.json::<Value>().await.unwrap_or(Value::Null)));
+        }
+    }
+    assert_eq!(statuses[..3], [StatusCode::OK; 3], "{statuses:?}");
+    let (retry, body) = limited.expect("the fourth request in a second is over the burst");
+    assert!(retry.is_some_and(|s| s >= 1), "Retry-After: {retry:?}");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert_eq!(body["code"], 429, "{body}");
+    assert_eq!(body["details"]["class"], "queries", "{body}");
+    // Another caller has a bucket of its own; operations are never limited.
+    let (s, _) = get(&client, &server, "/api/v1/users/u2/reminders", "u2").await;
+    assert_eq!(s, StatusCode::OK);
+    for _ in 0..20 {
+        let (s, _) = get(&client, &server, "/healthz", "nobody").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // Commands are a class of their own: u1's queries did not spend them, and the
+    // second command in a second is refused without appending.
+    let activation = json!({"user_id": "u1"});
+    let (s, body, _) = post(
+        &client,
+        &server,
+        "/api/v1/devices/d1/activations",
+        "u1",
+        activation.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, body, _) = post(
+        &client,
+        &server,
+        "/api/v1/devices/d1/activations",
+        "u1",
+        activation,
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["details"]["class"], "commands", "{body}");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_route_answers_within_its_deadline_when_redis_stalls_or_the_wait_is_long() {
+    let redis = OwnRedis::start();
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
+    let mut server = Server::start_with(
+        Some(db.url()),
+        &[
+            ("REDIS_URL", redis.url.as_str()),
+            ("EVENTFOLD_REDIS_PREFIX", prefix.as_str()),
+            ("EVENTFOLD_TIMEOUT_VOICE_MS", "150"),
+        ],
+    );
+    let client = Client::new();
+    let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders/due", "u1").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["source"], "redis", "{body}");
+
+    // Redis stops answering (the process is frozen, its socket still accepts).
+    redis.freeze();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders/due", "u1").await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(300),
+            "took {took:?}: {s} {body}"
+        );
+        // Redis gets a third of the deadline; the relational model answers in the rest.
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["source"], "relational", "{body}");
+    }
+    redis.thaw();
+
+    // A read-your-writes wait longer than the deadline is cut at the deadline.
+    let started = std::time::Instant::now();
+    let (s, body) = get(
+        &client,
+        &server,
+        "/api/v1/users/u1/reminders/due?after=999999999",
+        "u1",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "deadline_exceeded", "{body}");
+    assert_eq!(body["details"]["deadline_ms"], 150, "{body}");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
+    let preflight = |server: &Server, origin: &str| {
+        Client::new()
+            .request(reqwest::Method::OPTIONS, server.url("/api/v1/purchases"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let allowed = |r: &reqwest::Response| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let server = Server::start(None);
+    let response = preflight(&server, "https://app.example")
+        .await
+        .expect("send");
+    assert_eq!(allowed(&response), None);
+    drop(server);
+
+    let server = Server::start_with(None, &[("EVENTFOLD_CORS_ORIGINS", "https://app.example")]);
+    let response = preflight(&server, "https://app.example")
+        .await
+        .expect("send");
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(allowed(&response).as_deref(), Some("https://app.example"));
+    let methods = response
+        .headers()
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let response = preflight(&server, "https://evil.example")
+        .await
+        .expect("send");
+    assert_eq!(allowed(&response), None);
+    // A real request from the allowed origin sees the consistency token.
+    let response = Client::new()
+        .get(server.url("/api/v1/users/u1/reminders"))
+        .header("origin", "https://app.example")
+        .bearer_auth(token("u1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(allowed(&response).as_deref(), Some("https://app.example"));
+}
+
+/// A `redis-server` of the test's own on a free port, so that it can be frozen.
+struct OwnRedis {
+    child: Child,
+    url: String,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        OwnRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -66,9 +66,14 @@ impl AuthConfig {
         Ok(self)
     }
 
-    fn authenticate(&self, parts: &Parts) -> Result<Principal, ApiError> {
+    /// Who the headers say is calling: an `X-Api-Key` or a bearer token; 401 if neither
+    /// proves anything.
+    pub fn authenticate_headers(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Principal, ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        if let Some(key) = parts.headers.get("x-api-key") {
+        if let Some(key) = headers.get("x-api-key") {
             let key = key.to_str().map_err(|_| unauthorized("invalid API key"))?;
             return self
                 .api_keys
@@ -76,7 +81,7 @@ impl AuthConfig {
                 .cloned()
                 .ok_or_else(|| unauthorized("invalid API key"));
         }
-        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(unauthorized(
                 "authentication required: a bearer token or an X-Api-Key header",
             ));
@@ -102,6 +107,11 @@ impl AuthConfig {
         })
     }
 }
+
+/// A principal already authenticated by the rate limiter, kept in the request's
+/// extensions so that the handler does not verify the token twice.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated(pub(crate) Principal);
 
 /// Claims of an Eventfold JWT.
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -136,8 +146,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let auth: Arc<AuthConfig> = axum::extract::FromRef::from_ref(state);
-        let principal = auth.authenticate(parts)?;
+        let principal = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(principal)) => principal.clone(),
+            None => {
+                let auth: Arc<AuthConfig> = axum::extract::FromRef::from_ref(state);
+                auth.authenticate_headers(&parts.headers)?
+            }
+        };
         let header = |name: &str| {
             parts
                 .headers

@@ -209,6 +209,34 @@ pub fn harden(router: axum::Router) -> axum::Router {
         .layer(axum::middleware::from_fn(edge))
 }
 
+/// What the edge of a served API is told.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Rate limits and deadlines per route class.
+    pub limits: crate::EdgeLimits,
+    /// Cross-origin access.
+    pub cors: crate::Cors,
+    /// Who the callers are (rate limits are per caller).
+    pub auth: std::sync::Arc<crate::AuthConfig>,
+}
+
+/// [`harden`] with rate limits, deadlines and CORS. From the outside in: [`edge`]
+/// (input hygiene, error shape), CORS (a preflight is answered before anything
+/// else), [`crate::limit`], the panic catcher, the routes.
+pub fn harden_with(router: axum::Router, config: &EdgeConfig) -> axum::Router {
+    let limiter = std::sync::Arc::new(crate::Limiter::new(&config.limits, config.auth.clone()));
+    let router = router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(limiter, crate::limit));
+    let router = match config.cors.layer() {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(edge))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

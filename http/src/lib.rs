@@ -9,9 +9,14 @@
 mod auth;
 mod edge;
 mod error;
+mod limits;
 mod principal;
 
 pub use auth::{AuthConfig, Caller, Claims};
-pub use edge::{check_json, check_text, edge, harden, json_body, panic_answer, Timestamp, YEARS};
+pub use edge::{
+    check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
+    Timestamp, YEARS,
+};
 pub use error::ApiError;
+pub use limits::{limit, ClassLimits, Cors, EdgeLimits, Limiter, RouteClass};
 pub use principal::{Principal, Role};

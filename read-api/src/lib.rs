@@ -43,6 +43,9 @@ pub struct QueryApi<L> {
     pub auth: Arc<AuthConfig>,
     /// Longest read-your-writes wait.
     pub consistency_wait: Duration,
+    /// How long the voice route waits for Redis before it answers from the relational
+    /// model instead (a part of the voice deadline); `None`: as long as Redis takes.
+    pub voice_redis_budget: Option<Duration>,
     /// Renders `/metrics`, when a recorder is installed.
     pub metrics: Option<PrometheusHandle>,
     /// The projections that should be running, with their stores (for `/readyz`).
@@ -61,6 +64,7 @@ where
             board: self.board.clone(),
             auth: self.auth.clone(),
             consistency_wait: self.consistency_wait,
+            voice_redis_budget: self.voice_redis_budget,
             metrics: self.metrics.clone(),
             expected_projections: self.expected_projections.clone(),
         }

@@ -135,9 +135,10 @@ pub(crate) async fn due<L: EventStore>(
         None
     };
     let now = q.at.map_or_else(Utc::now, |t| t.0);
-    let (offers, source) = voice::due_now(redis, &api.db, &user_id, now, limit)
-        .await
-        .map_err(store_error)?;
+    let (offers, source) =
+        voice::due_now(redis, api.voice_redis_budget, &api.db, &user_id, now, limit)
+            .await
+            .map_err(store_error)?;
     if source == voice::Source::Relational && api.redis.is_some() {
         metrics::counter!("eventfold_voice_degraded_total").increment(1);
     }

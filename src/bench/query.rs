@@ -96,6 +96,8 @@ async fn run_in(
         redis_url: Some(args.redis.clone()),
         redis_prefix: Some(prefix.to_owned()),
         api_keys: Some(format!("{KEY}=service:bench")),
+        // The bench measures the server, not its limits: one caller far above them.
+        limits: crate::config::LimitsFile::off(),
         ..Config::default()
     };
     let app = app::build(&config, url).await?;

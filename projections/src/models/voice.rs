@@ -295,13 +295,26 @@ pub async fn due_from_relational(
 /// The voice answer: Redis first, the relational model when Redis fails or is off.
 pub async fn due_now(
     redis: Option<(&redis::Client, &RedisKeys)>,
+    redis_budget: Option<std::time::Duration>,
     db: &ReadDb,
     user_id: &str,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<(Vec<DueOffer>, Source)> {
     if let Some((client, keys)) = redis {
-        match due_from_redis(client, keys, user_id, now, limit).await {
+        let answer = due_from_redis(client, keys, user_id, now, limit);
+        let answer = match redis_budget {
+            Some(budget) => tokio::time::timeout(budget, answer)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::Error::Redis(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "no answer within the voice route's Redis budget",
+                    ))))
+                }),
+            None => answer.await,
+        };
+        match answer {
             Ok(offers) => return Ok((offers, Source::Redis)),
             Err(error) => {
                 tracing::warn!(%error, degraded = true, "voice answer from the relational model: Redis failed")

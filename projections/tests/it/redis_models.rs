@@ -327,7 +327,7 @@ async fn the_voice_answer_survives_a_redis_outage_and_redis_converges_after() ->
     append(&db.store, format!("reminder-{first}"), e1).await?;
     let target = Some((&client, &keys));
     eventually("the Redis model to show the first reminder", || async {
-        let (offers, source) = voice::due_now(target, &read, "u9", now(), 5).await?;
+        let (offers, source) = voice::due_now(target, None, &read, "u9", now(), 5).await?;
         Ok(source == Source::Redis && offers.len() == 1)
     })
     .await?;
@@ -338,7 +338,7 @@ async fn the_voice_answer_survives_a_redis_outage_and_redis_converges_after() ->
     eventually(
         "the relational fallback to answer with both reminders",
         || async {
-            let (offers, source) = voice::due_now(target, &read, "u9", now(), 5).await?;
+            let (offers, source) = voice::due_now(target, None, &read, "u9", now(), 5).await?;
             Ok(source == Source::Relational && offers.len() == 2)
         },
     )
@@ -354,7 +354,7 @@ async fn the_voice_answer_survives_a_redis_outage_and_redis_converges_after() ->
         eprintln!("{:#?}", set.board().statuses());
     }
     converged?;
-    let (offers, source) = voice::due_now(target, &read, "u9", now(), 5).await?;
+    let (offers, source) = voice::due_now(target, None, &read, "u9", now(), 5).await?;
     assert_eq!((source, offers.len()), (Source::Redis, 2));
 
     stop.send(true)?;
