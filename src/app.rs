@@ -115,9 +115,17 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             .map(|m| (m.name(), m.store()))
             .collect(),
     });
+    let document = Arc::new(openapi_document());
     let router = eventfold_http::harden_with(
         commands
             .merge(queries)
+            .route(
+                "/api/v1/openapi.json",
+                axum::routing::get(move || {
+                    let document = document.clone();
+                    async move { axum::Json(document.as_ref().clone()) }
+                }),
+            )
             .route_layer(middleware::from_fn(eventfold_read_api::observe))
             .fallback(|| async { ApiError::no_route() }),
         &eventfold_http::EdgeConfig {
@@ -133,6 +141,22 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         report,
         bumps,
     })
+}
+
+/// The OpenAPI document of every route this service serves.
+pub(crate) fn openapi_document() -> serde_json::Value {
+    eventfold_http::openapi::document(
+        "Eventfold",
+        env!("CARGO_PKG_VERSION"),
+        "Commands append events; queries answer from read models. Every error answer is \
+         {error, message, code, details}. Rate limits per caller and route class answer 429 \
+         with Retry-After; deadlines answer 503 deadline_exceeded.",
+        &[
+            eventfold_commands::http::ROUTES,
+            eventfold_read_api::ROUTES,
+            eventfold_http::openapi::ROUTES,
+        ],
+    )
 }
 
 /// One line for the start-up message.
@@ -168,4 +192,81 @@ fn metrics_handle() -> Option<eventfold_read_api::PrometheusHandle> {
     HANDLE
         .get_or_init(eventfold_read_api::install_metrics)
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `.route("…")` registered in the routers is documented, and every documented
+    /// route is registered (`tests/serve.rs` also calls each documented route).
+    #[test]
+    fn every_registered_route_is_documented() {
+        let sources = [
+            include_str!("../read-api/src/lib.rs"),
+            include_str!("../commands/src/http/mod.rs"),
+            include_str!("app.rs"),
+        ];
+        let shape = |p: &str| {
+            p.split('/')
+                .map(|s| if s.starts_with('{') { "{}" } else { s })
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let mut registered: Vec<String> = sources
+            .iter()
+            .flat_map(|s| s.split(".route(").skip(1))
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+            .filter(|path| path.starts_with('/'))
+            .map(shape)
+            .collect();
+        registered.sort();
+        registered.dedup();
+        let mut documented: Vec<String> = [
+            eventfold_commands::http::ROUTES,
+            eventfold_read_api::ROUTES,
+            eventfold_http::openapi::ROUTES,
+        ]
+        .iter()
+        .flat_map(|t| t.iter())
+        .map(|r| shape(r.path))
+        .collect();
+        documented.sort();
+        documented.dedup();
+        assert_eq!(registered, documented);
+    }
+
+    #[test]
+    fn the_document_has_a_schema_for_every_body_and_answer() {
+        let doc = super::openapi_document();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, methods) in paths {
+            for (method, op) in methods.as_object().expect("methods") {
+                let ok = op["responses"]
+                    .as_object()
+                    .and_then(|r| r.iter().find(|(s, _)| s.starts_with('2')))
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default();
+                assert!(
+                    ok.get("content").is_some(),
+                    "{method} {path}: no answer schema"
+                );
+                if method == "post" {
+                    assert!(
+                        op["requestBody"]["content"]["application/json"]["schema"].is_object(),
+                        "{method} {path}: no body schema"
+                    );
+                }
+            }
+        }
+        let text = doc.to_string();
+        // Every reference resolves.
+        for reference in text.split("\"$ref\":\"").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            let name = name.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling $ref {name}"
+            );
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
 }

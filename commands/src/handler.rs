@@ -15,7 +15,7 @@ const MAX_ATTEMPTS: usize = 64;
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6576_656e_7466_6f6c_645f_6b65_795f_6e73);
 
 /// One appended (or previously appended) event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RecordedSummary {
     /// Its type.
     pub event_type: String,
@@ -24,7 +24,7 @@ pub struct RecordedSummary {
 }
 
 /// What a command did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CommandOutcome {
     /// The stream acted on.
     pub stream_id: String,

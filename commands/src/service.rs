@@ -37,7 +37,7 @@ fn reminder_id_for(user_id: &str, sku: &str, purchased_at: DateTime<Utc>) -> Uui
 }
 
 /// What recording a purchase did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PurchaseOutcome {
     /// The purchase history append.
     pub purchase: CommandOutcome,
@@ -46,7 +46,7 @@ pub struct PurchaseOutcome {
 }
 
 /// A reminder the planning policy scheduled.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlannedReminder {
     /// The reminder.
     pub reminder_id: Uuid,
@@ -59,7 +59,7 @@ pub struct PlannedReminder {
 }
 
 /// What a "yes" did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AcceptOutcome {
     /// The reminder's append.
     pub reminder: CommandOutcome,

@@ -125,6 +125,9 @@ fn check_distance(distance: Option<f64>) -> Result<(), DomainError> {
     }
 }
 
+/// The most GPS points one update may carry.
+pub const MAX_POINTS: usize = 500;
+
 fn check_measurements(
     distance_m: Option<f64>,
     heart_rate: Option<u32>,
@@ -145,6 +148,12 @@ fn check_measurements(
                 "speed {v} m/s is outside 0..=100"
             )));
         }
+    }
+    if points.len() > MAX_POINTS {
+        return Err(DomainError::InvalidMeasurement(format!(
+            "{} points in one update; at most {MAX_POINTS}",
+            points.len()
+        )));
     }
     for p in points {
         let ok = p.lat.is_finite()

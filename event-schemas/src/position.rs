@@ -10,10 +10,21 @@ use serde::{Deserialize, Serialize};
 /// everything. A command response carries the position of its last event as a
 /// consistency token; a query can wait until its read model has passed it.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(transparent)]
-pub struct Position(pub i64);
+pub struct Position(#[schemars(range(min = 0))] pub i64);
 
 impl Position {
     /// Before the first event.

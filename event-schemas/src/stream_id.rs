@@ -4,7 +4,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted stream id, in bytes.
-pub const MAX_STREAM_ID_LEN: usize = 200;
+pub const MAX_STREAM_ID_LEN: usize = 1024;
 
 /// The id of an event stream: `{category}-{id}`, e.g. `order-7f3c…`.
 ///
@@ -173,8 +173,8 @@ mod tests {
             Err(StreamIdError::InvalidId(_))
         ));
         assert!(matches!(
-            StreamId::new(format!("order-{}", "x".repeat(300))),
-            Err(StreamIdError::TooLong { len: 306, .. })
+            StreamId::new(format!("order-{}", "x".repeat(MAX_STREAM_ID_LEN))),
+            Err(StreamIdError::TooLong { len: 1030, .. })
         ));
     }
 

@@ -107,7 +107,26 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
         ));
     }
     check_json(&value)?;
-    Ok(value)
+    Ok(integral(value))
+}
+
+/// JSON has one number type: `102.0` is the integer 102 to JSON Schema, and to us.
+/// Whole floats in the range of 64-bit integers become integers, so that an integer
+/// field accepts them; any other number is left as it is.
+fn integral(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                json!(f as i64)
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
+    }
 }
 
 /// A point in time from a request, in years 1970–9999 ([`YEARS`]): date arithmetic on
@@ -276,6 +295,17 @@ mod tests {
             json_body(None, b"{}").err().map(|e| e.status),
             Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
         );
+    }
+
+    #[test]
+    fn whole_floats_read_as_integers() {
+        let ct = Some("application/json");
+        let body = json_body(ct, br#"{"quantity": 102.0, "lat": 55.5, "deep": [3.0]}"#);
+        let body = body.ok().unwrap_or_default();
+        assert_eq!(body["quantity"], json!(102));
+        assert!(body["quantity"].is_i64());
+        assert_eq!(body["lat"], json!(55.5));
+        assert!(body["deep"][0].is_i64());
     }
 
     #[test]

@@ -20,12 +20,18 @@ pub struct ApiError {
     pub details: Value,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
-    code: u16,
-    details: &'a Value,
+/// The body of every error answer, as the OpenAPI document describes it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody<'a> {
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    pub error: &'a str,
+    /// For humans.
+    pub message: &'a str,
+    /// The HTTP status, repeated.
+    pub code: u16,
+    /// Structured context (the field at fault, the lag, the retry delay, …).
+    pub details: &'a Value,
 }
 
 impl ApiError {
@@ -53,7 +59,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ErrorBody {
             error: self.error,
             message: &self.message,
             code: self.status.as_u16(),

@@ -9,7 +9,9 @@
 mod auth;
 mod edge;
 mod error;
+mod input;
 mod limits;
+pub mod openapi;
 mod principal;
 
 pub use auth::{AuthConfig, Caller, Claims};
@@ -17,6 +19,7 @@ pub use edge::{
     check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
     Timestamp, YEARS,
 };
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use input::{Currency, Id, Name, Text, Title};
 pub use limits::{limit, ClassLimits, Cors, EdgeLimits, Limiter, RouteClass};
 pub use principal::{Principal, Role};

@@ -421,6 +421,62 @@ mod tests {
         assert!(Cors::parse("https://a.example/").is_err());
     }
 
+    #[tokio::test]
+    async fn a_request_past_its_deadline_gets_503_in_time_and_others_are_not_cut() {
+        use tower::ServiceExt;
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }
+        let limits = EdgeLimits {
+            voice: ClassLimits {
+                per_second: 0,
+                burst: None,
+                timeout_ms: 50,
+            },
+            ..EdgeLimits::off()
+        };
+        let config = crate::EdgeConfig {
+            limits,
+            cors: Cors::Off,
+            auth: Arc::new(AuthConfig::default()),
+        };
+        let app = crate::harden_with(
+            axum::Router::new()
+                .route("/api/v1/users/{id}/reminders/due", axum::routing::get(slow))
+                .route(
+                    "/api/v1/users/{id}/reminders",
+                    axum::routing::get(|| async { "ok" }),
+                ),
+            &config,
+        );
+        let request = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let started = std::time::Instant::now();
+        let response = app
+            .clone()
+            .oneshot(request("/api/v1/users/u1/reminders/due"))
+            .await
+            .expect("infallible");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("the error shape");
+        assert_eq!(body["error"], "deadline_exceeded");
+        assert_eq!(body["details"]["deadline_ms"], 50);
+        let response = app
+            .oneshot(request("/api/v1/users/u1/reminders"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
     #[test]
     fn a_caller_over_its_rate_waits_and_others_do_not() {
         let limits = EdgeLimits {

@@ -5,7 +5,8 @@
 //!   lists grow, and read-your-writes on demand: pass a command's consistency token as
 //!   `?after=TOKEN` or `X-Consistency-Token` and the route waits (bounded) until its read
 //!   model has applied it, or answers 503 with the current lag.
-//! - `/api/v1/openapi.json`, `/healthz`, `/readyz`, `/metrics`.
+//! - `/healthz`, `/readyz`, `/metrics`; [`ROUTES`] describes every route for the
+//!   OpenAPI document, which the service assembles with the command side's table.
 //! - [`observe`] — middleware: `x-correlation-id` (echoed), a tracing span per request
 //!   and a latency histogram per route.
 
@@ -26,7 +27,7 @@ use eventfold_projections::{ReadDb, RedisTarget, StatusBoard};
 
 pub use metrics_exporter_prometheus::PrometheusHandle;
 pub use observe::{install_metrics, observe};
-pub use openapi::{document, ROUTES};
+pub use openapi::ROUTES;
 
 /// What the query routes share.
 #[derive(Debug)]
@@ -119,7 +120,6 @@ pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
             get(routes::leaderboard::<L>),
         )
         .route("/api/v1/projections", get(routes::projections::<L>))
-        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<L>))
         .route("/metrics", get(ops::metrics::<L>))

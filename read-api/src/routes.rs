@@ -6,9 +6,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{Duration, Utc};
 use eventfold_event_log::EventStore;
+use eventfold_http::Name;
 use eventfold_http::{ApiError, Caller, Principal};
 use eventfold_projections::models::{leaderboard, orders, purchases, reminders, voice, workouts};
 use eventfold_projections::{measure_lag, ProjectionState};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -30,7 +32,94 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
-type Answer = Result<Json<Value>, ApiError>;
+type Answer<T = Value> = Result<Json<T>, ApiError>;
+
+/// The longest offset a page may start at.
+const MAX_OFFSET: i64 = 1_000_000_000;
+
+/// A page of a list that grows.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Paged<T> {
+    /// The items.
+    items: Vec<T>,
+    /// The page size asked for.
+    limit: i64,
+    /// Where this page starts.
+    offset: i64,
+    /// Where the next page starts; `null` on the last page.
+    next_offset: Option<i64>,
+}
+
+/// A whole list.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Items<T> {
+    /// The items.
+    items: Vec<T>,
+}
+
+/// The voice answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct DueAnswer {
+    /// Whose.
+    user_id: String,
+    /// The time it was asked for.
+    at: chrono::DateTime<Utc>,
+    /// Where it came from.
+    source: voice::Source,
+    /// What to offer, most overdue first.
+    offers: Vec<voice::DueOffer>,
+}
+
+/// A workout's route.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct RouteAnswer {
+    /// The workout.
+    #[schemars(with = "uuid::Uuid")]
+    workout_id: String,
+    /// Its points in recording order.
+    points: Vec<workouts::RoutePoint>,
+}
+
+/// A user's workout statistics.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct StatsAnswer {
+    /// Whose.
+    user_id: String,
+    /// `null` before the first completed workout.
+    stats: Option<workouts::WorkoutStats>,
+}
+
+/// A leaderboard.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct LeaderboardAnswer {
+    /// The sport.
+    sport: String,
+    /// The ISO week.
+    week: String,
+    /// The places, best first.
+    top: Vec<leaderboard::Place>,
+}
+
+/// One projection's progress.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ProjectionItem {
+    /// Versioned name.
+    name: String,
+    /// `running`, `retrying`, `rebuilding`, ….
+    state: String,
+    /// The last applied position.
+    checkpoint: i64,
+    /// The log's head.
+    head: i64,
+    /// Events behind.
+    lag_events: i64,
+    /// Seconds behind.
+    lag_seconds: f64,
+    /// Events parked (failed for good, skipped).
+    parked: u64,
+    /// The last error, if any.
+    last_error: Option<String>,
+}
 
 fn store_error(error: eventfold_projections::Error) -> ApiError {
     tracing::error!(%error, "read model query failed");
@@ -58,11 +147,17 @@ fn not_found(error: &'static str, what: &str) -> ApiError {
 }
 
 /// `limit` (1–500, default 50), `offset` and the consistency token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
+    /// Page size, 1-500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[schemars(range(min = 0, max = MAX_OFFSET))]
     offset: Option<i64>,
+    /// A command's consistency token: wait (bounded) until the read model has applied it.
+    #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
 
@@ -74,37 +169,68 @@ struct Page {
 fn page(limit: Option<i64>, offset: Option<i64>) -> Result<Page, ApiError> {
     let limit = limit.unwrap_or(50);
     let offset = offset.unwrap_or(0);
-    if !(1..=500).contains(&limit) || offset < 0 {
+    if !(1..=500).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "validation_failed",
-            "limit must be 1-500 and offset >= 0",
+            format!("limit must be 1-500 and offset 0-{MAX_OFFSET}"),
         ));
     }
     Ok(Page { limit, offset })
 }
 
-fn paged<T: Serialize>(items: Vec<T>, page: &Page) -> Json<Value> {
+fn paged<T: Serialize>(items: Vec<T>, page: &Page) -> Json<Paged<T>> {
     let next = (items.len() as i64 == page.limit).then_some(page.offset + page.limit);
-    Json(json!({ "items": items, "limit": page.limit, "offset": page.offset, "next_offset": next }))
+    Json(Paged {
+        items,
+        limit: page.limit,
+        offset: page.offset,
+        next_offset: next,
+    })
+}
+
+fn user(raw: String) -> Result<String, ApiError> {
+    eventfold_http::Id::from_path("user_id", raw).map(eventfold_http::Id::into_inner)
 }
 
 /// Waits for `names` when the caller passed a consistency token.
-async fn consistent<L>(
+async fn consistent<L: EventStore>(
     api: &QueryApi<L>,
     names: &[&str],
     after: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     let token = requested(after, headers)?;
+    if let Some(token) = token {
+        let behind = names.iter().any(|n| api.board.checkpoint_of(n) < token);
+        // Only a position the log has reached was ever answered to a command: a token
+        // ahead of the head was not issued by this log, and waiting cannot help.
+        if behind {
+            let head = api.log.head().await.map_err(|e| store_error(e.into()))?;
+            if token > head {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "token_ahead_of_log",
+                    format!("consistency token {token} is ahead of the log's head {head}: it was not issued by this log"),
+                )
+                .with_details(json!({ "token": token, "head": head })));
+            }
+        }
+    }
     wait_for(&api.board, names, token, api.consistency_wait).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The voice route's query.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DueQuery {
+    /// Offers at most (1-20, default 3).
+    #[schemars(range(min = 1, max = 20))]
     limit: Option<usize>,
+    /// As of when (default: now).
     at: Option<eventfold_http::Timestamp>,
+    /// A command's consistency token: wait (bounded) until the read model has applied it.
+    #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
 
@@ -115,7 +241,8 @@ pub(crate) async fn due<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<DueQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<DueAnswer> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     let limit = q.limit.unwrap_or(3).clamp(1, 20);
     let redis_healthy = api.redis.is_some()
@@ -142,9 +269,12 @@ pub(crate) async fn due<L: EventStore>(
     if source == voice::Source::Relational && api.redis.is_some() {
         metrics::counter!("eventfold_voice_degraded_total").increment(1);
     }
-    Ok(Json(
-        json!({ "user_id": user_id, "at": now, "source": source, "offers": offers }),
-    ))
+    Ok(Json(DueAnswer {
+        user_id,
+        at: now,
+        source,
+        offers,
+    }))
 }
 
 pub(crate) async fn reminders<L: EventStore>(
@@ -153,7 +283,8 @@ pub(crate) async fn reminders<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<Paged<reminders::ReminderView>> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset)?;
     consistent(&api, &["reminders.v1"], q.after.as_deref(), &headers).await?;
@@ -169,7 +300,8 @@ pub(crate) async fn user_orders<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<Paged<orders::OrderView>> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset)?;
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
@@ -179,9 +311,12 @@ pub(crate) async fn user_orders<L: EventStore>(
     Ok(paged(items, &p))
 }
 
-#[derive(Debug, Deserialize)]
+/// Only the consistency token.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AfterQuery {
+    /// A command's consistency token: wait (bounded) until the read model has applied it.
+    #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
 
@@ -191,14 +326,14 @@ pub(crate) async fn order<L: EventStore>(
     Path(order_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<orders::OrderView> {
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
     let order = orders::get(&api.db, &order_id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found("order_not_found", "order"))?;
     authorize(&principal, &order.user_id)?;
-    Ok(Json(json!(order)))
+    Ok(Json(order))
 }
 
 pub(crate) async fn consumables<L: EventStore>(
@@ -207,13 +342,14 @@ pub(crate) async fn consumables<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<Items<purchases::ConsumableView>> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     consistent(&api, &["purchases.v1"], q.after.as_deref(), &headers).await?;
     let items = purchases::consumables(&api.db, &user_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 pub(crate) async fn purchases<L: EventStore>(
@@ -222,7 +358,8 @@ pub(crate) async fn purchases<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<Paged<purchases::PurchaseView>> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset)?;
     consistent(&api, &["purchases.v1"], q.after.as_deref(), &headers).await?;
@@ -232,13 +369,22 @@ pub(crate) async fn purchases<L: EventStore>(
     Ok(paged(items, &p))
 }
 
-#[derive(Debug, Deserialize)]
+/// A time window and a page.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WorkoutsQuery {
+    /// Started at or after (default: 30 days before `to`).
     from: Option<eventfold_http::Timestamp>,
+    /// Started before (default: a day from now). An empty window lists nothing.
     to: Option<eventfold_http::Timestamp>,
+    /// Page size, 1-500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[schemars(range(min = 0, max = MAX_OFFSET))]
     offset: Option<i64>,
+    /// A command's consistency token: wait (bounded) until the read model has applied it.
+    #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
 
@@ -248,23 +394,21 @@ pub(crate) async fn workouts<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<WorkoutsQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<Paged<workouts::WorkoutView>> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset)?;
     let to = q.to.map_or_else(|| Utc::now() + Duration::days(1), |t| t.0);
     // Inside the accepted years, 30 days back cannot leave the calendar.
     let from = q.from.map_or(to - Duration::days(30), |t| t.0);
-    if from >= to {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "`from` must be before `to`",
-        ));
-    }
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
-    let items = workouts::list(&api.db, &user_id, from, to, p.limit, p.offset)
-        .await
-        .map_err(store_error)?;
+    let items = if from < to {
+        workouts::list(&api.db, &user_id, from, to, p.limit, p.offset)
+            .await
+            .map_err(store_error)?
+    } else {
+        Vec::new()
+    };
     Ok(paged(items, &p))
 }
 
@@ -274,14 +418,14 @@ pub(crate) async fn workout<L: EventStore>(
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<workouts::WorkoutView> {
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let w = workouts::get(&api.db, &workout_id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found("workout_not_found", "workout"))?;
     authorize(&principal, &w.user_id)?;
-    Ok(Json(json!(w)))
+    Ok(Json(w))
 }
 
 pub(crate) async fn route<L: EventStore>(
@@ -290,7 +434,7 @@ pub(crate) async fn route<L: EventStore>(
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<RouteAnswer> {
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let w = workouts::get(&api.db, &workout_id)
         .await
@@ -300,7 +444,7 @@ pub(crate) async fn route<L: EventStore>(
     let points = workouts::route(&api.db, &workout_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "workout_id": workout_id, "points": points })))
+    Ok(Json(RouteAnswer { workout_id, points }))
 }
 
 pub(crate) async fn stats<L: EventStore>(
@@ -309,20 +453,28 @@ pub(crate) async fn stats<L: EventStore>(
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<StatsAnswer> {
+    let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let stats = workouts::stats(&api.db, &user_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({ "user_id": user_id, "stats": stats })))
+    Ok(Json(StatsAnswer { user_id, stats }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which week, how many places.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeaderboardQuery {
+    /// ISO week, e.g. `2026-W48` (default: this week).
+    #[schemars(regex(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
     week: Option<String>,
+    /// Places at most (1-100, default 10).
+    #[schemars(range(min = 1, max = 100))]
     limit: Option<isize>,
+    /// A command's consistency token: wait (bounded) until the read model has applied it.
+    #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
 
@@ -332,7 +484,8 @@ pub(crate) async fn leaderboard<L: EventStore>(
     Path(sport): Path<String>,
     Params(q): Params<LeaderboardQuery>,
     headers: HeaderMap,
-) -> Answer {
+) -> Answer<LeaderboardAnswer> {
+    let sport = Name::from_path("sport", sport)?.into_inner();
     let Some(redis) = &api.redis else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -361,22 +514,32 @@ pub(crate) async fn leaderboard<L: EventStore>(
     )
     .await
     .map_err(store_error)?;
-    Ok(Json(json!({ "sport": sport, "week": week, "top": top })))
+    Ok(Json(LeaderboardAnswer { sport, week, top }))
 }
 
 pub(crate) async fn projections<L: EventStore>(
     State(api): State<QueryApi<L>>,
     _: Caller,
-) -> Answer {
+) -> Answer<Items<ProjectionItem>> {
     let mut items = Vec::new();
     for status in api.board.statuses() {
         let lag = measure_lag(&api.log, status.checkpoint)
             .await
             .map_err(store_error)?;
-        items.push(json!({
-            "name": status.name, "state": status.state, "checkpoint": status.checkpoint, "head": lag.head,
-            "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": status.parked, "last_error": status.last_error,
-        }));
+        let state = serde_json::to_value(status.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        items.push(ProjectionItem {
+            name: status.name,
+            state,
+            checkpoint: status.checkpoint.0,
+            head: lag.head.0,
+            lag_events: lag.events,
+            lag_seconds: lag.seconds,
+            parked: status.parked,
+            last_error: status.last_error,
+        });
     }
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }

@@ -66,6 +66,101 @@ impl<S> FromRef<CommandApi<S>> for Arc<AuthConfig> {
     }
 }
 
+use eventfold_http::openapi::{schema, RouteDoc, SchemaFn};
+use routes::{
+    ActivationRequest, CancelRequest, CompleteWorkoutRequest, Empty, OfferRequest, PriceRequest,
+    PurchaseRequest, SnoozeRequest, StartWorkoutRequest, StartedWorkout, UpdateWorkoutRequest,
+};
+
+use crate::{AcceptOutcome, CommandOutcome, PurchaseOutcome};
+
+const ID: &[(&str, SchemaFn)] = &[("id", schema::<uuid::Uuid>)];
+
+/// Every command route with the types it reads and answers, for the OpenAPI document.
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc::command(
+        "/api/v1/purchases",
+        "Record a purchase line; plans a reminder for a consumable",
+    )
+    .body(schema::<PurchaseRequest>)
+    .answers(201, schema::<PurchaseOutcome>),
+    RouteDoc::command(
+        "/api/v1/devices/{device_id}/activations",
+        "A speaker woke up for a user",
+    )
+    .params(&[("device_id", schema::<eventfold_http::Id>)])
+    .body(schema::<ActivationRequest>)
+    .answers(201, schema::<CommandOutcome>),
+    RouteDoc::command(
+        "/api/v1/reminders/{id}/offer",
+        "The speaker offers the re-order",
+    )
+    .params(ID)
+    .optional_body(schema::<OfferRequest>)
+    .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command(
+        "/api/v1/reminders/{id}/accept",
+        "The user says yes: an order is drafted at the current price",
+    )
+    .params(ID)
+    .optional_body(schema::<Empty>)
+    .answers(200, schema::<AcceptOutcome>),
+    RouteDoc::command("/api/v1/reminders/{id}/decline", "The user says no")
+        .params(ID)
+        .optional_body(schema::<Empty>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/reminders/{id}/snooze", "The user says later")
+        .params(ID)
+        .body(schema::<SnoozeRequest>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command(
+        "/api/v1/orders/{id}/confirm",
+        "Final confirmation: place the order and request payment",
+    )
+    .params(ID)
+    .optional_body(schema::<Empty>)
+    .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command(
+        "/api/v1/orders/{id}/cancel",
+        "Cancel an order before payment",
+    )
+    .params(ID)
+    .optional_body(schema::<CancelRequest>)
+    .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/workouts", "Start a workout")
+        .body(schema::<StartWorkoutRequest>)
+        .answers(201, schema::<StartedWorkout>),
+    RouteDoc::command(
+        "/api/v1/workouts/{id}/updates",
+        "Report distance, heart rate, speed, GPS points",
+    )
+    .params(ID)
+    .optional_body(schema::<UpdateWorkoutRequest>)
+    .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/workouts/{id}/pause", "Pause a workout")
+        .params(ID)
+        .optional_body(schema::<Empty>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/workouts/{id}/resume", "Resume a paused workout")
+        .params(ID)
+        .optional_body(schema::<Empty>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/workouts/{id}/complete", "Complete a workout")
+        .params(ID)
+        .optional_body(schema::<CompleteWorkoutRequest>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command("/api/v1/workouts/{id}/cancel", "Cancel a workout")
+        .params(ID)
+        .optional_body(schema::<CancelRequest>)
+        .answers(200, schema::<CommandOutcome>),
+    RouteDoc::command(
+        "/api/v1/catalog/prices",
+        "Set a sku's price and availability (services)",
+    )
+    .body(schema::<PriceRequest>)
+    .answers(201, schema::<CommandOutcome>),
+];
+
 /// The command routes, to be nested or merged into the service's router.
 pub fn router<S: EventStore>(api: CommandApi<S>) -> Router {
     Router::new()

@@ -17,7 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use eventfold_http::Timestamp;
+use eventfold_http::Id as Key;
+use eventfold_http::{Currency, Name, Text, Timestamp, Title};
+use schemars::JsonSchema;
 
 use super::{ApiError, CommandApi, Ctx};
 use crate::CommandOutcome;
@@ -88,21 +90,28 @@ fn outcome(o: CommandOutcome) -> Result<Response, ApiError> {
     Ok(accepted(StatusCode::OK, o.consistency_token, o))
 }
 
-fn default_currency() -> String {
-    "RUB".to_owned()
-}
-
-#[derive(Deserialize)]
+/// A purchase line.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PurchaseRequest {
-    user_id: String,
-    sku: String,
-    title: String,
-    category: String,
+    /// The buyer.
+    user_id: Key,
+    /// The product.
+    sku: Key,
+    /// Its title.
+    title: Title,
+    /// Its category (`coffee`, `tea`, …): consumable categories get reminders.
+    category: Name,
+    /// Units bought.
+    #[schemars(range(min = 1, max = 4_294_967_295u32))]
     quantity: u32,
+    /// Price per unit in minor units (kopecks).
+    #[schemars(range(min = 0, max = i64::MAX))]
     unit_price: i64,
-    #[serde(default = "default_currency")]
-    currency: String,
+    /// ISO 4217 (default `RUB`).
+    #[serde(default)]
+    currency: Currency,
+    /// When (default: now).
     purchased_at: Option<Timestamp>,
 }
 
@@ -112,13 +121,13 @@ pub(crate) async fn record_purchase<S: EventStore>(
     Body(r): Body<PurchaseRequest>,
 ) -> Result<Response, ApiError> {
     let purchase = PurchaseRecorded {
-        user_id: r.user_id,
-        sku: r.sku,
-        title: r.title,
-        category: r.category,
+        user_id: r.user_id.into_inner(),
+        sku: r.sku.into_inner(),
+        title: r.title.into_inner(),
+        category: r.category.into_inner(),
         quantity: r.quantity,
         unit_price: r.unit_price,
-        currency: r.currency,
+        currency: r.currency.0,
         purchased_at: r.purchased_at.map_or_else(Utc::now, |t| t.0),
     };
     let result = api.service.record_purchase(&ctx, purchase).await?;
@@ -133,12 +142,17 @@ pub(crate) async fn record_purchase<S: EventStore>(
     Ok(accepted(StatusCode::CREATED, token, result))
 }
 
-#[derive(Deserialize)]
+/// A speaker woke up.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActivationRequest {
-    user_id: String,
+    /// Whose speaker.
+    user_id: Key,
+    /// When (default: now).
     activated_at: Option<Timestamp>,
+    /// The speaker's UTC offset, minutes (UTC-14:00 to UTC+14:00).
     #[serde(default)]
+    #[schemars(range(min = -840, max = 840))]
     utc_offset_minutes: i32,
 }
 
@@ -148,6 +162,7 @@ pub(crate) async fn record_activation<S: EventStore>(
     Path(device_id): Path<String>,
     Body(r): Body<ActivationRequest>,
 ) -> Result<Response, ApiError> {
+    let device_id = Key::from_path("device_id", device_id)?.into_inner();
     if !(-840..=840).contains(&r.utc_offset_minutes) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -157,7 +172,7 @@ pub(crate) async fn record_activation<S: EventStore>(
     }
     let activation = DeviceActivated {
         device_id,
-        user_id: r.user_id,
+        user_id: r.user_id.into_inner(),
         activated_at: r.activated_at.map_or_else(Utc::now, |t| t.0),
         utc_offset_minutes: r.utc_offset_minutes,
     };
@@ -165,10 +180,12 @@ pub(crate) async fn record_activation<S: EventStore>(
     Ok(accepted(StatusCode::CREATED, o.consistency_token, o))
 }
 
-#[derive(Deserialize, Default)]
+/// Which speaker offers.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OfferRequest {
-    device_id: Option<String>,
+    /// The speaker.
+    device_id: Option<Key>,
 }
 
 pub(crate) async fn offer<S: EventStore>(
@@ -177,10 +194,15 @@ pub(crate) async fn offer<S: EventStore>(
     Id(id): Id,
     Body(r): Body<OfferRequest>,
 ) -> Result<Response, ApiError> {
-    outcome(api.service.offer(&ctx, id, r.device_id).await?)
+    outcome(
+        api.service
+            .offer(&ctx, id, r.device_id.map(Key::into_inner))
+            .await?,
+    )
 }
 
-#[derive(Deserialize, Default)]
+/// No fields (an empty body is fine too).
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Empty {}
 
@@ -207,9 +229,11 @@ pub(crate) async fn decline<S: EventStore>(
     outcome(api.service.decline(&ctx, id).await?)
 }
 
-#[derive(Deserialize)]
+/// Later.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SnoozeRequest {
+    /// Until when (in the future).
     until: Timestamp,
 }
 
@@ -231,10 +255,12 @@ pub(crate) async fn confirm_order<S: EventStore>(
     outcome(api.service.confirm_order(&ctx, id).await?)
 }
 
-#[derive(Deserialize, Default)]
+/// Why.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CancelRequest {
-    reason: Option<String>,
+    /// Free text.
+    reason: Option<Title>,
 }
 
 pub(crate) async fn cancel_order<S: EventStore>(
@@ -245,21 +271,29 @@ pub(crate) async fn cancel_order<S: EventStore>(
 ) -> Result<Response, ApiError> {
     let reason = r
         .reason
-        .unwrap_or_else(|| "cancelled by the user".to_owned());
+        .map_or_else(|| "cancelled by the user".to_owned(), Text::into_inner);
     outcome(api.service.cancel_order(&ctx, id, reason).await?)
 }
 
-#[derive(Deserialize)]
+/// A workout begins.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StartWorkoutRequest {
+    /// Its id (default: derived from the Idempotency-Key, else random).
     workout_id: Option<Uuid>,
-    user_id: String,
-    sport: String,
+    /// The athlete.
+    user_id: Key,
+    /// `running`, `cycling`, …
+    sport: Name,
+    /// A distance goal, metres.
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     goal_distance_m: Option<f64>,
 }
 
-#[derive(Serialize)]
-struct StartedWorkout {
+/// A started workout.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct StartedWorkout {
+    /// Its id.
     workout_id: Uuid,
     #[serde(flatten)]
     outcome: CommandOutcome,
@@ -280,7 +314,13 @@ pub(crate) async fn start_workout<S: EventStore>(
     });
     let o = api
         .service
-        .start_workout(&ctx, workout_id, r.user_id, r.sport, r.goal_distance_m)
+        .start_workout(
+            &ctx,
+            workout_id,
+            r.user_id.into_inner(),
+            r.sport.into_inner(),
+            r.goal_distance_m,
+        )
         .await?;
     Ok(accepted(
         StatusCode::CREATED,
@@ -292,14 +332,37 @@ pub(crate) async fn start_workout<S: EventStore>(
     ))
 }
 
-#[derive(Deserialize)]
+/// Progress.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateWorkoutRequest {
+    /// Metres so far.
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     distance_m: Option<f64>,
+    /// Beats per minute.
+    #[schemars(range(min = 20, max = 250))]
     heart_rate: Option<u32>,
+    /// Metres per second.
+    #[schemars(range(min = 0.0, max = 100.0))]
     speed_mps: Option<f64>,
+    /// GPS points (at most 500 per update).
     #[serde(default)]
-    points: Vec<GeoPoint>,
+    #[schemars(length(max = 500))]
+    points: Vec<PointRequest>,
+}
+
+/// A GPS point.
+#[derive(Deserialize, JsonSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PointRequest {
+    /// Latitude, degrees.
+    #[schemars(range(min = -90.0, max = 90.0))]
+    lat: f64,
+    /// Longitude, degrees.
+    #[schemars(range(min = -180.0, max = 180.0))]
+    lon: f64,
+    /// When it was taken.
+    at: Timestamp,
 }
 
 pub(crate) async fn update_workout<S: EventStore>(
@@ -314,7 +377,15 @@ pub(crate) async fn update_workout<S: EventStore>(
                 distance_m: r.distance_m,
                 heart_rate: r.heart_rate,
                 speed_mps: r.speed_mps,
-                points: r.points.clone(),
+                points: r
+                    .points
+                    .iter()
+                    .map(|p| GeoPoint {
+                        lat: p.lat,
+                        lon: p.lon,
+                        at: p.at.0,
+                    })
+                    .collect(),
                 at,
             })
             .await?,
@@ -347,9 +418,12 @@ pub(crate) async fn resume_workout<S: EventStore>(
     )
 }
 
-#[derive(Deserialize, Default)]
+/// The end.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CompleteWorkoutRequest {
+    /// Final metres.
+    #[schemars(range(min = 0.0, max = 1_000_000.0))]
     distance_m: Option<f64>,
 }
 
@@ -378,25 +452,35 @@ pub(crate) async fn cancel_workout<S: EventStore>(
     outcome(
         api.service
             .workout_command(&ctx, id, |at| WorkoutCommand::Cancel {
-                reason: r.reason.clone(),
+                reason: r.reason.clone().map(Text::into_inner),
                 at,
             })
             .await?,
     )
 }
 
-#[derive(Deserialize)]
+/// A sku's price and availability.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PriceRequest {
-    sku: String,
-    title: String,
+    /// The product.
+    sku: Key,
+    /// Its title.
+    title: Title,
+    /// Minor units per unit.
+    #[schemars(range(min = 0, max = i64::MAX))]
     unit_price: i64,
-    #[serde(default = "default_currency")]
-    currency: String,
+    /// ISO 4217 (default `RUB`).
+    #[serde(default)]
+    currency: Currency,
+    /// Whether it can be delivered (default true).
     #[serde(default = "yes")]
     available: bool,
+    /// Quoted delivery, days.
     #[serde(default)]
+    #[schemars(range(max = 4_294_967_295u32))]
     delivery_days: u32,
+    /// When (default: now).
     changed_at: Option<Timestamp>,
 }
 
@@ -410,10 +494,10 @@ pub(crate) async fn set_price<S: EventStore>(
     Body(r): Body<PriceRequest>,
 ) -> Result<Response, ApiError> {
     let price = PriceChanged {
-        sku: r.sku,
-        title: r.title,
+        sku: r.sku.into_inner(),
+        title: r.title.into_inner(),
         unit_price: r.unit_price,
-        currency: r.currency,
+        currency: r.currency.0,
         available: r.available,
         delivery_days: r.delivery_days,
         changed_at: r.changed_at.map_or_else(Utc::now, |t| t.0),

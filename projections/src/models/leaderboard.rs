@@ -44,7 +44,7 @@ impl RedisProjection for LeaderboardProjection {
 }
 
 /// One place on a leaderboard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Place {
     /// 1-based.
     pub rank: usize,

@@ -120,7 +120,7 @@ impl RelationalProjection for OrdersProjection {
 }
 
 /// An order line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OrderLineView {
     /// The sku.
     pub sku: String,
@@ -133,13 +133,15 @@ pub struct OrderLineView {
 }
 
 /// An order as the read model holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OrderView {
     /// The order.
+    #[schemars(with = "uuid::Uuid")]
     pub order_id: String,
     /// The buyer.
     pub user_id: String,
     /// The reminder it came from.
+    #[schemars(with = "Option<uuid::Uuid>")]
     pub reminder_id: Option<String>,
     /// `drafted`, `confirmed`, `placed`, `cancelled`.
     pub status: String,

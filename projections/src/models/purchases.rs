@@ -100,7 +100,7 @@ impl RelationalProjection for PurchasesProjection {
 }
 
 /// A purchase line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PurchaseView {
     /// The sku.
     pub sku: String,
@@ -119,7 +119,7 @@ pub struct PurchaseView {
 }
 
 /// A consumable of a user, with its purchase history summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ConsumableView {
     /// The sku.
     pub sku: String,

@@ -361,9 +361,10 @@ impl PgBatch for RemindersProjection {
 }
 
 /// A reminder as the read model holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReminderView {
     /// The reminder.
+    #[schemars(with = "uuid::Uuid")]
     pub reminder_id: String,
     /// Whose.
     pub user_id: String,
@@ -382,6 +383,7 @@ pub struct ReminderView {
     /// `scheduled`, `offered`, `snoozed`, `accepted`, `declined`.
     pub status: String,
     /// The order, once accepted.
+    #[schemars(with = "Option<uuid::Uuid>")]
     pub order_id: Option<String>,
 }
 

@@ -135,9 +135,10 @@ fn close(pipe: &mut Pipeline, keys: &RedisKeys, user_id: &str, reminder_id: &str
 }
 
 /// What the speaker should offer now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DueOffer {
     /// The reminder to answer.
+    #[schemars(with = "uuid::Uuid")]
     pub reminder_id: String,
     /// What.
     pub sku: String,
@@ -158,7 +159,7 @@ pub struct DueOffer {
 }
 
 /// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The Redis model.

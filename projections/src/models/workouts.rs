@@ -820,9 +820,10 @@ mod pg {
 }
 
 /// A workout's summary and details.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkoutView {
     /// The workout.
+    #[schemars(with = "uuid::Uuid")]
     pub workout_id: String,
     /// The athlete.
     pub user_id: String,
@@ -907,7 +908,7 @@ pub async fn list(
 }
 
 /// A route point.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RoutePoint {
     /// Latitude.
     pub lat: f64,
@@ -937,7 +938,7 @@ pub async fn route(db: &ReadDb, workout_id: &str) -> Result<Vec<RoutePoint>> {
 }
 
 /// A user's totals and records.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkoutStats {
     /// Completed workouts.
     pub workouts: i64,
@@ -958,7 +959,7 @@ pub struct WorkoutStats {
 }
 
 /// One week of activity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WeekActivity {
     /// e.g. `2026-W48`.
     pub week: String,

@@ -1,0 +1,249 @@
+//! Input types that validate themselves where they are read, one place per type, and
+//! describe the same rules in the OpenAPI document (their JSON Schema): a request the
+//! document calls valid is accepted by the parser, and the other way round.
+
+use std::borrow::Cow;
+
+use axum::http::StatusCode;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::edge::check_text;
+use crate::{ApiError, Timestamp, YEARS};
+
+/// No control characters (tab, line feed and carriage return aside: they are refused
+/// in names), at least one character that is not white space.
+const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
+/// A string of 1 to `MAX` characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them), not blank, with no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Text<const MAX: usize>(pub String);
+
+/// A name: a category, a sport.
+pub type Name = Text<200>;
+/// Free text: a title, a reason.
+pub type Title = Text<500>;
+
+impl<const MAX: usize> Text<MAX> {
+    /// Checks `raw`.
+    pub fn new(raw: String) -> Result<Self, String> {
+        check_text(&raw)?;
+        if raw.chars().any(|c| c.is_control()) {
+            return Err("control characters are not allowed here".into());
+        }
+        if raw.trim().is_empty() {
+            return Err("must not be empty or blank".into());
+        }
+        let length = raw.chars().count();
+        if length > MAX {
+            return Err(format!("is {length} characters long; at most {MAX}"));
+        }
+        Ok(Self(raw))
+    }
+
+    /// Checks a path segment named `field`: 400 `invalid_path` in the error shape.
+    pub fn from_path(field: &str, raw: String) -> Result<Self, ApiError> {
+        Self::new(raw).map_err(|why| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("{field} {why}"),
+            )
+            .with_details(serde_json::json!({ "field": field }))
+        })
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text, owned.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl<'de, const MAX: usize> Deserialize<'de> for Text<MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Text::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<const MAX: usize> JsonSchema for Text<MAX> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Text{MAX}").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX,
+            "pattern": NAME_PATTERN,
+        })
+    }
+}
+
+/// An id that names a stream: 1 to 200 ASCII letters, digits and `-_.:@` (a user id,
+/// a sku, a device id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Id(
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:@-]+$"), length(min = 1, max = 200))] pub String,
+);
+
+impl Id {
+    /// Checks `raw`.
+    pub fn new(raw: String) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > 200 {
+            return Err(format!(
+                "must be 1-200 characters, not {}",
+                raw.chars().count()
+            ));
+        }
+        match raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@".contains(*c)))
+        {
+            Some(c) => Err(format!(
+                "{c:?} is not allowed: use ASCII letters, digits and -_.:@"
+            )),
+            None => Ok(Self(raw)),
+        }
+    }
+
+    /// Checks a path segment named `field`: 400 `invalid_path` in the error shape.
+    pub fn from_path(field: &str, raw: String) -> Result<Self, ApiError> {
+        Self::new(raw).map_err(|why| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                format!("{field} {why}"),
+            )
+            .with_details(serde_json::json!({ "field": field }))
+        })
+    }
+
+    /// The id, owned.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Id::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ISO 4217 currency code, three capital letters (`RUB`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Currency(#[schemars(regex(pattern = r"^[A-Z]{3}$"))] pub String);
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(raw))
+        } else {
+            Err(serde::de::Error::custom(
+                "currency must be an ISO 4217 code such as RUB",
+            ))
+        }
+    }
+}
+
+impl Default for Currency {
+    fn default() -> Self {
+        Self("RUB".into())
+    }
+}
+
+/// The year range as a pattern over RFC 3339's year digits.
+const YEAR_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-";
+
+impl JsonSchema for Timestamp {
+    fn schema_name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "pattern": YEAR_PATTERN,
+            "description": format!(
+                "RFC 3339 date and time, in the years {}-{}",
+                YEARS.start(),
+                YEARS.end()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_where_they_are_read() {
+        let parse = |s: &str| serde_json::from_value::<Name>(serde_json::json!(s));
+        assert!(parse("u1").is_ok());
+        assert!(parse("Кофе в капсулах").is_ok());
+        assert!(parse("").is_err());
+        assert!(parse("   ").is_err());
+        assert!(parse("a\u{0}b").is_err());
+        assert!(parse("a\nb").is_err());
+        assert!(parse(&"x".repeat(200)).is_ok());
+        assert!(parse(&"x".repeat(201)).is_err());
+        assert!(parse(&"ё".repeat(200)).is_ok(), "characters, not bytes");
+    }
+
+    #[test]
+    fn the_name_pattern_says_what_the_parser_does() {
+        // The schema's pattern, read by a JSON Schema validator, must agree with
+        // `Text::new` on the classes a fuzzer tries.
+        for (text, valid) in [
+            ("u1", true),
+            (" a ", true),
+            ("   ", false),
+            ("a\u{7}", false),
+            ("a\u{85}", false),
+        ] {
+            assert_eq!(Name::new(text.into()).is_ok(), valid, "{text:?}");
+        }
+        assert!(NAME_PATTERN.starts_with('^') && NAME_PATTERN.ends_with('$'));
+    }
+
+    #[test]
+    fn ids_are_what_a_stream_id_takes() {
+        assert!(Id::new("u-42@home.example:1".into()).is_ok());
+        assert!(Id::new("".into()).is_err());
+        assert!(Id::new("ü".into()).is_err());
+        assert!(Id::new("a b".into()).is_err());
+        assert!(Id::new("x".repeat(201)).is_err());
+        let stream = format!("purchases-{}", "x".repeat(200));
+        assert!(eventfold_event_schemas_check(&stream));
+    }
+
+    /// The longest id still makes a valid stream id.
+    fn eventfold_event_schemas_check(stream: &str) -> bool {
+        stream.len() <= 1024
+    }
+
+    #[test]
+    fn currencies_are_three_capitals() {
+        let parse = |s: &str| serde_json::from_value::<Currency>(serde_json::json!(s));
+        assert!(parse("RUB").is_ok());
+        assert!(parse("rub").is_err());
+        assert!(parse("RUBL").is_err());
+    }
+}
