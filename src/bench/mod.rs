@@ -25,6 +25,10 @@ pub(crate) enum BenchCommand {
     Query(query::QueryBenchArgs),
     /// Full rebuilds from a log of a million events, beside the raw read speed.
     Replay(replay::ReplayBenchArgs),
+    /// The load generator `bench query` runs in a process of its own: holds a request
+    /// rate against the voice route of a running server and prints one JSON line.
+    #[command(hide = true)]
+    Load(query::LoadArgs),
 }
 
 pub(crate) async fn run(
@@ -37,6 +41,7 @@ pub(crate) async fn run(
         BenchCommand::Project(args) => project::run(database_url, args, out).await,
         BenchCommand::Query(args) => query::run(database_url, args, out).await,
         BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
+        BenchCommand::Load(args) => query::load(args, out).await,
     }
 }
 

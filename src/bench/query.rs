@@ -1,6 +1,13 @@
-//! `eventfold bench query`: the voice route under a fixed request rate, the lag from a
-//! command's answer to its effect in the Redis voice model, and raw Redis GETs as the
-//! baseline — in one run.
+//! `eventfold bench query`: the voice route under fixed request rates, its saturation
+//! throughput beside the same server's `/healthz` ceiling, the lag from a command's
+//! answer to its effect in the Redis voice model, and raw Redis GETs as the baseline —
+//! in one run.
+//!
+//! The load comes from other processes, so that the client's work is not counted in
+//! the server's: the fixed rates from `eventfold bench load` (an open-loop client: a
+//! request is due every 1/rate s whether or not earlier ones answered, latency counted
+//! from when it was due), the saturation from `wrk` (Debian's package) when installed.
+//! Client and server still share this machine's cores.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -42,6 +49,183 @@ pub(crate) struct QueryBenchArgs {
     /// Redis for the voice model.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// How long `wrk` saturates each route (0 skips it).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    saturate: Duration,
+    /// `wrk` connections.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+}
+
+/// `eventfold bench load`: one fixed rate against a running server.
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// The server, e.g. `http://127.0.0.1:8080`.
+    #[arg(long)]
+    base: String,
+    /// Users `u0..uN` to spread the requests over.
+    #[arg(long)]
+    users: usize,
+    /// Requests per second.
+    #[arg(long)]
+    rate: u32,
+    /// How long.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Duration,
+}
+
+/// Runs in its own process: prints `{"achieved", "ok", "errors", "p50_ms", "p99_ms", "max_ms"}`.
+pub(crate) async fn load(args: LoadArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if args.rate == 0 || args.users == 0 {
+        anyhow::bail!("--rate and --users must be >= 1");
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let (measured, errors) =
+        hold_rate(&client, &args.base, args.users, args.rate, args.duration).await;
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({
+            "achieved": measured.per_second(),
+            "ok": measured.events,
+            "errors": errors,
+            "p50_ms": ms(measured.percentile(0.5)),
+            "p99_ms": ms(measured.percentile(0.99)),
+            "max_ms": ms(measured.percentile(1.0)),
+        })
+    )?;
+    Ok(())
+}
+
+/// Runs `eventfold bench load` as a child process.
+async fn load_in_child(
+    base: &str,
+    users: usize,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe()?;
+    let args = [
+        "bench".to_owned(),
+        "load".to_owned(),
+        "--base".to_owned(),
+        base.to_owned(),
+        "--users".to_owned(),
+        users.to_string(),
+        "--rate".to_owned(),
+        rate.to_string(),
+        "--duration".to_owned(),
+        format!("{}ms", duration.as_millis()),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+    })
+    .await??;
+    if !output.status.success() {
+        anyhow::bail!("the load generator failed: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("the load generator printed no result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+/// What `wrk --latency` measured.
+#[derive(Debug, Default)]
+struct Saturation {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// `12.5us`, `1.20ms`, `2.00s` in milliseconds.
+fn wrk_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn parse_wrk(output: &str) -> Saturation {
+    let mut s = Saturation::default();
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => s.per_second = n.parse().unwrap_or(0.0),
+            ["50%", v] => s.p50_ms = wrk_ms(v).unwrap_or(0.0),
+            ["99%", v] => s.p99_ms = wrk_ms(v).unwrap_or(0.0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => s.errors += n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                // connect 0, read 0, write 0, timeout 0
+                s.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// `wrk` against `path` (the voice route spread over the users by a Lua script).
+async fn saturate(
+    base: &str,
+    path: &str,
+    users: usize,
+    connections: u32,
+    duration: Duration,
+) -> anyhow::Result<Saturation> {
+    let script = std::env::temp_dir().join(format!("eventfold-wrk-{}.lua", Uuid::new_v4()));
+    std::fs::write(
+        &script,
+        format!(
+            "local n = 0\nrequest = function()\n  n = n + 1\n  local path = string.gsub(\"{path}\", \"{{user}}\", \"u\" .. (n % {users}))\n  return wrk.format(\"GET\", path, {{[\"x-api-key\"] = \"{KEY}\"}})\nend\n"
+        ),
+    )?;
+    let args = vec![
+        "-t2".to_owned(),
+        format!("-c{connections}"),
+        format!("-d{}s", duration.as_secs().max(1)),
+        "--latency".to_owned(),
+        "-s".to_owned(),
+        script.display().to_string(),
+        base.to_owned(),
+    ];
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new("wrk").args(args).output())
+            .await?;
+    let _ = std::fs::remove_file(&script);
+    let output = output.context("cannot run wrk")?;
+    if !output.status.success() {
+        anyhow::bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(parse_wrk(&String::from_utf8_lossy(&output.stdout)))
+}
+
+fn have_wrk() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -134,7 +318,7 @@ async fn run_in(
             .await?;
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(64)
         .build()?;
     // Wait until the voice model has every user.
     let last = format!("{base}/api/v1/users/u{}/reminders/due", args.users - 1);
@@ -175,22 +359,71 @@ async fn run_in(
 
     writeln!(
         out,
+        "fixed rates (open loop, from `eventfold bench load` in its own process):"
+    )?;
+    writeln!(
+        out,
         "{:>8} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>12}",
         "target/s", "achieved/s", "ok", "errors", "p50 ms", "p99 ms", "max ms", "p50 / raw"
     )?;
     for &rate in &args.rates {
-        let (measured, errors) = hold_rate(&client, &base, args.users, rate, args.duration).await;
+        let r = load_in_child(&base, args.users, rate, args.duration).await?;
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         writeln!(
             out,
-            "{rate:>8} {:>10.0} {:>8} {errors:>7} {:>9.2} {:>9.2} {:>9.2} {:>12.1}",
-            measured.per_second(),
-            measured.events,
-            ms(measured.percentile(0.5)),
-            ms(measured.percentile(0.99)),
-            ms(measured.percentile(1.0)),
-            measured.percentile(0.5).as_secs_f64() / raw.percentile(0.5).as_secs_f64().max(1e-9),
+            "{rate:>8} {:>10.0} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>12.1}",
+            f("achieved"),
+            r["ok"].as_u64().unwrap_or(0),
+            r["errors"].as_u64().unwrap_or(0),
+            f("p50_ms"),
+            f("p99_ms"),
+            f("max_ms"),
+            f("p50_ms") / ms(raw.percentile(0.5)).max(1e-9),
         )?;
         out.flush()?;
+    }
+    if args.saturate.is_zero() {
+        writeln!(out, "saturation: skipped (--saturate 0)")?;
+    } else if !have_wrk() {
+        writeln!(
+            out,
+            "saturation: skipped, `wrk` is not installed (apt-get install wrk)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "saturation (wrk -t2 -c{} for {:?}, its own process):",
+            args.connections, args.saturate
+        )?;
+        writeln!(
+            out,
+            "{:<40} {:>10} {:>9} {:>9} {:>7}",
+            "route", "req/s", "p50 ms", "p99 ms", "errors"
+        )?;
+        let healthz = saturate(&base, "/healthz", 1, args.connections, args.saturate).await?;
+        let voice = saturate(
+            &base,
+            "/api/v1/users/{user}/reminders/due",
+            args.users,
+            args.connections,
+            args.saturate,
+        )
+        .await?;
+        for (route, s) in [
+            ("GET /healthz (the server's ceiling)", &healthz),
+            ("GET /api/v1/users/{id}/reminders/due", &voice),
+        ] {
+            writeln!(
+                out,
+                "{route:<40} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+                s.per_second, s.p50_ms, s.p99_ms, s.errors
+            )?;
+        }
+        writeln!(
+            out,
+            "voice / healthz: {:.2}x",
+            voice.per_second / healthz.per_second.max(1e-9)
+        )?;
     }
 
     // Command answered → visible in the Redis voice model.

@@ -12,10 +12,10 @@ use tower::ServiceExt;
 
 use crate::support::{app, call, call_raw, As, SERVICE_KEY};
 
-const ID: &str = "7f3c0a4e-1111-4222-8333-944455556666";
+pub(crate) const ID: &str = "7f3c0a4e-1111-4222-8333-944455556666";
 
 /// Every command route with a body that is valid in shape.
-fn routes() -> Vec<(String, Value)> {
+pub(crate) fn routes() -> Vec<(String, Value)> {
     let at = "2026-11-02T07:00:00Z";
     vec![
         (

@@ -4,4 +4,5 @@
 mod concurrency;
 mod edge;
 mod http;
+mod property;
 mod support;
