@@ -271,7 +271,7 @@ impl Aggregate for Workout {
                 let running = state
                     .active_since
                     .map_or(0, |since| (at - since).num_seconds().max(0));
-                let active_seconds = state.active_seconds + running;
+                let active_seconds = state.active_seconds.saturating_add(running);
                 let distance_m = distance_m.unwrap_or(state.distance_m);
                 let avg_speed_mps = if active_seconds > 0 {
                     distance_m / active_seconds as f64
@@ -321,12 +321,14 @@ impl Aggregate for Workout {
                 if let Some(hr) = e.heart_rate {
                     state.max_heart_rate = Some(state.max_heart_rate.map_or(hr, |m| m.max(hr)));
                 }
-                state.updates += 1;
+                state.updates = state.updates.saturating_add(1);
                 state.last_at = Some(e.updated_at);
             }
             DomainEvent::WorkoutPaused(e) => {
                 if let Some(since) = state.active_since.take() {
-                    state.active_seconds += (e.paused_at - since).num_seconds().max(0);
+                    state.active_seconds = state
+                        .active_seconds
+                        .saturating_add((e.paused_at - since).num_seconds().max(0));
                 }
                 state.status = WorkoutStatus::Paused;
                 state.last_at = Some(e.paused_at);

@@ -172,7 +172,7 @@ where
         }
         let correlation_id = header("x-correlation-id")
             .and_then(|v| Uuid::parse_str(&v).ok())
-            .unwrap_or_else(Uuid::new_v4);
+            .unwrap_or_else(crate::fresh_uuid);
         let causation_id = header("x-causation-id").and_then(|v| Uuid::parse_str(&v).ok());
         Ok(Caller {
             principal,

@@ -23,3 +23,9 @@ pub use error::{ApiError, ErrorBody};
 pub use input::{Currency, Id, Name, Text, Title};
 pub use limits::{limit, ClassLimits, Cors, EdgeLimits, Limiter, RouteClass};
 pub use principal::{Principal, Role};
+
+/// A random (v4) UUID from the thread's fast generator, not a `getrandom` system call
+/// per id: correlation and trace ids are made on every request.
+pub fn fresh_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}

@@ -72,8 +72,26 @@ where
     }
 }
 
-impl<L> axum::extract::FromRef<QueryApi<L>> for Arc<AuthConfig> {
-    fn from_ref(api: &QueryApi<L>) -> Self {
+/// The routes' state: one allocation shared by every request (the extractor clones
+/// an `Arc`, not the whole [`QueryApi`]).
+#[derive(Debug)]
+pub(crate) struct Shared<L>(Arc<QueryApi<L>>);
+
+impl<L> Clone for Shared<L> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<L> std::ops::Deref for Shared<L> {
+    type Target = QueryApi<L>;
+    fn deref(&self) -> &QueryApi<L> {
+        &self.0
+    }
+}
+
+impl<L> axum::extract::FromRef<Shared<L>> for Arc<AuthConfig> {
+    fn from_ref(api: &Shared<L>) -> Self {
         api.auth.clone()
     }
 }
@@ -123,5 +141,6 @@ pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<L>))
         .route("/metrics", get(ops::metrics::<L>))
-        .with_state(api)
+        // One allocation shared by every request, not a clone of the whole state each.
+        .with_state(Shared(Arc::new(api)))
 }

@@ -30,17 +30,26 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or_else(Uuid::new_v4);
-    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+        .unwrap_or_else(eventfold_http::fresh_uuid);
+    let id_header = HeaderValue::from_str(&correlation_id.to_string()).ok();
+    if let Some(value) = &id_header {
         // Handlers (and the events they append) see the same id.
-        request.headers_mut().insert("x-correlation-id", value);
+        request
+            .headers_mut()
+            .insert("x-correlation-id", value.clone());
     }
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let trace_id = Uuid::new_v4();
+    let method: &'static str = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
+    let trace_id = eventfold_http::fresh_uuid();
     let span = tracing::info_span!("request", %method, %route, %correlation_id, %trace_id);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -48,8 +57,8 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let status = response.status();
     metrics::histogram!(
         "eventfold_http_request_duration_seconds",
-        "method" => method.clone(),
-        "route" => route.clone(),
+        "method" => method,
+        "route" => route,
         "status" => status.as_u16().to_string()
     )
     .record(elapsed);
@@ -68,7 +77,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             );
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+    if let Some(value) = id_header {
         response.headers_mut().insert("x-correlation-id", value);
     }
     response

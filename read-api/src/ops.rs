@@ -16,7 +16,7 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// The stores answer and every projection runs.
-pub(crate) async fn readyz<L: EventStore>(State(api): State<QueryApi<L>>) -> Response {
+pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -> Response {
     let log = api.log.head().await.map(|_| "ok").unwrap_or("unreachable");
     let read_db = sqlx_ping(&api).await;
     let redis = match &api.redis {
@@ -82,7 +82,7 @@ async fn sqlx_ping<L>(api: &QueryApi<L>) -> &'static str {
 
 /// Prometheus exposition: request latencies, append and degradation counters, and the
 /// projections' checkpoints and lag (measured now).
-pub(crate) async fn metrics<L: EventStore>(State(api): State<QueryApi<L>>) -> Response {
+pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) -> Response {
     for status in api.board.statuses() {
         let labels = [("projection", status.name.clone())];
         metrics::gauge!("eventfold_projection_checkpoint", &labels).set(status.checkpoint.0 as f64);

@@ -236,7 +236,7 @@ pub(crate) struct DueQuery {
 
 /// The voice answer.
 pub(crate) async fn due<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<DueQuery>,
@@ -278,7 +278,7 @@ pub(crate) async fn due<L: EventStore>(
 }
 
 pub(crate) async fn reminders<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
@@ -295,7 +295,7 @@ pub(crate) async fn reminders<L: EventStore>(
 }
 
 pub(crate) async fn user_orders<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
@@ -321,7 +321,7 @@ pub(crate) struct AfterQuery {
 }
 
 pub(crate) async fn order<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(order_id): Path<String>,
     Params(q): Params<AfterQuery>,
@@ -337,7 +337,7 @@ pub(crate) async fn order<L: EventStore>(
 }
 
 pub(crate) async fn consumables<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
@@ -353,7 +353,7 @@ pub(crate) async fn consumables<L: EventStore>(
 }
 
 pub(crate) async fn purchases<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<PageQuery>,
@@ -389,7 +389,7 @@ pub(crate) struct WorkoutsQuery {
 }
 
 pub(crate) async fn workouts<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<WorkoutsQuery>,
@@ -413,7 +413,7 @@ pub(crate) async fn workouts<L: EventStore>(
 }
 
 pub(crate) async fn workout<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
@@ -429,7 +429,7 @@ pub(crate) async fn workout<L: EventStore>(
 }
 
 pub(crate) async fn route<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(workout_id): Path<String>,
     Params(q): Params<AfterQuery>,
@@ -448,7 +448,7 @@ pub(crate) async fn route<L: EventStore>(
 }
 
 pub(crate) async fn stats<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     Caller { principal, .. }: Caller,
     Path(user_id): Path<String>,
     Params(q): Params<AfterQuery>,
@@ -479,7 +479,7 @@ pub(crate) struct LeaderboardQuery {
 }
 
 pub(crate) async fn leaderboard<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     _: Caller,
     Path(sport): Path<String>,
     Params(q): Params<LeaderboardQuery>,
@@ -518,7 +518,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
 }
 
 pub(crate) async fn projections<L: EventStore>(
-    State(api): State<QueryApi<L>>,
+    State(api): State<crate::Shared<L>>,
     _: Caller,
 ) -> Answer<Items<ProjectionItem>> {
     let mut items = Vec::new();

@@ -10,7 +10,6 @@
 //! Client and server still share this machine's cores.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,7 +18,6 @@ use eventfold_event_log::EventWriter;
 use eventfold_event_schemas::catalogue::ReminderScheduled;
 use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
 use redis::AsyncCommands;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::report::Measured;
@@ -470,7 +468,9 @@ async fn run_in(
 }
 
 /// Open-loop load: a request is due every 1/rate seconds whether or not earlier ones
-/// have answered; latency counts from when it was due (no coordinated omission).
+/// have answered; latency counts from when it was due (no coordinated omission). The
+/// requests are released by an OS thread sleeping to each due time (tokio's timer
+/// rounds to milliseconds, which would add up to 1 ms to every latency).
 async fn hold_rate(
     client: &reqwest::Client,
     base: &str,
@@ -480,27 +480,34 @@ async fn hold_rate(
 ) -> (Measured, u64) {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let total = (duration.as_secs_f64() * f64::from(rate)) as u64;
-    let in_flight = Arc::new(Semaphore::new(1024));
+    let runtime = tokio::runtime::Handle::current();
+    let (sent, mut tasks) = tokio::sync::mpsc::unbounded_channel();
+    let (client, base) = (client.clone(), base.to_owned());
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let due = started + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let permit = in_flight.clone().acquire_owned().await;
-        let (client, url) = (
-            client.clone(),
-            format!("{base}/api/v1/users/u{}/reminders/due", i as usize % users),
-        );
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let ok = matches!(client.get(url).header("x-api-key", KEY).send().await, Ok(r) if r.status().is_success());
-            (due.elapsed(), ok)
-        }));
-    }
+    let dispatcher = std::thread::spawn(move || {
+        for i in 0..total {
+            let due = started + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let (client, url) = (
+                client.clone(),
+                format!("{base}/api/v1/users/u{}/reminders/due", i as usize % users),
+            );
+            let task = runtime.spawn(async move {
+                let ok = matches!(client.get(url).header("x-api-key", KEY).send().await, Ok(r) if r.status().is_success());
+                (due.elapsed(), ok)
+            });
+            if sent.send(task).is_err() {
+                break;
+            }
+        }
+    });
     let mut measured = Measured::default();
     let mut errors = 0;
-    for t in tasks {
-        match t.await {
+    while let Some(task) = tasks.recv().await {
+        match task.await {
             Ok((latency, true)) => {
                 measured.latencies.push(latency);
                 measured.events += 1;
@@ -508,5 +515,6 @@ async fn hold_rate(
             _ => errors += 1,
         }
     }
+    let _ = dispatcher.join();
     (Measured::merge(vec![measured], started.elapsed()), errors)
 }

@@ -208,7 +208,10 @@ pub async fn due_from_redis(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<DueOffer>> {
-    let script = Script::new(SCRIPT);
+    // The script's SHA-1 is computed once, not per request.
+    static SCRIPT_HASHED: std::sync::LazyLock<Script> =
+        std::sync::LazyLock::new(|| Script::new(SCRIPT));
+    let script = &*SCRIPT_HASHED;
     let mut invocation = script.prepare_invoke();
     invocation
         .key(keys.key(format!("due:{user_id}")))
