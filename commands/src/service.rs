@@ -166,10 +166,42 @@ impl<S: EventStore> CommandService<S> {
                 )?)
             })
             .await?;
+        // A retry (same Idempotency-Key) plans from the purchase as it was stored the
+        // first time, not from this request: its server-stamped `purchased_at` is the
+        // one in the log, so the retry finds (or, after a crash between the two appends,
+        // makes) the same reminder and answers what the first attempt answered.
+        let purchase = if outcome.replayed {
+            self.stored_purchase(&s, &outcome)
+                .await?
+                .unwrap_or(purchase)
+        } else {
+            purchase
+        };
         let reminder = self.plan_reminder(ctx, &s, &purchase).await?;
         Ok(PurchaseOutcome {
             purchase: outcome,
             reminder,
+        })
+    }
+
+    /// The `PurchaseRecorded` a replayed outcome appended the first time.
+    async fn stored_purchase(
+        &self,
+        stream: &StreamId,
+        outcome: &CommandOutcome,
+    ) -> Result<Option<PurchaseRecorded>> {
+        let Some(first) = outcome.events.first() else {
+            return Ok(None);
+        };
+        let loaded = self.handler.load::<PurchaseHistory>(stream).await?;
+        let stored = loaded
+            .records
+            .iter()
+            .find(|r| r.stream_version == first.stream_version)
+            .and_then(|r| DomainEvent::from_recorded(r).ok().flatten());
+        Ok(match stored {
+            Some(DomainEvent::PurchaseRecorded(p)) => Some(p),
+            _ => None,
         })
     }
 
@@ -199,17 +231,28 @@ impl<S: EventStore> CommandService<S> {
             return Ok(None);
         }
         let reminder_id = reminder_id_for(&purchase.user_id, &purchase.sku, last);
-        let earliest =
-            eventfold_domain::time::plus(last, Duration::days(i64::from(interval))).max(self.now());
-        let window = self.active_window(&purchase.user_id).await?;
-        self.slots.catch_up(self.store()).await?;
-        let placement = self.slots.reserve(reminder_id, earliest, &window);
-        if placement.overflow {
-            tracing::warn!(
-                slot = placement.slot,
-                "every slot of the window is full: capacity exceeded"
-            );
-        }
+        let s = stream("reminder", reminder_id)?;
+        let planned = self.handler.load::<Reminder>(&s).await?.state.plan;
+        let (due_at, slot) = match &planned {
+            // Planned already (a retry, or another process): answer the stored plan and
+            // reserve nothing again.
+            Some(plan) => (plan.due_at, plan.slot),
+            None => {
+                let earliest =
+                    eventfold_domain::time::plus(last, Duration::days(i64::from(interval)))
+                        .max(self.now());
+                let window = self.active_window(&purchase.user_id).await?;
+                self.slots.catch_up(self.store()).await?;
+                let placement = self.slots.reserve(reminder_id, earliest, &window);
+                if placement.overflow {
+                    tracing::warn!(
+                        slot = placement.slot,
+                        "every slot of the window is full: capacity exceeded"
+                    );
+                }
+                (placement.due_at, placement.slot)
+            }
+        };
         let plan = ReminderScheduled {
             reminder_id,
             user_id: purchase.user_id.clone(),
@@ -218,10 +261,9 @@ impl<S: EventStore> CommandService<S> {
             quantity: sku.last_quantity,
             last_unit_price: sku.last_unit_price,
             currency: sku.currency.clone(),
-            due_at: placement.due_at,
-            slot: placement.slot,
+            due_at,
+            slot,
         };
-        let s = stream("reminder", reminder_id)?;
         let planning = CommandContext {
             idempotency_key: Some(format!("schedule-{reminder_id}")),
             ..ctx.clone()
@@ -260,8 +302,8 @@ impl<S: EventStore> CommandService<S> {
         }
         Ok(Some(PlannedReminder {
             reminder_id,
-            due_at: placement.due_at,
-            slot: placement.slot,
+            due_at,
+            slot,
             outcome,
         }))
     }

@@ -460,3 +460,76 @@ async fn a_reused_idempotency_key_for_another_command_is_refused() -> anyhow::Re
     assert_eq!(replay.body["replayed"], true);
     Ok(())
 }
+
+/// Everything but the `replayed` flags, which say that an answer is a replay.
+fn without_replayed(mut body: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("replayed");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut body);
+    body
+}
+
+#[tokio::test]
+async fn a_retried_purchase_answers_the_first_attempts_reminder_and_reserves_nothing_again(
+) -> anyhow::Result<()> {
+    let db = eventfold_event_log::testing::PgTestDb::new().await?;
+    let app = app(db.store.clone());
+    // Without `purchased_at` the server stamps the time; with it, the slot is the
+    // server's choice. Either way a retry must answer what the first attempt did.
+    for (user, body) in [
+        (
+            "u1",
+            json!({"user_id": "u1", "sku": "CAPS", "title": "capsules", "category": "coffee", "quantity": 1, "unit_price": 100}),
+        ),
+        (
+            "u2",
+            json!({"user_id": "u2", "sku": "CAPS", "title": "capsules", "category": "coffee", "quantity": 1, "unit_price": 100,
+                   "purchased_at": "2026-11-02T07:00:00Z"}),
+        ),
+    ] {
+        let key = format!("buy-{user}");
+        let first = call(
+            &app,
+            As::User(user),
+            "/api/v1/purchases",
+            body.clone(),
+            Some(&key),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        assert!(
+            first.body["reminder"]["reminder_id"].is_string(),
+            "{}",
+            first.body
+        );
+        let head = db.store.head().await?;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for _ in 0..3 {
+            let retry = call(
+                &app,
+                As::User(user),
+                "/api/v1/purchases",
+                body.clone(),
+                Some(&key),
+            )
+            .await;
+            assert_eq!(retry.status, first.status);
+            assert_eq!(retry.body["purchase"]["replayed"], true);
+            assert_eq!(
+                without_replayed(retry.body.clone()),
+                without_replayed(first.body.clone()),
+                "{user}: the retry answered something else"
+            );
+        }
+        assert_eq!(db.store.head().await?, head, "{user}: a retry appended");
+    }
+    Ok(())
+}
