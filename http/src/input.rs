@@ -15,6 +15,16 @@ use crate::{ApiError, Timestamp, YEARS};
 /// in names), at least one character that is not white space.
 const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
 
+/// 400 `invalid_path`: the path segment `field` is refused for `why`.
+fn invalid_path(field: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+        format!("{field} {why}"),
+    )
+    .with_details(serde_json::json!({ "field": field }))
+}
+
 /// A string of 1 to `MAX` characters (Unicode scalar values, as JSON Schema's
 /// `maxLength` counts them), not blank, with no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -45,14 +55,7 @@ impl<const MAX: usize> Text<MAX> {
 
     /// Checks a path segment named `field`: 400 `invalid_path` in the error shape.
     pub fn from_path(field: &str, raw: String) -> Result<Self, ApiError> {
-        Self::new(raw).map_err(|why| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                format!("{field} {why}"),
-            )
-            .with_details(serde_json::json!({ "field": field }))
-        })
+        Self::new(raw).map_err(|why| invalid_path(field, &why))
     }
 
     /// The text.
@@ -121,14 +124,7 @@ impl Id {
 
     /// Checks a path segment named `field`: 400 `invalid_path` in the error shape.
     pub fn from_path(field: &str, raw: String) -> Result<Self, ApiError> {
-        Self::new(raw).map_err(|why| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                format!("{field} {why}"),
-            )
-            .with_details(serde_json::json!({ "field": field }))
-        })
+        Self::new(raw).map_err(|why| invalid_path(field, &why))
     }
 
     /// The id, owned.
