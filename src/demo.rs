@@ -416,9 +416,13 @@ async fn walk_through(
     .await?;
     writeln!(
         out,
-        "   same order {} (replayed: {}): no second order",
+        "   same order {} ({}): no second order",
         again["order_id"].as_str().unwrap_or("?"),
-        again["reminder"]["replayed"]
+        if again == yes {
+            "the answer is the first one, field for field"
+        } else {
+            "a different answer!"
+        }
     )?;
     writeln!(out, "\n   The final confirmation:")?;
     let placed = call(

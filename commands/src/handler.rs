@@ -33,6 +33,9 @@ pub struct CommandOutcome {
     /// Position of the last event: pass it back to a query to read your writes.
     pub consistency_token: Position,
     /// `true` when this was a retry of a command that had already been carried out.
+    /// Not in the body — a retry answers the first attempt's body exactly — but in the
+    /// `Idempotent-Replayed: true` header.
+    #[serde(skip)]
     pub replayed: bool,
 }
 

@@ -166,42 +166,10 @@ impl<S: EventStore> CommandService<S> {
                 )?)
             })
             .await?;
-        // A retry (same Idempotency-Key) plans from the purchase as it was stored the
-        // first time, not from this request: its server-stamped `purchased_at` is the
-        // one in the log, so the retry finds (or, after a crash between the two appends,
-        // makes) the same reminder and answers what the first attempt answered.
-        let purchase = if outcome.replayed {
-            self.stored_purchase(&s, &outcome)
-                .await?
-                .unwrap_or(purchase)
-        } else {
-            purchase
-        };
-        let reminder = self.plan_reminder(ctx, &s, &purchase).await?;
+        let reminder = self.plan_reminder(ctx, &s, &purchase, &outcome).await?;
         Ok(PurchaseOutcome {
             purchase: outcome,
             reminder,
-        })
-    }
-
-    /// The `PurchaseRecorded` a replayed outcome appended the first time.
-    async fn stored_purchase(
-        &self,
-        stream: &StreamId,
-        outcome: &CommandOutcome,
-    ) -> Result<Option<PurchaseRecorded>> {
-        let Some(first) = outcome.events.first() else {
-            return Ok(None);
-        };
-        let loaded = self.handler.load::<PurchaseHistory>(stream).await?;
-        let stored = loaded
-            .records
-            .iter()
-            .find(|r| r.stream_version == first.stream_version)
-            .and_then(|r| DomainEvent::from_recorded(r).ok().flatten());
-        Ok(match stored {
-            Some(DomainEvent::PurchaseRecorded(p)) => Some(p),
-            _ => None,
         })
     }
 
@@ -211,9 +179,27 @@ impl<S: EventStore> CommandService<S> {
         &self,
         ctx: &CommandContext,
         purchases: &StreamId,
-        purchase: &PurchaseRecorded,
+        requested: &PurchaseRecorded,
+        appended: &CommandOutcome,
     ) -> Result<Option<PlannedReminder>> {
-        let history = self.handler.load::<PurchaseHistory>(purchases).await?.state;
+        let loaded = self.handler.load::<PurchaseHistory>(purchases).await?;
+        // Plan from the purchase as the log holds it, not as this request says: a retry
+        // (same Idempotency-Key), or the loser of two racing attempts, carries its own
+        // server-stamped `purchased_at`; the stored one is the first attempt's. So every
+        // attempt finds (or, after a crash between the two appends, makes) the same
+        // reminder and answers what the first attempt answered.
+        let stored = appended.events.first().and_then(|first| {
+            loaded
+                .records
+                .iter()
+                .find(|r| r.stream_version == first.stream_version)
+                .and_then(|r| DomainEvent::from_recorded(r).ok().flatten())
+        });
+        let purchase = match &stored {
+            Some(DomainEvent::PurchaseRecorded(p)) => p,
+            _ => requested,
+        };
+        let history = loaded.state;
         let Some(sku) = history.skus.get(&purchase.sku) else {
             return Ok(None);
         };
@@ -279,6 +265,17 @@ impl<S: EventStore> CommandService<S> {
                 _ => Ok(Vec::new()),
             })
             .await?;
+        // Two attempts of one purchase racing: the one whose plan did not land (its
+        // append replayed, or re-appended the same event id, a no-op) answers the plan
+        // that did.
+        let (due_at, slot) = if planned.is_none() {
+            match self.handler.load::<Reminder>(&s).await?.state.plan {
+                Some(plan) => (plan.due_at, plan.slot),
+                None => (due_at, slot),
+            }
+        } else {
+            (due_at, slot)
+        };
         // The reminder planned after the previous purchase is obsolete now.
         let previous = sku.purchased_at.iter().filter(|t| **t < last).max();
         if let Some(previous) = previous {

@@ -77,17 +77,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
-/// An answer carrying a consistency token.
-fn accepted(status: StatusCode, token: Position, body: impl Serialize) -> Response {
+/// An answer carrying a consistency token; `Idempotent-Replayed: true` when it repeats
+/// the first attempt's (whose body it is, exactly).
+fn accepted(status: StatusCode, token: Position, replayed: bool, body: impl Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&token.to_string()) {
         response.headers_mut().insert("x-consistency-token", value);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
 
 fn outcome(o: CommandOutcome) -> Result<Response, ApiError> {
-    Ok(accepted(StatusCode::OK, o.consistency_token, o))
+    Ok(accepted(StatusCode::OK, o.consistency_token, o.replayed, o))
 }
 
 /// A purchase line.
@@ -139,7 +145,8 @@ pub(crate) async fn record_purchase<S: EventStore>(
                 .consistency_token
                 .max(result.purchase.consistency_token)
         });
-    Ok(accepted(StatusCode::CREATED, token, result))
+    let replayed = result.purchase.replayed;
+    Ok(accepted(StatusCode::CREATED, token, replayed, result))
 }
 
 /// A speaker woke up.
@@ -177,7 +184,12 @@ pub(crate) async fn record_activation<S: EventStore>(
         utc_offset_minutes: r.utc_offset_minutes,
     };
     let o = api.service.record_activation(&ctx, activation).await?;
-    Ok(accepted(StatusCode::CREATED, o.consistency_token, o))
+    Ok(accepted(
+        StatusCode::CREATED,
+        o.consistency_token,
+        o.replayed,
+        o,
+    ))
 }
 
 /// Which speaker offers.
@@ -217,7 +229,8 @@ pub(crate) async fn accept<S: EventStore>(
         .order
         .consistency_token
         .max(result.reminder.consistency_token);
-    Ok(accepted(StatusCode::OK, token, result))
+    let replayed = result.reminder.replayed;
+    Ok(accepted(StatusCode::OK, token, replayed, result))
 }
 
 pub(crate) async fn decline<S: EventStore>(
@@ -325,6 +338,7 @@ pub(crate) async fn start_workout<S: EventStore>(
     Ok(accepted(
         StatusCode::CREATED,
         o.consistency_token,
+        o.replayed,
         StartedWorkout {
             workout_id,
             outcome: o,
@@ -503,5 +517,10 @@ pub(crate) async fn set_price<S: EventStore>(
         changed_at: r.changed_at.map_or_else(Utc::now, |t| t.0),
     };
     let o = api.service.set_price(&ctx, price).await?;
-    Ok(accepted(StatusCode::CREATED, o.consistency_token, o))
+    Ok(accepted(
+        StatusCode::CREATED,
+        o.consistency_token,
+        o.replayed,
+        o,
+    ))
 }

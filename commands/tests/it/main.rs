@@ -5,4 +5,5 @@ mod concurrency;
 mod edge;
 mod http;
 mod property;
+mod retries;
 mod support;

@@ -54,6 +54,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
     pub token: Option<i64>,
+    /// `Idempotent-Replayed: true`.
+    pub replayed: bool,
 }
 
 pub async fn call(app: &Router, who: As, path: &str, body: Value, key: Option<&str>) -> Answer {
@@ -87,6 +89,7 @@ pub async fn call_raw(
         .headers()
         .get("x-consistency-token")
         .and_then(|v| v.to_str().ok()?.parse().ok());
+    let replayed = response.headers().get("idempotent-replayed").is_some();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .expect("body");
@@ -95,6 +98,7 @@ pub async fn call_raw(
         status,
         body,
         token,
+        replayed,
     }
 }
 
