@@ -24,6 +24,10 @@ pub(crate) struct App {
     pub(crate) report: Vec<String>,
     /// Projections to rebuild before they run (their store holds an older version).
     pub(crate) bumps: Vec<VersionBump>,
+    /// The relational read models' pool (the shared slot book lives there too).
+    pub(crate) read_pool: sqlx::AnyPool,
+    /// Reminder slots: length, capacity.
+    pub(crate) planner: eventfold_domain::slotting::SlotPlanner,
 }
 
 /// Builds the application from `config` (migrating the log on the way).
@@ -97,10 +101,25 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         ));
     }
     projections.setup().await?;
+    let planner = config.slot_planner()?;
+    report.push(format!(
+        "reminder slots: {} minutes, at most {} reminders each, shared by every process on this database",
+        planner.slot_minutes, planner.capacity
+    ));
+    let slots = eventfold_commands::SlotBook::shared(planner, db.pool().clone()).await?;
     let commands = eventfold_commands::http::router(CommandApi {
-        service: Arc::new(CommandService::new(store.clone())),
+        service: Arc::new(
+            CommandService::with(
+                store.clone(),
+                eventfold_domain::consumables::ConsumablePolicy::default(),
+                planner,
+                Arc::new(chrono::Utc::now),
+            )
+            .with_slot_book(slots),
+        ),
         auth: auth.clone(),
     });
+    let read_pool = db.pool().clone();
     let queries = eventfold_read_api::router(QueryApi {
         log: store.clone(),
         db,
@@ -140,6 +159,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         store,
         report,
         bumps,
+        read_pool,
+        planner,
     })
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub(crate) api_keys: Option<String>,
     /// `EVENTFOLD_CONSISTENCY_WAIT_MS`: longest read-your-writes wait (default 2000).
     pub(crate) consistency_wait_ms: Option<u64>,
+    /// `EVENTFOLD_SLOT_CAPACITY`: most reminders one 30-minute slot holds (default 100).
+    pub(crate) slot_capacity: Option<u32>,
     /// `CLICKHOUSE_URL`: analytics (not built yet: reported as off).
     pub(crate) clickhouse_url: Option<String>,
     /// `KAFKA_BROKERS`: the event bus (not built yet: reported as off).
@@ -103,6 +105,14 @@ impl Config {
                 *slot = Some(value);
             }
         }
+        if let Some(n) = env("EVENTFOLD_SLOT_CAPACITY") {
+            config.slot_capacity = Some(
+                n.parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("EVENTFOLD_SLOT_CAPACITY must be a number of reminders >= 1")?,
+            );
+        }
         if let Some(ms) = env("EVENTFOLD_CONSISTENCY_WAIT_MS") {
             config.consistency_wait_ms = Some(
                 ms.parse()
@@ -166,6 +176,19 @@ impl Config {
             }
         }
         limits
+    }
+
+    /// The slot planner: the default with the configured capacity.
+    pub(crate) fn slot_planner(&self) -> anyhow::Result<eventfold_domain::slotting::SlotPlanner> {
+        let defaults = eventfold_domain::slotting::SlotPlanner::default();
+        let capacity = self.slot_capacity.unwrap_or(defaults.capacity);
+        if capacity == 0 {
+            anyhow::bail!("slot_capacity must be >= 1");
+        }
+        Ok(eventfold_domain::slotting::SlotPlanner {
+            capacity,
+            ..defaults
+        })
     }
 
     /// Cross-origin access.

@@ -16,7 +16,6 @@ use chrono::{DateTime, Duration, Utc};
 use clap::Args;
 use eventfold_commands::{CommandContext, CommandService, Principal};
 use eventfold_domain::consumables::ConsumablePolicy;
-use eventfold_domain::slotting::SlotPlanner;
 use eventfold_domain::workout::WorkoutCommand;
 use eventfold_event_log::{AnyEventStore, EventReader};
 use eventfold_event_schemas::catalogue::{
@@ -114,12 +113,17 @@ pub(crate) async fn run(
     let real_now = Utc::now();
     let clock = SimClock(Arc::new(AtomicI64::new(real_now.timestamp_millis())));
     let service_clock = clock.clone();
-    let service = Arc::new(CommandService::with(
-        app.store.clone(),
-        ConsumablePolicy::default(),
-        SlotPlanner::default(),
-        Arc::new(move || service_clock.now()),
-    ));
+    let service = Arc::new(
+        CommandService::with(
+            app.store.clone(),
+            ConsumablePolicy::default(),
+            app.planner,
+            Arc::new(move || service_clock.now()),
+        )
+        .with_slot_book(
+            eventfold_commands::SlotBook::shared(app.planner, app.read_pool.clone()).await?,
+        ),
+    );
 
     writeln!(
         out,
@@ -493,7 +497,8 @@ async fn summary(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
     if let Some((_, n)) = busiest {
         writeln!(
             out,
-            "   reminder slots: the busiest 30-minute slot holds {n} reminders (capacity 100)"
+            "   reminder slots: the busiest 30-minute slot holds {n} reminders (capacity {})",
+            app.planner.capacity
         )?;
     }
     let workouts: i64 =

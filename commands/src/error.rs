@@ -51,4 +51,7 @@ pub enum CommandError {
     /// The event log failed.
     #[error(transparent)]
     Store(#[from] eventfold_event_log::Error),
+    /// The shared slot book's tables failed.
+    #[error("slot book: {0}")]
+    Slots(String),
 }

@@ -131,6 +131,12 @@ impl<S: EventStore> CommandService<S> {
         }
     }
 
+    /// The same service placing reminders with `slots` (e.g. [`SlotBook::shared`]).
+    pub fn with_slot_book(mut self, slots: SlotBook) -> Self {
+        self.slots = slots;
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         self.handler.store()
@@ -228,8 +234,10 @@ impl<S: EventStore> CommandService<S> {
                     eventfold_domain::time::plus(last, Duration::days(i64::from(interval)))
                         .max(self.now());
                 let window = self.active_window(&purchase.user_id).await?;
-                self.slots.catch_up(self.store()).await?;
-                let placement = self.slots.reserve(reminder_id, earliest, &window);
+                let placement = self
+                    .slots
+                    .place(self.store(), reminder_id, earliest, &window)
+                    .await?;
                 if placement.overflow {
                     tracing::warn!(
                         slot = placement.slot,

@@ -39,6 +39,7 @@ impl From<CommandError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", message)
             }
             CommandError::Store(_)
+            | CommandError::Slots(_)
             | CommandError::Undecodable { .. }
             | CommandError::UnknownEventType { .. } => {
                 tracing::error!(%error, "command failed");

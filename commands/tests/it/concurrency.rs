@@ -127,3 +127,90 @@ async fn concurrent_workout_updates_are_never_lost() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Two processes — two services, each with its own slot book, on one database — place
+/// 2,000 reminders into one shared window at once: no slot ever holds more than the
+/// capacity (counted per slot from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_placing_2000_reminders_never_overfill_a_slot() -> anyhow::Result<()> {
+    use eventfold_commands::{CommandContext, CommandService, SlotBook};
+    use eventfold_domain::slotting::SlotPlanner;
+    use eventfold_event_schemas::catalogue::PurchaseRecorded;
+    use std::sync::Arc;
+
+    let db = PgTestDb::new().await?;
+    sqlx::any::install_default_drivers();
+    // 18:00-21:00 holds 6 slots a day; 15 days of them at 25 each hold 2,250.
+    let planner = SlotPlanner {
+        capacity: 25,
+        ..SlotPlanner::default()
+    };
+    let mut services = Vec::new();
+    for _ in 0..2 {
+        let pool = sqlx::AnyPool::connect(&db.url()).await?;
+        let book = if std::env::var("SLOTS_IN_MEMORY").is_ok() {
+            SlotBook::new(planner)
+        } else {
+            SlotBook::shared(planner, pool).await?
+        };
+        services.push(Arc::new(
+            CommandService::with(
+                db.store.clone(),
+                Default::default(),
+                planner,
+                Arc::new(chrono::Utc::now),
+            )
+            .with_slot_book(book),
+        ));
+    }
+    let at: chrono::DateTime<chrono::Utc> = "2027-03-01T07:00:00Z".parse()?;
+    let mut tasks = Vec::new();
+    for worker in 0..16usize {
+        let service = services[worker % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..125usize {
+                let user = format!("p{worker}-{i}");
+                let ctx = CommandContext::new(eventfold_http::Principal::service("load-test"));
+                let purchase = PurchaseRecorded {
+                    user_id: user,
+                    sku: "CAPS".into(),
+                    title: "Capsules".into(),
+                    category: "coffee".into(),
+                    quantity: 1,
+                    unit_price: 100,
+                    currency: "RUB".into(),
+                    purchased_at: at,
+                };
+                service.record_purchase(&ctx, purchase).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let events = db
+        .store
+        .read_all(
+            eventfold_event_schemas::Position::START,
+            Some("reminder"),
+            100_000,
+        )
+        .await?;
+    let mut per_slot = std::collections::HashMap::<i64, u32>::new();
+    let mut scheduled = 0;
+    for e in &events {
+        if e.event_type == "ReminderScheduled" {
+            scheduled += 1;
+            let slot = e.data["slot"].as_i64().unwrap_or_default();
+            *per_slot.entry(slot).or_default() += 1;
+        }
+    }
+    assert_eq!(scheduled, 2000);
+    let busiest = per_slot.values().max().copied().unwrap_or(0);
+    assert!(
+        busiest <= 25,
+        "a slot holds {busiest} reminders; capacity 25"
+    );
+    Ok(())
+}
