@@ -162,16 +162,7 @@ impl SlotBook {
                 if let Ok(Some(DomainEvent::ReminderScheduled(s))) =
                     DomainEvent::from_recorded(record)
                 {
-                    let inserted = sqlx::query(
-                        "INSERT INTO eventfold_slot_reservations (reminder_id, slot) VALUES ($1, $2) ON CONFLICT (reminder_id) DO NOTHING",
-                    )
-                    .bind(s.reminder_id.to_string())
-                    .bind(s.slot)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(sql)?
-                    .rows_affected();
-                    if inserted == 1 {
+                    if record_reservation(&mut tx, &s.reminder_id.to_string(), s.slot).await? {
                         sqlx::query(
                             "INSERT INTO eventfold_slot_loads (slot, load) VALUES ($1, 1) ON CONFLICT (slot) DO UPDATE SET load = eventfold_slot_loads.load + 1",
                         )
@@ -238,6 +229,24 @@ fn sql(error: sqlx::Error) -> crate::CommandError {
     crate::CommandError::Slots(error.to_string())
 }
 
+/// Records that `reminder_id` holds `slot`; `false` if it held one already.
+async fn record_reservation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    reminder_id: &str,
+    slot: i64,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO eventfold_slot_reservations (reminder_id, slot) VALUES ($1, $2) ON CONFLICT (reminder_id) DO NOTHING",
+    )
+    .bind(reminder_id)
+    .bind(slot)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql)?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 /// The slot a reminder already holds.
 async fn reserved(pool: &sqlx::AnyPool, reminder_id: &str) -> Result<Option<i64>> {
     use sqlx::Row;
@@ -283,16 +292,7 @@ async fn take(
         tx.rollback().await.map_err(sql)?;
         return Ok(false);
     }
-    let reserved = sqlx::query(
-        "INSERT INTO eventfold_slot_reservations (reminder_id, slot) VALUES ($1, $2) ON CONFLICT (reminder_id) DO NOTHING",
-    )
-    .bind(reminder_id)
-    .bind(slot)
-    .execute(&mut *tx)
-    .await
-    .map_err(sql)?
-    .rows_affected();
-    if reserved != 1 {
+    if !record_reservation(&mut tx, reminder_id, slot).await? {
         tx.rollback().await.map_err(sql)?;
         return Ok(false);
     }
