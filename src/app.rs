@@ -28,6 +28,41 @@ pub(crate) struct App {
     pub(crate) read_pool: sqlx::AnyPool,
     /// Reminder slots: length, capacity.
     pub(crate) planner: eventfold_domain::slotting::SlotPlanner,
+    /// The commands (the reactions use them too).
+    pub(crate) service: Arc<CommandService<AnyEventStore>>,
+    /// Progress of everything running in this process.
+    pub(crate) board: StatusBoard,
+}
+
+impl App {
+    /// Starts the reactions following the log live, until `shutdown` changes.
+    pub(crate) fn spawn_reactions(
+        &self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinSet<eventfold_projections::Result<()>> {
+        let mut set = tokio::task::JoinSet::new();
+        let planner =
+            crate::reactions::ReminderPlanner::new(self.service.clone(), self.read_pool.clone());
+        let options = RunnerOptions {
+            // One purchase that cannot be planned must not hold the others back.
+            poison: eventfold_projections::PoisonPolicy::Skip,
+            ..RunnerOptions::default()
+        };
+        let runner = eventfold_projections::Runner::new(
+            self.store.clone(),
+            planner,
+            options,
+            self.board.clone(),
+        );
+        set.spawn(async move {
+            runner
+                .run(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        set
+    }
 }
 
 /// Builds the application from `config` (migrating the log on the way).
@@ -107,16 +142,17 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         planner.slot_minutes, planner.capacity
     ));
     let slots = eventfold_commands::SlotBook::shared(planner, db.pool().clone()).await?;
+    let service = Arc::new(
+        CommandService::with(
+            store.clone(),
+            eventfold_domain::consumables::ConsumablePolicy::default(),
+            planner,
+            Arc::new(chrono::Utc::now),
+        )
+        .with_slot_book(slots),
+    );
     let commands = eventfold_commands::http::router(CommandApi {
-        service: Arc::new(
-            CommandService::with(
-                store.clone(),
-                eventfold_domain::consumables::ConsumablePolicy::default(),
-                planner,
-                Arc::new(chrono::Utc::now),
-            )
-            .with_slot_book(slots),
-        ),
+        service: service.clone(),
         auth: auth.clone(),
     });
     let read_pool = db.pool().clone();
@@ -124,7 +160,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         log: store.clone(),
         db,
         redis: redis.clone(),
-        board,
+        board: board.clone(),
         auth: auth.clone(),
         voice_redis_budget: limits.voice_deadline().map(|deadline| deadline / 3),
         consistency_wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
@@ -161,6 +197,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         bumps,
         read_pool,
         planner,
+        service,
+        board,
     })
 }
 

@@ -18,6 +18,7 @@ mod bench;
 mod config;
 mod demo;
 mod projections;
+mod reactions;
 mod replay;
 mod serve;
 mod streams;

@@ -46,6 +46,7 @@ pub(crate) async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let bumped: Vec<&str> = app.bumps.iter().map(|b| b.name).collect();
     let mut projectors = app.projections.spawn_except(stopped.clone(), &bumped);
+    let mut reactions = app.spawn_reactions(stopped.clone());
     let mut upgrades = tokio::task::JoinSet::new();
     for bump in app.bumps.clone() {
         let (set, stopped) = (app.projections.clone(), stopped.clone());
@@ -55,6 +56,7 @@ pub(crate) async fn run(
         writeln!(out, "{line}")?;
     }
     writeln!(out, "projections: {}", app.projections.names().join(", "))?;
+    writeln!(out, "reactions: {}", crate::reactions::REMINDER_PLANNER)?;
     writeln!(out, "listening on http://{}", listener.local_addr()?)?;
     out.flush()?;
     axum::serve(listener, app.router)
@@ -70,6 +72,13 @@ pub(crate) async fn run(
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "a projector stopped with an error"),
             Err(error) => tracing::error!(%error, "a projector panicked"),
+        }
+    }
+    while let Some(done) = reactions.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "a reaction stopped with an error"),
+            Err(error) => tracing::error!(%error, "a reaction panicked"),
         }
     }
     while let Some(done) = upgrades.join_next().await {

@@ -926,3 +926,128 @@ impl Drop for OwnRedis {
         let _ = self.child.wait();
     }
 }
+
+/// A purchase whose request died between its append and its reminder's (the events of
+/// the purchase are in the log, no reminder is) gets its reminder from the
+/// `reminder_planner.v1` reaction; replaying the reaction from the start (its checkpoint
+/// lost) plans nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reminder_planner_reaction_heals_a_purchase_split_from_its_reminder() {
+    use eventfold_domain::consumables::ConsumablePolicy;
+    use eventfold_domain::purchases::{PurchaseHistory, RecordPurchase};
+    use eventfold_domain::Aggregate;
+    use eventfold_event_log::{EventReader, EventWriter};
+    use eventfold_event_schemas::catalogue::PurchaseRecorded;
+    use eventfold_event_schemas::{EventMetadata, ExpectedVersion, Position, StreamId};
+
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let mut server = Server::start(Some(db.url()));
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("reminder_planner.v1")),
+        "{:?}",
+        server.startup
+    );
+    // What the purchase command appends first, appended here without its second step.
+    let purchase = PurchaseRecorded {
+        user_id: "split1".into(),
+        sku: "CAPS".into(),
+        title: "Capsules".into(),
+        category: "coffee".into(),
+        quantity: 1,
+        unit_price: 100,
+        currency: "RUB".into(),
+        purchased_at: chrono_now(),
+    };
+    let events = PurchaseHistory::decide(
+        &Default::default(),
+        RecordPurchase {
+            purchase,
+            policy: ConsumablePolicy::default(),
+        },
+    )
+    .expect("a valid purchase");
+    assert!(events
+        .iter()
+        .any(|e| e.event_type() == "ConsumableDetected"));
+    let new: Vec<_> = events
+        .iter()
+        .map(|e| e.to_new_event(uuid::Uuid::new_v4(), EventMetadata::default()))
+        .collect();
+    db.store
+        .append(
+            &StreamId::new("purchases-split1").expect("stream"),
+            ExpectedVersion::NoStream,
+            &new,
+        )
+        .await
+        .expect("append");
+
+    let client = Client::new();
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = get(&client, &server, "/api/v1/users/split1/reminders", "split1").await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if body["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            found = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    let scheduled = |events: &[eventfold_event_schemas::RecordedEvent]| {
+        events
+            .iter()
+            .filter(|e| e.event_type == "ReminderScheduled")
+            .count()
+    };
+    let before = db
+        .store
+        .read_all(Position::START, None, 10_000)
+        .await
+        .expect("read");
+    assert_eq!(scheduled(&before), 1);
+    assert!(server.terminate().success());
+
+    // The reaction's checkpoint is lost: it runs over every purchase again.
+    let pool = sqlx::PgPool::connect(&db.url()).await.expect("connect");
+    sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = 0")
+        .execute(&pool)
+        .await
+        .expect("reset");
+    let mut server = Server::start(Some(db.url()));
+    let client = Client::new();
+    for _ in 0..100 {
+        let (_, body) = get(&client, &server, "/api/v1/projections", "service").await;
+        let caught_up = body["items"].as_array().is_some_and(|items| {
+            items.iter().any(|p| {
+                p["name"] == "reminder_planner.v1"
+                    && p["checkpoint"].as_i64() >= before.last().map(|e| e.global_position.0)
+            })
+        });
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = db
+        .store
+        .read_all(Position::START, None, 10_000)
+        .await
+        .expect("read");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "the replayed reaction appended again"
+    );
+    assert!(server.terminate().success());
+    pool.close().await;
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}

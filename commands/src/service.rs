@@ -14,7 +14,7 @@ use eventfold_event_log::{EventStore, ReadDirection, STREAM_END};
 use eventfold_event_schemas::catalogue::{
     DeviceActivated, OrderLine, PriceChanged, PurchaseRecorded, ReminderScheduled,
 };
-use eventfold_event_schemas::StreamId;
+use eventfold_event_schemas::{RecordedEvent, StreamId};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -177,6 +177,35 @@ impl<S: EventStore> CommandService<S> {
             purchase: outcome,
             reminder,
         })
+    }
+
+    /// Reminder planning as a reaction to a stored `PurchaseRecorded` (the process
+    /// manager's step): plans what the purchase's request planned, or did not get to
+    /// plan because it died between its two appends. Idempotent: the reminder's id and
+    /// its event ids are derived from the purchase, so running it again (a redelivered
+    /// event, a crash before the reaction's checkpoint) appends nothing.
+    pub async fn plan_after(&self, record: &RecordedEvent) -> Result<Option<PlannedReminder>> {
+        let Ok(Some(DomainEvent::PurchaseRecorded(purchase))) = DomainEvent::from_recorded(record)
+        else {
+            return Ok(None);
+        };
+        let ctx = CommandContext {
+            principal: Principal::service("reminder-planner"),
+            idempotency_key: None,
+            correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
+            causation_id: Some(record.event_id),
+        };
+        let appended = CommandOutcome {
+            stream_id: record.stream_id.to_string(),
+            events: vec![crate::RecordedSummary {
+                event_type: record.event_type.clone(),
+                stream_version: record.stream_version,
+            }],
+            consistency_token: record.global_position,
+            replayed: true,
+        };
+        self.plan_reminder(&ctx, &record.stream_id, &purchase, &appended)
+            .await
     }
 
     /// The reminder planning policy: due = last purchase + interval, inside the user's

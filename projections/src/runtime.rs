@@ -208,7 +208,7 @@ impl FailPoint {
     }
 
     /// Consumes one armed failure.
-    pub(crate) fn trip(&self) -> Result<()> {
+    pub fn trip(&self) -> Result<()> {
         if self.spread.load(Ordering::SeqCst) && self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1
         {
             return Ok(());
