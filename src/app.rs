@@ -149,7 +149,14 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             planner,
             Arc::new(chrono::Utc::now),
         )
-        .with_slot_book(slots),
+        .with_slot_book(slots)
+        .with_planning(eventfold_commands::Planning::Reaction {
+            progress: {
+                let board = board.clone();
+                Arc::new(move || board.checkpoint_of(crate::reactions::REMINDER_PLANNER))
+            },
+            wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
+        }),
     );
     let commands = eventfold_commands::http::router(CommandApi {
         service: service.clone(),

@@ -18,5 +18,7 @@ mod slots;
 pub use context::{CommandContext, Principal, Role};
 pub use error::{CommandError, Result};
 pub use handler::{CommandHandler, CommandOutcome, RecordedSummary};
-pub use service::{AcceptOutcome, Clock, CommandService, PurchaseOutcome};
+pub use service::{
+    AcceptOutcome, Clock, CommandService, PlannedReminder, Planning, PurchaseOutcome,
+};
 pub use slots::SlotBook;

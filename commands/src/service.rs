@@ -14,7 +14,7 @@ use eventfold_event_log::{EventStore, ReadDirection, STREAM_END};
 use eventfold_event_schemas::catalogue::{
     DeviceActivated, OrderLine, PriceChanged, PurchaseRecorded, ReminderScheduled,
 };
-use eventfold_event_schemas::{RecordedEvent, StreamId};
+use eventfold_event_schemas::{Position, RecordedEvent, StreamId};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -85,6 +85,33 @@ pub struct CommandService<S> {
     policy: ConsumablePolicy,
     slots: SlotBook,
     clock: Clock,
+    planning: Planning,
+}
+
+/// Who plans a purchase's reminder.
+#[derive(Clone, Default)]
+pub enum Planning {
+    /// The purchase's request, right after the purchase's append (tests, one-off tools).
+    #[default]
+    Inline,
+    /// The reminder planner reaction; the request waits at most `wait` until
+    /// `progress` (the reaction's checkpoint) passes the purchase, then answers the
+    /// reminder the reaction planned.
+    Reaction {
+        /// The reaction's checkpoint now.
+        progress: Arc<dyn Fn() -> Position + Send + Sync>,
+        /// Longest wait.
+        wait: std::time::Duration,
+    },
+}
+
+impl std::fmt::Debug for Planning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Planning::Inline => f.write_str("Inline"),
+            Planning::Reaction { wait, .. } => write!(f, "Reaction {{ wait: {wait:?} }}"),
+        }
+    }
 }
 
 impl<S> std::fmt::Debug for CommandService<S> {
@@ -128,7 +155,14 @@ impl<S: EventStore> CommandService<S> {
             policy,
             slots: SlotBook::new(planner),
             clock,
+            planning: Planning::Inline,
         }
+    }
+
+    /// The same service with reminders planned by `planning`.
+    pub fn with_planning(mut self, planning: Planning) -> Self {
+        self.planning = planning;
+        self
     }
 
     /// The same service placing reminders with `slots` (e.g. [`SlotBook::shared`]).
@@ -172,7 +206,28 @@ impl<S: EventStore> CommandService<S> {
                 )?)
             })
             .await?;
-        let reminder = self.plan_reminder(ctx, &s, &purchase, &outcome).await?;
+        let reminder = match &self.planning {
+            Planning::Inline => {
+                self.plan_reminder(ctx, &s, &purchase, &outcome, true)
+                    .await?
+            }
+            Planning::Reaction { progress, wait } => {
+                // The reaction plans it; the answer waits (bounded) until the reaction
+                // has passed this purchase, then reads its plan back.
+                let started = std::time::Instant::now();
+                while progress() < outcome.consistency_token && started.elapsed() < *wait {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                if progress() < outcome.consistency_token {
+                    tracing::warn!(
+                        token = %outcome.consistency_token,
+                        "the reminder planner has not reached this purchase in time: answered without its reminder"
+                    );
+                }
+                self.plan_reminder(ctx, &s, &purchase, &outcome, false)
+                    .await?
+            }
+        };
         Ok(PurchaseOutcome {
             purchase: outcome,
             reminder,
@@ -204,18 +259,22 @@ impl<S: EventStore> CommandService<S> {
             consistency_token: record.global_position,
             replayed: true,
         };
-        self.plan_reminder(&ctx, &record.stream_id, &purchase, &appended)
+        self.plan_reminder(&ctx, &record.stream_id, &purchase, &appended, true)
             .await
     }
 
     /// The reminder planning policy: due = last purchase + interval, inside the user's
     /// active hours, in the least-loaded slot with room.
+    ///
+    /// With `write` false nothing is planned: the reminder the planner stored for the
+    /// purchase, if any, is read back.
     async fn plan_reminder(
         &self,
         ctx: &CommandContext,
         purchases: &StreamId,
         requested: &PurchaseRecorded,
         appended: &CommandOutcome,
+        write: bool,
     ) -> Result<Option<PlannedReminder>> {
         let loaded = self.handler.load::<PurchaseHistory>(purchases).await?;
         // Plan from the purchase as the log holds it, not as this request says: a retry
@@ -253,7 +312,31 @@ impl<S: EventStore> CommandService<S> {
         }
         let reminder_id = reminder_id_for(&purchase.user_id, &purchase.sku, last);
         let s = stream("reminder", reminder_id)?;
-        let planned = self.handler.load::<Reminder>(&s).await?.state.plan;
+        let loaded_reminder = self.handler.load::<Reminder>(&s).await?;
+        let planned = loaded_reminder.state.plan;
+        if !write {
+            // Only read what the planner (the reaction) stored.
+            return Ok(planned.and_then(|plan| {
+                let record = loaded_reminder
+                    .records
+                    .iter()
+                    .find(|r| r.event_type == "ReminderScheduled")?;
+                Some(PlannedReminder {
+                    reminder_id,
+                    due_at: plan.due_at,
+                    slot: plan.slot,
+                    outcome: CommandOutcome {
+                        stream_id: s.to_string(),
+                        events: vec![crate::RecordedSummary {
+                            event_type: record.event_type.clone(),
+                            stream_version: record.stream_version,
+                        }],
+                        consistency_token: record.global_position,
+                        replayed: false,
+                    },
+                })
+            }));
+        }
         let (due_at, slot) = match &planned {
             // Planned already (a retry, or another process): answer the stored plan and
             // reserve nothing again.

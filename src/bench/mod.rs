@@ -46,6 +46,14 @@ pub(crate) async fn run(
 }
 
 /// Parses `3s`, `500ms` or a plain number of seconds.
+/// [`parse_duration`], or `0` for "skip it".
+pub(crate) fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if matches!(s.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let seconds = match s.strip_suffix("ms") {
