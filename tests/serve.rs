@@ -1051,3 +1051,113 @@ async fn the_reminder_planner_reaction_heals_a_purchase_split_from_its_reminder(
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
 }
+
+/// Twenty clients buy consumables (each retrying with its Idempotency-Key until it gets
+/// an answer) while `serve` is killed with SIGKILL and started again: afterwards every
+/// consumable purchase has exactly one reminder, planned by the reaction wherever the
+/// request died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_consumable_purchase_has_exactly_one_reminder_across_a_kill_9() {
+    use eventfold_event_log::EventReader;
+    use eventfold_event_schemas::Position;
+    use std::sync::{Arc, RwLock};
+
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let server = Server::start(Some(db.url()));
+    let base = Arc::new(RwLock::new(server.base.clone()));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..20 {
+        let (client, base, answered) = (client.clone(), base.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let user = format!("k{c}-{i}");
+                let body = json!({"user_id": user, "sku": "CAPS", "title": "Capsules", "category": "coffee",
+                                  "quantity": 1, "unit_price": 100});
+                let key = format!("buy-{user}");
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    assert!(attempts < 400, "{user}: no answer after {attempts} attempts");
+                    let url = format!("{}/api/v1/purchases", base.read().map(|b| b.clone()).unwrap_or_default());
+                    let sent = client
+                        .post(url)
+                        .bearer_auth(token(&user))
+                        .header("idempotency-key", &key)
+                        .json(&body)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(r) if r.status().is_client_error() => {
+                            panic!("{user}: {}", r.status())
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(25)).await,
+                    }
+                }
+            }
+        }));
+    }
+    // Kill it a fifth of the way in.
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 60 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut server = server;
+    let _ = server.child.kill(); // SIGKILL: no graceful anything
+    let _ = server.child.wait();
+    let at_kill = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(at_kill < 300, "the kill came after the load");
+    let restarted = Server::start(Some(db.url()));
+    if let Ok(mut b) = base.write() {
+        *b = restarted.base.clone();
+    }
+    for t in tasks {
+        t.await.expect("a client panicked");
+    }
+    // Let the reaction finish what the killed process left.
+    let head = db.store.head().await.expect("head");
+    for _ in 0..200 {
+        let (_, body) = get(&client, &restarted, "/api/v1/projections", "service").await;
+        let done = body["items"].as_array().is_some_and(|items| {
+            items.iter().any(|p| {
+                p["name"] == "reminder_planner.v1" && p["checkpoint"].as_i64() >= Some(head.0)
+            })
+        });
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = db
+        .store
+        .read_all(Position::START, None, 100_000)
+        .await
+        .expect("read");
+    let mut consumables = std::collections::BTreeMap::<String, usize>::new();
+    let mut reminders = std::collections::BTreeMap::<String, usize>::new();
+    for e in &events {
+        let user = e.data["user_id"].as_str().unwrap_or_default().to_owned();
+        match e.event_type.as_str() {
+            "ConsumableDetected" => *consumables.entry(user).or_default() += 1,
+            "ReminderScheduled" => *reminders.entry(user).or_default() += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(consumables.len(), 300, "every purchase was recorded once");
+    assert!(consumables.values().all(|n| *n == 1));
+    for user in consumables.keys() {
+        assert_eq!(
+            reminders.get(user),
+            Some(&1),
+            "{user}: not exactly one reminder"
+        );
+    }
+    drop(restarted);
+}
