@@ -10,7 +10,7 @@ use eventfold_projections::{
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ProjectionsCommand {
-    /// Checkpoint, lag and parked events of every projection.
+    /// Checkpoint, lag and parked events of every projection and reaction.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -82,6 +82,22 @@ pub(crate) async fn run(
                         else if p.checkpoint.is_none() { "never_ran" }
                         else if p.parked > 0 { "parked_events" }
                         else if lag.events == 0 { "caught_up" } else { "behind" },
+                }));
+            }
+            for (name, checkpoint, parked) in
+                crate::reactions::stored_progress(set.db().pool()).await
+            {
+                let lag = measure_lag(set.log(), checkpoint.unwrap_or_default()).await?;
+                let state = match checkpoint {
+                    None => "never_ran",
+                    Some(_) if parked > 0 => "parked_events",
+                    Some(_) if lag.events == 0 => "caught_up",
+                    Some(_) => "behind",
+                };
+                rows.push(serde_json::json!({
+                    "name": name, "store": "reaction", "checkpoint": checkpoint, "head": lag.head,
+                    "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": parked,
+                    "version_bump_from": null, "state": state,
                 }));
             }
             if json {

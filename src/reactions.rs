@@ -139,3 +139,27 @@ impl<S: EventStore> Sink for ReminderPlanner<S> {
         self.fail_point.clone()
     }
 }
+
+/// What the reactions have stored: `(name, checkpoint, parked)`; no checkpoint for a
+/// reaction that never ran here.
+pub(crate) async fn stored_progress(
+    pool: &sqlx::AnyPool,
+) -> Vec<(&'static str, Option<Position>, i64)> {
+    let checkpoint =
+        sqlx::query("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
+            .bind(REMINDER_PLANNER)
+            .fetch_optional(pool)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get::<i64, _>(0).ok())
+            .map(Position);
+    let parked = sqlx::query("SELECT COUNT(*) FROM eventfold_reaction_parked WHERE name = $1")
+        .bind(REMINDER_PLANNER)
+        .fetch_one(pool)
+        .await
+        .ok()
+        .and_then(|row| row.try_get::<i64, _>(0).ok())
+        .unwrap_or(0);
+    vec![(REMINDER_PLANNER, checkpoint, parked)]
+}

@@ -1013,6 +1013,27 @@ async fn the_reminder_planner_reaction_heals_a_purchase_split_from_its_reminder(
     assert_eq!(scheduled(&before), 1);
     assert!(server.terminate().success());
 
+    // `projections status` lists the reaction beside the read models.
+    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", db.url())
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("projections status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let planner = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == "reminder_planner.v1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(planner["store"], "reaction", "{rows}");
+    assert_eq!(planner["state"], "caught_up", "{rows}");
+
     // The reaction's checkpoint is lost: it runs over every purchase again.
     let pool = sqlx::PgPool::connect(&db.url()).await.expect("connect");
     sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = 0")
