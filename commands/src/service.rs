@@ -206,9 +206,10 @@ impl<S: EventStore> CommandService<S> {
                 )?)
             })
             .await?;
+        let stored_at = outcome.events.first().map(|e| e.stream_version);
         let reminder = match &self.planning {
             Planning::Inline => {
-                self.plan_reminder(ctx, &s, &purchase, &outcome, true)
+                self.plan_reminder(ctx, &s, &purchase, stored_at, true)
                     .await?
             }
             Planning::Reaction { progress, wait } => {
@@ -224,7 +225,7 @@ impl<S: EventStore> CommandService<S> {
                         "the reminder planner has not reached this purchase in time: answered without its reminder"
                     );
                 }
-                self.plan_reminder(ctx, &s, &purchase, &outcome, false)
+                self.plan_reminder(ctx, &s, &purchase, stored_at, false)
                     .await?
             }
         };
@@ -250,22 +251,15 @@ impl<S: EventStore> CommandService<S> {
             correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
             causation_id: Some(record.event_id),
         };
-        let appended = CommandOutcome {
-            stream_id: record.stream_id.to_string(),
-            events: vec![crate::RecordedSummary {
-                event_type: record.event_type.clone(),
-                stream_version: record.stream_version,
-            }],
-            consistency_token: record.global_position,
-            replayed: true,
-        };
-        self.plan_reminder(&ctx, &record.stream_id, &purchase, &appended, true)
+        let stored_at = Some(record.stream_version);
+        self.plan_reminder(&ctx, &record.stream_id, &purchase, stored_at, true)
             .await
     }
 
     /// The reminder planning policy: due = last purchase + interval, inside the user's
     /// active hours, in the least-loaded slot with room.
     ///
+    /// `stored_at`: the stream version of the purchase as the log holds it.
     /// With `write` false nothing is planned: the reminder the planner stored for the
     /// purchase, if any, is read back.
     async fn plan_reminder(
@@ -273,7 +267,7 @@ impl<S: EventStore> CommandService<S> {
         ctx: &CommandContext,
         purchases: &StreamId,
         requested: &PurchaseRecorded,
-        appended: &CommandOutcome,
+        stored_at: Option<i64>,
         write: bool,
     ) -> Result<Option<PlannedReminder>> {
         let loaded = self.handler.load::<PurchaseHistory>(purchases).await?;
@@ -282,11 +276,11 @@ impl<S: EventStore> CommandService<S> {
         // server-stamped `purchased_at`; the stored one is the first attempt's. So every
         // attempt finds (or, after a crash between the two appends, makes) the same
         // reminder and answers what the first attempt answered.
-        let stored = appended.events.first().and_then(|first| {
+        let stored = stored_at.and_then(|version| {
             loaded
                 .records
                 .iter()
-                .find(|r| r.stream_version == first.stream_version)
+                .find(|r| r.stream_version == version)
                 .and_then(|r| DomainEvent::from_recorded(r).ok().flatten())
         });
         let purchase = match &stored {

@@ -218,7 +218,7 @@ impl Limiter {
     }
 
     /// `Err(wait)` when `caller` is over the rate of `class`.
-    fn check(&self, class: &Class, caller: &str) -> Result<(), Duration> {
+    fn check(&self, class: &Class, caller: &String) -> Result<(), Duration> {
         let Some(bucket) = &class.bucket else {
             return Ok(());
         };
@@ -231,9 +231,29 @@ impl Limiter {
             }
         }
         bucket
-            .check_key(&caller.to_owned())
+            .check_key(caller)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
+}
+
+/// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+fn too_many(class: RouteClass, wait: Duration) -> Response {
+    metrics::counter!("eventfold_http_rate_limited_total", "class" => class.label()).increment(1);
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many {} requests from this caller; retry in {seconds} s",
+            class.label()
+        ),
+    )
+    .with_details(json!({ "class": class.label(), "retry_after_seconds": seconds }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// Middleware: the caller's rate limit and the deadline of the request's class.
@@ -250,40 +270,18 @@ pub async fn limit(
     let Some(limits) = limiter.class(class) else {
         return next.run(request).await;
     };
-    if limits.bucket.is_none() && limits.deadline.is_none() {
-        return next.run(request).await;
-    }
-    let caller = if limits.bucket.is_none() {
-        String::new()
-    } else {
-        match limiter.auth.authenticate_headers(request.headers()) {
+    if limits.bucket.is_some() {
+        let caller = match limiter.auth.authenticate_headers(request.headers()) {
             Ok(principal) => {
                 let key = format!("{:?}:{}", principal.role, principal.subject);
                 request.extensions_mut().insert(Authenticated(principal));
                 key
             }
             Err(_) => String::new(),
+        };
+        if let Err(wait) = limiter.check(limits, &caller) {
+            return too_many(class, wait);
         }
-    };
-    if let Err(wait) = limiter.check(limits, &caller) {
-        metrics::counter!("eventfold_http_rate_limited_total", "class" => class.label())
-            .increment(1);
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let seconds = seconds.max(1);
-        let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "too many {} requests from this caller; retry in {seconds} s",
-                class.label()
-            ),
-        )
-        .with_details(json!({ "class": class.label(), "retry_after_seconds": seconds }))
-        .into_response();
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
-        return response;
     }
     let Some(deadline) = limits.deadline else {
         return next.run(request).await;
@@ -496,12 +494,12 @@ mod tests {
         };
         let limiter = Limiter::new(&limits, Arc::new(AuthConfig::default()));
         let class = &limiter.commands;
-        assert!(limiter.check(class, "a").is_ok());
-        assert!(limiter.check(class, "a").is_ok());
-        let wait = limiter.check(class, "a").err();
+        assert!(limiter.check(class, &"a".to_owned()).is_ok());
+        assert!(limiter.check(class, &"a".to_owned()).is_ok());
+        let wait = limiter.check(class, &"a".to_owned()).err();
         assert!(wait.is_some_and(|w| w <= Duration::from_secs(1)));
-        assert!(limiter.check(class, "b").is_ok());
+        assert!(limiter.check(class, &"b".to_owned()).is_ok());
         // Off: never limited.
-        assert!((0..10_000).all(|_| limiter.check(&limiter.queries, "a").is_ok()));
+        assert!((0..10_000).all(|_| limiter.check(&limiter.queries, &"a".to_owned()).is_ok()));
     }
 }

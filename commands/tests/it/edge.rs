@@ -238,3 +238,21 @@ async fn wrong_methods_and_unknown_paths_answer_in_the_error_shape() -> anyhow::
     assert_shaped(status, &body, "unknown path");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_longest_accepted_ids_make_valid_streams() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let app = app(db.store.clone());
+    let user = "u".repeat(200);
+    let answer = call(
+        &app,
+        As::Service,
+        "/api/v1/purchases",
+        json!({"user_id": user, "sku": "S".repeat(200), "title": "T", "category": "coffee",
+               "quantity": 1, "unit_price": 100}),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    Ok(())
+}
