@@ -209,7 +209,7 @@ async fn voice_flow_and_workouts(server: &Server) {
         &client,
         server,
         &format!(
-            "/api/v1/users/u1/reminders/due?at={}",
+            "/api/v1/users/u1/reminders/due?at={}&after={token}",
             due.replace('+', "%2B")
         ),
         "u1",

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use eventfold_event_schemas::catalogue::{
-    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutPaused, WorkoutResumed, WorkoutStarted,
-    WorkoutUpdated,
+    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutGoalReached, WorkoutPaused,
+    WorkoutResumed, WorkoutStarted, WorkoutUpdated,
 };
 use uuid::Uuid;
 
@@ -48,6 +48,32 @@ pub struct WorkoutState {
     pub last_at: Option<DateTime<Utc>>,
     /// Updates applied.
     pub updates: u64,
+    /// The distance goal, metres, if one was set at the start.
+    pub goal_distance_m: Option<f64>,
+    /// Whether `WorkoutGoalReached` has been recorded.
+    pub goal_reached: bool,
+}
+
+/// The goal policy: `WorkoutGoalReached` once, when a reported or final distance first
+/// meets the goal set at the start.
+fn goal_reached(
+    state: &WorkoutState,
+    distance_m: Option<f64>,
+    at: DateTime<Utc>,
+) -> Option<DomainEvent> {
+    let goal = state.goal_distance_m?;
+    let distance = distance_m?;
+    (!state.goal_reached && goal > 0.0 && distance >= goal).then(|| {
+        WorkoutGoalReached {
+            workout_id: state.workout_id,
+            user_id: state.user_id.clone(),
+            sport: state.sport.clone(),
+            goal_distance_m: goal,
+            distance_m: distance,
+            reached_at: at,
+        }
+        .into()
+    })
 }
 
 /// What an athlete (or their watch) can ask of a workout.
@@ -233,7 +259,8 @@ impl Aggregate for Workout {
                 require_running(state)?;
                 check_time(state, at)?;
                 check_measurements(distance_m, heart_rate, speed_mps, &points)?;
-                WorkoutUpdated {
+                let goal = goal_reached(state, distance_m, at);
+                let updated = WorkoutUpdated {
                     workout_id: id,
                     distance_m,
                     heart_rate,
@@ -241,7 +268,8 @@ impl Aggregate for Workout {
                     points,
                     updated_at: at,
                 }
-                .into()
+                .into();
+                return Ok(std::iter::once(updated).chain(goal).collect());
             }
             WorkoutCommand::Pause { at } => {
                 require_running(state)?;
@@ -278,7 +306,8 @@ impl Aggregate for Workout {
                 } else {
                     0.0
                 };
-                WorkoutCompleted {
+                let goal = goal_reached(state, Some(distance_m), at);
+                let completed = WorkoutCompleted {
                     workout_id: id,
                     user_id: state.user_id.clone(),
                     sport: state.sport.clone(),
@@ -288,7 +317,8 @@ impl Aggregate for Workout {
                     max_heart_rate: state.max_heart_rate,
                     completed_at: at,
                 }
-                .into()
+                .into();
+                return Ok(goal.into_iter().chain([completed]).collect());
             }
             WorkoutCommand::Cancel { reason, at } => {
                 require_unfinished(state)?;
@@ -311,6 +341,7 @@ impl Aggregate for Workout {
                 state.workout_id = e.workout_id;
                 state.user_id = e.user_id.clone();
                 state.sport = e.sport.clone();
+                state.goal_distance_m = e.goal_distance_m;
                 state.active_since = Some(e.started_at);
                 state.last_at = Some(e.started_at);
             }
@@ -350,6 +381,7 @@ impl Aggregate for Workout {
                 state.active_since = None;
                 state.last_at = Some(e.cancelled_at);
             }
+            DomainEvent::WorkoutGoalReached(_) => state.goal_reached = true,
             _ => {}
         }
         state
@@ -657,5 +689,164 @@ mod tests {
                 at: t(2),
             })
             .then_err(DomainError::WorkoutNotFound);
+    }
+
+    fn started_with_goal(goal: f64) -> DomainEvent {
+        WorkoutStarted {
+            workout_id: id(),
+            user_id: "u1".into(),
+            sport: "running".into(),
+            goal_distance_m: Some(goal),
+            started_at: t(0),
+        }
+        .into()
+    }
+
+    fn at_distance(min: i64, distance: f64) -> WorkoutCommand {
+        WorkoutCommand::Update {
+            distance_m: Some(distance),
+            heart_rate: None,
+            speed_mps: None,
+            points: vec![],
+            at: t(min),
+        }
+    }
+
+    fn reached(min: i64, goal: f64, distance: f64) -> DomainEvent {
+        WorkoutGoalReached {
+            workout_id: id(),
+            user_id: "u1".into(),
+            sport: "running".into(),
+            goal_distance_m: goal,
+            distance_m: distance,
+            reached_at: t(min),
+        }
+        .into()
+    }
+
+    #[test]
+    fn the_update_that_meets_the_goal_records_it_once() {
+        let below = WorkoutUpdated {
+            workout_id: id(),
+            distance_m: Some(4_999.0),
+            heart_rate: None,
+            speed_mps: None,
+            points: vec![],
+            updated_at: t(5),
+        };
+        given::<Workout>([started_with_goal(5_000.0)])
+            .when(at_distance(5, 4_999.0))
+            .then([below.clone().into()]);
+        let meets = WorkoutUpdated {
+            distance_m: Some(5_000.0),
+            updated_at: t(6),
+            ..below.clone()
+        };
+        given::<Workout>([started_with_goal(5_000.0), below.clone().into()])
+            .when(at_distance(6, 5_000.0))
+            .then([meets.clone().into(), reached(6, 5_000.0, 5_000.0)]);
+        // Once: later updates and the completion do not repeat it.
+        let history = [
+            started_with_goal(5_000.0),
+            meets.into(),
+            reached(6, 5_000.0, 5_000.0),
+        ];
+        given::<Workout>(history.clone())
+            .when(at_distance(7, 6_000.0))
+            .then([WorkoutUpdated {
+                distance_m: Some(6_000.0),
+                updated_at: t(7),
+                ..below
+            }
+            .into()]);
+        let outcome = given::<Workout>(history)
+            .when(WorkoutCommand::Complete {
+                distance_m: Some(6_500.0),
+                at: t(8),
+            })
+            .outcome()
+            .expect("completes");
+        assert_eq!(outcome.len(), 1);
+        assert_eq!(outcome[0].event_type(), "WorkoutCompleted");
+    }
+
+    #[test]
+    fn a_completion_that_meets_the_goal_records_it_before_the_totals() {
+        let outcome = given::<Workout>([started_with_goal(3_000.0)])
+            .when(WorkoutCommand::Complete {
+                distance_m: Some(3_200.0),
+                at: t(20),
+            })
+            .outcome()
+            .expect("completes");
+        let types: Vec<&str> = outcome.iter().map(|e| e.event_type()).collect();
+        assert_eq!(types, ["WorkoutGoalReached", "WorkoutCompleted"]);
+        assert_eq!(outcome[0], reached(20, 3_000.0, 3_200.0));
+        // No goal, or a goal not met: no event.
+        for history in [started(), started_with_goal(10_000.0)] {
+            let outcome = given::<Workout>([history])
+                .when(WorkoutCommand::Complete {
+                    distance_m: Some(3_200.0),
+                    at: t(20),
+                })
+                .outcome()
+                .expect("completes");
+            assert_eq!(outcome.len(), 1);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the reported distances, the goal is recorded exactly once if some
+        /// distance (reported or final) meets it, never otherwise, and never before.
+        #[test]
+        fn the_goal_is_reached_exactly_once_iff_a_distance_meets_it(
+            goal in 1.0f64..20_000.0,
+            distances in proptest::collection::vec(proptest::option::of(0.0f64..25_000.0), 0..12),
+            last in proptest::option::of(0.0f64..25_000.0),
+        ) {
+            let mut state = Workout::evolve(WorkoutState::default(), &started_with_goal(goal));
+            let mut events = Vec::new();
+            let mut commands: Vec<WorkoutCommand> = distances
+                .iter()
+                .enumerate()
+                .map(|(i, d)| WorkoutCommand::Update {
+                    distance_m: *d,
+                    heart_rate: None,
+                    speed_mps: None,
+                    points: vec![],
+                    at: t(i as i64 + 1),
+                })
+                .collect();
+            commands.push(WorkoutCommand::Complete { distance_m: last, at: t(100) });
+            for command in commands {
+                for event in Workout::decide(&state, command).expect("valid") {
+                    state = Workout::evolve(state, &event);
+                    events.push(event);
+                }
+            }
+            let mut latest = 0.0f64;
+            let mut met_at = None;
+            for (i, d) in distances.iter().enumerate() {
+                if let Some(d) = d {
+                    latest = *d;
+                    if *d >= goal && met_at.is_none() {
+                        met_at = Some(i);
+                    }
+                }
+            }
+            let final_distance = last.unwrap_or(latest);
+            let expected = met_at.is_some() || final_distance >= goal;
+            let goals: Vec<&DomainEvent> = events
+                .iter()
+                .filter(|e| e.event_type() == "WorkoutGoalReached")
+                .collect();
+            proptest::prop_assert_eq!(goals.len(), usize::from(expected));
+            if let Some(DomainEvent::WorkoutGoalReached(g)) = goals.first() {
+                proptest::prop_assert!(g.distance_m >= goal);
+                let at = g.reached_at;
+                let expected_at = met_at.map_or(t(100), |i| t(i as i64 + 1));
+                proptest::prop_assert_eq!(at, expected_at);
+            }
+        }
     }
 }

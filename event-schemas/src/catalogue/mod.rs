@@ -23,8 +23,8 @@ pub use reminders::{
     ReorderAccepted,
 };
 pub use workouts::{
-    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutPaused, WorkoutResumed, WorkoutStarted,
-    WorkoutUpdated,
+    GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutGoalReached, WorkoutPaused,
+    WorkoutResumed, WorkoutStarted, WorkoutUpdated,
 };
 
 use crate::{EventMetadata, NewEvent, RecordedEvent};
@@ -185,6 +185,8 @@ catalogue! {
     WorkoutCompleted = 1,
     /// A workout was cancelled.
     WorkoutCancelled = 1,
+    /// A workout's distance goal was reached.
+    WorkoutGoalReached = 1,
 }
 
 impl DomainEvent {

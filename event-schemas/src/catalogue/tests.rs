@@ -211,6 +211,15 @@ fn samples() -> Vec<DomainEvent> {
             cancelled_at: at(8),
         }
         .into(),
+        WorkoutGoalReached {
+            workout_id,
+            user_id: user(),
+            sport: "running".into(),
+            goal_distance_m: 5000.0,
+            distance_m: 5012.5,
+            reached_at: at(7),
+        }
+        .into(),
     ]
 }
 

@@ -104,3 +104,22 @@ pub struct WorkoutCancelled {
     /// When.
     pub cancelled_at: DateTime<Utc>,
 }
+
+/// The workout's distance goal was reached: once per workout, by the update or the
+/// completion whose distance first met `goal_distance_m`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkoutGoalReached {
+    /// The workout.
+    pub workout_id: Uuid,
+    /// The athlete.
+    pub user_id: String,
+    /// The sport.
+    pub sport: String,
+    /// The goal, metres.
+    pub goal_distance_m: f64,
+    /// The distance that met it, metres.
+    pub distance_m: f64,
+    /// When.
+    pub reached_at: DateTime<Utc>,
+}
