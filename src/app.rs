@@ -32,6 +32,8 @@ pub(crate) struct App {
     pub(crate) service: Arc<CommandService<AnyEventStore>>,
     /// Progress of everything running in this process.
     pub(crate) board: StatusBoard,
+    /// Where notifications go, when NATS is configured.
+    pub(crate) nats: Option<(crate::notify::NatsSettings, async_nats::Client)>,
 }
 
 impl App {
@@ -51,17 +53,49 @@ impl App {
         let runner = eventfold_projections::Runner::new(
             self.store.clone(),
             planner,
-            options,
+            options.clone(),
             self.board.clone(),
         );
-        set.spawn(async move {
-            runner
-                .run(async move {
-                    let _ = shutdown.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        {
+            let mut shutdown = shutdown.clone();
+            set.spawn(async move {
+                runner
+                    .run(async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+        }
+        if let Some((settings, client)) = &self.nats {
+            let dispatcher = crate::notify::Dispatcher::new(
+                settings.clone(),
+                client.clone(),
+                self.read_pool.clone(),
+            );
+            let runner = eventfold_projections::Runner::new(
+                self.store.clone(),
+                dispatcher,
+                options.clone(),
+                self.board.clone(),
+            );
+            set.spawn(async move {
+                runner
+                    .run(async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+        }
         set
+    }
+
+    /// The reactions this process runs.
+    pub(crate) fn reaction_names(&self) -> Vec<&'static str> {
+        let mut names = vec![crate::reactions::REMINDER_PLANNER];
+        if self.nats.is_some() {
+            names.push(crate::notify::DISPATCHER);
+        }
+        names
     }
 }
 
@@ -98,6 +132,28 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         Some(_) => "clickhouse: configured but analytics are not built yet: off".into(),
         None => "clickhouse: off".into(),
     });
+    let nats = match &config.nats_url {
+        Some(url) => {
+            let settings = crate::notify::NatsSettings::new(
+                url.clone(),
+                config.nats_stream.clone(),
+                config.nats_subject.clone(),
+            )?;
+            report.push(format!(
+                "nats: {} (stream {}, subjects {}.push.{{user}} and {}.goal.{{user}}): notifications on",
+                crate::redact(url),
+                settings.stream,
+                settings.subject,
+                settings.subject
+            ));
+            let client = crate::notify::connect(&settings).await?;
+            Some((settings, client))
+        }
+        None => {
+            report.push("nats: off (NATS_URL unset): payment pushes and goal notifications are not delivered".into());
+            None
+        }
+    };
     report.push(match &config.kafka_brokers {
         Some(_) => "kafka: configured but the relay is not built yet: off".into(),
         None => "kafka: off".into(),
@@ -176,6 +232,18 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             .active()
             .map(|m| (m.name(), m.store()))
             .collect(),
+        probes: match &nats {
+            Some((_, client)) => {
+                let client = client.clone();
+                let probe =
+                    eventfold_read_api::Probe::new(move || match client.connection_state() {
+                        async_nats::connection::State::Connected => "ok",
+                        _ => "unreachable",
+                    });
+                vec![("nats", probe)]
+            }
+            None => vec![("nats", eventfold_read_api::Probe::new(|| "off"))],
+        },
     });
     let document = Arc::new(openapi_document());
     let router = eventfold_http::harden_with(
@@ -206,6 +274,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         planner,
         service,
         board,
+        nats,
     })
 }
 

@@ -30,6 +30,14 @@ pub(crate) struct Config {
     pub(crate) clickhouse_url: Option<String>,
     /// `KAFKA_BROKERS`: the event bus (not built yet: reported as off).
     pub(crate) kafka_brokers: Option<String>,
+    /// `NATS_URL`: NATS with JetStream; turns on the notification dispatcher.
+    pub(crate) nats_url: Option<String>,
+    /// `EVENTFOLD_NATS_STREAM`: the JetStream stream notifications go to (default
+    /// `EVENTFOLD_NOTIFICATIONS`; created when missing).
+    pub(crate) nats_stream: Option<String>,
+    /// `EVENTFOLD_NATS_SUBJECT`: the subjects' first token(s) (default `notifications`:
+    /// `notifications.push.{user}`, `notifications.goal.{user}`).
+    pub(crate) nats_subject: Option<String>,
     /// `EVENTFOLD_CORS_ORIGINS`: `*` or `https://a.example,https://b.example`; off
     /// when unset.
     pub(crate) cors_origins: Option<String>,
@@ -99,6 +107,9 @@ impl Config {
             ("CLICKHOUSE_URL", &mut config.clickhouse_url),
             ("KAFKA_BROKERS", &mut config.kafka_brokers),
             ("EVENTFOLD_CORS_ORIGINS", &mut config.cors_origins),
+            ("NATS_URL", &mut config.nats_url),
+            ("EVENTFOLD_NATS_STREAM", &mut config.nats_stream),
+            ("EVENTFOLD_NATS_SUBJECT", &mut config.nats_subject),
         ];
         for (name, slot) in overrides {
             if let Some(value) = env(name) {

@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod demo;
+mod notify;
 mod projections;
 mod reactions;
 mod replay;

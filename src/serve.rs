@@ -56,7 +56,7 @@ pub(crate) async fn run(
         writeln!(out, "{line}")?;
     }
     writeln!(out, "projections: {}", app.projections.names().join(", "))?;
-    writeln!(out, "reactions: {}", crate::reactions::REMINDER_PLANNER)?;
+    writeln!(out, "reactions: {}", app.reaction_names().join(", "))?;
     writeln!(out, "listening on http://{}", listener.local_addr()?)?;
     out.flush()?;
     axum::serve(listener, app.router)

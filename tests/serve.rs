@@ -1,160 +1,14 @@
 //! `eventfold serve` as a black box: a real server on a random port, driven over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
+
+use support::*;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-
-const SECRET: &str = "e2e-secret";
-const SERVICE_KEY: &str = "e2e-service";
-
-struct Server {
-    child: Child,
-    base: String,
-    dir: std::path::PathBuf,
-    /// What it printed before listening.
-    startup: Vec<String>,
-}
-
-impl Server {
-    fn start(database_url: Option<String>) -> Server {
-        Self::start_with(database_url, &[])
-    }
-
-    /// Starts with extra environment variables.
-    fn start_with(database_url: Option<String>, env: &[(&str, &str)]) -> Server {
-        let dir = std::env::temp_dir().join(format!("eventfold-serve-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let url =
-            database_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("log.db").display()));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eventfold"));
-        command.env_remove("REDIS_URL");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
-            .arg("serve")
-            .env("DATABASE_URL", url)
-            .env("EVENTFOLD_LISTEN", "127.0.0.1:0")
-            .env("EVENTFOLD_JWT_SECRET", SECRET)
-            .env(
-                "EVENTFOLD_API_KEYS",
-                format!("{SERVICE_KEY}=service:ingest"),
-            )
-            .env("EVENTFOLD_CONSISTENCY_WAIT_MS", "3000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn eventfold serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut startup = Vec::new();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .expect("read stdout");
-            if let Some(address) = line.strip_prefix("listening on ") {
-                break address.to_owned();
-            }
-            startup.push(line);
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base,
-            dir,
-            startup,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn token(user: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &Claims { sub: user, exp },
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
-}
-
-async fn post(
-    client: &Client,
-    server: &Server,
-    path: &str,
-    who: &str,
-    body: Value,
-) -> (StatusCode, Value, Option<String>) {
-    let mut request = client.post(server.url(path)).json(&body);
-    request = if who == "service" {
-        request.header("x-api-key", SERVICE_KEY)
-    } else {
-        request.bearer_auth(token(who))
-    };
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    let token = response
-        .headers()
-        .get("x-consistency-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, response.json().await.unwrap_or(Value::Null), token)
-}
-
-async fn get(client: &Client, server: &Server, path: &str, who: &str) -> (StatusCode, Value) {
-    let mut request = client.get(server.url(path));
-    request = match who {
-        "service" => request.header("x-api-key", SERVICE_KEY),
-        "nobody" => request,
-        user => request.bearer_auth(token(user)),
-    };
-    let response = request.send().await.expect("send");
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
 
 async fn voice_flow_and_workouts(server: &Server) {
     let client = Client::new();
@@ -362,36 +216,6 @@ async fn voice_flow_and_workouts(server: &Server) {
 }
 
 /// Seconds since the epoch.
-fn chrono_like_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
-
-/// RFC 3339 of epoch seconds given as text.
-fn rfc3339(secs: &str) -> String {
-    let secs: i64 = secs.parse().expect("seconds");
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_voice_and_workout_flows_work_end_to_end_on_sqlite() {
     let mut server = Server::start(None);
@@ -866,67 +690,6 @@ async fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
     assert_eq!(allowed(&response).as_deref(), Some("https://app.example"));
 }
 
-/// A `redis-server` of the test's own on a free port, so that it can be frozen.
-struct OwnRedis {
-    child: Child,
-    url: String,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package) must be installed");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        OwnRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status();
-    }
-
-    fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    fn thaw(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A purchase whose request died between its append and its reminder's (the events of
 /// the purchase are in the log, no reminder is) gets its reminder from the
 /// `reminder_planner.v1` reaction; replaying the reaction from the start (its checkpoint
@@ -1067,10 +830,6 @@ async fn the_reminder_planner_reaction_heals_a_purchase_split_from_its_reminder(
     );
     assert!(server.terminate().success());
     pool.close().await;
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 /// Twenty clients buy consumables (each retrying with its Idempotency-Key until it gets

@@ -13,6 +13,15 @@ pub enum Error {
     /// The event log failed.
     #[error("event log: {0}")]
     Log(#[from] eventfold_event_log::Error),
+    /// An external system a reaction publishes to (NATS, a broker) is unreachable or did
+    /// not acknowledge: retried without end.
+    #[error("{store}: {reason}")]
+    Unavailable {
+        /// Which system.
+        store: &'static str,
+        /// What failed.
+        reason: String,
+    },
     /// An event could not be applied (bad payload, broken invariant).
     #[error("event at position {position} ({event_type}) cannot be applied: {reason}")]
     Poison {
@@ -86,7 +95,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Sql(_) | Error::Redis(_) | Error::Log(_) | Error::Injected(_) | Error::Held(_)
+            Error::Sql(_)
+                | Error::Redis(_)
+                | Error::Log(_)
+                | Error::Unavailable { .. }
+                | Error::Injected(_)
+                | Error::Held(_)
         )
     }
 }

@@ -518,7 +518,7 @@ fn store_down(error: &Error) -> bool {
                 || e.is_connection_dropped()
                 || e.is_timeout()
         }
-        Error::Log(_) | Error::Injected(_) | Error::Held(_) => true,
+        Error::Log(_) | Error::Unavailable { .. } | Error::Injected(_) | Error::Held(_) => true,
         _ => false,
     }
 }
@@ -542,7 +542,18 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     /// Runs until `shutdown` resolves (then returns `Ok`) or the projection stops.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
         tokio::select! {
-            result = self.run_until(None) => result,
+            result = self.run_until(None) => {
+                // Never leave a dead runner on the board as `running`.
+                if let Err(error) = &result {
+                    tracing::error!(projection = self.sink.name(), %error, "stopped");
+                    self.board.set_state(
+                        self.sink.name(),
+                        ProjectionState::Stopped,
+                        Some(error.to_string()),
+                    );
+                }
+                result
+            }
             () = shutdown => {
                 self.board.set_state(self.sink.name(), ProjectionState::Stopped, None);
                 Ok(())

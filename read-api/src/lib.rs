@@ -51,6 +51,32 @@ pub struct QueryApi<L> {
     pub metrics: Option<PrometheusHandle>,
     /// The projections that should be running, with their stores (for `/readyz`).
     pub expected_projections: Vec<(&'static str, eventfold_projections::StoreKind)>,
+    /// Other systems this process delivers to (e.g. `nats`), each with a probe answering
+    /// `ok` or `unreachable` at once; shown in `/readyz`, never making it unready (the
+    /// reactions that use them retry and report their lag).
+    pub probes: Vec<(&'static str, Probe)>,
+}
+
+/// A readiness probe that answers without waiting (`ok`, `unreachable`).
+#[derive(Clone)]
+pub struct Probe(Arc<dyn Fn() -> &'static str + Send + Sync>);
+
+impl Probe {
+    /// A probe calling `check`.
+    pub fn new(check: impl Fn() -> &'static str + Send + Sync + 'static) -> Self {
+        Self(Arc::new(check))
+    }
+
+    /// What it says now.
+    pub fn check(&self) -> &'static str {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Probe({})", self.check())
+    }
 }
 
 impl<L> Clone for QueryApi<L>
@@ -68,6 +94,7 @@ where
             voice_redis_budget: self.voice_redis_budget,
             metrics: self.metrics.clone(),
             expected_projections: self.expected_projections.clone(),
+            probes: self.probes.clone(),
         }
     }
 }

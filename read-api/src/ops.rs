@@ -59,9 +59,13 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
             )
         })
         .collect();
+    let mut stores = json!({ "event_log": log, "read_models": read_db, "redis": redis });
+    for (name, probe) in &api.probes {
+        stores[*name] = json!(probe.check());
+    }
     let body = json!({
         "ready": ready,
-        "stores": { "event_log": log, "read_models": read_db, "redis": redis },
+        "stores": stores,
         "projections_not_running": not_running,
         "projections": reasons,
     });

@@ -63,7 +63,7 @@ fn history(i: usize) -> Vec<(String, Vec<DomainEvent>)> {
     let mut events: Vec<DomainEvent> = vec![WorkoutStarted {
         workout_id,
         user_id: user.clone(),
-        sport: if i % 3 == 0 { "cycling" } else { "running" }.into(),
+        sport: if i.is_multiple_of(3) { "cycling" } else { "running" }.into(),
         goal_distance_m: None,
         started_at: at,
     }
@@ -99,7 +99,7 @@ fn history(i: usize) -> Vec<(String, Vec<DomainEvent>)> {
         .into(),
     );
     let mut streams = vec![(format!("workout-{workout_id}"), events)];
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         let reminder_id = Uuid::new_v4();
         streams.push((
             format!("reminder-{reminder_id}"),
