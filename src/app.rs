@@ -34,13 +34,15 @@ pub(crate) struct App {
     pub(crate) board: StatusBoard,
     /// Where notifications go, when NATS is configured.
     pub(crate) nats: Option<(crate::notify::NatsSettings, async_nats::Client)>,
+    /// Which projections and reactions this process runs now.
+    pub(crate) leases: eventfold_projections::Leases,
 }
 
 impl App {
     /// Starts the reactions following the log live, until `shutdown` changes.
     pub(crate) fn spawn_reactions(
         &self,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinSet<eventfold_projections::Result<()>> {
         let mut set = tokio::task::JoinSet::new();
         let planner =
@@ -57,14 +59,9 @@ impl App {
             self.board.clone(),
         );
         {
-            let mut shutdown = shutdown.clone();
-            set.spawn(async move {
-                runner
-                    .run(async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            });
+            let (shutdown, leases, board) =
+                (shutdown.clone(), self.leases.clone(), self.board.clone());
+            set.spawn(async move { leases.run(&runner, &board, shutdown).await });
         }
         if let Some((settings, client)) = &self.nats {
             let dispatcher = crate::notify::Dispatcher::new(
@@ -78,13 +75,8 @@ impl App {
                 options.clone(),
                 self.board.clone(),
             );
-            set.spawn(async move {
-                runner
-                    .run(async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            });
+            let (leases, board) = (self.leases.clone(), self.board.clone());
+            set.spawn(async move { leases.run(&runner, &board, shutdown).await });
         }
         set
     }
@@ -176,6 +168,15 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
     let cors = config.cors()?;
     report.push(describe_limits(&limits, &cors));
     let board = StatusBoard::default();
+    let leases = eventfold_projections::Leases::start(&db, owner_name(), board.clone());
+    report.push(if leases.shared() {
+        format!(
+            "leases: each projection and reaction runs in one process at a time across every serve on this database (this one: {:?}); another takes over within seconds of its death",
+            leases.owner()
+        )
+    } else {
+        "leases: SQLite is one process by design: run a single serve on this file".to_owned()
+    });
     let projections = ProjectionSet::new(
         store.clone(),
         db.clone(),
@@ -209,7 +210,10 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         .with_planning(eventfold_commands::Planning::Reaction {
             progress: {
                 let board = board.clone();
-                Arc::new(move || board.checkpoint_of(crate::reactions::REMINDER_PLANNER))
+                Arc::new(move || {
+                    board.want(crate::reactions::REMINDER_PLANNER);
+                    board.checkpoint_of(crate::reactions::REMINDER_PLANNER)
+                })
             },
             wait: Duration::from_millis(config.consistency_wait_ms.unwrap_or(2000)),
         }),
@@ -275,7 +279,19 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         service,
         board,
         nats,
+        leases,
     })
+}
+
+/// This process as lease owner: host and pid (what `projections status` shows).
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("eventfold {host} pid {}", std::process::id())
 }
 
 /// The OpenAPI document of every route this service serves.

@@ -68,6 +68,17 @@ pub(crate) async fn run(
         ProjectionsCommand::Reset { name, yes } => reset(set, &name, yes, out).await?,
         ProjectionsCommand::Status { json } => {
             let progress = set.stored_progress().await?;
+            let mut names: Vec<&str> = progress.iter().map(|p| p.name).collect();
+            names.extend(crate::reactions::REACTIONS);
+            let owners = eventfold_projections::owners(set.db(), &names).await?;
+            let owner_of = |name: &str| match set.db().dialect() {
+                eventfold_projections::Dialect::Sqlite => {
+                    serde_json::json!("a single serve (SQLite)")
+                }
+                eventfold_projections::Dialect::Postgres => {
+                    serde_json::json!(owners.get(name))
+                }
+            };
             let bumps = set.version_bumps().await?;
             let mut rows = Vec::new();
             for p in progress {
@@ -77,6 +88,7 @@ pub(crate) async fn run(
                     "name": p.name, "store": p.store, "checkpoint": p.checkpoint, "head": lag.head,
                     "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": p.parked,
                     "version_bump_from": bumps.iter().find(|b| b.name == p.name).map(|b| b.previous.clone()),
+                    "owner": owner_of(p.name),
                     "state": if bumps.iter().any(|b| b.name == p.name) { "version_bump_pending" }
                         else if p.rebuilding { "rebuilding" }
                         else if p.checkpoint.is_none() { "never_ran" }
@@ -97,7 +109,7 @@ pub(crate) async fn run(
                 rows.push(serde_json::json!({
                     "name": name, "store": "reaction", "checkpoint": checkpoint, "head": lag.head,
                     "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": parked,
-                    "version_bump_from": null, "state": state,
+                    "version_bump_from": null, "state": state, "owner": owner_of(name),
                 }));
             }
             if json {
@@ -105,13 +117,13 @@ pub(crate) async fn run(
             } else {
                 writeln!(
                     out,
-                    "{:<18} {:<11} {:>11} {:>11} {:>10} {:>10} {:>7}  state",
-                    "projection", "store", "checkpoint", "head", "lag", "lag s", "parked"
+                    "{:<20} {:<11} {:>11} {:>11} {:>10} {:>10} {:>7}  {:<22} owner",
+                    "projection", "store", "checkpoint", "head", "lag", "lag s", "parked", "state"
                 )?;
                 for r in rows {
                     writeln!(
                         out,
-                        "{:<18} {:<11} {:>11} {:>11} {:>10} {:>10.1} {:>7}  {}",
+                        "{:<20} {:<11} {:>11} {:>11} {:>10} {:>10.1} {:>7}  {:<22} {}",
                         r["name"].as_str().unwrap_or_default(),
                         r["store"].as_str().unwrap_or_default(),
                         r["checkpoint"]
@@ -122,6 +134,7 @@ pub(crate) async fn run(
                         r["lag_seconds"].as_f64().unwrap_or_default(),
                         r["parked"].to_string(),
                         r["state"].as_str().unwrap_or_default(),
+                        r["owner"].as_str().unwrap_or("-"),
                     )?;
                 }
             }

@@ -45,12 +45,19 @@ pub(crate) async fn run(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let bumped: Vec<&str> = app.bumps.iter().map(|b| b.name).collect();
-    let mut projectors = app.projections.spawn_except(stopped.clone(), &bumped);
+    let mut projectors = app
+        .projections
+        .spawn_leased(stopped.clone(), &bumped, &app.leases);
     let mut reactions = app.spawn_reactions(stopped.clone());
     let mut upgrades = tokio::task::JoinSet::new();
     for bump in app.bumps.clone() {
         let (set, stopped) = (app.projections.clone(), stopped.clone());
-        upgrades.spawn(crate::upgrade::upgrade(set, bump, stopped));
+        upgrades.spawn(crate::upgrade::upgrade(
+            set,
+            bump,
+            stopped,
+            app.leases.clone(),
+        ));
     }
     for line in &app.report {
         writeln!(out, "{line}")?;

@@ -16,13 +16,30 @@ use eventfold_projections::{ProjectionSet, ProjectionState, VersionBump};
 use eventfold_replay::{Progress, Target};
 
 /// Rebuilds a bumped projection, then runs it until `shutdown`.
+///
+/// With several processes on one database only the lease holder rebuilds; the others
+/// stand by, and one that gets the lease later finds the bump done (or resumes the
+/// shadow build the dead holder left).
 pub(crate) async fn upgrade(
     set: ProjectionSet<AnyEventStore>,
     bump: VersionBump,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    leases: eventfold_projections::Leases,
 ) -> anyhow::Result<()> {
     let name = bump.name;
     let board = set.board().clone();
+    let mut held = leases.want(name);
+    board.set_state(name, ProjectionState::Standby, None);
+    tokio::select! {
+        _ = held.wait_for(|held| *held) => {}
+        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    }
+    drop(held);
+    if !set.version_bumps().await?.iter().any(|b| b.name == name) {
+        // Another process finished it while this one stood by.
+        set.run_leased(name, shutdown.clone(), &leases).await?;
+        return Ok(());
+    }
     let why = format!(
         "version bump from {}: rebuilding from the log",
         bump.previous.join(", ")
@@ -64,7 +81,7 @@ pub(crate) async fn upgrade(
                 "version bump rebuilt and swapped in; following the log"
             );
             board.set_state(name, ProjectionState::Running, None);
-            set.run_one(name, shutdown.clone()).await?;
+            set.run_leased(name, shutdown.clone(), &leases).await?;
             Ok(())
         }
         // Shut down mid-way: the next start resumes the shadow build.

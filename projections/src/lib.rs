@@ -15,6 +15,7 @@
 //! - [`models`] — the reference domain's read models and their queries.
 
 mod error;
+mod lease;
 pub mod models;
 mod redis_sink;
 mod registry;
@@ -26,6 +27,7 @@ mod store;
 
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
+pub use lease::{lease_key, owners, Leases};
 pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{

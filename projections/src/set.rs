@@ -149,6 +149,36 @@ impl<L: EventStore> ProjectionSet<L> {
         set
     }
 
+    /// Starts every projection but those in `skip`, each running only while this
+    /// process holds its lease (standing by otherwise), until `shutdown` changes.
+    pub fn spawn_leased(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        skip: &[&str],
+        leases: &crate::Leases,
+    ) -> JoinSet<Result<()>> {
+        let mut set = JoinSet::new();
+        for name in self.names() {
+            if !skip.contains(&name) {
+                let (this, shutdown, leases) = (self.clone(), shutdown.clone(), leases.clone());
+                set.spawn(async move { this.run_leased(name, shutdown, &leases).await });
+            }
+        }
+        set
+    }
+
+    /// Runs one projection whenever this process holds its lease, until `shutdown`.
+    pub async fn run_leased(
+        &self,
+        name: &str,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        leases: &crate::Leases,
+    ) -> Result<()> {
+        let (model, _) = self.model(name)?;
+        let runner = self.runner(model)?;
+        leases.run(&runner, &self.board, shutdown).await
+    }
+
     /// Runs one projection following the log until `shutdown` changes.
     pub async fn run_one(
         &self,

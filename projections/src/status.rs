@@ -25,6 +25,9 @@ pub enum ProjectionState {
     Stopped,
     /// Being rebuilt from the log before it runs (a version bump).
     Rebuilding,
+    /// Another process holds its lease and runs it; this one takes over if that one
+    /// dies.
+    Standby,
 }
 
 /// One projection's progress.
@@ -42,6 +45,12 @@ pub struct ProjectionStatus {
     pub parked: u64,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The process that runs it (its lease holder), when known.
+    pub owner: Option<String>,
+    /// Until when a query is waiting on its checkpoint (a standby refreshes it often
+    /// then).
+    #[serde(skip)]
+    pub wanted_until: Option<std::time::Instant>,
 }
 
 /// Shared progress of every projection in the process.
@@ -88,6 +97,31 @@ impl StatusBoard {
                 s.last_error = error;
             }
         });
+    }
+
+    /// A standby's view of the owner's progress, read from the store.
+    pub(crate) fn set_standby_checkpoint(&self, name: &str, checkpoint: Position) {
+        self.with(name, |s| s.checkpoint = s.checkpoint.max(checkpoint));
+    }
+
+    /// Who runs `name`.
+    pub fn set_owner(&self, name: &str, owner: Option<String>) {
+        self.with(name, |s| s.owner = owner);
+    }
+
+    /// A query waits on `name`'s checkpoint (read-your-writes): a standby process
+    /// refreshes it from the store every few milliseconds for a moment.
+    pub fn want(&self, name: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        self.with(name, |s| s.wanted_until = Some(until));
+    }
+
+    /// Whether a query waits on `name`'s checkpoint now.
+    pub fn wanted(&self, name: &str) -> bool {
+        self.entries()
+            .get(name)
+            .and_then(|s| s.wanted_until)
+            .is_some_and(|until| until > std::time::Instant::now())
     }
 
     pub(crate) fn add_parked(&self, name: &str) {

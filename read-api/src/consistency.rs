@@ -44,6 +44,11 @@ pub(crate) async fn wait_for(
         if behind.is_empty() {
             return Ok(());
         }
+        // A process standing by for these reads the owner's progress from the store
+        // while someone waits on it.
+        for (name, _) in &behind {
+            board.want(name);
+        }
         if started.elapsed() >= limit {
             let details: serde_json::Map<String, serde_json::Value> = behind
                 .iter()

@@ -34,9 +34,10 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
         .expected_projections
         .iter()
         .filter(|(name, _)| {
-            !statuses
-                .iter()
-                .any(|s| s.name == *name && matches!(s.state, ProjectionState::Running))
+            !statuses.iter().any(|s| {
+                s.name == *name
+                    && matches!(s.state, ProjectionState::Running | ProjectionState::Standby)
+            })
         })
         .map(|(name, _)| (*name).to_owned())
         .collect();

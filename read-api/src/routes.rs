@@ -105,8 +105,10 @@ pub(crate) struct LeaderboardAnswer {
 pub(crate) struct ProjectionItem {
     /// Versioned name.
     name: String,
-    /// `running`, `retrying`, `rebuilding`, ….
+    /// `running`, `retrying`, `rebuilding`, `standby` (another process runs it), ….
     state: String,
+    /// The process that runs it (its lease holder): `eventfold HOST pid PID`.
+    owner: Option<String>,
     /// The last applied position.
     checkpoint: i64,
     /// The log's head.
@@ -533,6 +535,7 @@ pub(crate) async fn projections<L: EventStore>(
         items.push(ProjectionItem {
             name: status.name,
             state,
+            owner: status.owner,
             checkpoint: status.checkpoint.0,
             head: lag.head.0,
             lag_events: lag.events,

@@ -63,7 +63,12 @@ fn history(i: usize) -> Vec<(String, Vec<DomainEvent>)> {
     let mut events: Vec<DomainEvent> = vec![WorkoutStarted {
         workout_id,
         user_id: user.clone(),
-        sport: if i.is_multiple_of(3) { "cycling" } else { "running" }.into(),
+        sport: if i.is_multiple_of(3) {
+            "cycling"
+        } else {
+            "running"
+        }
+        .into(),
         goal_distance_m: None,
         started_at: at,
     }
