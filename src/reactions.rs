@@ -132,6 +132,7 @@ fn failed(record: &RecordedEvent, error: CommandError) -> Error {
         // A store is down: the runner retries without end.
         CommandError::Store(log) => Error::Log(log),
         CommandError::Slots(why) => Error::Sql(sqlx::Error::Protocol(why)),
+        CommandError::Injected(step) => Error::Injected(step),
         // This event fails: retried, then parked and skipped.
         error => Error::Poison {
             position: record.global_position.0,
@@ -176,6 +177,12 @@ impl<S: EventStore> Sink for ReminderPlanner<S> {
                 .map_err(|e| failed(record, e))?;
         }
         // After the effects: a crash before this line replays them, as no-ops.
+        if !events.is_empty() {
+            self.service
+                .fail_steps()
+                .trip(eventfold_commands::steps::BEFORE_CHECKPOINT)
+                .map_err(|_| Error::Injected(eventfold_commands::steps::BEFORE_CHECKPOINT))?;
+        }
         self.progress.advance(to).await
     }
 
@@ -214,4 +221,198 @@ pub(crate) async fn stored_progress(
         out.push((*name, checkpoint, parked));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use eventfold_commands::{steps, CommandContext, Planning, Principal, SlotBook};
+    use eventfold_domain::consumables::ConsumablePolicy;
+    use eventfold_domain::slotting::SlotPlanner;
+    use eventfold_event_log::testing::PgTestDb;
+    use eventfold_event_log::EventReader;
+    use eventfold_event_schemas::catalogue::PurchaseRecorded;
+    use eventfold_projections::{ReadDb, Runner, RunnerOptions, StatusBoard};
+
+    use super::*;
+
+    const USERS: usize = 3;
+
+    /// A fresh process's planner: its own service and slot book handle on the shared
+    /// tables; requests do not plan (the reaction does).
+    async fn process(
+        db: &PgTestDb,
+        read: &ReadDb,
+    ) -> ReminderPlanner<eventfold_event_log::PgEventStore> {
+        let planner = SlotPlanner::default();
+        let slots = SlotBook::shared(planner, read.pool().clone())
+            .await
+            .expect("slot book");
+        let service = CommandService::with(
+            db.store.clone(),
+            ConsumablePolicy::default(),
+            planner,
+            Arc::new(chrono::Utc::now),
+        )
+        .with_slot_book(slots)
+        .with_planning(Planning::Reaction {
+            progress: Arc::new(|| Position(i64::MAX)),
+            wait: Duration::ZERO,
+        });
+        ReminderPlanner::new(Arc::new(service), read.pool().clone())
+    }
+
+    fn runner(
+        store: eventfold_event_log::PgEventStore,
+        planner: ReminderPlanner<eventfold_event_log::PgEventStore>,
+    ) -> Runner<eventfold_event_log::PgEventStore, ReminderPlanner<eventfold_event_log::PgEventStore>>
+    {
+        let options = RunnerOptions {
+            backoff: Duration::from_millis(20),
+            poison: eventfold_projections::PoisonPolicy::Skip,
+            ..RunnerOptions::default()
+        };
+        Runner::new(store, planner, options, StatusBoard::default())
+    }
+
+    async fn buy(
+        planner: &ReminderPlanner<eventfold_event_log::PgEventStore>,
+        user: &str,
+        days_ago: i64,
+    ) {
+        let ctx = CommandContext {
+            principal: Principal::service("test"),
+            idempotency_key: Some(format!("buy-{user}-{days_ago}")),
+            correlation_id: uuid::Uuid::new_v4(),
+            causation_id: None,
+        };
+        planner
+            .service
+            .record_purchase(
+                &ctx,
+                PurchaseRecorded {
+                    user_id: user.to_owned(),
+                    sku: "CAPS".into(),
+                    title: "Capsules".into(),
+                    category: "coffee".into(),
+                    quantity: 1,
+                    unit_price: 500,
+                    currency: "RUB".into(),
+                    purchased_at: chrono::Utc::now() - chrono::Duration::days(days_ago),
+                },
+            )
+            .await
+            .expect("purchase");
+    }
+
+    /// For every step between a purchase's append and its reminder's (and the supersede
+    /// of the one before, and the reaction's checkpoint), a planner that dies there —
+    /// its task aborted while the step's failure is pending — and a new process that
+    /// takes over leave exactly one reminder for each user's latest purchase, the
+    /// previous one superseded once, and one slot reservation per reminder.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_planner_dying_at_any_step_leaves_exactly_one_reminder_per_purchase() {
+        let points: [Option<&'static str>; 5] = [
+            None, // the reaction's own fail point: before planning
+            Some(steps::RESERVED),
+            Some(steps::APPENDED),
+            Some(steps::SUPERSEDED),
+            Some(steps::BEFORE_CHECKPOINT),
+        ];
+        for point in points {
+            let what = point.unwrap_or("before planning");
+            let db = PgTestDb::new().await.expect("test database");
+            let read = ReadDb::connect(&db.url()).await.expect("read db");
+            // The first purchases, planned by a healthy planner.
+            let first = process(&db, &read).await;
+            for u in 0..USERS {
+                buy(&first, &format!("u{u}"), 40).await;
+            }
+            let head = db.store.head().await.expect("head");
+            runner(db.store.clone(), first)
+                .run_until(Some(head))
+                .await
+                .expect("plan");
+            // The second purchases; the planner dies at the step.
+            let doomed = process(&db, &read).await;
+            for u in 0..USERS {
+                buy(&doomed, &format!("u{u}"), 10).await;
+            }
+            let (fail_steps, fail_point) = (doomed.service.fail_steps(), doomed.fail_point());
+            match point {
+                Some(step) => fail_steps.arm(step, u32::MAX),
+                None => fail_point.arm(u32::MAX),
+            }
+            let head = db.store.head().await.expect("head");
+            let store = db.store.clone();
+            let dying =
+                tokio::spawn(async move { runner(store, doomed).run_until(Some(head)).await });
+            for _ in 0..500 {
+                if fail_steps.fired() + fail_point.fired() > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(
+                fail_steps.fired() + fail_point.fired() > 0,
+                "{what}: never reached"
+            );
+            dying.abort();
+            let _ = dying.await;
+            // Another process takes over from the stored checkpoint.
+            let heir = process(&db, &read).await;
+            runner(db.store.clone(), heir)
+                .run_until(Some(head))
+                .await
+                .expect("heal");
+
+            let events = db
+                .store
+                .read_all(Position::START, None, 10_000)
+                .await
+                .expect("read");
+            let mut scheduled = BTreeMap::<String, usize>::new();
+            let mut superseded = BTreeMap::<String, usize>::new();
+            for e in &events {
+                let id = e.data["reminder_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                match e.event_type.as_str() {
+                    "ReminderScheduled" => *scheduled.entry(id).or_default() += 1,
+                    "ReminderSuperseded" => *superseded.entry(id).or_default() += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                scheduled.len(),
+                2 * USERS,
+                "{what}: a reminder per purchase"
+            );
+            assert!(scheduled.values().all(|n| *n == 1), "{what}: {scheduled:?}");
+            assert_eq!(superseded.len(), USERS, "{what}: the first ones superseded");
+            assert!(
+                superseded.values().all(|n| *n == 1),
+                "{what}: {superseded:?}"
+            );
+            let reservations: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM eventfold_slot_reservations")
+                    .fetch_one(read.pool())
+                    .await
+                    .expect("count");
+            let load: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(load), 0) AS BIGINT) FROM eventfold_slot_loads",
+            )
+            .fetch_one(read.pool())
+            .await
+            .expect("sum");
+            assert_eq!(
+                (reservations, load),
+                (2 * USERS as i64, 2 * USERS as i64),
+                "{what}"
+            );
+        }
+    }
 }

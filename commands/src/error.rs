@@ -54,4 +54,7 @@ pub enum CommandError {
     /// The shared slot book's tables failed.
     #[error("slot book: {0}")]
     Slots(String),
+    /// A test's fail point at this step (see [`crate::FailSteps`]).
+    #[error("injected failure at {0}")]
+    Injected(&'static str),
 }

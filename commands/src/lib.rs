@@ -10,6 +10,7 @@
 
 mod context;
 mod error;
+mod fail;
 mod handler;
 pub mod http;
 mod service;
@@ -17,6 +18,7 @@ mod slots;
 
 pub use context::{CommandContext, Principal, Role};
 pub use error::{CommandError, Result};
+pub use fail::{steps, FailSteps};
 pub use handler::{CommandHandler, CommandOutcome, RecordedSummary};
 pub use service::{
     AcceptOutcome, Clock, CommandService, PlannedReminder, Planning, PurchaseOutcome,

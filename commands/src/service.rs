@@ -86,6 +86,7 @@ pub struct CommandService<S> {
     slots: SlotBook,
     clock: Clock,
     planning: Planning,
+    fail: crate::FailSteps,
 }
 
 /// Who plans a purchase's reminder.
@@ -156,7 +157,13 @@ impl<S: EventStore> CommandService<S> {
             slots: SlotBook::new(planner),
             clock,
             planning: Planning::Inline,
+            fail: crate::FailSteps::default(),
         }
+    }
+
+    /// The fail points of this service's multi-step operations (tests arm them).
+    pub fn fail_steps(&self) -> crate::FailSteps {
+        self.fail.clone()
     }
 
     /// The same service with reminders planned by `planning`.
@@ -350,6 +357,7 @@ impl<S: EventStore> CommandService<S> {
                         "every slot of the window is full: capacity exceeded"
                     );
                 }
+                self.fail.trip(crate::steps::RESERVED)?;
                 (placement.due_at, placement.slot)
             }
         };
@@ -379,6 +387,7 @@ impl<S: EventStore> CommandService<S> {
                 _ => Ok(Vec::new()),
             })
             .await?;
+        self.fail.trip(crate::steps::APPENDED)?;
         // Two attempts of one purchase racing: the one whose plan did not land (its
         // append replayed, or re-appended the same event id, a no-op) answers the plan
         // that did.
@@ -411,6 +420,7 @@ impl<S: EventStore> CommandService<S> {
                 })
                 .await?;
         }
+        self.fail.trip(crate::steps::SUPERSEDED)?;
         Ok(Some(PlannedReminder {
             reminder_id,
             due_at,

@@ -40,6 +40,7 @@ impl From<CommandError> for ApiError {
             }
             CommandError::Store(_)
             | CommandError::Slots(_)
+            | CommandError::Injected(_)
             | CommandError::Undecodable { .. }
             | CommandError::UnknownEventType { .. } => {
                 tracing::error!(%error, "command failed");
