@@ -96,6 +96,7 @@ fn apply_rate(store: StoreKind) -> f64 {
     match store {
         StoreKind::Relational => 100_000.0,
         StoreKind::Redis => 200_000.0,
+        StoreKind::ClickHouse => 100_000.0,
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Error {
     /// The event log failed.
     #[error("event log: {0}")]
     Log(#[from] eventfold_event_log::Error),
+    /// ClickHouse refused a statement (unreachable is [`Error::Unavailable`]).
+    #[error("clickhouse: {0}")]
+    ClickHouse(String),
     /// An external system a reaction publishes to (NATS, a broker) is unreachable or did
     /// not acknowledge: retried without end.
     #[error("{store}: {reason}")]

@@ -38,7 +38,8 @@ pub use set::{version_of, ProjectionSet, VersionBump};
 pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
 pub use store::{
-    snapshot, table_checksum, CatchUp, Namespace, ReadStore, RedisStore, RedisTarget,
+    ch_prefix, snapshot, table_checksum, CatchUp, ChTables, ClickHouseProjection, ClickHouseSink,
+    ClickHouseStore, ClickHouseTarget, Namespace, ReadStore, RedisStore, RedisTarget,
     RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW,
     SHADOW_NAMESPACE,
 };

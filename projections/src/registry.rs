@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::redis_sink::RedisProjection;
 use crate::runtime::RelationalProjection;
+use crate::store::ClickHouseProjection;
 
 /// The kind of store a read model lives in. A closed set: each kind has one store port
 /// ([`crate::ReadStore`]) per deployment.
@@ -17,6 +18,8 @@ pub enum StoreKind {
     Relational,
     /// Redis keys.
     Redis,
+    /// ClickHouse tables (analytics).
+    ClickHouse,
 }
 
 impl StoreKind {
@@ -25,6 +28,7 @@ impl StoreKind {
         match self {
             StoreKind::Relational => "relational",
             StoreKind::Redis => "redis",
+            StoreKind::ClickHouse => "clickhouse",
         }
     }
 }
@@ -43,6 +47,8 @@ pub enum Model {
     Relational(Arc<dyn RelationalProjection>),
     /// Keys in Redis.
     Redis(Arc<dyn RedisProjection>),
+    /// Tables in ClickHouse.
+    ClickHouse(Arc<dyn ClickHouseProjection>),
 }
 
 impl std::fmt::Debug for Model {
@@ -71,6 +77,7 @@ impl Model {
         match self {
             Model::Relational(p) => p.name(),
             Model::Redis(p) => p.name(),
+            Model::ClickHouse(p) => p.name(),
         }
     }
 
@@ -79,6 +86,7 @@ impl Model {
         match self {
             Model::Relational(_) => StoreKind::Relational,
             Model::Redis(_) => StoreKind::Redis,
+            Model::ClickHouse(_) => StoreKind::ClickHouse,
         }
     }
 
@@ -87,6 +95,7 @@ impl Model {
         match self {
             Model::Relational(p) => p.tables(),
             Model::Redis(p) => p.key_families(),
+            Model::ClickHouse(p) => p.tables(),
         }
     }
 
@@ -95,6 +104,7 @@ impl Model {
         match self {
             Model::Relational(p) => p.handles(event_type),
             Model::Redis(p) => p.handles(event_type),
+            Model::ClickHouse(p) => p.handles(event_type),
         }
     }
 }
@@ -121,6 +131,11 @@ impl Registry {
     /// Registers a relational read model.
     pub fn relational(self, projection: impl RelationalProjection) -> Self {
         self.with(Model::relational(projection))
+    }
+
+    /// Registers a ClickHouse read model.
+    pub fn clickhouse(self, projection: impl ClickHouseProjection) -> Self {
+        self.with(Model::ClickHouse(Arc::new(projection)))
     }
 
     /// Registers a Redis read model.
@@ -165,7 +180,7 @@ impl Registry {
                 for x in a.owns() {
                     for y in b.owns() {
                         let clash = match a.store() {
-                            StoreKind::Relational => x == y,
+                            StoreKind::Relational | StoreKind::ClickHouse => x == y,
                             StoreKind::Redis => x.starts_with(y) || y.starts_with(x),
                         };
                         if clash {

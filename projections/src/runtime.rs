@@ -480,6 +480,9 @@ pub struct RunnerOptions {
     pub poison: PoisonPolicy,
     /// Polling fallback of the subscription.
     pub poll_interval: Duration,
+    /// Following the log live, how long a short batch waits for more events before it
+    /// is applied (default 0: at once; ClickHouse models gather for 200 ms).
+    pub linger: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -491,6 +494,7 @@ impl Default for RunnerOptions {
             max_backoff: Duration::from_secs(5),
             poison: PoisonPolicy::Stop,
             poll_interval: Duration::from_secs(1),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -599,6 +603,9 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     }
                 };
                 let mut batch = batch;
+                if target.is_none() && !self.options.linger.is_zero() {
+                    self.gather(&mut subscription, &mut batch).await;
+                }
                 if let Some(target) = target {
                     // Never apply past the target: an as-of build stops exactly there.
                     batch.retain(|e| e.global_position <= target);
@@ -631,6 +638,29 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     }
                     Err(error) => return Err(error),
                 };
+            }
+        }
+    }
+
+    /// Tops a short live batch up with what arrives within the linger time.
+    async fn gather(
+        &self,
+        subscription: &mut eventfold_event_log::Subscription<L>,
+        batch: &mut Vec<RecordedEvent>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.options.linger;
+        while batch.len() < self.options.batch_size {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(25))).await;
+            match subscription
+                .try_next_batch(self.options.batch_size - batch.len())
+                .await
+            {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
             }
         }
     }

@@ -39,6 +39,16 @@ impl<L: EventStore> ProjectionSet<L> {
         Self::with_registry(log, db, crate::models::reference(), stores, options, board)
     }
 
+    /// The same set with the ClickHouse store (its models run from now on).
+    pub fn with_clickhouse(mut self, target: Option<crate::ClickHouseTarget>) -> Self {
+        if let Some(target) = target {
+            self.stores = self
+                .stores
+                .with(Arc::new(crate::ClickHouseStore::new(target)));
+        }
+        self
+    }
+
     /// Any registry over any stores.
     pub fn with_registry(
         log: L,
@@ -96,23 +106,32 @@ impl<L: EventStore> ProjectionSet<L> {
     }
 
     fn runner(&self, model: &Model) -> Result<Runner<L, Arc<dyn Sink>>> {
-        let sink = self
-            .stores
-            .for_model(model)?
-            .sink(model, &Namespace::Live)?;
+        let store = self.stores.for_model(model)?;
+        let sink = store.sink(model, &Namespace::Live)?;
+        let options = RunnerOptions {
+            linger: store.linger().max(self.options.linger),
+            ..self.options.clone()
+        };
         Ok(Runner::new(
             self.log.clone(),
             sink,
-            self.options.clone(),
+            options,
             self.board.clone(),
         ))
     }
 
     /// Creates what every model's queries need (tables and checkpoints), so queries
-    /// work before the projectors have run.
+    /// work before the projectors have run. An optional store that is unreachable
+    /// (ClickHouse, Redis) is left to its runners, which retry until it answers.
     pub async fn setup(&self) -> Result<()> {
         for model in self.active() {
-            self.stores.for_model(model)?.setup(model).await?;
+            let store = self.stores.for_model(model)?;
+            match store.setup(model).await {
+                Err(error) if error.is_transient() && store.kind() != StoreKind::Relational => {
+                    tracing::warn!(projection = model.name(), %error, "store unreachable at start-up; its runner retries");
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -246,7 +265,13 @@ impl<L: EventStore> ProjectionSet<L> {
             if models.is_empty() {
                 continue;
             }
-            let stored = store.stored_versions(&models).await?;
+            let stored = match store.stored_versions(&models).await {
+                Err(error) if error.is_transient() && kind != StoreKind::Relational => {
+                    tracing::warn!(store = kind.as_str(), %error, "store unreachable: version bumps not checked");
+                    continue;
+                }
+                other => other?,
+            };
             let names: Vec<&'static str> = models.iter().map(|m| m.name()).collect();
             out.extend(bumps_in(&names, &stored, kind));
         }
@@ -269,7 +294,20 @@ impl<L: EventStore> ProjectionSet<L> {
     pub async fn stored_progress(&self) -> Result<Vec<StoredProgress>> {
         let mut out = Vec::new();
         for model in self.active() {
-            out.push(self.stores.for_model(model)?.progress(model).await?);
+            let store = self.stores.for_model(model)?;
+            match store.progress(model).await {
+                Err(error) if error.is_transient() && store.kind() != StoreKind::Relational => {
+                    tracing::warn!(projection = model.name(), %error, "store unreachable");
+                    out.push(StoredProgress {
+                        name: model.name(),
+                        store: store.kind().as_str(),
+                        checkpoint: None,
+                        parked: 0,
+                        rebuilding: false,
+                    });
+                }
+                other => out.push(other?),
+            }
         }
         Ok(out)
     }

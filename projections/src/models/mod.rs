@@ -10,7 +10,9 @@
 //! | `workouts.v1` | relational | summary/details, list per period, route, stats, weeks |
 //! | `voice_due.v1` | Redis | the voice answer in one round trip |
 //! | `leaderboards.v1` | Redis | distance tops per sport and ISO week |
+//! | `workout_facts.v1`, `route_points.v1`, `purchase_facts.v1`, `reorder_funnel.v1` | ClickHouse | analytics (see [`analytics`]) |
 
+pub mod analytics;
 pub mod catalog;
 pub mod leaderboard;
 pub mod orders;
@@ -35,6 +37,10 @@ pub fn reference() -> Registry {
         .relational(workouts::WorkoutsProjection)
         .redis(voice::VoiceDueProjection)
         .redis(leaderboard::LeaderboardProjection)
+        .clickhouse(analytics::WorkoutFactsProjection)
+        .clickhouse(analytics::RoutePointsProjection)
+        .clickhouse(analytics::PurchaseFactsProjection)
+        .clickhouse(analytics::ReorderFunnelProjection)
 }
 
 /// A broken invariant in an event: the event is poison for this projection.

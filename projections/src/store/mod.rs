@@ -8,12 +8,10 @@
 //! | --- | --- | --- |
 //! | [`RelationalStore`] | PostgreSQL (native `UNNEST` batches where a model has them), SQLite | writes and checkpoint commit in one transaction |
 //! | [`RedisStore`] | Redis | writes and checkpoint in one `MULTI/EXEC` under `WATCH` |
-//!
-//! A ClickHouse port plugs in the same way: a [`crate::StoreKind`], a [`crate::Model`]
-//! variant for its projections, and an implementation of [`ReadStore`] whose guarantee
-//! is idempotent re-apply (ReplacingMergeTree versioned by position).
+//! | [`ClickHouseStore`] | ClickHouse | re-applying is idempotent (`ReplacingMergeTree` versioned by position); checkpoint after the rows |
 
 mod checksum;
+mod clickhouse;
 mod redis;
 mod redis_swap;
 mod relational;
@@ -26,6 +24,10 @@ use eventfold_event_schemas::Position;
 use serde::Serialize;
 
 pub use checksum::{table_checksum, TableChecksum};
+pub(crate) use clickhouse::ch;
+pub use clickhouse::{
+    ch_prefix, ChTables, ClickHouseProjection, ClickHouseSink, ClickHouseStore, ClickHouseTarget,
+};
 pub use redis::{RedisStore, RedisTarget};
 pub use redis_swap::{snapshot, OLD_NAMESPACE, SHADOW_NAMESPACE};
 pub use relational::{RelationalStore, SHADOW};
@@ -103,6 +105,12 @@ pub trait ReadStore: Send + Sync + std::fmt::Debug {
     /// Whether builds must take turns (one writer: SQLite).
     fn single_writer(&self) -> bool {
         false
+    }
+
+    /// How long a live runner gathers events before it applies a short batch (stores
+    /// that want few large writes: ClickHouse).
+    fn linger(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// The sink of `model` in `namespace`.

@@ -1,6 +1,7 @@
 //! Projections against real PostgreSQL, SQLite and Redis.
 #![allow(unreachable_pub, missing_debug_implementations)]
 
+mod clickhouse;
 mod exactly_once;
 mod poison;
 mod redis_models;

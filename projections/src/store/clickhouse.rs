@@ -1,0 +1,718 @@
+//! The ClickHouse store port: analytical read models.
+//!
+//! Guarantee: **re-applying is idempotent**. Every table is a `ReplacingMergeTree`
+//! versioned by the event's global position and keyed by what the row describes, so a
+//! batch applied twice collapses to one row per key (reads use `FINAL`). A batch's rows
+//! are inserted first, its checkpoint after; a crash in between re-applies the batch.
+//!
+//! Each model has a checkpoint table (`ch_checkpoint__{base}`) and a parked-events table
+//! (`ch_parked__{base}`) of its own beside its data tables, all named with the
+//! namespace's prefix (`shadow_`, `old_`, `asof_{label}_`): a shadow build is a set of
+//! tables with their checkpoint, and the swap is one multi-table `RENAME` — data and
+//! checkpoint move together, which ClickHouse (no transactions) needs. During the swap
+//! the live model is held (`eventfold_holds`: its sink refuses batches until the hold
+//! expires or is lifted), so shadow and live are compared at one checkpoint by row
+//! counts and checksums (`sum(cityHash64(…))` over `FINAL`).
+//!
+//! SQL runs on ClickHouse 18.16 (Debian's) and on current releases: no TTL, no
+//! DateTime64, no window functions, no `EXCHANGE TABLES`, no lightweight `DELETE`;
+//! monthly partitions and `DROP PARTITION` for retention. Row validation
+//! (`RowBinaryWithNamesAndTypes`) is on against servers from 22 on, off before (18.16
+//! does not have the format).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+
+use super::{CatchUp, LiveWatch, Namespace, ReadStore, StoredProgress, SwapReport};
+use crate::registry::{Model, StoreKind};
+use crate::runtime::{FailPoint, Projection, Sink};
+use crate::set::version_of;
+use crate::{Error, Result};
+
+/// Where the ClickHouse read models live: a server and a database.
+#[derive(Clone)]
+pub struct ClickHouseTarget {
+    url: String,
+    database: String,
+    plain: clickhouse::Client,
+    detected: Arc<OnceLock<clickhouse::Client>>,
+}
+
+impl std::fmt::Debug for ClickHouseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseTarget")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A ClickHouse failure as the runtime sees it: unreachable (retried without end) or a
+/// refusal (the batch, then the event, fails).
+pub(crate) fn ch(error: clickhouse::error::Error) -> Error {
+    use clickhouse::error::Error as E;
+    match error {
+        E::Network(_) | E::TimedOut => Error::Unavailable {
+            store: "clickhouse",
+            reason: error.to_string(),
+        },
+        other => Error::ClickHouse(other.to_string()),
+    }
+}
+
+impl ClickHouseTarget {
+    /// A target (nothing connects yet): `url` like `http://127.0.0.1:8123`, `database`
+    /// letters, digits and `_`.
+    pub fn new(url: &str, database: &str) -> Result<Self> {
+        if database.is_empty()
+            || !database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::UnsupportedUrl(format!(
+                "ClickHouse database {database:?}: letters, digits and '_' only"
+            )));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::UnsupportedUrl(format!(
+                "{url}: CLICKHOUSE_URL is the HTTP interface, http://HOST:8123"
+            )));
+        }
+        let plain = clickhouse::Client::default()
+            .with_url(url)
+            .with_database(database)
+            .with_validation(false);
+        Ok(Self {
+            url: url.to_owned(),
+            database: database.to_owned(),
+            plain,
+            detected: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The client (with row validation once the server's version is known to have it).
+    pub fn client(&self) -> &clickhouse::Client {
+        self.detected.get().unwrap_or(&self.plain)
+    }
+
+    /// Creates the database and learns the server's version (once).
+    pub async fn ensure(&self) -> Result<()> {
+        if self.detected.get().is_some() {
+            return Ok(());
+        }
+        let server = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_validation(false);
+        server
+            .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await
+            .map_err(ch)?;
+        let version: String = server
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let client = self.plain.clone().with_validation(major >= 22);
+        tracing::info!(%version, validation = major >= 22, "clickhouse connected");
+        let _ = self.detected.set(client);
+        Ok(())
+    }
+
+    /// Whether the server answers now.
+    pub async fn ping(&self) -> bool {
+        self.plain.query("SELECT 1").fetch_one::<u8>().await.is_ok()
+    }
+
+    /// Runs a statement without bind parameters.
+    pub async fn run(&self, sql: &str) -> Result<()> {
+        self.plain.query_raw(sql).execute().await.map_err(ch)
+    }
+
+    async fn exists(&self, table: &str) -> Result<bool> {
+        let n: u64 = self
+            .plain
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&self.database)
+            .bind(table)
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        Ok(n > 0)
+    }
+}
+
+/// Tables are named `{prefix}ch_…` in a namespace.
+pub fn ch_prefix(namespace: &Namespace) -> String {
+    super::RelationalStore::prefix(namespace)
+}
+
+/// What a ClickHouse model writes through: the client and its namespace's prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct ChTables<'a> {
+    /// The client.
+    pub client: &'a clickhouse::Client,
+    /// `""`, `shadow_`, …
+    pub prefix: &'a str,
+}
+
+impl ChTables<'_> {
+    /// The name of `table` (`ch_…`) in this namespace.
+    pub fn table(&self, table: &str) -> String {
+        format!("{}{table}", self.prefix)
+    }
+}
+
+/// A read model in ClickHouse.
+#[async_trait::async_trait]
+pub trait ClickHouseProjection: Projection {
+    /// `CREATE TABLE IF NOT EXISTS ch_… (…, version UInt64) ENGINE = ReplacingMergeTree(version) …`
+    /// statements; `ch_` is replaced by the namespace's prefix.
+    fn schema(&self) -> &'static [&'static str];
+
+    /// The data tables it owns (`ch_…`).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Inserts the rows of `events` (each versioned by its event's position).
+    async fn insert(
+        &self,
+        tables: ChTables<'_>,
+        events: &[(&RecordedEvent, &DomainEvent)],
+    ) -> Result<()>;
+}
+
+/// The base of a model's name: `workout_facts` of `workout_facts.v1`.
+fn base(name: &str) -> &str {
+    version_of(name).map_or(name, |(base, _)| base)
+}
+
+fn checkpoint_table(name: &str) -> String {
+    format!("ch_checkpoint__{}", base(name))
+}
+
+fn parked_table(name: &str) -> String {
+    format!("ch_parked__{}", base(name))
+}
+
+/// How long a swap holds the live model at most (it expires by itself if the replay
+/// dies).
+const HOLD: Duration = Duration::from_secs(30);
+
+/// A model's sink in one namespace.
+pub struct ClickHouseSink {
+    target: ClickHouseTarget,
+    projection: Arc<dyn ClickHouseProjection>,
+    prefix: String,
+    fail_point: FailPoint,
+}
+
+impl std::fmt::Debug for ClickHouseSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSink")
+            .field("projection", &self.projection.name())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClickHouseSink {
+    /// The sink of `projection` in the namespace of `prefix`.
+    pub fn new(
+        target: ClickHouseTarget,
+        projection: Arc<dyn ClickHouseProjection>,
+        prefix: &str,
+    ) -> Self {
+        Self {
+            target,
+            projection,
+            prefix: prefix.to_owned(),
+            fail_point: FailPoint::default(),
+        }
+    }
+
+    fn tables(&self) -> ChTables<'_> {
+        ChTables {
+            client: self.target.client(),
+            prefix: &self.prefix,
+        }
+    }
+
+    fn own(&self, table: &str) -> String {
+        format!("{}{table}", self.prefix)
+    }
+
+    async fn held(&self) -> Result<bool> {
+        if !self.prefix.is_empty() {
+            return Ok(false);
+        }
+        let until: u32 = self
+            .target
+            .plain
+            .query("SELECT toUInt32(argMax(until, at)) FROM eventfold_holds WHERE name = ?")
+            .bind(self.projection.name())
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+        Ok(until > now)
+    }
+}
+
+#[derive(clickhouse::Row, serde::Serialize, serde::Deserialize)]
+struct CheckpointRow {
+    name: String,
+    position: i64,
+    at: u32,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct ParkedRow {
+    name: String,
+    position: i64,
+    event_type: String,
+    error: String,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct HoldRow {
+    name: String,
+    until: u32,
+    at: u64,
+}
+
+fn now_secs() -> u32 {
+    u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
+}
+
+async fn hold(target: &ClickHouseTarget, name: &str, until: u32) -> Result<()> {
+    let mut insert = target
+        .client()
+        .insert::<HoldRow>("eventfold_holds")
+        .await
+        .map_err(ch)?;
+    let at = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+    insert
+        .write(&HoldRow {
+            name: name.to_owned(),
+            until,
+            at,
+        })
+        .await
+        .map_err(ch)?;
+    insert.end().await.map_err(ch)
+}
+
+#[async_trait::async_trait]
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.target.ensure().await?;
+        self.target
+            .run(
+                "CREATE TABLE IF NOT EXISTS eventfold_holds (name String, until DateTime, at UInt64) \
+                 ENGINE = MergeTree ORDER BY name",
+            )
+            .await?;
+        for statement in self.projection.schema() {
+            self.target
+                .run(&statement.replace("ch_", &format!("{}ch_", self.prefix)))
+                .await?;
+        }
+        let name = self.projection.name();
+        self.target
+            .run(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, at DateTime) ENGINE = MergeTree ORDER BY name",
+                self.own(&checkpoint_table(name))
+            ))
+            .await?;
+        self.target
+            .run(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, event_type String, error String) ENGINE = MergeTree ORDER BY (name, position)",
+                self.own(&parked_table(name))
+            ))
+            .await
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        let name = self.projection.name();
+        let position: i64 = self
+            .target
+            .plain
+            .query(&format!(
+                "SELECT max(position) FROM {} WHERE name = ?",
+                self.own(&checkpoint_table(name))
+            ))
+            .bind(name)
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        Ok(Position(position))
+    }
+
+    async fn apply(
+        &self,
+        _from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        if self.held().await? {
+            return Err(Error::Held(self.projection.name().to_owned()));
+        }
+        if !events.is_empty() {
+            let refs: Vec<(&RecordedEvent, &DomainEvent)> =
+                events.iter().map(|(r, e)| (r, e)).collect();
+            self.projection.insert(self.tables(), &refs).await?;
+        }
+        self.fail_point.trip()?;
+        let mut insert = self
+            .target
+            .client()
+            .insert::<CheckpointRow>(&self.own(&checkpoint_table(self.projection.name())))
+            .await
+            .map_err(ch)?;
+        insert
+            .write(&CheckpointRow {
+                name: self.projection.name().to_owned(),
+                position: to.0,
+                at: now_secs(),
+            })
+            .await
+            .map_err(ch)?;
+        insert.end().await.map_err(ch)
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        let mut insert = self
+            .target
+            .client()
+            .insert::<ParkedRow>(&self.own(&parked_table(self.projection.name())))
+            .await
+            .map_err(ch)?;
+        insert
+            .write(&ParkedRow {
+                name: self.projection.name().to_owned(),
+                position: record.global_position.0,
+                event_type: record.event_type.clone(),
+                error: error.to_owned(),
+            })
+            .await
+            .map_err(ch)?;
+        insert.end().await.map_err(ch)
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+}
+
+/// The ClickHouse read store.
+#[derive(Debug, Clone)]
+pub struct ClickHouseStore {
+    target: ClickHouseTarget,
+}
+
+impl ClickHouseStore {
+    /// The store on `target`.
+    pub fn new(target: ClickHouseTarget) -> Self {
+        Self { target }
+    }
+
+    /// The target.
+    pub fn target(&self) -> &ClickHouseTarget {
+        &self.target
+    }
+
+    fn projection<'m>(&self, model: &'m Model) -> Result<&'m Arc<dyn ClickHouseProjection>> {
+        match model {
+            Model::ClickHouse(p) => Ok(p),
+            other => Err(Error::WrongStore {
+                projection: other.name().to_owned(),
+                store: "clickhouse",
+            }),
+        }
+    }
+
+    fn every_table(projection: &dyn ClickHouseProjection) -> Vec<String> {
+        let mut tables: Vec<String> = projection
+            .tables()
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        tables.push(checkpoint_table(projection.name()));
+        tables.push(parked_table(projection.name()));
+        tables
+    }
+
+    async fn count(&self, table: &str) -> Result<u64> {
+        if !self.target.exists(table).await? {
+            return Ok(0);
+        }
+        self.target
+            .plain
+            .query(&format!("SELECT count() FROM {table} FINAL"))
+            .fetch_one()
+            .await
+            .map_err(ch)
+    }
+
+    /// Rows and an order-independent checksum of a table as its queries see it.
+    async fn checksum(&self, table: &str) -> Result<(u64, u64)> {
+        let columns: Vec<String> = self
+            .target
+            .plain
+            .query("SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY name")
+            .bind(self.target.database())
+            .bind(table)
+            .fetch_all()
+            .await
+            .map_err(ch)?;
+        let hashed: Vec<String> = columns
+            .iter()
+            .map(|c| format!("ifNull(toString({c}), '\\\\N')"))
+            .collect();
+        let (rows, sum): (u64, u64) = self
+            .target
+            .plain
+            .query(&format!(
+                "SELECT count(), sum(cityHash64({})) FROM {table} FINAL",
+                hashed.join(", ")
+            ))
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        Ok((rows, sum))
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadStore for ClickHouseStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::ClickHouse
+    }
+
+    fn place(&self, namespace: &Namespace) -> String {
+        format!(
+            "{}.{}ch_… tables",
+            self.target.database(),
+            ch_prefix(namespace)
+        )
+    }
+
+    fn unit(&self) -> &'static str {
+        "rows"
+    }
+
+    fn linger(&self) -> Duration {
+        // Few large inserts, not many small ones: each insert makes a part.
+        Duration::from_millis(200)
+    }
+
+    fn sink(&self, model: &Model, namespace: &Namespace) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(ClickHouseSink::new(
+            self.target.clone(),
+            self.projection(model)?.clone(),
+            &ch_prefix(namespace),
+        )))
+    }
+
+    async fn setup(&self, model: &Model) -> Result<()> {
+        self.sink(model, &Namespace::Live)?.setup().await
+    }
+
+    async fn progress(&self, model: &Model) -> Result<StoredProgress> {
+        let name = model.name();
+        let checkpoint = if self.target.exists(&checkpoint_table(name)).await? {
+            Some(self.sink(model, &Namespace::Live)?.checkpoint().await?)
+        } else {
+            None
+        };
+        let parked = self.count(&parked_table(name)).await?;
+        let rebuilding = self
+            .target
+            .exists(&format!(
+                "{}{}",
+                ch_prefix(&Namespace::Shadow),
+                checkpoint_table(name)
+            ))
+            .await?;
+        Ok(StoredProgress {
+            name,
+            store: StoreKind::ClickHouse.as_str(),
+            checkpoint,
+            parked,
+            rebuilding,
+        })
+    }
+
+    async fn reset(&self, model: &Model) -> Result<u64> {
+        let projection = self.projection(model)?;
+        let mut deleted = 0;
+        for table in projection.tables() {
+            deleted += self.count(table).await?;
+        }
+        for table in Self::every_table(projection.as_ref()) {
+            self.target
+                .run(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn stored_versions(&self, models: &[&Model]) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for model in models {
+            let table = checkpoint_table(model.name());
+            if self.target.exists(&table).await? {
+                let stored: Vec<String> = self
+                    .target
+                    .plain
+                    .query(&format!("SELECT DISTINCT name FROM {table}"))
+                    .fetch_all()
+                    .await
+                    .map_err(ch)?;
+                names.extend(stored);
+            }
+        }
+        Ok(names)
+    }
+
+    async fn forget(&self, name: &str) -> Result<()> {
+        // The swap replaced the checkpoint table with the new version's: only rows of
+        // the old name left behind by a live table that was never swapped remain.
+        let table = checkpoint_table(name);
+        if self.target.exists(&table).await? {
+            self.target
+                .plain
+                .query(&format!("ALTER TABLE {table} DELETE WHERE name = ?"))
+                .bind(name)
+                .execute()
+                .await
+                .map_err(ch)?;
+        }
+        Ok(())
+    }
+
+    async fn swap(
+        &self,
+        model: &Model,
+        keep_old: bool,
+        catch_up: &dyn CatchUp,
+    ) -> Result<SwapReport> {
+        let projection = self.projection(model)?.clone();
+        let name = projection.name();
+        let shadow = ch_prefix(&Namespace::Shadow);
+        let live_sink = ClickHouseSink::new(self.target.clone(), projection.clone(), "");
+        let shadow_sink: Arc<dyn Sink> = Arc::new(ClickHouseSink::new(
+            self.target.clone(),
+            projection.clone(),
+            &shadow,
+        ));
+        live_sink.setup().await?;
+        let mut watch = LiveWatch::default();
+        let mut live_at = live_sink.checkpoint().await?;
+        let shadow_at = shadow_sink.checkpoint().await?;
+        while shadow_at > live_at && watch.keep_waiting(live_at.0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            live_at = live_sink.checkpoint().await?;
+        }
+        // Hold the live model still, take the last events into the shadow, compare.
+        hold(
+            &self.target,
+            name,
+            now_secs().saturating_add(HOLD.as_secs() as u32),
+        )
+        .await?;
+        let result = async {
+            // A batch that was being inserted when the hold began finishes first.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let live_now = live_sink.checkpoint().await?;
+            if shadow_sink.checkpoint().await? < live_now {
+                catch_up.catch_up(shadow_sink.clone(), live_now).await?;
+            }
+            let shadow_now = shadow_sink.checkpoint().await?;
+            let compare = shadow_now == live_now;
+            let mut rows = Vec::new();
+            let mut differences = Vec::new();
+            for table in projection.tables() {
+                let new = self.checksum(&format!("{shadow}{table}")).await?;
+                if compare {
+                    let old = self.checksum(table).await?;
+                    if old != new {
+                        differences.push(format!(
+                            "{table}: live {} rows / {:x}, rebuilt {} rows / {:x}",
+                            old.0, old.1, new.0, new.1
+                        ));
+                    }
+                }
+                rows.push(((*table).to_owned(), new.0));
+            }
+            if !differences.is_empty() {
+                return Err(Error::Mismatch {
+                    projection: name.to_owned(),
+                    position: shadow_now.0,
+                    details: differences.join("; "),
+                });
+            }
+            let tables = Self::every_table(projection.as_ref());
+            for table in &tables {
+                self.target
+                    .run(&format!("DROP TABLE IF EXISTS old_{table}"))
+                    .await?;
+            }
+            // One statement: data, checkpoint and parked tables move together.
+            let mut renames = Vec::new();
+            for table in &tables {
+                if self.target.exists(table).await? {
+                    renames.push(format!("{table} TO old_{table}"));
+                }
+                renames.push(format!("{shadow}{table} TO {table}"));
+            }
+            self.target
+                .run(&format!("RENAME TABLE {}", renames.join(", ")))
+                .await?;
+            if !keep_old {
+                for table in &tables {
+                    self.target
+                        .run(&format!("DROP TABLE IF EXISTS old_{table}"))
+                        .await?;
+                }
+            }
+            Ok(SwapReport {
+                projection: name.to_owned(),
+                position: shadow_now.0,
+                verified_against_live: compare,
+                rows,
+                kept_old: keep_old,
+            })
+        }
+        .await;
+        hold(&self.target, name, 0).await?;
+        result
+    }
+
+    async fn interrupted(&self, model: &Model, namespace: &Namespace) -> Result<Position> {
+        let _ = hold(&self.target, model.name(), 0).await;
+        let sink = self.sink(model, namespace)?;
+        sink.setup().await?;
+        sink.checkpoint().await
+    }
+}

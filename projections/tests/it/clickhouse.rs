@@ -1,0 +1,254 @@
+//! The ClickHouse analytical read models against the real server (`scripts/setup`
+//! starts it on 127.0.0.1:8123); each test works in a database of its own.
+
+use eventfold_event_log::testing::PgTestDb;
+use eventfold_event_log::EventReader;
+use eventfold_event_schemas::{DomainEvent, Position};
+use eventfold_projections::models::analytics::{self, RankBy};
+use eventfold_projections::{
+    ClickHouseTarget, Namespace, ProjectionSet, ReadDb, RunnerOptions, StatusBoard, StoreKind,
+};
+
+use crate::support::{now, run_scenario};
+
+/// A database of the test's own, dropped at the end.
+pub struct ChTestDb {
+    pub target: ClickHouseTarget,
+}
+
+impl ChTestDb {
+    pub async fn new() -> anyhow::Result<Self> {
+        let name = format!("eventfold_test_{}", uuid::Uuid::new_v4().simple());
+        let target = ClickHouseTarget::new("http://127.0.0.1:8123", &name)?;
+        target.ensure().await?;
+        Ok(Self { target })
+    }
+}
+
+impl Drop for ChTestDb {
+    fn drop(&mut self) {
+        let target = self.target.clone();
+        // Best effort, on a runtime of its own (Drop cannot await).
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = target
+                        .run(&format!("DROP DATABASE IF EXISTS {}", target.database()))
+                        .await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+async fn answers(
+    target: &ClickHouseTarget,
+    route_workout: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::json!({
+        "weekly": analytics::weekly_activity(target, "u3", 10).await?,
+        "facts": analytics::workout_facts(target, "u3", 10).await?,
+        "by_distance": analytics::leaderboard_week(target, "running", "2026-W48", RankBy::Distance, 10).await?,
+        "by_duration": analytics::leaderboard_week(target, "running", "2026-W48", RankBy::Duration, 10).await?,
+        "purchases": analytics::purchases_by_month(target, "u1").await?,
+        "funnel": analytics::funnel(target).await?,
+        "route": analytics::route(target, route_workout).await?,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_s_analytics_equal_hand_computed_values_and_a_batch_applied_twice_changes_nothing(
+) -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let ch = ChTestDb::new().await?;
+    let scenario = run_scenario(db.store.clone()).await?;
+    let read = ReadDb::connect(&db.url()).await?;
+    let set = ProjectionSet::new(
+        db.store.clone(),
+        read,
+        None,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .with_clickhouse(Some(ch.target.clone()));
+    let head = set.catch_up().await?;
+    let ch_models: Vec<_> = set
+        .active()
+        .filter(|m| m.store() == StoreKind::ClickHouse)
+        .cloned()
+        .collect();
+    assert_eq!(ch_models.len(), 4);
+    let t = &ch.target;
+
+    // u3 completed a 5 km and a 10 km run in ISO week 2026-W48 (a third was cancelled).
+    let weekly = analytics::weekly_activity(t, "u3", 10).await?;
+    assert_eq!(weekly.len(), 1);
+    assert_eq!(
+        (
+            weekly[0].week.as_str(),
+            weekly[0].workouts,
+            weekly[0].distance_m
+        ),
+        ("2026-W48", 2, 15_000.0)
+    );
+    let facts = analytics::workout_facts(t, "u3", 10).await?;
+    let mut distances: Vec<f64> = facts.iter().map(|f| f.distance_m).collect();
+    distances.sort_by(f64::total_cmp);
+    assert_eq!(distances, [5_000.0, 10_000.0]);
+    assert!(facts
+        .iter()
+        .all(|f| f.sport == "running" && f.calories.is_none()));
+    let top = analytics::leaderboard_week(t, "running", "2026-W48", RankBy::Distance, 10).await?;
+    assert_eq!(top.len(), 1);
+    assert_eq!(
+        (top[0].user_id.as_str(), top[0].distance_m, top[0].workouts),
+        ("u3", 15_000.0, 2)
+    );
+    assert!(
+        analytics::leaderboard_week(t, "running", "2026-W47", RankBy::Distance, 10)
+            .await?
+            .is_empty()
+    );
+
+    // u1 bought two capsules 60 and 30 days before 2026-11-23: September and October.
+    let months = analytics::purchases_by_month(t, "u1").await?;
+    let shape: Vec<(&str, &str, u64, u64, i64)> = months
+        .iter()
+        .map(|m| {
+            (
+                m.month.as_str(),
+                m.category.as_str(),
+                m.purchases,
+                m.quantity,
+                m.spent,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("2026-10", "coffee", 1, 2, 2_000),
+            ("2026-09", "coffee", 1, 2, 2_000)
+        ]
+    );
+
+    // Coffee: two reminders scheduled (the first superseded), one offered, accepted,
+    // placed. Pet food: one scheduled and offered, then declined.
+    let funnel = analytics::funnel(t).await?;
+    let mut by_category = std::collections::BTreeMap::<String, [u64; 4]>::new();
+    for row in &funnel {
+        let sums = by_category.entry(row.category.clone()).or_default();
+        sums[0] += row.scheduled;
+        sums[1] += row.offered;
+        sums[2] += row.accepted;
+        sums[3] += row.placed;
+    }
+    assert_eq!(by_category.get("coffee"), Some(&[2, 1, 1, 1]), "{funnel:?}");
+    assert_eq!(
+        by_category.get("pet_food"),
+        Some(&[1, 1, 0, 0]),
+        "{funnel:?}"
+    );
+
+    let first = scenario.workouts[0].to_string();
+    let (owner, points) = analytics::route(t, &first).await?;
+    assert_eq!((owner.as_deref(), points.len()), (Some("u3"), 2));
+
+    // Every ClickHouse model's batch applied again: no answer changes.
+    let before = answers(t, &first).await?;
+    let events = db.store.read_all(Position::START, None, 100_000).await?;
+    for model in &ch_models {
+        let (_, store) = set.model(model.name())?;
+        let sink = store.sink(model, &Namespace::Live)?;
+        let batch: Vec<_> = events
+            .iter()
+            .filter(|e| model.handles(&e.event_type))
+            .filter_map(|e| Some((e.clone(), DomainEvent::from_recorded(e).ok()??)))
+            .collect();
+        assert!(!batch.is_empty(), "{} has nothing to apply", model.name());
+        sink.apply(Position::START, &batch, head).await?;
+        assert_eq!(sink.checkpoint().await?, head);
+    }
+    assert_eq!(answers(t, &first).await?, before);
+    let _ = now();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_only_the_route_point_months_past_it() -> anyhow::Result<()> {
+    use eventfold_event_log::EventWriter;
+    use eventfold_event_schemas::catalogue::{GeoPoint, WorkoutStarted, WorkoutUpdated};
+    use eventfold_event_schemas::{EventMetadata, ExpectedVersion, StreamId};
+
+    let db = PgTestDb::new().await?;
+    let ch = ChTestDb::new().await?;
+    let workout = uuid::Uuid::new_v4();
+    let at = |months_ago: i64| chrono::Utc::now() - chrono::Duration::days(31 * months_ago);
+    let mut events: Vec<DomainEvent> = vec![WorkoutStarted {
+        workout_id: workout,
+        user_id: "u1".into(),
+        sport: "running".into(),
+        goal_distance_m: None,
+        started_at: at(9),
+    }
+    .into()];
+    for months_ago in [9, 8, 2, 0] {
+        events.push(
+            WorkoutUpdated {
+                workout_id: workout,
+                distance_m: None,
+                heart_rate: None,
+                speed_mps: None,
+                points: vec![GeoPoint {
+                    lat: 55.7,
+                    lon: 37.6,
+                    at: at(months_ago),
+                }],
+                updated_at: at(months_ago),
+            }
+            .into(),
+        );
+    }
+    let new: Vec<_> = events
+        .iter()
+        .map(|e| e.to_new_event(uuid::Uuid::new_v4(), EventMetadata::default()))
+        .collect();
+    db.store
+        .append(
+            &StreamId::from_parts("workout", workout)?,
+            ExpectedVersion::NoStream,
+            &new,
+        )
+        .await?;
+    let read = ReadDb::connect(&db.url()).await?;
+    let set = ProjectionSet::new(
+        db.store.clone(),
+        read,
+        None,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .with_clickhouse(Some(ch.target.clone()));
+    set.catch_up().await?;
+    let (_, points) = analytics::route(&ch.target, &workout.to_string()).await?;
+    assert_eq!(points.len(), 4);
+    let dropped = analytics::drop_expired_route_points(&ch.target, 6, chrono::Utc::now()).await?;
+    assert_eq!(
+        dropped.len(),
+        2,
+        "the 9- and 8-month-old months: {dropped:?}"
+    );
+    let (_, points) = analytics::route(&ch.target, &workout.to_string()).await?;
+    assert_eq!(points.len(), 2, "the last six months are kept");
+    // Again: nothing left to drop.
+    assert!(
+        analytics::drop_expired_route_points(&ch.target, 6, chrono::Utc::now())
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
