@@ -24,6 +24,7 @@ mod set;
 mod sql;
 mod status;
 mod store;
+pub mod testing;
 
 pub use async_trait::async_trait;
 pub use error::{Error, Result};

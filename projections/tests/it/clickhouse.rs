@@ -11,39 +11,7 @@ use eventfold_projections::{
 
 use crate::support::{now, run_scenario};
 
-/// A database of the test's own, dropped at the end.
-pub struct ChTestDb {
-    pub target: ClickHouseTarget,
-}
-
-impl ChTestDb {
-    pub async fn new() -> anyhow::Result<Self> {
-        let name = format!("eventfold_test_{}", uuid::Uuid::new_v4().simple());
-        let target = ClickHouseTarget::new("http://127.0.0.1:8123", &name)?;
-        target.ensure().await?;
-        Ok(Self { target })
-    }
-}
-
-impl Drop for ChTestDb {
-    fn drop(&mut self) {
-        let target = self.target.clone();
-        // Best effort, on a runtime of its own (Drop cannot await).
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let _ = target
-                        .run(&format!("DROP DATABASE IF EXISTS {}", target.database()))
-                        .await;
-                });
-            }
-        })
-        .join();
-    }
-}
+use eventfold_projections::testing::ClickHouseTestDb as ChTestDb;
 
 async fn answers(
     target: &ClickHouseTarget,
