@@ -36,6 +36,8 @@ pub(crate) struct App {
     pub(crate) nats: Option<(crate::notify::NatsSettings, async_nats::Client)>,
     /// Which projections and reactions this process runs now.
     pub(crate) leases: eventfold_projections::Leases,
+    /// The analytics store and how many months of route points it keeps.
+    pub(crate) clickhouse: Option<(eventfold_projections::ClickHouseTarget, u32)>,
 }
 
 impl App {
@@ -81,6 +83,42 @@ impl App {
         set
     }
 
+    /// Drops route-point months past the retention, at start-up and every hour, in the
+    /// process that holds the retention's lease.
+    pub(crate) fn spawn_retention(
+        &self,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let (target, months) = self.clickhouse.clone()?;
+        let mut held = self.leases.want("route_points.retention");
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = held.wait_for(|held| *held) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                match eventfold_projections::models::analytics::drop_expired_route_points(
+                    &target,
+                    months,
+                    chrono::Utc::now(),
+                )
+                .await
+                {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        tracing::info!(?dropped, months, "route points past the retention dropped");
+                    }
+                    Ok(_) => {}
+                    // Not created yet, or ClickHouse down: next hour.
+                    Err(error) => tracing::debug!(%error, "route-point retention skipped"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
+        }))
+    }
+
     /// The reactions this process runs.
     pub(crate) fn reaction_names(&self) -> Vec<&'static str> {
         let mut names = vec![crate::reactions::REMINDER_PLANNER];
@@ -120,10 +158,24 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             None
         }
     };
-    report.push(match &config.clickhouse_url {
-        Some(_) => "clickhouse: configured but analytics are not built yet: off".into(),
-        None => "clickhouse: off".into(),
-    });
+    let clickhouse = match &config.clickhouse_url {
+        Some(url) => {
+            let database = config.clickhouse_database.as_deref().unwrap_or("eventfold");
+            let target = eventfold_projections::ClickHouseTarget::new(url, database)?;
+            report.push(format!(
+                "clickhouse: {} (database {database}): analytics on (workout facts, route points kept {} months, purchase facts, re-order funnel)",
+                crate::redact(url),
+                config.route_retention_months.unwrap_or(6)
+            ));
+            Some(target)
+        }
+        None => {
+            report.push(
+                "clickhouse: off (CLICKHOUSE_URL unset): /api/v1/analytics answers 503".into(),
+            );
+            None
+        }
+    };
     let nats = match &config.nats_url {
         Some(url) => {
             let settings = crate::notify::NatsSettings::new(
@@ -183,7 +235,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         redis.clone(),
         RunnerOptions::default(),
         board.clone(),
-    );
+    )
+    .with_clickhouse(clickhouse.clone());
     let bumps = projections.version_bumps().await?;
     for bump in &bumps {
         report.push(format!(
@@ -248,6 +301,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             }
             None => vec![("nats", eventfold_read_api::Probe::new(|| "off"))],
         },
+        clickhouse: clickhouse.clone(),
     });
     let document = Arc::new(openapi_document());
     let router = eventfold_http::harden_with(
@@ -280,6 +334,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         board,
         nats,
         leases,
+        clickhouse: clickhouse.map(|t| (t, config.route_retention_months.unwrap_or(6))),
     })
 }
 

@@ -26,8 +26,13 @@ pub(crate) struct Config {
     pub(crate) consistency_wait_ms: Option<u64>,
     /// `EVENTFOLD_SLOT_CAPACITY`: most reminders one 30-minute slot holds (default 100).
     pub(crate) slot_capacity: Option<u32>,
-    /// `CLICKHOUSE_URL`: analytics (not built yet: reported as off).
+    /// `CLICKHOUSE_URL`: ClickHouse's HTTP interface for the analytics read models.
     pub(crate) clickhouse_url: Option<String>,
+    /// `EVENTFOLD_CLICKHOUSE_DATABASE`: the database they live in (default `eventfold`).
+    pub(crate) clickhouse_database: Option<String>,
+    /// `EVENTFOLD_ROUTE_RETENTION_MONTHS`: months of route points kept in ClickHouse
+    /// (default 6, the seed's; `0` keeps only the current month).
+    pub(crate) route_retention_months: Option<u32>,
     /// `KAFKA_BROKERS`: the event bus (not built yet: reported as off).
     pub(crate) kafka_brokers: Option<String>,
     /// `NATS_URL`: NATS with JetStream; turns on the notification dispatcher.
@@ -105,6 +110,10 @@ impl Config {
             ("EVENTFOLD_JWT_SECRET", &mut config.jwt_secret),
             ("EVENTFOLD_API_KEYS", &mut config.api_keys),
             ("CLICKHOUSE_URL", &mut config.clickhouse_url),
+            (
+                "EVENTFOLD_CLICKHOUSE_DATABASE",
+                &mut config.clickhouse_database,
+            ),
             ("KAFKA_BROKERS", &mut config.kafka_brokers),
             ("EVENTFOLD_CORS_ORIGINS", &mut config.cors_origins),
             ("NATS_URL", &mut config.nats_url),
@@ -122,6 +131,13 @@ impl Config {
                     .ok()
                     .filter(|n| *n > 0)
                     .context("EVENTFOLD_SLOT_CAPACITY must be a number of reminders >= 1")?,
+            );
+        }
+        if let Some(months) = env("EVENTFOLD_ROUTE_RETENTION_MONTHS") {
+            config.route_retention_months = Some(
+                months
+                    .parse()
+                    .context("EVENTFOLD_ROUTE_RETENTION_MONTHS must be a number of months")?,
             );
         }
         if let Some(ms) = env("EVENTFOLD_CONSISTENCY_WAIT_MS") {

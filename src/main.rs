@@ -53,6 +53,19 @@ struct Cli {
     )]
     redis_prefix: String,
 
+    /// ClickHouse's HTTP interface for the analytics read models (off when unset).
+    #[arg(long, env = "CLICKHOUSE_URL", global = true)]
+    clickhouse_url: Option<String>,
+
+    /// The ClickHouse database the analytics live in.
+    #[arg(
+        long,
+        env = "EVENTFOLD_CLICKHOUSE_DATABASE",
+        default_value = "eventfold",
+        global = true
+    )]
+    clickhouse_database: String,
+
     /// Optional TOML configuration file; environment variables override it.
     #[arg(long, env = "EVENTFOLD_CONFIG", global = true)]
     config: Option<std::path::PathBuf>,
@@ -159,7 +172,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Replay(args) => {
             let store = open_store(&database_url).await?;
             let redis = projections::redis_target(cli.redis_url.as_deref(), &cli.redis_prefix)?;
-            replay::run(&store, &database_url, redis, args, &mut out).await?;
+            let clickhouse = projections::clickhouse_target(
+                cli.clickhouse_url.as_deref(),
+                &cli.clickhouse_database,
+            )?;
+            replay::run(&store, &database_url, redis, clickhouse, args, &mut out).await?;
         }
         Command::Projections(command) => {
             let store = open_store(&database_url).await?;
@@ -169,7 +186,11 @@ async fn run() -> anyhow::Result<()> {
                 cli.redis_url.as_deref(),
                 &cli.redis_prefix,
             )
-            .await?;
+            .await?
+            .with_clickhouse(projections::clickhouse_target(
+                cli.clickhouse_url.as_deref(),
+                &cli.clickhouse_database,
+            )?);
             projections::run(&set, command, &mut out).await?;
         }
         Command::Demo(args) => demo::run(cli.database_url.as_deref(), args, &mut out).await?,

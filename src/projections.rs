@@ -41,6 +41,17 @@ pub(crate) fn redis_target(
     })
 }
 
+/// The ClickHouse analytics' server and database, when configured.
+pub(crate) fn clickhouse_target(
+    url: Option<&str>,
+    database: &str,
+) -> anyhow::Result<Option<eventfold_projections::ClickHouseTarget>> {
+    Ok(match url {
+        Some(url) => Some(eventfold_projections::ClickHouseTarget::new(url, database)?),
+        None => None,
+    })
+}
+
 /// The projections of this deployment: read models next to the log, Redis if configured.
 pub(crate) async fn projection_set(
     store: AnyEventStore,

@@ -198,6 +198,7 @@ pub(crate) async fn run(
     store: &AnyEventStore,
     database_url: &str,
     redis: Option<RedisTarget>,
+    clickhouse: Option<eventfold_projections::ClickHouseTarget>,
     args: ReplayArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -208,7 +209,8 @@ pub(crate) async fn run(
         redis,
         RunnerOptions::default(),
         StatusBoard::default(),
-    );
+    )
+    .with_clickhouse(clickhouse);
     let models = selected(&args, &set)?;
     let to = match (args.to, args.until) {
         (Some(to), _) if to < 0 => anyhow::bail!("--to must be >= 0"),

@@ -49,6 +49,7 @@ pub(crate) async fn run(
         .projections
         .spawn_leased(stopped.clone(), &bumped, &app.leases);
     let mut reactions = app.spawn_reactions(stopped.clone());
+    let retention = app.spawn_retention(stopped.clone());
     let mut upgrades = tokio::task::JoinSet::new();
     for bump in app.bumps.clone() {
         let (set, stopped) = (app.projections.clone(), stopped.clone());
@@ -97,6 +98,9 @@ pub(crate) async fn run(
             ),
             Err(error) => tracing::error!(%error, "a version-bump rebuild panicked"),
         }
+    }
+    if let Some(retention) = retention {
+        let _ = retention.await;
     }
     writeln!(out, "stopped")?;
     Ok(())

@@ -247,6 +247,18 @@ async fn auth_health_metrics_and_the_openapi_document() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = get(&client, &server, "/api/v1/users/u1/reminders", "service").await;
     assert_eq!(s, StatusCode::OK);
+    let (s, body) = get(&client, &server, "/api/v1/analytics/funnel", "service").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "no ClickHouse: said clearly"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("CLICKHOUSE_URL")),
+        "{body}"
+    );
     let (s, body) = get(&client, &server, "/api/v1/leaderboards/running", "u1").await;
     assert_eq!(
         (s, body["error"].as_str()),

@@ -127,8 +127,8 @@ impl<L: EventStore> ProjectionSet<L> {
         for model in self.active() {
             let store = self.stores.for_model(model)?;
             match store.setup(model).await {
-                Err(error) if error.is_transient() && store.kind() != StoreKind::Relational => {
-                    tracing::warn!(projection = model.name(), %error, "store unreachable at start-up; its runner retries");
+                Err(error) if store.kind() != StoreKind::Relational => {
+                    tracing::warn!(projection = model.name(), %error, "store failed at start-up; its runner retries and reports");
                 }
                 other => other?,
             }
@@ -266,8 +266,8 @@ impl<L: EventStore> ProjectionSet<L> {
                 continue;
             }
             let stored = match store.stored_versions(&models).await {
-                Err(error) if error.is_transient() && kind != StoreKind::Relational => {
-                    tracing::warn!(store = kind.as_str(), %error, "store unreachable: version bumps not checked");
+                Err(error) if kind != StoreKind::Relational => {
+                    tracing::warn!(store = kind.as_str(), %error, "store failed: version bumps not checked");
                     continue;
                 }
                 other => other?,

@@ -10,6 +10,7 @@
 //! - [`observe`] — middleware: `x-correlation-id` (echoed), a tracing span per request
 //!   and a latency histogram per route.
 
+mod analytics;
 mod consistency;
 mod observe;
 mod openapi;
@@ -55,6 +56,8 @@ pub struct QueryApi<L> {
     /// `ok` or `unreachable` at once; shown in `/readyz`, never making it unready (the
     /// reactions that use them retry and report their lag).
     pub probes: Vec<(&'static str, Probe)>,
+    /// The ClickHouse analytics, when configured.
+    pub clickhouse: Option<eventfold_projections::ClickHouseTarget>,
 }
 
 /// A readiness probe that answers without waiting (`ok`, `unreachable`).
@@ -95,6 +98,7 @@ where
             metrics: self.metrics.clone(),
             expected_projections: self.expected_projections.clone(),
             probes: self.probes.clone(),
+            clickhouse: self.clickhouse.clone(),
         }
     }
 }
@@ -164,6 +168,27 @@ pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
             "/api/v1/leaderboards/{sport}",
             get(routes::leaderboard::<L>),
         )
+        .route(
+            "/api/v1/analytics/users/{user_id}/weekly-activity",
+            get(analytics::weekly::<L>),
+        )
+        .route(
+            "/api/v1/analytics/users/{user_id}/workouts",
+            get(analytics::workouts::<L>),
+        )
+        .route(
+            "/api/v1/analytics/users/{user_id}/purchases",
+            get(analytics::purchases::<L>),
+        )
+        .route(
+            "/api/v1/analytics/workouts/{workout_id}/route",
+            get(analytics::route::<L>),
+        )
+        .route(
+            "/api/v1/analytics/leaderboards/{sport}/weeks/{week}",
+            get(analytics::leaderboard::<L>),
+        )
+        .route("/api/v1/analytics/funnel", get(analytics::funnel::<L>))
         .route("/api/v1/projections", get(routes::projections::<L>))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<L>))

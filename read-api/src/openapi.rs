@@ -4,7 +4,10 @@
 
 use eventfold_http::openapi::{inline, schema, RouteDoc, SchemaFn};
 use eventfold_http::Name;
+use eventfold_projections::models::analytics as facts;
 use eventfold_projections::models::{orders, purchases, reminders, workouts};
+
+use crate::analytics;
 use uuid::Uuid;
 
 use crate::routes::{
@@ -89,6 +92,47 @@ pub const ROUTES: &[RouteDoc] = &[
     .params(&[("sport", schema::<Name>)])
     .query(inline::<LeaderboardQuery>)
     .answers(200, schema::<LeaderboardAnswer>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/users/{user_id}/weekly-activity",
+        "A user's completed workouts per ISO week (ClickHouse)",
+    )
+    .params(USER)
+    .query(inline::<analytics::WeeksQuery>)
+    .answers(200, schema::<analytics::UserRows<facts::WeekActivity>>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/users/{user_id}/workouts",
+        "A user's workout facts, newest first (ClickHouse)",
+    )
+    .params(USER)
+    .query(inline::<analytics::LimitQuery>)
+    .answers(200, schema::<analytics::UserRows<facts::WorkoutFact>>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/users/{user_id}/purchases",
+        "A user's purchases per month and category (ClickHouse)",
+    )
+    .params(USER)
+    .query(inline::<AfterQuery>)
+    .answers(200, schema::<analytics::UserRows<facts::PurchaseMonth>>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/workouts/{workout_id}/route",
+        "A workout's route points, kept six months (ClickHouse)",
+    )
+    .params(WORKOUT)
+    .query(inline::<AfterQuery>)
+    .answers(200, schema::<analytics::RoutePoints>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/leaderboards/{sport}/weeks/{week}",
+        "Any past week's leaderboard of a sport, by distance or duration (ClickHouse)",
+    )
+    .params(&[("sport", schema::<Name>), ("week", schema::<analytics::IsoWeek>)])
+    .query(inline::<analytics::WeekBoardQuery>)
+    .answers(200, schema::<analytics::WeekBoard>),
+    RouteDoc::query_route(
+        "/api/v1/analytics/funnel",
+        "Reminders scheduled, offered, accepted, orders placed by category and slot hour (ClickHouse; services)",
+    )
+    .query(inline::<AfterQuery>)
+    .answers(200, schema::<Items<facts::FunnelRow>>),
     RouteDoc::new(
         "GET",
         "/api/v1/projections",

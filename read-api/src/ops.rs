@@ -29,6 +29,15 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
             Err(_) => "unreachable",
         },
     };
+    let clickhouse = match &api.clickhouse {
+        None => "off",
+        Some(target) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), target.ping()).await {
+                Ok(true) => "ok",
+                _ => "unreachable",
+            }
+        }
+    };
     let statuses = api.board.statuses();
     let not_running: Vec<String> = api
         .expected_projections
@@ -47,7 +56,12 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
         .expected_projections
         .iter()
         .filter(|(name, _)| not_running.iter().any(|n| n == name))
-        .any(|(_, store)| !(*store == StoreKind::Redis && redis != "ok"));
+        .any(|(_, store)| match store {
+            StoreKind::Redis => redis == "ok",
+            // Analytics being down makes only the analytics routes answer 503.
+            StoreKind::ClickHouse => false,
+            StoreKind::Relational => true,
+        });
     let ready = log == "ok" && read_db == "ok" && !blocking;
     // Why each one is not running (e.g. "version bump from reminders.v1: rebuilding").
     let reasons: serde_json::Map<String, serde_json::Value> = statuses
@@ -60,7 +74,9 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
             )
         })
         .collect();
-    let mut stores = json!({ "event_log": log, "read_models": read_db, "redis": redis });
+    let mut stores = json!({
+        "event_log": log, "read_models": read_db, "redis": redis, "clickhouse": clickhouse,
+    });
     for (name, probe) in &api.probes {
         stores[*name] = json!(probe.check());
     }

@@ -54,7 +54,7 @@ pub(crate) struct Paged<T> {
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct Items<T> {
     /// The items.
-    items: Vec<T>,
+    pub(crate) items: Vec<T>,
 }
 
 /// The voice answer.
@@ -132,7 +132,7 @@ fn store_error(error: eventfold_projections::Error) -> ApiError {
     )
 }
 
-fn authorize(principal: &Principal, user_id: &str) -> Result<(), ApiError> {
+pub(crate) fn authorize(principal: &Principal, user_id: &str) -> Result<(), ApiError> {
     if principal.may_act_for(user_id) {
         Ok(())
     } else {
@@ -191,12 +191,12 @@ fn paged<T: Serialize>(items: Vec<T>, page: &Page) -> Json<Paged<T>> {
     })
 }
 
-fn user(raw: String) -> Result<String, ApiError> {
+pub(crate) fn user(raw: String) -> Result<String, ApiError> {
     eventfold_http::Id::from_path("user_id", raw).map(eventfold_http::Id::into_inner)
 }
 
 /// Waits for `names` when the caller passed a consistency token.
-async fn consistent<L: EventStore>(
+pub(crate) async fn consistent<L: EventStore>(
     api: &QueryApi<L>,
     names: &[&str],
     after: Option<&str>,
@@ -320,6 +320,13 @@ pub(crate) struct AfterQuery {
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
+}
+
+impl AfterQuery {
+    /// The token, if given.
+    pub(crate) fn after(&self) -> Option<&str> {
+        self.after.as_deref()
+    }
 }
 
 pub(crate) async fn order<L: EventStore>(

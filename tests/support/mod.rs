@@ -407,3 +407,88 @@ pub async fn post_until_answered(
     }
     panic!("{path}: no answer after 400 attempts")
 }
+
+/// A `clickhouse-server` of the test's own on free ports with its own data directory,
+/// so that it can be stopped and started again with its tables.
+pub struct OwnClickHouse {
+    child: Option<Child>,
+    pub url: String,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnClickHouse {
+    pub fn start() -> OwnClickHouse {
+        let dir = std::env::temp_dir().join(format!("eventfold-ch-{}", uuid::Uuid::new_v4()));
+        for sub in ["data", "tmp", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("clickhouse dirs");
+        }
+        let (http, tcp, inter) = (free_port(), free_port(), free_port());
+        let config = format!(
+            r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <interserver_http_port>{inter}</interserver_http_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+</yandex>
+"#,
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.xml"), config).expect("clickhouse config");
+        let mut own = OwnClickHouse {
+            child: None,
+            url: format!("http://127.0.0.1:{http}"),
+            port: http,
+            dir,
+        };
+        own.up();
+        own
+    }
+
+    /// Starts the server (again) on its ports and data.
+    pub fn up(&mut self) {
+        let child = Command::new("/usr/sbin/clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clickhouse-server (Debian's clickhouse-server package) must be installed");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("clickhouse-server did not listen on {}", self.port);
+    }
+
+    /// Stops it (SIGKILL: an outage, not a shutdown) and waits for it to exit.
+    pub fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

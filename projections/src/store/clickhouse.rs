@@ -142,6 +142,7 @@ impl ClickHouseTarget {
     }
 
     async fn exists(&self, table: &str) -> Result<bool> {
+        self.ensure().await?;
         let n: u64 = self
             .plain
             .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
