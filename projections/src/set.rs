@@ -110,6 +110,7 @@ impl<L: EventStore> ProjectionSet<L> {
         let sink = store.sink(model, &Namespace::Live)?;
         let options = RunnerOptions {
             linger: store.linger().max(self.options.linger),
+            batch_size: store.batch_size().max(self.options.batch_size),
             ..self.options.clone()
         };
         Ok(Runner::new(

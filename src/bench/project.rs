@@ -37,6 +37,13 @@ pub(crate) struct ProjectBenchArgs {
     /// Redis for the Redis models (keys under a scratch prefix, deleted afterwards).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// ClickHouse for the analytics models (a scratch database, dropped afterwards).
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    clickhouse: String,
+    /// Events per ClickHouse batch (the store's default), for the models and the direct
+    /// insert alike.
+    #[arg(long, default_value_t = 5000)]
+    clickhouse_batch: usize,
 }
 
 pub(crate) async fn run(
@@ -306,7 +313,105 @@ async fn run_in(
             args.redis
         )?,
     }
+    clickhouse_models(&store, head, read, args, &row, out).await?;
     db.pool().close().await;
     store.pool().close().await;
     Ok(())
+}
+
+/// Prints one projection's row of the table.
+type RowPrinter<'a> = dyn Fn(&str, &str, Duration, &mut dyn Write) -> anyhow::Result<()> + 'a;
+
+/// The ClickHouse models, beside inserting the same rows straight into a table of the
+/// same shape with the crate (no log, no decoding), in batches of the same events.
+async fn clickhouse_models(
+    store: &PgEventStore,
+    head: Position,
+    events: usize,
+    args: &ProjectBenchArgs,
+    row: &RowPrinter<'_>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use eventfold_projections::models::analytics::{self, RoutePoint};
+    use eventfold_projections::{ClickHouseProjection, ClickHouseSink, ClickHouseTarget};
+    let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
+    let target = ClickHouseTarget::new(&args.clickhouse, &database)?;
+    if let Err(error) = target.ensure().await {
+        writeln!(
+            out,
+            "clickhouse at {} unreachable ({error}): ClickHouse models skipped",
+            args.clickhouse
+        )?;
+        return Ok(());
+    }
+    let result = async {
+        let projection = std::sync::Arc::new(analytics::RoutePointsProjection);
+        let took = fold(
+            store,
+            ClickHouseSink::new(target.clone(), projection.clone(), ""),
+            head,
+            args.clickhouse_batch,
+        )
+        .await?;
+        row("route_points.v1", "clickhouse", took, out)?;
+        let route_took = took;
+        let facts = std::sync::Arc::new(analytics::WorkoutFactsProjection);
+        let took = fold(
+            store,
+            ClickHouseSink::new(target.clone(), facts, ""),
+            head,
+            args.clickhouse_batch,
+        )
+        .await?;
+        row("workout_facts.v1", "clickhouse", took, out)?;
+        // The direct baseline: the same route points, built beforehand.
+        let mut batches: Vec<Vec<RoutePoint>> = Vec::new();
+        let mut after = Position::START;
+        while after < head {
+            let page = store.read_all(after, None, args.clickhouse_batch).await?;
+            let Some(last) = page.last() else { break };
+            after = last.global_position;
+            let mut rows = Vec::new();
+            for record in &page {
+                if let Ok(Some(event)) = DomainEvent::from_recorded(record) {
+                    rows.extend(analytics::route_points_of(record, &event));
+                }
+            }
+            batches.push(rows);
+        }
+        for statement in projection.schema() {
+            target.run(&statement.replace("ch_", "direct_ch_")).await?;
+        }
+        let rows: usize = batches.iter().map(Vec::len).sum();
+        let started = Instant::now();
+        for batch in &batches {
+            let mut insert = target
+                .client()
+                .insert::<RoutePoint>("direct_ch_route_points")
+                .await?;
+            for point in batch {
+                insert.write(point).await?;
+            }
+            insert.end().await?;
+        }
+        let direct = started.elapsed();
+        writeln!(
+            out,
+            "direct insert of the same {rows} route points with the clickhouse crate ({} inserts): {:.2} s = {:.0} events/s",
+            batches.len(),
+            direct.as_secs_f64(),
+            events as f64 / direct.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "route_points.v1 folds at {:.2}x the direct insert of its rows (goal >= 0.8x)",
+            direct.as_secs_f64() / route_took.as_secs_f64()
+        )?;
+        anyhow::Ok(direct)
+    }
+    .await;
+    let _ = target
+        .run(&format!("DROP DATABASE IF EXISTS {database}"))
+        .await;
+    result.map(|_| ())
 }

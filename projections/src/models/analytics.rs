@@ -148,6 +148,26 @@ pub struct RoutePoint {
     pub version: u64,
 }
 
+/// The route points an event adds (a `WorkoutUpdated`'s GPS fixes).
+pub fn route_points_of(record: &RecordedEvent, event: &DomainEvent) -> Vec<RoutePoint> {
+    let DomainEvent::WorkoutUpdated(e) = event else {
+        return Vec::new();
+    };
+    e.points
+        .iter()
+        .enumerate()
+        .map(|(idx, p)| RoutePoint {
+            workout_id: e.workout_id.to_string(),
+            position: record.global_position.0,
+            idx: u32::try_from(idx).unwrap_or(u32::MAX),
+            lat: p.lat,
+            lon: p.lon,
+            at: secs(p.at),
+            version: version(record),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
 struct RouteWorkout {
     workout_id: String,
@@ -200,20 +220,7 @@ impl ClickHouseProjection for RoutePointsProjection {
                     started_at: secs(e.started_at),
                     version: version(record),
                 }),
-                DomainEvent::WorkoutUpdated(e) => {
-                    for (idx, p) in e.points.iter().enumerate() {
-                        points.push(RoutePoint {
-                            workout_id: e.workout_id.to_string(),
-                            position: record.global_position.0,
-                            idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                            lat: p.lat,
-                            lon: p.lon,
-                            at: secs(p.at),
-                            version: version(record),
-                        });
-                    }
-                }
-                _ => {}
+                _ => points.extend(route_points_of(record, event)),
             }
         }
         insert_rows::<RouteWorkout>(tables, "ch_route_workouts", &workouts).await?;
@@ -663,12 +670,12 @@ mod tests {
             .with_ymd_and_hms(2026, 12, 3, 0, 0, 0)
             .single()
             .expect("time");
-        let parts: Vec<String> = ["202505", "202506", "202507", "202512", "junk"]
+        let parts: Vec<String> = ["202605", "202606", "202607", "202612", "junk"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
         // Keeping six months in December 2026 keeps June 2026 onwards.
-        assert_eq!(expired_months(&parts, 6, now), vec!["202505".to_owned()]);
+        assert_eq!(expired_months(&parts, 6, now), vec!["202605".to_owned()]);
         assert_eq!(expired_months(&parts, 0, now).len(), 3);
     }
 }

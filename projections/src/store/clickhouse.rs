@@ -80,7 +80,7 @@ impl ClickHouseTarget {
                 "{url}: CLICKHOUSE_URL is the HTTP interface, http://HOST:8123"
             )));
         }
-        let plain = clickhouse::Client::default()
+        let plain = http_client()
             .with_url(url)
             .with_database(database)
             .with_validation(false);
@@ -107,9 +107,7 @@ impl ClickHouseTarget {
         if self.detected.get().is_some() {
             return Ok(());
         }
-        let server = clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_validation(false);
+        let server = http_client().with_url(&self.url).with_validation(false);
         server
             .query_raw(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
             .execute()
@@ -153,6 +151,19 @@ impl ClickHouseTarget {
             .map_err(ch)?;
         Ok(n > 0)
     }
+}
+
+/// The crate's HTTP client with `TCP_NODELAY`: without it, the small last chunk of
+/// every streamed insert waits for the server's delayed ACK (about 25 ms an insert
+/// here, against 2 ms with it).
+fn http_client() -> clickhouse::Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(connector);
+    clickhouse::Client::with_http_client(client)
 }
 
 /// Tables are named `{prefix}ch_…` in a namespace.
@@ -522,6 +533,10 @@ impl ReadStore for ClickHouseStore {
 
     fn unit(&self) -> &'static str {
         "rows"
+    }
+
+    fn batch_size(&self) -> usize {
+        5_000
     }
 
     fn linger(&self) -> Duration {

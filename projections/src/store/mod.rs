@@ -107,6 +107,12 @@ pub trait ReadStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Events per batch at least (stores that want few large writes: ClickHouse);
+    /// 0 keeps the runner's.
+    fn batch_size(&self) -> usize {
+        0
+    }
+
     /// How long a live runner gathers events before it applies a short batch (stores
     /// that want few large writes: ClickHouse).
     fn linger(&self) -> Duration {
