@@ -16,7 +16,6 @@ use eventfold_domain::DomainEvent;
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::{Position, RecordedEvent};
 use eventfold_projections::{async_trait, lock_ddl, Dialect, Error, FailPoint, Result, Sink};
-use sqlx::Row;
 
 /// The reminder planner's name on the status board.
 pub(crate) const REMINDER_PLANNER: &str = "reminder_planner.v1";
@@ -67,15 +66,35 @@ impl ReactionProgress {
 
     /// The stored checkpoint (0 before the first batch).
     pub(crate) async fn checkpoint(&self) -> Result<Position> {
-        let row =
-            sqlx::query("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
-                .bind(self.name)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(Position(match row {
-            Some(row) => row.try_get::<i64, _>(0)?,
-            None => 0,
-        }))
+        let position = sqlx::query_scalar::<_, i64>(
+            "SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1",
+        )
+        .bind(self.name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Position(position.unwrap_or(0)))
+    }
+
+    /// What is stored, read from any process: the checkpoint (`None`: never ran here)
+    /// and the parked events; tables not created yet read as nothing.
+    pub(crate) async fn stored(&self) -> (Option<Position>, i64) {
+        let checkpoint = sqlx::query_scalar::<_, i64>(
+            "SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1",
+        )
+        .bind(self.name)
+        .fetch_optional(&self.pool)
+        .await
+        .ok()
+        .flatten()
+        .map(Position);
+        let parked = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM eventfold_reaction_parked WHERE name = $1",
+        )
+        .bind(self.name)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or(0);
+        (checkpoint, parked)
     }
 
     /// Moves the checkpoint forward to `to` (never back), after the effects.
@@ -202,22 +221,7 @@ pub(crate) async fn stored_progress(
 ) -> Vec<(&'static str, Option<Position>, i64)> {
     let mut out = Vec::new();
     for name in REACTIONS {
-        let checkpoint =
-            sqlx::query("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
-                .bind(*name)
-                .fetch_optional(pool)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|row| row.try_get::<i64, _>(0).ok())
-                .map(Position);
-        let parked = sqlx::query("SELECT COUNT(*) FROM eventfold_reaction_parked WHERE name = $1")
-            .bind(*name)
-            .fetch_one(pool)
-            .await
-            .ok()
-            .and_then(|row| row.try_get::<i64, _>(0).ok())
-            .unwrap_or(0);
+        let (checkpoint, parked) = ReactionProgress::new(pool.clone(), name).stored().await;
         out.push((*name, checkpoint, parked));
     }
     out

@@ -297,7 +297,7 @@ impl<L: EventStore> ProjectionSet<L> {
         for model in self.active() {
             let store = self.stores.for_model(model)?;
             match store.progress(model).await {
-                Err(error) if error.is_transient() && store.kind() != StoreKind::Relational => {
+                Err(error) if store.kind() != StoreKind::Relational => {
                     tracing::warn!(projection = model.name(), %error, "store unreachable");
                     out.push(StoredProgress {
                         name: model.name(),

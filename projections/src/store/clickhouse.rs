@@ -474,12 +474,12 @@ impl ClickHouseStore {
         tables
     }
 
-    /// Rows of a table; data tables (`ReplacingMergeTree`) as queries see them.
-    async fn count(&self, table: &str) -> Result<u64> {
+    /// Rows of a table; with `replacing`, as queries of a `ReplacingMergeTree` see them.
+    async fn count(&self, table: &str, replacing: bool) -> Result<u64> {
         if !self.target.exists(table).await? {
             return Ok(0);
         }
-        let last = if table.contains("__") { "" } else { " FINAL" };
+        let last = if replacing { " FINAL" } else { "" };
         self.target
             .plain
             .query(&format!("SELECT count() FROM {table}{last}"))
@@ -563,7 +563,7 @@ impl ReadStore for ClickHouseStore {
         } else {
             None
         };
-        let parked = self.count(&parked_table(name)).await?;
+        let parked = self.count(&parked_table(name), false).await?;
         let rebuilding = self
             .target
             .exists(&format!(
@@ -585,7 +585,7 @@ impl ReadStore for ClickHouseStore {
         let projection = self.projection(model)?;
         let mut deleted = 0;
         for table in projection.tables() {
-            deleted += self.count(table).await?;
+            deleted += self.count(table, true).await?;
         }
         for table in Self::every_table(projection.as_ref()) {
             self.target
