@@ -9,7 +9,8 @@ use eventfold_commands::http::{ApiError, AuthConfig, CommandApi};
 use eventfold_commands::CommandService;
 use eventfold_event_log::AnyEventStore;
 use eventfold_projections::{
-    ProjectionSet, ReadDb, RedisKeys, RedisTarget, RunnerOptions, StatusBoard, VersionBump,
+    ProjectionSet, ProjectionState, ReadDb, RedisKeys, RedisTarget, RunnerOptions, StatusBoard,
+    VersionBump,
 };
 use eventfold_read_api::QueryApi;
 
@@ -34,6 +35,8 @@ pub(crate) struct App {
     pub(crate) board: StatusBoard,
     /// Where notifications go, when NATS is configured.
     pub(crate) nats: Option<(crate::notify::NatsSettings, async_nats::Client)>,
+    /// Where the relay produces to, when Kafka is configured.
+    pub(crate) kafka: Option<crate::relay::KafkaSettings>,
     /// Which projections and reactions this process runs now.
     pub(crate) leases: eventfold_projections::Leases,
     /// The analytics store and how many months of route points it keeps.
@@ -77,8 +80,26 @@ impl App {
                 options.clone(),
                 self.board.clone(),
             );
-            let (leases, board) = (self.leases.clone(), self.board.clone());
+            let (shutdown, leases, board) =
+                (shutdown.clone(), self.leases.clone(), self.board.clone());
             set.spawn(async move { leases.run(&runner, &board, shutdown).await });
+        }
+        if let Some(settings) = &self.kafka {
+            match crate::relay::Relay::new(
+                settings.clone(),
+                self.read_pool.clone(),
+                self.board.clone(),
+            ) {
+                Ok(relay) => {
+                    let runner =
+                        crate::relay::runner(self.store.clone(), relay, self.board.clone());
+                    let (leases, board) = (self.leases.clone(), self.board.clone());
+                    set.spawn(async move { leases.run(&runner, &board, shutdown).await });
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "the Kafka relay cannot start")
+                }
+            }
         }
         set
     }
@@ -125,8 +146,28 @@ impl App {
         if self.nats.is_some() {
             names.push(crate::notify::DISPATCHER);
         }
+        if self.kafka.is_some() {
+            names.push(crate::relay::RELAY);
+        }
         names
     }
+}
+
+/// What `/readyz` says of Kafka: the relay's state as this process knows it (`standby`
+/// when another process relays; `unreachable` while the brokers do not acknowledge).
+fn kafka_probe(on: bool, board: &StatusBoard) -> eventfold_read_api::Probe {
+    if !on {
+        return eventfold_read_api::Probe::new(|| "off");
+    }
+    let board = board.clone();
+    eventfold_read_api::Probe::new(move || {
+        match board.status(crate::relay::RELAY).map(|s| s.state) {
+            Some(ProjectionState::Retrying) => "unreachable",
+            Some(ProjectionState::Standby) => "standby",
+            Some(ProjectionState::Stopped) => "stopped",
+            _ => "ok",
+        }
+    })
 }
 
 /// Builds the application from `config` (migrating the log on the way).
@@ -198,9 +239,13 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             None
         }
     };
-    report.push(match &config.kafka_brokers {
-        Some(_) => "kafka: configured but the relay is not built yet: off".into(),
-        None => "kafka: off".into(),
+    let kafka = config.kafka()?;
+    report.push(match &kafka {
+        Some(settings) => format!(
+            "kafka: {} (topics {}{{category}}, {} partitions): the log is relayed to Kafka",
+            settings.brokers, settings.prefix, settings.partitions
+        ),
+        None => "kafka: off (KAFKA_BROKERS unset): the log is not relayed".into(),
     });
     let mut auth = AuthConfig::default();
     if let Some(secret) = &config.jwt_secret {
@@ -289,18 +334,22 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             .active()
             .map(|m| (m.name(), m.store()))
             .collect(),
-        probes: match &nats {
-            Some((_, client)) => {
-                let client = client.clone();
-                let probe =
-                    eventfold_read_api::Probe::new(move || match client.connection_state() {
-                        async_nats::connection::State::Connected => "ok",
-                        _ => "unreachable",
-                    });
-                vec![("nats", probe)]
-            }
-            None => vec![("nats", eventfold_read_api::Probe::new(|| "off"))],
-        },
+        probes: vec![
+            (
+                "nats",
+                match &nats {
+                    Some((_, client)) => {
+                        let client = client.clone();
+                        eventfold_read_api::Probe::new(move || match client.connection_state() {
+                            async_nats::connection::State::Connected => "ok",
+                            _ => "unreachable",
+                        })
+                    }
+                    None => eventfold_read_api::Probe::new(|| "off"),
+                },
+            ),
+            ("kafka", kafka_probe(kafka.is_some(), &board)),
+        ],
         clickhouse: clickhouse.clone(),
     });
     let document = Arc::new(openapi_document());
@@ -333,13 +382,14 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         service,
         board,
         nats,
+        kafka,
         leases,
         clickhouse: clickhouse.map(|t| (t, config.route_retention_months.unwrap_or(6))),
     })
 }
 
 /// This process as lease owner: host and pid (what `projections status` shows).
-fn owner_name() -> String {
+pub(crate) fn owner_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

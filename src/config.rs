@@ -33,8 +33,15 @@ pub(crate) struct Config {
     /// `EVENTFOLD_ROUTE_RETENTION_MONTHS`: months of route points kept in ClickHouse
     /// (default 6, the seed's; `0` keeps only the current month).
     pub(crate) route_retention_months: Option<u32>,
-    /// `KAFKA_BROKERS`: the event bus (not built yet: reported as off).
+    /// `KAFKA_BROKERS`: `host:port[,…]`; turns on the relay of the log to Kafka.
     pub(crate) kafka_brokers: Option<String>,
+    /// `EVENTFOLD_KAFKA_TOPIC_PREFIX`: topics are `{prefix}{category}` (default
+    /// `eventfold.`).
+    pub(crate) kafka_topic_prefix: Option<String>,
+    /// `EVENTFOLD_KAFKA_PARTITIONS`: partitions of the topics the relay creates (3).
+    pub(crate) kafka_partitions: Option<i32>,
+    /// `EVENTFOLD_KAFKA_REPLICATION`: replicas of the topics the relay creates (1).
+    pub(crate) kafka_replication: Option<i32>,
     /// `NATS_URL`: NATS with JetStream; turns on the notification dispatcher.
     pub(crate) nats_url: Option<String>,
     /// `EVENTFOLD_NATS_STREAM`: the JetStream stream notifications go to (default
@@ -115,6 +122,10 @@ impl Config {
                 &mut config.clickhouse_database,
             ),
             ("KAFKA_BROKERS", &mut config.kafka_brokers),
+            (
+                "EVENTFOLD_KAFKA_TOPIC_PREFIX",
+                &mut config.kafka_topic_prefix,
+            ),
             ("EVENTFOLD_CORS_ORIGINS", &mut config.cors_origins),
             ("NATS_URL", &mut config.nats_url),
             ("EVENTFOLD_NATS_STREAM", &mut config.nats_stream),
@@ -132,6 +143,17 @@ impl Config {
                     .filter(|n| *n > 0)
                     .context("EVENTFOLD_SLOT_CAPACITY must be a number of reminders >= 1")?,
             );
+        }
+        for (name, slot) in [
+            ("EVENTFOLD_KAFKA_PARTITIONS", &mut config.kafka_partitions),
+            ("EVENTFOLD_KAFKA_REPLICATION", &mut config.kafka_replication),
+        ] {
+            if let Some(n) = env(name) {
+                *slot = Some(
+                    n.parse()
+                        .with_context(|| format!("{name} must be a number"))?,
+                );
+            }
         }
         if let Some(months) = env("EVENTFOLD_ROUTE_RETENTION_MONTHS") {
             config.route_retention_months = Some(
@@ -216,6 +238,21 @@ impl Config {
             capacity,
             ..defaults
         })
+    }
+
+    /// Where the relay produces to, when `KAFKA_BROKERS` is set (checked).
+    pub(crate) fn kafka(&self) -> anyhow::Result<Option<crate::relay::KafkaSettings>> {
+        self.kafka_brokers
+            .clone()
+            .map(|brokers| {
+                crate::relay::KafkaSettings::new(
+                    brokers,
+                    self.kafka_topic_prefix.clone(),
+                    self.kafka_partitions,
+                    self.kafka_replication,
+                )
+            })
+            .transpose()
     }
 
     /// Cross-origin access.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::Request;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use clap::Args;
 use eventfold_commands::{CommandContext, CommandService, Principal};
 use eventfold_domain::consumables::ConsumablePolicy;
@@ -104,6 +104,9 @@ pub(crate) async fn run(
     };
     let mut config = Config::load(None)?;
     config.api_keys = Some(format!("{DEMO_KEY}=service:demo"));
+    if database_url.is_none() {
+        fresh_analytics(&mut config).await?;
+    }
     let app = app::build(&config, &url).await?;
     writeln!(out, "Eventfold demo\n==============")?;
     for line in &app.report {
@@ -172,6 +175,9 @@ pub(crate) async fn run(
 
     walk_through(&app, &service, out).await?;
     summary(&app, out).await?;
+    if config.clickhouse_url.is_some() {
+        analytics(&app, out).await?;
+    }
     writeln!(
         out,
         "\nDone in {:.1} s. The log is in {url}; try:",
@@ -182,6 +188,114 @@ pub(crate) async fn run(
         out,
         "   DATABASE_URL={url} EVENTFOLD_API_KEYS=key=service:me eventfold serve"
     )?;
+    Ok(())
+}
+
+/// The demo recreates its log, so its ClickHouse models start empty too: a database of
+/// their own (`eventfold_demo` unless `EVENTFOLD_CLICKHOUSE_DATABASE` names one), dropped
+/// first. Checkpoints left by an earlier run would otherwise be ahead of the new log.
+async fn fresh_analytics(config: &mut Config) -> anyhow::Result<()> {
+    let Some(url) = &config.clickhouse_url else {
+        return Ok(());
+    };
+    let database = config
+        .clickhouse_database
+        .get_or_insert_with(|| "eventfold_demo".to_owned());
+    let target = eventfold_projections::ClickHouseTarget::new(url, database)?;
+    target
+        .ensure()
+        .await
+        .map_err(|e| anyhow::anyhow!("CLICKHOUSE_URL={url}: {e}"))?;
+    target
+        .run(&format!("DROP DATABASE IF EXISTS {database}"))
+        .await?;
+    Ok(())
+}
+
+/// With `CLICKHOUSE_URL` set: a few answers of the analytics models, through the API.
+async fn analytics(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(out, "\n5. Analytics in ClickHouse, through the HTTP API")?;
+    let funnel = call(app, out, "GET", "/api/v1/analytics/funnel", None, None).await?;
+    // Per category over every slot hour: (scheduled, offered, accepted, placed).
+    let mut categories: Vec<(String, [u64; 4])> = Vec::new();
+    for row in funnel["items"].as_array().into_iter().flatten() {
+        let category = row["category"].as_str().unwrap_or("?").to_owned();
+        let stages =
+            ["scheduled", "offered", "accepted", "placed"].map(|k| row[k].as_u64().unwrap_or(0));
+        match categories.iter_mut().find(|(c, _)| *c == category) {
+            Some((_, sums)) => {
+                for (sum, n) in sums.iter_mut().zip(stages) {
+                    *sum += n;
+                }
+            }
+            None => categories.push((category, stages)),
+        }
+    }
+    writeln!(
+        out,
+        "   the re-order funnel by category: scheduled → offered → accepted → placed"
+    )?;
+    for (category, [scheduled, offered, accepted, placed]) in &categories {
+        writeln!(
+            out,
+            "     {category:<10} {scheduled:>5} → {offered} → {accepted} → {placed}"
+        )?;
+    }
+    let week = (Utc::now() - Duration::days(7)).iso_week();
+    let week = format!("{:04}-W{:02}", week.year(), week.week());
+    let board = call(
+        app,
+        out,
+        "GET",
+        &format!("/api/v1/analytics/leaderboards/running/weeks/{week}?by=distance&limit=3"),
+        None,
+        None,
+    )
+    .await?;
+    writeln!(out, "   running, last week ({week}), by distance:")?;
+    let top = board["top"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if top.is_empty() {
+        writeln!(out, "     (nobody ran that week)")?;
+    }
+    for (i, place) in top.iter().enumerate() {
+        writeln!(
+            out,
+            "     #{} {}: {:.1} km in {} workouts, {} min moving",
+            i + 1,
+            place["user_id"].as_str().unwrap_or("?"),
+            place["distance_m"].as_f64().unwrap_or(0.0) / 1000.0,
+            place["workouts"],
+            place["duration_s"].as_i64().unwrap_or(0) / 60
+        )?;
+    }
+    if let Some(user) = top.first().and_then(|p| p["user_id"].as_str()) {
+        let weeks = call(
+            app,
+            out,
+            "GET",
+            &format!("/api/v1/analytics/users/{user}/weekly-activity"),
+            None,
+            None,
+        )
+        .await?;
+        let weeks: Vec<String> = weeks["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(4)
+            .map(|w| {
+                format!(
+                    "{} {:.1} km",
+                    w["week"].as_str().unwrap_or("?"),
+                    w["distance_m"].as_f64().unwrap_or(0.0) / 1000.0
+                )
+            })
+            .collect();
+        writeln!(out, "   {user}'s recent weeks: {}", weeks.join(", "))?;
+    }
     Ok(())
 }
 

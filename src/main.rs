@@ -20,6 +20,7 @@ mod demo;
 mod notify;
 mod projections;
 mod reactions;
+mod relay;
 mod replay;
 mod serve;
 mod streams;
@@ -85,6 +86,8 @@ enum Command {
     Streams(streams::StreamsCommand),
     /// Rebuild read models from the log: shadow build, verify, swap (or an as-of build).
     Replay(replay::ReplayArgs),
+    /// Relay the log to Kafka (KAFKA_BROKERS), alone; `serve` relays too when it is set.
+    Relay,
     /// Inspect the read models.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
@@ -164,6 +167,11 @@ async fn run() -> anyhow::Result<()> {
             let config = config::Config::load(cli.config.as_deref())?;
             let url = config.database_url.clone().unwrap_or(database_url);
             serve::run(config, &url, &mut out).await?;
+        }
+        Command::Relay => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            let url = config.database_url.clone().unwrap_or(database_url);
+            relay::run_command(&config, &url, &mut out).await?;
         }
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;

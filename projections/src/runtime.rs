@@ -141,6 +141,27 @@ pub trait Sink: Send + Sync {
     async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()>;
     /// Its fail point (tests of exactly-once).
     fn fail_point(&self) -> FailPoint;
+    /// Whether the sink takes every record of the log as stored, undecoded (a relay that
+    /// forwards events it does not need to understand): the runner then calls
+    /// [`Sink::apply_records`] instead of [`Sink::apply`], with every record of a batch.
+    fn raw(&self) -> bool {
+        false
+    }
+    /// Applies stored records and moves the checkpoint to `to` (sinks that are
+    /// [`raw`](Sink::raw)); a record that can never be applied is the sink's to park.
+    async fn apply_records(
+        &self,
+        from: Position,
+        records: &[RecordedEvent],
+        to: Position,
+    ) -> Result<()> {
+        let _ = (from, records, to);
+        Err(Error::Poison {
+            position: to.0,
+            event_type: String::new(),
+            reason: format!("{} takes decoded events only", self.name()),
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -150,6 +171,17 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     fn handles(&self, event_type: &str) -> bool {
         (**self).handles(event_type)
+    }
+    fn raw(&self) -> bool {
+        (**self).raw()
+    }
+    async fn apply_records(
+        &self,
+        from: Position,
+        records: &[RecordedEvent],
+        to: Position,
+    ) -> Result<()> {
+        (**self).apply_records(from, records, to).await
     }
     async fn setup(&self) -> Result<()> {
         (**self).setup().await
@@ -673,6 +705,14 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     ) -> Result<Position> {
         let mut run: Vec<(RecordedEvent, DomainEvent)> = Vec::new();
         let last = batch.last().map_or(checkpoint, |e| e.global_position);
+        if self.sink.raw() {
+            let to = last.max(checkpoint);
+            let at = batch.last().map(|r| r.recorded_at);
+            self.retry_store(|| self.sink.apply_records(checkpoint, &batch, to))
+                .await?;
+            self.board.set_checkpoint(self.sink.name(), to, at);
+            return Ok(to);
+        }
         for record in batch {
             if !self.sink.handles(&record.event_type) {
                 continue;

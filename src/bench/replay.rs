@@ -2,7 +2,7 @@
 //! raw read speed of the same log.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -13,13 +13,13 @@ use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
-    ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, StatusBoard,
+    ReadDb, ReadStore, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, StatusBoard,
 };
-use eventfold_replay::{rebuild, rebuild_redis, Progress, Target};
+use eventfold_replay::{rebuild, rebuild_model, rebuild_redis, Progress, Target};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use super::project::{prefill, raw_read};
+use super::project::{direct_route_points, prefill, raw_read};
 use super::{admin_url, ScratchDb};
 
 #[derive(Debug, Args)]
@@ -33,6 +33,9 @@ pub(crate) struct ReplayBenchArgs {
     /// Redis for the Redis models (keys under a scratch prefix, deleted afterwards).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// ClickHouse for the analytics models (a scratch database, dropped afterwards).
+    #[arg(long, env = "CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    clickhouse: String,
 }
 
 pub(crate) async fn run(
@@ -92,6 +95,79 @@ async fn live<K: eventfold_projections::Sink>(
         .run_until(Some(head))
         .await?;
     Ok(())
+}
+
+/// Prints one rebuild's row of the table.
+type RowPrinter<'a> =
+    dyn Fn(&str, &str, Duration, Duration, &mut dyn Write) -> anyhow::Result<()> + 'a;
+
+/// The ClickHouse models rebuilt (shadow tables, checksums, RENAME), beside inserting
+/// their rows straight into a table with the crate.
+async fn clickhouse_models(
+    store: &PgEventStore,
+    head: Position,
+    events: usize,
+    args: &ReplayBenchArgs,
+    row: &RowPrinter<'_>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use eventfold_projections::models::analytics::{RoutePointsProjection, WorkoutFactsProjection};
+    use eventfold_projections::{
+        ClickHouseProjection, ClickHouseSink, ClickHouseStore, ClickHouseTarget, Model,
+    };
+    let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
+    let target = ClickHouseTarget::new(&args.clickhouse, &database)?;
+    if let Err(error) = target.ensure().await {
+        writeln!(
+            out,
+            "clickhouse at {} unreachable ({error}): ClickHouse models skipped",
+            args.clickhouse
+        )?;
+        return Ok(());
+    }
+    let result = async {
+        let ch = ClickHouseStore::new(target.clone());
+        let models: [Arc<dyn ClickHouseProjection>; 2] =
+            [Arc::new(RoutePointsProjection), Arc::new(WorkoutFactsProjection)];
+        let mut route_build = None;
+        for projection in models {
+            let model = Model::ClickHouse(projection.clone());
+            live(
+                store,
+                ClickHouseSink::new(target.clone(), projection, ""),
+                head,
+            )
+            .await?;
+            let (build, total) = timed(|p| {
+                rebuild_model(
+                    store,
+                    &ch,
+                    &model,
+                    Target::Swap { keep_old: false },
+                    p,
+                    std::future::pending::<()>(),
+                )
+            })
+            .await?;
+            row(model.name(), "clickhouse", build, total, out)?;
+            route_build.get_or_insert(build);
+        }
+        let (rows, inserts, direct) =
+            direct_route_points(store, head, &target, ch.batch_size()).await?;
+        writeln!(
+            out,
+            "direct insert of the same {rows} rows (route points and their workouts) with the clickhouse crate ({inserts} inserts): {:.2} s = {:.0} events/s; route_points.v1 rebuilds at {:.2}x that (goal >= 0.8x; the rebuild reads the log, the direct insert does not)",
+            direct.as_secs_f64(),
+            events as f64 / direct.as_secs_f64(),
+            direct.as_secs_f64() / route_build.unwrap_or(direct).as_secs_f64()
+        )?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = target
+        .run(&format!("DROP DATABASE IF EXISTS {database}"))
+        .await;
+    result
 }
 
 async fn run_in(
@@ -209,6 +285,7 @@ async fn run_in(
             args.redis
         )?,
     }
+    clickhouse_models(&store, head, read, args, &row, out).await?;
     writeln!(out, "(each model is first built live to the head; then the rebuild writes shadow tables / a shadow Redis namespace, is compared with the live model row by row / key by key, and swapped in: \"+swap s\")")?;
     db.pool().close().await;
     Ok(())

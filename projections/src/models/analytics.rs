@@ -168,12 +168,37 @@ pub fn route_points_of(record: &RecordedEvent, event: &DomainEvent) -> Vec<Route
         .collect()
 }
 
+/// Whose a workout's route is (the owner check of the route query).
 #[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
-struct RouteWorkout {
-    workout_id: String,
-    user_id: String,
-    started_at: u32,
-    version: u64,
+pub struct RouteWorkout {
+    /// The workout.
+    pub workout_id: String,
+    /// Its athlete.
+    pub user_id: String,
+    /// Unix seconds.
+    pub started_at: u32,
+    /// The event's position.
+    pub version: u64,
+}
+
+/// The rows `route_points.v1` writes for `events`: workouts (owners) and points.
+pub fn route_rows_of(
+    events: &[(&RecordedEvent, &DomainEvent)],
+) -> (Vec<RouteWorkout>, Vec<RoutePoint>) {
+    let mut points = Vec::new();
+    let mut workouts = Vec::new();
+    for (record, event) in events {
+        match event {
+            DomainEvent::WorkoutStarted(e) => workouts.push(RouteWorkout {
+                workout_id: e.workout_id.to_string(),
+                user_id: e.user_id.clone(),
+                started_at: secs(e.started_at),
+                version: version(record),
+            }),
+            _ => points.extend(route_points_of(record, event)),
+        }
+    }
+    (workouts, points)
 }
 
 /// `route_points.v1`.
@@ -210,21 +235,13 @@ impl ClickHouseProjection for RoutePointsProjection {
         tables: ChTables<'_>,
         events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
-        let mut points = Vec::new();
-        let mut workouts = Vec::new();
-        for (record, event) in events {
-            match event {
-                DomainEvent::WorkoutStarted(e) => workouts.push(RouteWorkout {
-                    workout_id: e.workout_id.to_string(),
-                    user_id: e.user_id.clone(),
-                    started_at: secs(e.started_at),
-                    version: version(record),
-                }),
-                _ => points.extend(route_points_of(record, event)),
-            }
-        }
-        insert_rows::<RouteWorkout>(tables, "ch_route_workouts", &workouts).await?;
-        insert_rows::<RoutePoint>(tables, "ch_route_points", &points).await
+        let (workouts, points) = route_rows_of(events);
+        // Two tables, two inserts at once: both are acknowledged before the checkpoint.
+        let (owners, points) = tokio::join!(
+            insert_rows::<RouteWorkout>(tables, "ch_route_workouts", &workouts),
+            insert_rows::<RoutePoint>(tables, "ch_route_points", &points)
+        );
+        owners.and(points)
     }
 }
 

@@ -92,6 +92,11 @@ impl ClickHouseTarget {
         })
     }
 
+    /// The HTTP interface's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The database.
     pub fn database(&self) -> &str {
         &self.database
@@ -222,12 +227,31 @@ fn parked_table(name: &str) -> String {
 /// dies).
 const HOLD: Duration = Duration::from_secs(30);
 
+/// How long a sink trusts a "not held" answer: a batch starts at most this long after a
+/// hold began, so a swap waits [`SETTLE`] (this, plus time for the batch's insert)
+/// before it compares.
+const HOLD_RECHECK: Duration = Duration::from_millis(100);
+
+/// How long a swap waits after setting its hold before it compares (see
+/// [`HOLD_RECHECK`]).
+const SETTLE: Duration = Duration::from_millis(400);
+
+/// The checkpoint write of the last batch, still in flight.
+type PendingCheckpoint = tokio::task::JoinHandle<Result<()>>;
+
 /// A model's sink in one namespace.
+///
+/// One round trip a batch: the batch's insert goes out together with the previous
+/// batch's checkpoint write (already covered: its rows were acknowledged), and a
+/// "not held" answer is trusted for [`HOLD_RECHECK`]. A crash loses at most the last
+/// checkpoint write, and re-applying that batch is idempotent.
 pub struct ClickHouseSink {
     target: ClickHouseTarget,
     projection: Arc<dyn ClickHouseProjection>,
     prefix: String,
     fail_point: FailPoint,
+    free_at: std::sync::Mutex<Option<std::time::Instant>>,
+    pending: tokio::sync::Mutex<Option<PendingCheckpoint>>,
 }
 
 impl std::fmt::Debug for ClickHouseSink {
@@ -251,7 +275,36 @@ impl ClickHouseSink {
             projection,
             prefix: prefix.to_owned(),
             fail_point: FailPoint::default(),
+            free_at: std::sync::Mutex::new(None),
+            pending: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Waits for the last batch's checkpoint write.
+    async fn settle(&self) -> Result<()> {
+        let pending = self.pending.lock().await.take();
+        match pending {
+            Some(write) => write
+                .await
+                .map_err(|e| Error::ClickHouse(format!("checkpoint write: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a swap holds the live model (answered from a recent check if there is one).
+    async fn held_now(&self) -> Result<bool> {
+        let recent = self
+            .free_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < HOLD_RECHECK);
+        if recent {
+            return Ok(false);
+        }
+        let held = self.held().await?;
+        *self.free_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            (!held).then(std::time::Instant::now);
+        Ok(held)
     }
 
     fn tables(&self) -> ChTables<'_> {
@@ -365,6 +418,7 @@ impl Sink for ClickHouseSink {
     }
 
     async fn checkpoint(&self) -> Result<Position> {
+        self.settle().await?;
         let name = self.projection.name();
         let position: i64 = self
             .target
@@ -386,30 +440,40 @@ impl Sink for ClickHouseSink {
         events: &[(RecordedEvent, DomainEvent)],
         to: Position,
     ) -> Result<()> {
-        if self.held().await? {
+        if self.held_now().await? {
             return Err(Error::Held(self.projection.name().to_owned()));
         }
-        if !events.is_empty() {
+        let insert = async {
+            if events.is_empty() {
+                return Ok(());
+            }
             let refs: Vec<(&RecordedEvent, &DomainEvent)> =
                 events.iter().map(|(r, e)| (r, e)).collect();
-            self.projection.insert(self.tables(), &refs).await?;
-        }
+            self.projection.insert(self.tables(), &refs).await
+        };
+        let (inserted, previous) = tokio::join!(insert, self.settle());
+        inserted?;
+        previous?;
         self.fail_point.trip()?;
-        let mut insert = self
-            .target
-            .client()
-            .insert::<CheckpointRow>(&self.own(&checkpoint_table(self.projection.name())))
-            .await
-            .map_err(ch)?;
-        insert
-            .write(&CheckpointRow {
-                name: self.projection.name().to_owned(),
-                position: to.0,
-                at: now_secs(),
-            })
-            .await
-            .map_err(ch)?;
-        insert.end().await.map_err(ch)
+        let (client, table, name) = (
+            self.target.client().clone(),
+            self.own(&checkpoint_table(self.projection.name())),
+            self.projection.name().to_owned(),
+        );
+        let write = tokio::spawn(async move {
+            let mut insert = client.insert::<CheckpointRow>(&table).await.map_err(ch)?;
+            insert
+                .write(&CheckpointRow {
+                    name,
+                    position: to.0,
+                    at: now_secs(),
+                })
+                .await
+                .map_err(ch)?;
+            insert.end().await.map_err(ch)
+        });
+        *self.pending.lock().await = Some(write);
+        Ok(())
     }
 
     async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
@@ -661,7 +725,7 @@ impl ReadStore for ClickHouseStore {
         .await?;
         let result = async {
             // A batch that was being inserted when the hold began finishes first.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(SETTLE).await;
             let live_now = live_sink.checkpoint().await?;
             if shadow_sink.checkpoint().await? < live_now {
                 catch_up.catch_up(shadow_sink.clone(), live_now).await?;

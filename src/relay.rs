@@ -1,0 +1,802 @@
+//! The relay: the log as an outbox to Kafka topics (`kafka_relay.v1`).
+//!
+//! No dual write: commands append to the log only, and the relay tails the log through
+//! the gap-safe subscription, like a projection (checkpoint, retries, lag in
+//! `/api/v1/projections` and `projections status`, one active relay across `serve`
+//! processes by the projections' lease). Every event goes to the topic of its stream's
+//! category (`{prefix}{category}`: `order-42` → `eventfold.order`), keyed by its stream
+//! id (so one stream's events stay in order in one partition), its value the stored
+//! envelope as JSON, with headers `eventfold-event-id`, `eventfold-event-type`,
+//! `eventfold-schema-version`, `eventfold-position` and, when known,
+//! `eventfold-correlation-id`.
+//!
+//! **What "once" means here.** The producer is idempotent (`enable.idempotence`: the
+//! broker drops the producer's own retries) and never gives up on a message
+//! (`message.timeout.ms=0`: a broker that is down is waited for, in order, without a
+//! gap); the checkpoint moves only after every message of a batch is acknowledged. A
+//! relay killed after producing and before its checkpoint republishes that batch when
+//! it restarts: the copies are duplicates (same event id and position, later offsets),
+//! which consumers skip by position. Nothing is skipped and nothing is reordered within
+//! a stream.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use eventfold_domain::DomainEvent;
+use eventfold_event_schemas::{Position, RecordedEvent};
+use eventfold_projections::{
+    async_trait, Error, FailPoint, PoisonPolicy, ProjectionState, Result, Runner, RunnerOptions,
+    Sink, StatusBoard,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::reactions::ReactionProgress;
+
+/// The relay's name on the status board.
+pub(crate) const RELAY: &str = "kafka_relay.v1";
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KafkaSettings {
+    /// `host:port[,host:port…]`.
+    pub(crate) brokers: String,
+    /// Every topic's name starts with it.
+    pub(crate) prefix: String,
+    /// Partitions of a topic the relay creates.
+    pub(crate) partitions: i32,
+    /// Replicas of a topic the relay creates.
+    pub(crate) replication: i32,
+}
+
+impl KafkaSettings {
+    /// Checks what Kafka would refuse before anything connects.
+    pub(crate) fn new(
+        brokers: String,
+        prefix: Option<String>,
+        partitions: Option<i32>,
+        replication: Option<i32>,
+    ) -> anyhow::Result<Self> {
+        if brokers.trim().is_empty() {
+            anyhow::bail!("KAFKA_BROKERS is empty: host:port[,host:port…]");
+        }
+        let prefix = prefix.unwrap_or_else(|| "eventfold.".to_owned());
+        if prefix.len() > 100
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            anyhow::bail!(
+                "EVENTFOLD_KAFKA_TOPIC_PREFIX {prefix:?}: at most 100 letters, digits, '.', '_' and '-'"
+            );
+        }
+        let partitions = partitions.unwrap_or(3);
+        if !(1..=10_000).contains(&partitions) {
+            anyhow::bail!("EVENTFOLD_KAFKA_PARTITIONS {partitions}: from 1 to 10000");
+        }
+        let replication = replication.unwrap_or(1);
+        if !(1..=100).contains(&replication) {
+            anyhow::bail!("EVENTFOLD_KAFKA_REPLICATION {replication}: from 1 to 100");
+        }
+        Ok(Self {
+            brokers,
+            prefix,
+            partitions,
+            replication,
+        })
+    }
+
+    /// The topic of a stream's events: the prefix and the stream's category.
+    pub(crate) fn topic_for(&self, stream_id: &str) -> String {
+        let category = stream_id.split_once('-').map_or(stream_id, |(c, _)| c);
+        format!("{}{category}", self.prefix)
+    }
+
+    /// The client settings every Kafka client of the relay shares.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "eventfold")
+            .set("log_level", "3");
+        config
+    }
+
+    /// The relay's producer: idempotent, acknowledged by all in-sync replicas, never
+    /// giving a message up.
+    pub(crate) fn producer(&self) -> anyhow::Result<FutureProducer> {
+        Ok(self
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "0")
+            .create()?)
+    }
+}
+
+/// The headers of an event's message.
+pub(crate) fn headers(record: &RecordedEvent) -> OwnedHeaders {
+    let id = record.event_id.to_string();
+    let version = record.schema_version.to_string();
+    let position = record.global_position.0.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(5)
+        .insert(Header {
+            key: "eventfold-event-id",
+            value: Some(id.as_str()),
+        })
+        .insert(Header {
+            key: "eventfold-event-type",
+            value: Some(record.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "eventfold-schema-version",
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: "eventfold-position",
+            value: Some(position.as_str()),
+        });
+    if let Some(correlation) = record.metadata.correlation_id {
+        let correlation = correlation.to_string();
+        headers = headers.insert(Header {
+            key: "eventfold-correlation-id",
+            value: Some(correlation.as_str()),
+        });
+    }
+    headers
+}
+
+fn unavailable(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Unavailable {
+        store: "kafka",
+        reason: format!("{what}: {error}"),
+    }
+}
+
+/// A message that can never be delivered as it is (too large, a topic name the broker
+/// refuses, not allowed): parked, not retried.
+fn permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// Publishes the log to Kafka.
+pub(crate) struct Relay {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    topics: Mutex<HashSet<String>>,
+    progress: ReactionProgress,
+    board: StatusBoard,
+    fail_point: FailPoint,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay producing to `settings`' brokers, its checkpoint on `pool`, its waits for
+    /// the broker shown on `board`.
+    pub(crate) fn new(
+        settings: KafkaSettings,
+        pool: sqlx::AnyPool,
+        board: StatusBoard,
+    ) -> anyhow::Result<Self> {
+        let producer = settings.producer()?;
+        let admin = settings.client_config().create()?;
+        Ok(Self {
+            settings,
+            producer,
+            admin,
+            topics: Mutex::new(HashSet::new()),
+            progress: ReactionProgress::new(pool, RELAY),
+            board,
+            fail_point: FailPoint::default(),
+        })
+    }
+
+    /// Creates the topics of `records` the relay has not seen yet (one that exists
+    /// already is fine).
+    async fn ensure_topics(&self, records: &[RecordedEvent]) -> Result<()> {
+        let missing: Vec<String> = {
+            let known = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            let mut missing: Vec<String> = records
+                .iter()
+                .map(|r| self.settings.topic_for(r.stream_id.as_str()))
+                .filter(|t| !known.contains(t))
+                .collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Those the brokers have already need no creating (and a broker that cannot
+        // create topics, like librdkafka's mock cluster, is not asked to).
+        let producer = self.producer.clone();
+        let existing: HashSet<String> = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+        })
+        .await
+        .map_err(|e| unavailable("reading metadata", e))?
+        .map_err(|e| unavailable("reading metadata", e))?;
+        let missing: Vec<String> = {
+            let mut known = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            let (present, missing): (Vec<String>, Vec<String>) =
+                missing.into_iter().partition(|t| existing.contains(t));
+            known.extend(present);
+            missing
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        let results = match self.admin.create_topics(&new, &options).await {
+            Ok(results) => results,
+            // A broker without CreateTopics (librdkafka's mock cluster) creates topics
+            // when they are first asked for, if it creates them at all; a produce to a
+            // topic that never appears waits, and the relay says so.
+            Err(KafkaError::AdminOp(
+                code @ (RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::InvalidRequest),
+            )) => {
+                tracing::warn!(%code, topics = ?missing, "the broker cannot create topics; relying on it creating them when asked for");
+                missing.iter().map(|t| Ok(t.clone())).collect()
+            }
+            Err(error) => return Err(unavailable("creating topics", error)),
+        };
+        let mut known = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        for result in results {
+            match result {
+                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    known.insert(topic);
+                }
+                Err((topic, code)) => {
+                    tracing::warn!(%topic, %code, "creating a topic failed; relying on the broker creating it");
+                    known.insert(topic);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for a delivery, showing on the board that the broker is being waited for
+    /// when it takes long (the producer keeps retrying it; nothing is sent twice).
+    async fn delivered(
+        &self,
+        record: &RecordedEvent,
+        delivery: rdkafka::producer::DeliveryFuture,
+    ) -> Result<()> {
+        tokio::pin!(delivery);
+        let outcome = tokio::select! {
+            outcome = &mut delivery => outcome,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                self.board.set_state(
+                    RELAY,
+                    ProjectionState::Retrying,
+                    Some(format!(
+                        "kafka: waiting for the brokers ({}) to acknowledge position {}",
+                        self.settings.brokers, record.global_position.0
+                    )),
+                );
+                delivery.await
+            }
+        };
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) if permanent(&error) => {
+                tracing::error!(position = record.global_position.0, %error, "event cannot be relayed; parked");
+                self.progress.park(record, &error.to_string()).await
+            }
+            Ok(Err((error, _))) => Err(unavailable("producing", error)),
+            Err(_) => Err(unavailable("producing", "the producer was dropped")),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for Relay {
+    fn name(&self) -> &'static str {
+        RELAY
+    }
+
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+
+    fn raw(&self) -> bool {
+        true
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.progress.setup().await
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        self.progress.checkpoint().await
+    }
+
+    async fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let records: Vec<RecordedEvent> = events.iter().map(|(r, _)| r.clone()).collect();
+        self.apply_records(from, &records, to).await
+    }
+
+    async fn apply_records(
+        &self,
+        _from: Position,
+        records: &[RecordedEvent],
+        to: Position,
+    ) -> Result<()> {
+        self.ensure_topics(records).await?;
+        let mut pending = std::collections::VecDeque::with_capacity(records.len());
+        for record in records {
+            let payload = serde_json::to_vec(record).map_err(|e| Error::Poison {
+                position: record.global_position.0,
+                event_type: record.event_type.clone(),
+                reason: e.to_string(),
+            })?;
+            let topic = self.settings.topic_for(record.stream_id.as_str());
+            let mut message = FutureRecord::to(&topic)
+                .key(record.stream_id.as_str())
+                .payload(&payload)
+                .headers(headers(record));
+            loop {
+                match self.producer.send_result(message) {
+                    Ok(delivery) => {
+                        pending.push_back((record, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // The producer's queue is full: wait for the oldest delivery.
+                        message = back;
+                        match pending.pop_front() {
+                            Some((done, delivery)) => self.delivered(done, delivery).await?,
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((error, _)) if permanent(&error) => {
+                        self.progress.park(record, &error.to_string()).await?;
+                        break;
+                    }
+                    Err((error, _)) => return Err(unavailable("producing", error)),
+                }
+            }
+        }
+        while let Some((record, delivery)) = pending.pop_front() {
+            self.delivered(record, delivery).await?;
+        }
+        // Produced and acknowledged, the checkpoint not yet moved: a crash here
+        // republishes the batch (duplicates).
+        self.fail_point.trip()?;
+        self.progress.advance(to).await
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        self.progress.park(record, error).await
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+}
+
+/// The relay's runner: pages of 5,000 events, each record the relay cannot deliver
+/// parked and skipped (it parks them itself).
+pub(crate) fn runner<L: eventfold_event_log::EventStore>(
+    log: L,
+    relay: Relay,
+    board: StatusBoard,
+) -> Runner<L, Relay> {
+    let options = RunnerOptions {
+        batch_size: 5_000,
+        poison: PoisonPolicy::Skip,
+        ..RunnerOptions::default()
+    };
+    Runner::new(log, relay, options, board)
+}
+
+/// `eventfold relay`: the relay alone, until Ctrl-C or SIGTERM, printing its progress.
+/// It takes the same lease as a `serve`'s relay: one relays, the others stand by.
+pub(crate) async fn run_command(
+    config: &crate::config::Config,
+    database_url: &str,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use eventfold_event_log::EventReader;
+    let Some(settings) = config.kafka()? else {
+        anyhow::bail!(
+            "KAFKA_BROKERS is not set: where should the relay produce to? (host:port[,host:port…])"
+        );
+    };
+    let store = crate::open_store(database_url).await?;
+    let db = eventfold_projections::ReadDb::connect(database_url).await?;
+    let board = StatusBoard::default();
+    let leases = eventfold_projections::Leases::start(&db, crate::app::owner_name(), board.clone());
+    let relay = Relay::new(settings.clone(), db.pool().clone(), board.clone())?;
+    let runner = runner(store.clone(), relay, board.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = {
+        let (leases, board) = (leases.clone(), board.clone());
+        tokio::spawn(async move { leases.run(&runner, &board, stopped).await })
+    };
+    writeln!(
+        out,
+        "relaying {} to {} (topics {}{{category}}); Ctrl-C stops",
+        crate::redact(database_url),
+        settings.brokers,
+        settings.prefix
+    )?;
+    out.flush()?;
+    let signal = crate::serve::shutdown_signal();
+    tokio::pin!(signal);
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            () = &mut signal => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        if task.is_finished() {
+            break;
+        }
+        let head = store.head().await.map(|p| p.0).unwrap_or(-1);
+        let line = match board.status(RELAY) {
+            Some(s) => format!(
+                "{:?} at position {} of {head} (lag {}){}",
+                s.state,
+                s.checkpoint.0,
+                (head - s.checkpoint.0).max(0),
+                s.last_error.map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            None => format!("starting (head {head})"),
+        };
+        if line != last {
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            last = line;
+        }
+    }
+    stop.send(true).ok();
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(anyhow::Error::new(error).context("the relay stopped")),
+        Err(error) => anyhow::bail!("the relay panicked: {error}"),
+    }
+    writeln!(out, "stopped")?;
+    Ok(())
+}
+
+/// Makes sure every message handed to the producer is out (or failed) before exit.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use eventfold_event_log::testing::PgTestDb;
+    use eventfold_event_log::{EventReader, EventWriter, PgEventStore};
+    use eventfold_event_schemas::{ExpectedVersion, NewEvent, StreamId};
+    use eventfold_projections::ReadDb;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    const CATEGORIES: [&str; 3] = ["order", "workout", "reminder"];
+
+    /// `streams` streams of `per_stream` events each, over three categories, appended in
+    /// interleaved rounds (so a partition holds many streams' events interleaved).
+    async fn fill(store: &PgEventStore, streams: usize, per_stream: usize) -> Position {
+        let mut versions = vec![None; streams];
+        for round in 0..per_stream.div_ceil(10) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (s, version) in versions.iter_mut().enumerate() {
+                let n = (per_stream - round * 10).min(10);
+                let events: Vec<NewEvent> = (0..n)
+                    .map(|i| {
+                        NewEvent::new(
+                            "TestHappened",
+                            serde_json::json!({"stream": s, "n": round * 10 + i}),
+                        )
+                    })
+                    .collect();
+                let expected = match *version {
+                    None => ExpectedVersion::NoStream,
+                    Some(v) => ExpectedVersion::Exact(v),
+                };
+                *version = Some(version.map_or(n as i64 - 1, |v| v + n as i64));
+                let store = store.clone();
+                let stream = StreamId::new(format!("{}-{s}", CATEGORIES[s % 3])).expect("stream");
+                tasks.spawn(async move { store.append(&stream, expected, &events).await });
+                if tasks.len() >= 8 {
+                    tasks
+                        .join_next()
+                        .await
+                        .expect("task")
+                        .expect("join")
+                        .expect("append");
+                }
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.expect("join").expect("append");
+            }
+        }
+        store.head().await.expect("head")
+    }
+
+    /// One consumed message: (topic, partition, offset, key, position, event id).
+    type Seen = (String, i32, i64, String, i64, String);
+
+    /// Reads every partition of the categories' topics from the start until `expected`
+    /// messages have arrived (and a moment longer, to catch extras).
+    async fn consume(bootstrap: &str, settings: &KafkaSettings, expected: usize) -> Vec<Seen> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "eventfold-relay-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        for category in CATEGORIES {
+            for partition in 0..settings.partitions {
+                assignment
+                    .add_partition_offset(
+                        &format!("{}{category}", settings.prefix),
+                        partition,
+                        Offset::Beginning,
+                    )
+                    .expect("partition");
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut seen = Vec::new();
+        loop {
+            let wait = if seen.len() >= expected {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(30)
+            };
+            let message = match tokio::time::timeout(wait, consumer.recv()).await {
+                Ok(message) => message.expect("message"),
+                Err(_) if seen.len() >= expected => break,
+                Err(_) => panic!("only {} of {expected} messages arrived", seen.len()),
+            };
+            let header = |name: &str| -> String {
+                message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let body: serde_json::Value =
+                serde_json::from_slice(message.payload().expect("payload")).expect("json");
+            let position: i64 = header("eventfold-position")
+                .parse()
+                .expect("position header");
+            assert_eq!(
+                body["global_position"], position,
+                "the envelope and its header agree"
+            );
+            assert_eq!(header("eventfold-event-type"), "TestHappened");
+            assert_eq!(header("eventfold-schema-version"), "1");
+            seen.push((
+                message.topic().to_owned(),
+                message.partition(),
+                message.offset(),
+                String::from_utf8_lossy(message.key().expect("key")).into_owned(),
+                position,
+                header("eventfold-event-id"),
+            ));
+        }
+        seen
+    }
+
+    fn relay_runner(
+        store: &PgEventStore,
+        settings: &KafkaSettings,
+        read: &ReadDb,
+        backoff: Duration,
+    ) -> (Runner<PgEventStore, Relay>, FailPoint) {
+        let board = StatusBoard::default();
+        let relay =
+            Relay::new(settings.clone(), read.pool().clone(), board.clone()).expect("relay");
+        let fail_point = relay.fail_point();
+        let options = RunnerOptions {
+            batch_size: 5_000,
+            backoff,
+            poison: PoisonPolicy::Skip,
+            ..RunnerOptions::default()
+        };
+        (
+            Runner::new(store.clone(), relay, options, board),
+            fail_point,
+        )
+    }
+
+    /// Every stream's events in one partition of its category's topic, in stream order.
+    fn assert_per_stream_order(seen: &[Seen]) {
+        let mut streams: BTreeMap<&str, (&str, i32, i64, i64)> = BTreeMap::new();
+        for (topic, partition, offset, key, position, _) in seen {
+            let category = key.split('-').next().unwrap_or_default();
+            assert!(topic.ends_with(category), "{key} went to {topic}");
+            if let Some((t, p, last_offset, last_position)) = streams.get(key.as_str()) {
+                assert_eq!(
+                    (*t, *p),
+                    (topic.as_str(), *partition),
+                    "{key} changed partitions"
+                );
+                assert!(offset > last_offset);
+                assert!(
+                    position > last_position,
+                    "{key}: {position} after {last_position}"
+                );
+            }
+            streams.insert(key, (topic, *partition, *offset, *position));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_event_of_a_50k_log_is_published_once_in_stream_order() {
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        let bootstrap = cluster.bootstrap_servers();
+        let db = PgTestDb::new().await.expect("test database");
+        let read = ReadDb::connect(&db.url()).await.expect("read db");
+        let settings = KafkaSettings::new(bootstrap.clone(), Some("t1.".into()), Some(3), None)
+            .expect("settings");
+        for category in CATEGORIES {
+            cluster
+                .create_topic(&format!("t1.{category}"), 3, 1)
+                .expect("topic");
+        }
+        let head = fill(&db.store, 500, 100).await;
+        assert_eq!(head.0, 50_000);
+        let (runner, _) = relay_runner(&db.store, &settings, &read, Duration::from_millis(20));
+        runner.run_until(Some(head)).await.expect("relay");
+        let seen = consume(&bootstrap, &settings, 50_000).await;
+        let mut positions: Vec<i64> = seen.iter().map(|s| s.4).collect();
+        positions.sort_unstable();
+        assert_eq!(
+            positions,
+            (1..=50_000).collect::<Vec<i64>>(),
+            "each event exactly once"
+        );
+        assert_per_stream_order(&seen);
+        // Run again from its checkpoint: nothing more is published.
+        let (again, _) = relay_runner(&db.store, &settings, &read, Duration::from_millis(20));
+        again.run_until(Some(head)).await.expect("relay again");
+        assert_eq!(consume(&bootstrap, &settings, 50_000).await.len(), 50_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_killed_before_its_checkpoint_republishes_only_duplicates() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let bootstrap = cluster.bootstrap_servers();
+        let db = PgTestDb::new().await.expect("test database");
+        let read = ReadDb::connect(&db.url()).await.expect("read db");
+        let settings =
+            KafkaSettings::new(bootstrap.clone(), None, Some(2), None).expect("settings");
+        for category in CATEGORIES {
+            cluster
+                .create_topic(&format!("eventfold.{category}"), 2, 1)
+                .expect("topic");
+        }
+        let head = fill(&db.store, 60, 200).await;
+        assert_eq!(head.0, 12_000);
+        // The first relay dies after its first batch is acknowledged, before its
+        // checkpoint (its retry waits far longer than the test does).
+        let (runner, fail_point) =
+            relay_runner(&db.store, &settings, &read, Duration::from_secs(600));
+        fail_point.arm(1);
+        let task = tokio::spawn(async move { runner.run_until(Some(head)).await });
+        while fail_point.fired() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let (heir, _) = relay_runner(&db.store, &settings, &read, Duration::from_millis(20));
+        heir.run_until(Some(head)).await.expect("heir");
+        let seen = consume(&bootstrap, &settings, 12_000).await;
+        let mut copies: BTreeMap<i64, Vec<&Seen>> = BTreeMap::new();
+        for s in &seen {
+            copies.entry(s.4).or_default().push(s);
+        }
+        assert_eq!(copies.len(), 12_000, "every event arrived");
+        let duplicated: Vec<i64> = copies
+            .iter()
+            .filter(|(_, c)| c.len() > 1)
+            .map(|(p, _)| *p)
+            .collect();
+        assert!(!duplicated.is_empty(), "the killed batch was republished");
+        assert!(
+            duplicated.len() <= 5_000,
+            "only the killed batch: {}",
+            duplicated.len()
+        );
+        for position in &duplicated {
+            let c = &copies[position];
+            assert_eq!(c.len(), 2);
+            assert_eq!(c[0].5, c[1].5, "a duplicate carries the same event id");
+        }
+        // What a consumer that skips positions it has seen reads: the log, in order.
+        let mut kept: Vec<Seen> = Vec::new();
+        let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut ordered = seen.clone();
+        ordered.sort_by_key(|s| (s.0.clone(), s.1, s.2));
+        for s in ordered {
+            let high = last.entry((s.0.clone(), s.1)).or_insert(0);
+            if s.4 > *high {
+                *high = s.4;
+                kept.push(s);
+            }
+        }
+        assert_eq!(
+            kept.len(),
+            12_000,
+            "skipping seen positions leaves each event once"
+        );
+        assert_per_stream_order(&kept);
+    }
+
+    #[test]
+    fn topics_are_per_category_and_names_kafka_refuses_are_refused() {
+        let settings = KafkaSettings::new("k:9092".into(), None, None, None).expect("defaults");
+        assert_eq!(settings.topic_for("order-42"), "eventfold.order");
+        assert_eq!(settings.topic_for("workout-6f1c-22aa"), "eventfold.workout");
+        assert_eq!(settings.partitions, 3);
+        assert!(KafkaSettings::new(" ".into(), None, None, None).is_err());
+        assert!(KafkaSettings::new("k".into(), Some("a/b".into()), None, None).is_err());
+        assert!(KafkaSettings::new("k".into(), None, Some(0), None).is_err());
+        assert!(KafkaSettings::new("k".into(), None, None, Some(0)).is_err());
+        assert!(KafkaSettings::new("k".into(), Some("t1.ev-".into()), None, None).is_ok());
+    }
+}
