@@ -685,19 +685,123 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_event_of_a_50k_log_is_published_once_in_stream_order() {
-        let cluster = MockCluster::new(3).expect("mock cluster");
-        let bootstrap = cluster.bootstrap_servers();
+    /// The broker a test talks to: librdkafka's mock cluster, a tansu of the test's own
+    /// on a free port, or the one `KAFKA_BROKERS` names.
+    enum Broker {
+        Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String),
+        Tansu(OwnTansu, String),
+        External(String, String),
+    }
+
+    impl Broker {
+        fn mock() -> Self {
+            Self::Mock(MockCluster::new(3).expect("mock cluster"), unique_prefix())
+        }
+
+        fn tansu() -> Self {
+            Self::Tansu(OwnTansu::start(), unique_prefix())
+        }
+
+        fn external() -> Option<Self> {
+            let brokers = std::env::var("KAFKA_BROKERS")
+                .ok()
+                .filter(|b| !b.is_empty());
+            if brokers.is_none() {
+                eprintln!("KAFKA_BROKERS unset: nothing to run against");
+            }
+            brokers.map(|b| Self::External(b, unique_prefix()))
+        }
+
+        fn bootstrap(&self) -> String {
+            match self {
+                Self::Mock(cluster, _) => cluster.bootstrap_servers(),
+                Self::Tansu(tansu, _) => format!("127.0.0.1:{}", tansu.port),
+                Self::External(brokers, _) => brokers.clone(),
+            }
+        }
+
+        /// The relay's settings, its topics under a prefix of the test's own (the mock
+        /// cluster cannot create topics: they are made here).
+        fn settings(&self, partitions: i32) -> KafkaSettings {
+            let prefix = match self {
+                Self::Mock(cluster, prefix) => {
+                    for category in CATEGORIES {
+                        cluster
+                            .create_topic(&format!("{prefix}{category}"), partitions, 1)
+                            .expect("topic");
+                    }
+                    prefix
+                }
+                Self::Tansu(_, prefix) | Self::External(_, prefix) => prefix,
+            };
+            KafkaSettings::new(
+                self.bootstrap(),
+                Some(prefix.clone()),
+                Some(partitions),
+                None,
+            )
+            .expect("settings")
+        }
+    }
+
+    fn unique_prefix() -> String {
+        format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    }
+
+    /// `tansu broker` with memory storage on a free port, killed when dropped. The
+    /// binary: `EVENTFOLD_TANSU`, or where `scripts/setup` puts it.
+    struct OwnTansu {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl OwnTansu {
+        fn start() -> Self {
+            let binary = std::env::var("EVENTFOLD_TANSU")
+                .unwrap_or_else(|_| "/var/tmp/eventfold-tansu".to_owned());
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = std::process::Command::new(&binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/", "--silent"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{binary}: {e} (scripts/setup installs tansu)"));
+            let tansu = Self { child, port };
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return tansu;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("tansu did not listen on {port}");
+        }
+    }
+
+    impl Drop for OwnTansu {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Every event of a 50k-event log published once, each stream in order in one
+    /// partition; a second relay run from the checkpoint publishes nothing.
+    async fn published_once_in_stream_order(broker: Broker) {
+        let bootstrap = broker.bootstrap();
         let db = PgTestDb::new().await.expect("test database");
         let read = ReadDb::connect(&db.url()).await.expect("read db");
-        let settings = KafkaSettings::new(bootstrap.clone(), Some("t1.".into()), Some(3), None)
-            .expect("settings");
-        for category in CATEGORIES {
-            cluster
-                .create_topic(&format!("t1.{category}"), 3, 1)
-                .expect("topic");
-        }
+        let settings = broker.settings(3);
         let head = fill(&db.store, 500, 100).await;
         assert_eq!(head.0, 50_000);
         let (runner, _) = relay_runner(&db.store, &settings, &read, Duration::from_millis(20));
@@ -717,19 +821,13 @@ mod tests {
         assert_eq!(consume(&bootstrap, &settings, 50_000).await.len(), 50_000);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_relay_killed_before_its_checkpoint_republishes_only_duplicates() {
-        let cluster = MockCluster::new(1).expect("mock cluster");
-        let bootstrap = cluster.bootstrap_servers();
+    /// A relay killed after producing a batch and before its checkpoint: its heir
+    /// republishes that batch only, as duplicates a position-skipping consumer ignores.
+    async fn killed_before_its_checkpoint(broker: Broker) {
+        let bootstrap = broker.bootstrap();
         let db = PgTestDb::new().await.expect("test database");
         let read = ReadDb::connect(&db.url()).await.expect("read db");
-        let settings =
-            KafkaSettings::new(bootstrap.clone(), None, Some(2), None).expect("settings");
-        for category in CATEGORIES {
-            cluster
-                .create_topic(&format!("eventfold.{category}"), 2, 1)
-                .expect("topic");
-        }
+        let settings = broker.settings(2);
         let head = fill(&db.store, 60, 200).await;
         assert_eq!(head.0, 12_000);
         // The first relay dies after its first batch is acknowledged, before its
@@ -785,6 +883,40 @@ mod tests {
             "skipping seen positions leaves each event once"
         );
         assert_per_stream_order(&kept);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster_every_event_of_a_50k_log_is_published_once_in_stream_order() {
+        published_once_in_stream_order(Broker::mock()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster_a_relay_killed_before_its_checkpoint_republishes_only_duplicates() {
+        killed_before_its_checkpoint(Broker::mock()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu_every_event_of_a_50k_log_is_published_once_in_stream_order() {
+        published_once_in_stream_order(Broker::tansu()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu_a_relay_killed_before_its_checkpoint_republishes_only_duplicates() {
+        killed_before_its_checkpoint(Broker::tansu()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_brokers_every_event_of_a_50k_log_is_published_once_in_stream_order() {
+        if let Some(broker) = Broker::external() {
+            published_once_in_stream_order(broker).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_brokers_a_relay_killed_before_its_checkpoint_republishes_only_duplicates() {
+        if let Some(broker) = Broker::external() {
+            killed_before_its_checkpoint(broker).await;
+        }
     }
 
     #[test]
