@@ -688,7 +688,10 @@ mod tests {
     /// The broker a test talks to: librdkafka's mock cluster, a tansu of the test's own
     /// on a free port, or the one `KAFKA_BROKERS` names.
     enum Broker {
-        Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String),
+        Mock(
+            MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+            String,
+        ),
         Tansu(OwnTansu, String),
         External(String, String),
     }

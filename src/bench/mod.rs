@@ -9,6 +9,7 @@ use clap::Subcommand;
 mod append;
 mod project;
 mod query;
+mod relay;
 mod replay;
 mod report;
 
@@ -23,6 +24,9 @@ pub(crate) enum BenchCommand {
     /// The voice route under fixed request rates, the command→Redis lag, and raw Redis
     /// GETs as the baseline (starts its own server on PostgreSQL + Redis).
     Query(query::QueryBenchArgs),
+    /// The Kafka relay publishing a pre-filled log, beside raw rdkafka produce of the
+    /// same payloads (librdkafka's mock cluster unless --brokers is given).
+    Relay(relay::RelayBenchArgs),
     /// Full rebuilds from a log of a million events, beside the raw read speed.
     Replay(replay::ReplayBenchArgs),
     /// The load generator `bench query` runs in a process of its own: holds a request
@@ -41,6 +45,7 @@ pub(crate) async fn run(
         BenchCommand::Project(args) => project::run(database_url, args, out).await,
         BenchCommand::Query(args) => query::run(database_url, args, out).await,
         BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
+        BenchCommand::Relay(args) => relay::run(database_url, args, out).await,
         BenchCommand::Load(args) => query::load(args, out).await,
     }
 }

@@ -1,0 +1,205 @@
+//! `eventfold bench relay`: the relay publishing a pre-filled log to Kafka, beside raw
+//! `rdkafka` produce of the same payloads with the same producer settings, in the same
+//! run.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use eventfold_event_log::{EventReader, Limits, PgEventStore};
+use eventfold_event_schemas::{Position, RecordedEvent};
+use eventfold_projections::{ReadDb, StatusBoard};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::project::{prefill, raw_read};
+use super::{admin_url, ScratchDb};
+use crate::relay::{headers, KafkaSettings, Relay};
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayBenchArgs {
+    /// Events in the pre-filled log (at least this many).
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// PostgreSQL server: a scratch database is created there and dropped afterwards.
+    #[arg(long, env = "EVENTFOLD_BENCH_POSTGRES")]
+    postgres: Option<String>,
+    /// Kafka brokers (`host:port,…`); librdkafka's in-process mock cluster when unset.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+}
+
+pub(crate) async fn run(
+    database_url: &str,
+    args: RelayBenchArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
+    let result = run_in(scratch.options.clone(), &scratch.url, &args, out).await;
+    scratch.remove().await?;
+    result
+}
+
+/// A topic prefix of this run's own.
+fn prefix(what: &str) -> String {
+    format!(
+        "bench{}.{what}.",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn run_in(
+    options: PgConnectOptions,
+    url: &str,
+    args: &RelayBenchArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    let store = PgEventStore::from_pool(pool, Limits::default());
+    store.migrate().await?;
+    let head = prefill(&store, args.events, out).await?;
+    let (_, _) = raw_read(&store, head, 5000).await?;
+    let (read, read_time) = raw_read(&store, head, 5000).await?;
+    let raw_read_rate = read as f64 / read_time.as_secs_f64();
+    writeln!(
+        out,
+        "raw read of the log: {read} events in {:.2} s = {raw_read_rate:.0} events/s (pages of 5000)",
+        read_time.as_secs_f64()
+    )?;
+    let mock = match &args.brokers {
+        Some(_) => None,
+        None => Some(rdkafka::mocking::MockCluster::new(3)?),
+    };
+    let brokers = match (&args.brokers, &mock) {
+        (Some(brokers), _) => brokers.clone(),
+        (None, Some(cluster)) => cluster.bootstrap_servers(),
+        (None, None) => anyhow::bail!("no brokers"),
+    };
+    writeln!(
+        out,
+        "brokers: {} ({} partitions a topic)",
+        if mock.is_some() {
+            "librdkafka's in-process mock cluster (3 brokers)"
+        } else {
+            brokers.as_str()
+        },
+        args.partitions
+    )?;
+    let settings_for = |prefix: String| {
+        KafkaSettings::new(brokers.clone(), Some(prefix), Some(args.partitions), None)
+    };
+    let create = |settings: &KafkaSettings| -> anyhow::Result<()> {
+        if let Some(cluster) = &mock {
+            for category in ["workout", "reminder"] {
+                cluster.create_topic(
+                    &format!("{}{category}", settings.prefix),
+                    settings.partitions,
+                    1,
+                )?;
+            }
+        }
+        Ok(())
+    };
+
+    // The baseline: the same payloads (the envelope as JSON), keys and headers, built
+    // from the log beforehand, produced with the relay's producer settings.
+    let raw = settings_for(prefix("raw"))?;
+    create(&raw)?;
+    let mut records: Vec<RecordedEvent> = Vec::with_capacity(read);
+    let mut after = Position::START;
+    while after < head {
+        let page = store.read_all(after, None, 5000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.global_position;
+        records.extend(page);
+    }
+    let payloads: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| Ok((raw.topic_for(r.stream_id.as_str()), serde_json::to_vec(r)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let producer = raw.producer()?;
+    let started = Instant::now();
+    let mut pending = VecDeque::new();
+    for (record, (topic, payload)) in records.iter().zip(&payloads) {
+        let mut message = FutureRecord::to(topic)
+            .key(record.stream_id.as_str())
+            .payload(payload)
+            .headers(headers(record));
+        loop {
+            match producer.send_result(message) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    message = back;
+                    match pending.pop_front() {
+                        Some(delivery) => {
+                            delivery.await?.map_err(|(e, _)| e)?;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    while let Some(delivery) = pending.pop_front() {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    let raw_time = started.elapsed();
+    let raw_rate = records.len() as f64 / raw_time.as_secs_f64();
+    drop(producer);
+
+    // The relay: from the log, with its checkpoint, through the runner.
+    let relayed = settings_for(prefix("relay"))?;
+    create(&relayed)?;
+    let db = ReadDb::connect(url).await?;
+    let board = StatusBoard::default();
+    let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
+    let runner = crate::relay::runner(store.clone(), relay, board);
+    let started = Instant::now();
+    runner.run_until(Some(head)).await?;
+    let relay_time = started.elapsed();
+    let relay_rate = read as f64 / relay_time.as_secs_f64();
+    writeln!(
+        out,
+        "{:<44} {:>8} {:>12} {:>8}",
+        "", "seconds", "events/s", "ratio"
+    )?;
+    writeln!(
+        out,
+        "{:<44} {:>8.2} {raw_rate:>12.0} {:>8.2}",
+        "raw rdkafka produce of the same payloads",
+        raw_time.as_secs_f64(),
+        1.0
+    )?;
+    writeln!(
+        out,
+        "{:<44} {:>8.2} {relay_rate:>12.0} {:>8.2}",
+        "relay (log read, checkpoint, acknowledged)",
+        relay_time.as_secs_f64(),
+        relay_rate / raw_rate
+    )?;
+    writeln!(
+        out,
+        "relay / raw produce: {:.2}x (goal >= 0.8x); relay / raw log read: {:.2}x",
+        relay_rate / raw_rate,
+        relay_rate / raw_read_rate
+    )?;
+    writeln!(
+        out,
+        "Kafka-fed projection beside the log-fed one: not measured (Kafka-fed projectors are not built yet)"
+    )?;
+    db.pool().close().await;
+    store.pool().close().await;
+    Ok(())
+}
