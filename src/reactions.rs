@@ -21,7 +21,11 @@ use eventfold_projections::{async_trait, lock_ddl, Dialect, Error, FailPoint, Re
 pub(crate) const REMINDER_PLANNER: &str = "reminder_planner.v1";
 
 /// Every reaction of this build, as named on the status board.
-pub(crate) const REACTIONS: &[&str] = &[REMINDER_PLANNER, crate::notify::DISPATCHER];
+pub(crate) const REACTIONS: &[&str] = &[
+    REMINDER_PLANNER,
+    crate::notify::DISPATCHER,
+    crate::relay::RELAY,
+];
 
 /// A reaction's checkpoint and parked events, in the relational read store (tables
 /// `eventfold_reaction_checkpoints`, `eventfold_reaction_parked`).

@@ -485,8 +485,8 @@ pub(crate) async fn run_command(
         let head = store.head().await.map(|p| p.0).unwrap_or(-1);
         let line = match board.status(RELAY) {
             Some(s) => format!(
-                "{:?} at position {} of {head} (lag {}){}",
-                s.state,
+                "{} at position {} of {head} (lag {}){}",
+                format!("{:?}", s.state).to_lowercase(),
                 s.checkpoint.0,
                 (head - s.checkpoint.0).max(0),
                 s.last_error.map(|e| format!(": {e}")).unwrap_or_default()

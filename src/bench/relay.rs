@@ -74,30 +74,35 @@ async fn run_in(
         "raw read of the log: {read} events in {:.2} s = {raw_read_rate:.0} events/s (pages of 5000)",
         read_time.as_secs_f64()
     )?;
-    let mock = match &args.brokers {
+    // A mock cluster of its own for each measurement: one holding the other's
+    // messages already is slower (it keeps every message in memory).
+    let mocks = match &args.brokers {
         Some(_) => None,
-        None => Some(rdkafka::mocking::MockCluster::new(3)?),
+        None => Some((
+            rdkafka::mocking::MockCluster::new(3)?,
+            rdkafka::mocking::MockCluster::new(3)?,
+        )),
     };
-    let brokers = match (&args.brokers, &mock) {
+    let brokers = |second: bool| match (&args.brokers, &mocks) {
         (Some(brokers), _) => brokers.clone(),
-        (None, Some(cluster)) => cluster.bootstrap_servers(),
-        (None, None) => anyhow::bail!("no brokers"),
+        (None, Some((a, b))) => if second { b } else { a }.bootstrap_servers(),
+        (None, None) => String::new(),
     };
     writeln!(
         out,
         "brokers: {} ({} partitions a topic)",
-        if mock.is_some() {
-            "librdkafka's in-process mock cluster (3 brokers)"
+        if mocks.is_some() {
+            "librdkafka's in-process mock cluster (3 brokers; a fresh one for each run)".to_owned()
         } else {
-            brokers.as_str()
+            brokers(false)
         },
         args.partitions
     )?;
-    let settings_for = |prefix: String| {
-        KafkaSettings::new(brokers.clone(), Some(prefix), Some(args.partitions), None)
-    };
-    let create = |settings: &KafkaSettings| -> anyhow::Result<()> {
-        if let Some(cluster) = &mock {
+    let settings_for = |prefix: String, second: bool| -> anyhow::Result<KafkaSettings> {
+        let settings =
+            KafkaSettings::new(brokers(second), Some(prefix), Some(args.partitions), None)?;
+        if let Some((a, b)) = &mocks {
+            let cluster = if second { b } else { a };
             for category in ["workout", "reminder"] {
                 cluster.create_topic(
                     &format!("{}{category}", settings.prefix),
@@ -106,13 +111,12 @@ async fn run_in(
                 )?;
             }
         }
-        Ok(())
+        Ok(settings)
     };
 
     // The baseline: the same payloads (the envelope as JSON), keys and headers, built
     // from the log beforehand, produced with the relay's producer settings.
-    let raw = settings_for(prefix("raw"))?;
-    create(&raw)?;
+    let raw = settings_for(prefix("raw"), false)?;
     let mut records: Vec<RecordedEvent> = Vec::with_capacity(read);
     let mut after = Position::START;
     while after < head {
@@ -160,8 +164,7 @@ async fn run_in(
     drop(producer);
 
     // The relay: from the log, with its checkpoint, through the runner.
-    let relayed = settings_for(prefix("relay"))?;
-    create(&relayed)?;
+    let relayed = settings_for(prefix("relay"), true)?;
     let db = ReadDb::connect(url).await?;
     let board = StatusBoard::default();
     let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
