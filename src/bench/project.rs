@@ -226,18 +226,10 @@ async fn run_in(
     args: &ProjectBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(12)
-        .connect_with(options)
-        .await?;
-    let store = PgEventStore::from_pool(pool, Limits::default());
-    store.migrate().await?;
-    let head = prefill(&store, args.events, out).await?;
-    // Twice: the first read of freshly written rows also sets their hint bits (it
-    // writes), so it is slower than any later read; the projections read a warm log,
-    // and the ratio is taken against the warm read. The cold one is shown too.
-    let (_, cold_time) = raw_read(&store, head, args.batch).await?;
-    let (read, read_time) = raw_read(&store, head, args.batch).await?;
+    // Read twice: the projections read a warm log, and the ratio is taken against the
+    // warm read. The cold one is shown too.
+    let (store, head, read, cold_time, read_time) =
+        filled_log(options, 12, args.events, args.batch, out).await?;
     let raw_rate = read as f64 / read_time.as_secs_f64();
     let cold_rate = read as f64 / cold_time.as_secs_f64();
     writeln!(
@@ -319,6 +311,45 @@ async fn run_in(
     db.pool().close().await;
     store.pool().close().await;
     Ok(())
+}
+
+/// A scratch ClickHouse database for one bench run (the caller drops it), or `None`
+/// (said on `out`) when ClickHouse does not answer.
+pub(crate) async fn scratch_clickhouse(
+    url: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<Option<eventfold_projections::ClickHouseTarget>> {
+    let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
+    let target = eventfold_projections::ClickHouseTarget::new(url, &database)?;
+    if let Err(error) = target.ensure().await {
+        writeln!(
+            out,
+            "clickhouse at {url} unreachable ({error}): ClickHouse models skipped"
+        )?;
+        return Ok(None);
+    }
+    Ok(Some(target))
+}
+
+/// A log of at least `events` events in a scratch database, read twice (the first read
+/// of fresh rows also sets their hint bits): `(store, head, events read, cold, warm)`.
+pub(crate) async fn filled_log(
+    options: PgConnectOptions,
+    connections: u32,
+    events: usize,
+    page: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<(PgEventStore, Position, usize, Duration, Duration)> {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(options)
+        .await?;
+    let store = PgEventStore::from_pool(pool, Limits::default());
+    store.migrate().await?;
+    let head = prefill(&store, events, out).await?;
+    let (_, cold) = raw_read(&store, head, page).await?;
+    let (read, warm) = raw_read(&store, head, page).await?;
+    Ok((store, head, read, cold, warm))
 }
 
 /// The log read in pages of `batch` and decoded, beforehand: `(events, up to)` pages.
@@ -455,17 +486,11 @@ async fn clickhouse_models(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     use eventfold_projections::models::analytics;
-    use eventfold_projections::{ClickHouseSink, ClickHouseTarget};
-    let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
-    let target = ClickHouseTarget::new(&args.clickhouse, &database)?;
-    if let Err(error) = target.ensure().await {
-        writeln!(
-            out,
-            "clickhouse at {} unreachable ({error}): ClickHouse models skipped",
-            args.clickhouse
-        )?;
+    use eventfold_projections::ClickHouseSink;
+    let Some(target) = scratch_clickhouse(&args.clickhouse, out).await? else {
         return Ok(());
-    }
+    };
+    let database = target.database().to_owned();
     let result = async {
         let projection = std::sync::Arc::new(analytics::RoutePointsProjection);
         let took = fold(

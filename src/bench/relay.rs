@@ -7,14 +7,14 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use eventfold_event_log::{EventReader, Limits, PgEventStore};
+use eventfold_event_log::EventReader;
 use eventfold_event_schemas::{Position, RecordedEvent};
 use eventfold_projections::{ReadDb, StatusBoard};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
-use super::project::{prefill, raw_read};
+use super::project::filled_log;
 use super::{admin_url, ScratchDb};
 use crate::relay::{headers, KafkaSettings, Relay};
 
@@ -59,15 +59,7 @@ async fn run_in(
     args: &RelayBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await?;
-    let store = PgEventStore::from_pool(pool, Limits::default());
-    store.migrate().await?;
-    let head = prefill(&store, args.events, out).await?;
-    let (_, _) = raw_read(&store, head, 5000).await?;
-    let (read, read_time) = raw_read(&store, head, 5000).await?;
+    let (store, head, read, _, read_time) = filled_log(options, 8, args.events, 5000, out).await?;
     let raw_read_rate = read as f64 / read_time.as_secs_f64();
     writeln!(
         out,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use eventfold_event_log::{Limits, PgEventStore};
+use eventfold_event_log::PgEventStore;
 use eventfold_event_schemas::Position;
 use eventfold_projections::models::leaderboard::LeaderboardProjection;
 use eventfold_projections::models::reminders::RemindersProjection;
@@ -16,10 +16,10 @@ use eventfold_projections::{
     ReadDb, ReadStore, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, StatusBoard,
 };
 use eventfold_replay::{rebuild, rebuild_model, rebuild_redis, Progress, Target};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
-use super::project::{direct_route_points, prefill, raw_read};
+use super::project::{direct_route_points, filled_log, scratch_clickhouse};
 use super::{admin_url, ScratchDb};
 
 #[derive(Debug, Args)]
@@ -112,19 +112,11 @@ async fn clickhouse_models(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     use eventfold_projections::models::analytics::{RoutePointsProjection, WorkoutFactsProjection};
-    use eventfold_projections::{
-        ClickHouseProjection, ClickHouseSink, ClickHouseStore, ClickHouseTarget, Model,
-    };
-    let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
-    let target = ClickHouseTarget::new(&args.clickhouse, &database)?;
-    if let Err(error) = target.ensure().await {
-        writeln!(
-            out,
-            "clickhouse at {} unreachable ({error}): ClickHouse models skipped",
-            args.clickhouse
-        )?;
+    use eventfold_projections::{ClickHouseProjection, ClickHouseSink, ClickHouseStore, Model};
+    let Some(target) = scratch_clickhouse(&args.clickhouse, out).await? else {
         return Ok(());
-    }
+    };
+    let database = target.database().to_owned();
     let result = async {
         let ch = ClickHouseStore::new(target.clone());
         let models: [Arc<dyn ClickHouseProjection>; 2] =
@@ -176,17 +168,10 @@ async fn run_in(
     args: &ReplayBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(12)
-        .connect_with(options)
-        .await?;
-    let store = PgEventStore::from_pool(pool, Limits::default());
-    store.migrate().await?;
-    let head = prefill(&store, args.events, out).await?;
-    // Cold (the first read of fresh rows sets their hint bits) and warm; the ratio is
-    // taken against the warm read, the one a rebuild competes with.
-    let (_, cold_time) = raw_read(&store, head, 5000).await?;
-    let (read, read_time) = raw_read(&store, head, 5000).await?;
+    // Cold and warm; the ratio is taken against the warm read, the one a rebuild
+    // competes with.
+    let (store, head, read, cold_time, read_time) =
+        filled_log(options, 12, args.events, 5000, out).await?;
     let raw = read as f64 / read_time.as_secs_f64();
     let cold = read as f64 / cold_time.as_secs_f64();
     writeln!(
