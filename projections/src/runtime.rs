@@ -647,9 +647,25 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     return Ok(());
                 }
                 let applied = if target.is_some() {
-                    let read_ahead = subscription.try_next_batch(self.options.batch_size);
-                    let (applied, next) =
-                        tokio::join!(self.apply_batch(checkpoint, batch), read_ahead);
+                    let started = std::time::Instant::now();
+                    let events = batch.len();
+                    let read_ahead = async {
+                        let next = subscription.try_next_batch(self.options.batch_size).await;
+                        (next, started.elapsed())
+                    };
+                    let apply = async {
+                        let applied = self.apply_batch(checkpoint, batch).await;
+                        (applied, started.elapsed())
+                    };
+                    let ((applied, apply_took), (next, read_took)) =
+                        tokio::join!(apply, read_ahead);
+                    tracing::debug!(
+                        projection = name,
+                        events,
+                        apply_ms = apply_took.as_secs_f64() * 1e3,
+                        read_ahead_ms = read_took.as_secs_f64() * 1e3,
+                        "catch-up batch"
+                    );
                     // A failed read ahead is read again (and reported) next time round.
                     prefetched = next.ok().filter(|next| !next.is_empty());
                     applied
