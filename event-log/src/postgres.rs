@@ -331,10 +331,12 @@ impl EventReader for PgEventStore {
         }
         // Two statements on purpose: the read below must take its snapshot after the
         // watermark was computed.
+        let started = std::time::Instant::now();
         let safe = self.safe_position().await?;
         if safe <= after || max == 0 {
             return Ok(Vec::new());
         }
+        let watermark = started.elapsed();
         let rows = match category {
             None => {
                 sqlx::query_as::<_, EventRow>(&format!(
@@ -360,7 +362,16 @@ impl EventReader for PgEventStore {
                 .await?
             }
         };
-        decode(rows)
+        let fetched = started.elapsed();
+        let events = decode(rows);
+        tracing::debug!(
+            after = after.0,
+            watermark_ms = watermark.as_secs_f64() * 1e3,
+            fetch_ms = (fetched - watermark).as_secs_f64() * 1e3,
+            decode_ms = (started.elapsed() - fetched).as_secs_f64() * 1e3,
+            "read_all"
+        );
+        events
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>> {
