@@ -206,9 +206,7 @@ async fn fresh_analytics(config: &mut Config) -> anyhow::Result<()> {
         .ensure()
         .await
         .map_err(|e| anyhow::anyhow!("CLICKHOUSE_URL={url}: {e}"))?;
-    target
-        .run(&format!("DROP DATABASE IF EXISTS {database}"))
-        .await?;
+    target.drop_database().await?;
     Ok(())
 }
 

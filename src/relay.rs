@@ -217,15 +217,15 @@ impl Relay {
         })
     }
 
-    /// Creates the topics of `records` the relay has not seen yet (one that exists
-    /// already is fine).
-    async fn ensure_topics(&self, records: &[RecordedEvent]) -> Result<()> {
+    /// Creates those of `topics` the relay has not seen yet (one that exists already is
+    /// fine).
+    async fn ensure_topics(&self, topics: &[String]) -> Result<()> {
         let missing: Vec<String> = {
             let known = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-            let mut missing: Vec<String> = records
+            let mut missing: Vec<String> = topics
                 .iter()
-                .map(|r| self.settings.topic_for(r.stream_id.as_str()))
-                .filter(|t| !known.contains(t))
+                .filter(|t| !known.contains(*t))
+                .cloned()
                 .collect();
             missing.sort();
             missing.dedup();
@@ -371,16 +371,19 @@ impl Sink for Relay {
         records: &[RecordedEvent],
         to: Position,
     ) -> Result<()> {
-        self.ensure_topics(records).await?;
+        let topics: Vec<String> = records
+            .iter()
+            .map(|r| self.settings.topic_for(r.stream_id.as_str()))
+            .collect();
+        self.ensure_topics(&topics).await?;
         let mut pending = std::collections::VecDeque::with_capacity(records.len());
-        for record in records {
+        for (record, topic) in records.iter().zip(&topics) {
             let payload = serde_json::to_vec(record).map_err(|e| Error::Poison {
                 position: record.global_position.0,
                 event_type: record.event_type.clone(),
                 reason: e.to_string(),
             })?;
-            let topic = self.settings.topic_for(record.stream_id.as_str());
-            let mut message = FutureRecord::to(&topic)
+            let mut message = FutureRecord::to(topic)
                 .key(record.stream_id.as_str())
                 .payload(&payload)
                 .headers(headers(record));

@@ -42,9 +42,7 @@ impl Drop for ClickHouseTestDb {
                 .build()
             {
                 rt.block_on(async {
-                    let _ = target
-                        .run(&format!("DROP DATABASE IF EXISTS {}", target.database()))
-                        .await;
+                    let _ = target.drop_database().await;
                 });
             }
         })

@@ -439,9 +439,7 @@ async fn store_apply(
     )?;
     let sink = ClickHouseSink::new(own.clone(), std::sync::Arc::new(RoutePointsProjection), "");
     let result = apply_pages(store, head, &sink, batch).await;
-    let _ = own
-        .run(&format!("DROP DATABASE IF EXISTS {}", own.database()))
-        .await;
+    let _ = own.drop_database().await;
     result
 }
 
@@ -490,7 +488,6 @@ async fn clickhouse_models(
     let Some(target) = scratch_clickhouse(&args.clickhouse, out).await? else {
         return Ok(());
     };
-    let database = target.database().to_owned();
     let result = async {
         let projection = std::sync::Arc::new(analytics::RoutePointsProjection);
         let took = fold(
@@ -535,8 +532,6 @@ async fn clickhouse_models(
         anyhow::Ok(direct)
     }
     .await;
-    let _ = target
-        .run(&format!("DROP DATABASE IF EXISTS {database}"))
-        .await;
+    let _ = target.drop_database().await;
     result.map(|_| ())
 }

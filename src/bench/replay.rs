@@ -116,7 +116,6 @@ async fn clickhouse_models(
     let Some(target) = scratch_clickhouse(&args.clickhouse, out).await? else {
         return Ok(());
     };
-    let database = target.database().to_owned();
     let result = async {
         let ch = ClickHouseStore::new(target.clone());
         let models: [Arc<dyn ClickHouseProjection>; 2] =
@@ -156,9 +155,7 @@ async fn clickhouse_models(
         anyhow::Ok(())
     }
     .await;
-    let _ = target
-        .run(&format!("DROP DATABASE IF EXISTS {database}"))
-        .await;
+    let _ = target.drop_database().await;
     result
 }
 

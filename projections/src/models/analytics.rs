@@ -33,18 +33,7 @@ async fn insert_rows<T: clickhouse::RowOwned + clickhouse::RowWrite>(
     table: &str,
     rows: &[T],
 ) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = tables
-        .client
-        .insert::<T>(&tables.table(table))
-        .await
-        .map_err(crate::store::ch)?;
-    for row in rows {
-        insert.write(row).await.map_err(crate::store::ch)?;
-    }
-    insert.end().await.map_err(crate::store::ch)
+    crate::store::insert_rows(tables.client, &tables.table(table), rows).await
 }
 
 /// One completed workout.

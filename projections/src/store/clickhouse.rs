@@ -139,6 +139,12 @@ impl ClickHouseTarget {
         self.plain.query("SELECT 1").fetch_one::<u8>().await.is_ok()
     }
 
+    /// Drops the database and everything in it.
+    pub async fn drop_database(&self) -> Result<()> {
+        self.run(&format!("DROP DATABASE IF EXISTS {}", self.database))
+            .await
+    }
+
     /// Runs a statement without bind parameters.
     pub async fn run(&self, sql: &str) -> Result<()> {
         self.plain.query_raw(sql).execute().await.map_err(ch)
@@ -361,22 +367,30 @@ fn now_secs() -> u32 {
     u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX)
 }
 
-async fn hold(target: &ClickHouseTarget, name: &str, until: u32) -> Result<()> {
-    let mut insert = target
-        .client()
-        .insert::<HoldRow>("eventfold_holds")
-        .await
-        .map_err(ch)?;
-    let at = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
-    insert
-        .write(&HoldRow {
-            name: name.to_owned(),
-            until,
-            at,
-        })
-        .await
-        .map_err(ch)?;
+/// Inserts `rows` into `table` (nothing when there are none): one insert, one part.
+pub(crate) async fn insert_rows<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[T],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<T>(table).await.map_err(ch)?;
+    for row in rows {
+        insert.write(row).await.map_err(ch)?;
+    }
     insert.end().await.map_err(ch)
+}
+
+async fn hold(target: &ClickHouseTarget, name: &str, until: u32) -> Result<()> {
+    let at = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+    let row = HoldRow {
+        name: name.to_owned(),
+        until,
+        at,
+    };
+    insert_rows(target.client(), "eventfold_holds", &[row]).await
 }
 
 #[async_trait::async_trait]
@@ -461,38 +475,26 @@ impl Sink for ClickHouseSink {
             self.projection.name().to_owned(),
         );
         let write = tokio::spawn(async move {
-            let mut insert = client.insert::<CheckpointRow>(&table).await.map_err(ch)?;
-            insert
-                .write(&CheckpointRow {
-                    name,
-                    position: to.0,
-                    at: now_secs(),
-                })
-                .await
-                .map_err(ch)?;
-            insert.end().await.map_err(ch)
+            let row = CheckpointRow {
+                name,
+                position: to.0,
+                at: now_secs(),
+            };
+            insert_rows(&client, &table, &[row]).await
         });
         *self.pending.lock().await = Some(write);
         Ok(())
     }
 
     async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
-        let mut insert = self
-            .target
-            .client()
-            .insert::<ParkedRow>(&self.own(&parked_table(self.projection.name())))
-            .await
-            .map_err(ch)?;
-        insert
-            .write(&ParkedRow {
-                name: self.projection.name().to_owned(),
-                position: record.global_position.0,
-                event_type: record.event_type.clone(),
-                error: error.to_owned(),
-            })
-            .await
-            .map_err(ch)?;
-        insert.end().await.map_err(ch)
+        let row = ParkedRow {
+            name: self.projection.name().to_owned(),
+            position: record.global_position.0,
+            event_type: record.event_type.clone(),
+            error: error.to_owned(),
+        };
+        let table = self.own(&parked_table(self.projection.name()));
+        insert_rows(self.target.client(), &table, &[row]).await
     }
 
     fn fail_point(&self) -> FailPoint {
