@@ -17,6 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod demo;
+#[cfg(test)]
+mod kafka_testing;
 mod notify;
 mod projections;
 mod reactions;
@@ -25,6 +27,7 @@ mod replay;
 mod serve;
 mod streams;
 mod upgrade;
+mod worker;
 
 /// The embedded default: a SQLite file in the working directory.
 const DEFAULT_DATABASE_URL: &str = "sqlite://eventfold.db";
@@ -88,6 +91,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Relay the log to Kafka (KAFKA_BROKERS), alone; `serve` relays too when it is set.
     Relay,
+    /// Feed read models without the HTTP API: from the relay's Kafka topics in a
+    /// consumer group (workers on other machines), or from the log.
+    Project(worker::ProjectArgs),
     /// Inspect the read models.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
@@ -185,6 +191,23 @@ async fn run() -> anyhow::Result<()> {
                 &cli.clickhouse_database,
             )?;
             replay::run(&store, &database_url, redis, clickhouse, args, &mut out).await?;
+        }
+        Command::Project(args) => {
+            let config = config::Config::load(cli.config.as_deref())?;
+            let url = config.database_url.clone().unwrap_or(database_url);
+            let store = open_store(&url).await?;
+            let set = projections::projection_set(
+                store,
+                &url,
+                cli.redis_url.as_deref(),
+                &cli.redis_prefix,
+            )
+            .await?
+            .with_clickhouse(projections::clickhouse_target(
+                cli.clickhouse_url.as_deref(),
+                &cli.clickhouse_database,
+            )?);
+            worker::run(&config, set, args, &mut out).await?;
         }
         Command::Projections(command) => {
             let store = open_store(&database_url).await?;

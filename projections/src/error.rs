@@ -52,6 +52,18 @@ pub enum Error {
     /// pause; the hold expires by itself if the replay dies).
     #[error("{0} is held while a rebuilt model is swapped in")]
     Held(String),
+    /// The model is fed from Kafka by projector workers, who took it over from the log
+    /// at `position`: the log-fed runner does not write it (and a replay cannot rebuild
+    /// it from the log) until `projections reset` hands it back.
+    #[error(
+        "{name} is fed from Kafka (taken over at position {position}); `eventfold projections reset {name}` hands it back to the log"
+    )]
+    FedFromKafka {
+        /// The projection.
+        name: String,
+        /// Where the workers took over.
+        position: i64,
+    },
     /// An injected failure (tests of crash recovery).
     #[error("injected failure: {0}")]
     Injected(&'static str),

@@ -32,8 +32,9 @@ pub use lease::{lease_key, owners, Leases};
 pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{
-    with_prefix, FailPoint, PgBatch, PgTx, PoisonPolicy, Projection, RelationalProjection,
-    RelationalSink, Runner, RunnerOptions, Sink, SqlTx,
+    handed_over, handed_over_at, source_checkpoint, with_prefix, Applier, FailPoint, PgBatch, PgTx,
+    PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner, RunnerOptions, Sink,
+    SqlTx,
 };
 pub use set::{version_of, ProjectionSet, VersionBump};
 pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};

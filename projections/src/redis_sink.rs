@@ -82,6 +82,8 @@ pub struct RedisSink<P: ?Sized = dyn RedisProjection> {
     projection: Arc<P>,
     connection: Arc<Mutex<Option<MultiplexedConnection>>>,
     fail_point: FailPoint,
+    /// `Some(source)`: its checkpoint is the source's (see [`RedisSink::from_source`]).
+    source: Option<String>,
 }
 
 /// Connects with short timeouts, so a dead Redis fails fast instead of hanging.
@@ -102,6 +104,7 @@ impl<P: ?Sized> Clone for RedisSink<P> {
             projection: self.projection.clone(),
             connection: self.connection.clone(),
             fail_point: self.fail_point.clone(),
+            source: self.source.clone(),
         }
     }
 }
@@ -122,7 +125,16 @@ impl<P: RedisProjection + ?Sized> RedisSink<P> {
             projection,
             connection: Arc::new(Mutex::new(None)),
             fail_point: FailPoint::default(),
+            source: None,
         }
+    }
+
+    /// The same sink with its checkpoint under `checkpoint:{name}@{source}`: one of
+    /// several independent feeds of the live model (a Kafka partition), each with its
+    /// own checkpoint moved in the `MULTI/EXEC` of its writes.
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.source = Some(source.to_owned());
+        self
     }
 
     /// The fail point of this sink (tests).
@@ -131,7 +143,13 @@ impl<P: RedisProjection + ?Sized> RedisSink<P> {
     }
 
     fn checkpoint_key(&self) -> String {
-        self.keys.checkpoint(self.projection.name())
+        match &self.source {
+            None => self.keys.checkpoint(self.projection.name()),
+            Some(source) => self.keys.checkpoint(&crate::runtime::source_checkpoint(
+                self.projection.name(),
+                source,
+            )),
+        }
     }
 
     /// The keys.

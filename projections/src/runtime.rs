@@ -258,6 +258,26 @@ impl FailPoint {
     }
 }
 
+/// The name of a model's checkpoint for one of its sources (see
+/// [`crate::ReadStore::source_sink`]): `{name}@{source}`.
+pub fn source_checkpoint(name: &str, source: &str) -> String {
+    format!("{name}@{source}")
+}
+
+/// The live checkpoint that says "handed over at `at`": Kafka-fed projector workers
+/// took the model over from the log-fed runner there (see [`handed_over_at`]).
+pub fn handed_over(at: Position) -> Position {
+    Position(-1 - at.0.max(0))
+}
+
+/// Whether a live checkpoint says the model was handed over to Kafka-fed workers, and
+/// at which position. A negative checkpoint is a marker, never a position: the
+/// log-fed runner stands by, and its compare-and-set on the checkpoint fails at once
+/// if the hand-over happened while it ran (no batch is applied twice).
+pub fn handed_over_at(checkpoint: Position) -> Option<Position> {
+    (checkpoint.0 < 0).then(|| Position(-1 - checkpoint.0))
+}
+
 /// Points read-model SQL (tables and indexes named `rm_…`) at `{prefix}rm_…`.
 pub fn with_prefix<'s>(prefix: &str, sql: &'s str) -> std::borrow::Cow<'s, str> {
     if prefix.is_empty() {
@@ -280,6 +300,8 @@ pub struct RelationalSink<P: ?Sized = dyn RelationalProjection> {
     prefix: String,
     /// Its checkpoint's row: the projection's name, prefixed like the tables.
     checkpoint_name: String,
+    /// Whom its parked events are listed under: the projection's name, prefixed.
+    park_name: String,
 }
 
 impl<P: ?Sized> Clone for RelationalSink<P> {
@@ -290,6 +312,7 @@ impl<P: ?Sized> Clone for RelationalSink<P> {
             fail_point: self.fail_point.clone(),
             prefix: self.prefix.clone(),
             checkpoint_name: self.checkpoint_name.clone(),
+            park_name: self.park_name.clone(),
         }
     }
 }
@@ -316,8 +339,17 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             projection,
             fail_point: FailPoint::default(),
             prefix: prefix.to_owned(),
+            park_name: checkpoint_name.clone(),
             checkpoint_name,
         }
+    }
+
+    /// The same sink with its checkpoint in the row `{name}@{source}`: one of several
+    /// independent feeds of the live model (a Kafka partition), each with its own
+    /// checkpoint moved in the transaction of its writes.
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.checkpoint_name = source_checkpoint(&self.checkpoint_name, source);
+        self
     }
 
     /// The projection.
@@ -475,7 +507,7 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
         )
         // A shadow or as-of build parks under its own name, not the live model's.
-        .bind(&self.checkpoint_name)
+        .bind(&self.park_name)
         .bind(record.global_position.0)
         .bind(record.event_id.to_string())
         .bind(&record.event_type)
@@ -535,6 +567,15 @@ impl Default for RunnerOptions {
 #[derive(Debug)]
 pub struct Runner<L, K> {
     log: L,
+    applier: Applier<K>,
+}
+
+/// Applies batches of stored records to a sink: decodes them, retries a failing batch,
+/// isolates and parks the event at fault, waits out a store that is down. The log-fed
+/// [`Runner`] uses it, and so does anything else that feeds a sink records (a
+/// Kafka-fed projector, one partition at a time).
+#[derive(Debug)]
+pub struct Applier<K> {
     sink: K,
     options: RunnerOptions,
     board: StatusBoard,
@@ -564,15 +605,13 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     pub fn new(log: L, sink: K, options: RunnerOptions, board: StatusBoard) -> Self {
         Self {
             log,
-            sink,
-            options,
-            board,
+            applier: Applier::new(sink, options, board),
         }
     }
 
     /// The sink.
     pub fn sink(&self) -> &K {
-        &self.sink
+        &self.applier.sink
     }
 
     /// Runs until `shutdown` resolves (then returns `Ok`) or the projection stops.
@@ -581,9 +620,9 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
             result = self.run_until(None) => {
                 // Never leave a dead runner on the board as `running`.
                 if let Err(error) = &result {
-                    tracing::error!(projection = self.sink.name(), %error, "stopped");
-                    self.board.set_state(
-                        self.sink.name(),
+                    tracing::error!(projection = self.applier.sink.name(), %error, "stopped");
+                    self.applier.board.set_state(
+                        self.applier.sink.name(),
                         ProjectionState::Stopped,
                         Some(error.to_string()),
                     );
@@ -591,7 +630,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 result
             }
             () = shutdown => {
-                self.board.set_state(self.sink.name(), ProjectionState::Stopped, None);
+                self.applier.board.set_state(self.applier.sink.name(), ProjectionState::Stopped, None);
                 Ok(())
             }
         }
@@ -599,18 +638,45 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
 
     /// Catches up to `target` (or follows the log forever with `None`).
     pub async fn run_until(&self, target: Option<Position>) -> Result<()> {
-        let name = self.sink.name();
-        self.board.set_state(name, ProjectionState::Running, None);
+        let name = self.applier.sink.name();
+        self.applier
+            .board
+            .set_state(name, ProjectionState::Running, None);
         'resync: loop {
-            self.retry_store(|| self.sink.setup()).await?;
-            let mut checkpoint = self.retry_store(|| self.sink.checkpoint()).await?;
-            self.board.set_checkpoint(name, checkpoint, None);
+            self.applier
+                .retry_store(|| self.applier.sink.setup())
+                .await?;
+            let mut checkpoint = self
+                .applier
+                .retry_store(|| self.applier.sink.checkpoint())
+                .await?;
+            if let Some(at) = handed_over_at(checkpoint) {
+                let error = Error::FedFromKafka {
+                    name: name.to_owned(),
+                    position: at.0,
+                };
+                if target.is_some() {
+                    return Err(error);
+                }
+                // Stand by while the workers feed it; a reset hands it back.
+                self.applier.board.set_state(
+                    name,
+                    ProjectionState::Standby,
+                    Some(error.to_string()),
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue 'resync;
+            }
+            self.applier.board.set_checkpoint(name, checkpoint, None);
+            self.applier
+                .board
+                .set_state(name, ProjectionState::Running, None);
             let mut subscription = self.log.subscribe(
                 checkpoint,
                 SubscriptionOptions {
                     category: None,
-                    page_size: self.options.batch_size,
-                    poll_interval: self.options.poll_interval,
+                    page_size: self.applier.options.batch_size,
+                    poll_interval: self.applier.options.poll_interval,
                 },
             );
             // Catching up, the next page is read while the current one is applied: the
@@ -623,19 +689,27 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 let batch = match (prefetched.take(), target) {
                     (Some(batch), _) => Ok(batch),
                     // Catching up: never wait for events beyond the target.
-                    (None, Some(_)) => subscription.try_next_batch(self.options.batch_size).await,
-                    (None, None) => subscription.next_batch(self.options.batch_size).await,
+                    (None, Some(_)) => {
+                        subscription
+                            .try_next_batch(self.applier.options.batch_size)
+                            .await
+                    }
+                    (None, None) => {
+                        subscription
+                            .next_batch(self.applier.options.batch_size)
+                            .await
+                    }
                 };
                 let batch = match batch {
                     Ok(batch) => batch,
                     Err(error) => {
                         tracing::warn!(projection = name, %error, "reading the log failed; retrying");
-                        tokio::time::sleep(self.options.backoff).await;
+                        tokio::time::sleep(self.applier.options.backoff).await;
                         continue;
                     }
                 };
                 let mut batch = batch;
-                if target.is_none() && !self.options.linger.is_zero() {
+                if target.is_none() && !self.applier.options.linger.is_zero() {
                     self.gather(&mut subscription, &mut batch).await;
                 }
                 if let Some(target) = target {
@@ -650,11 +724,13 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     let started = std::time::Instant::now();
                     let events = batch.len();
                     let read_ahead = async {
-                        let next = subscription.try_next_batch(self.options.batch_size).await;
+                        let next = subscription
+                            .try_next_batch(self.applier.options.batch_size)
+                            .await;
                         (next, started.elapsed())
                     };
                     let apply = async {
-                        let applied = self.apply_batch(checkpoint, batch).await;
+                        let applied = self.applier.apply_batch(checkpoint, batch).await;
                         (applied, started.elapsed())
                     };
                     let ((applied, apply_took), (next, read_took)) =
@@ -670,7 +746,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     prefetched = next.ok().filter(|next| !next.is_empty());
                     applied
                 } else {
-                    self.apply_batch(checkpoint, batch).await
+                    self.applier.apply_batch(checkpoint, batch).await
                 };
                 checkpoint = match applied {
                     Ok(checkpoint) => checkpoint,
@@ -696,15 +772,15 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
         subscription: &mut eventfold_event_log::Subscription<L>,
         batch: &mut Vec<RecordedEvent>,
     ) {
-        let deadline = tokio::time::Instant::now() + self.options.linger;
-        while batch.len() < self.options.batch_size {
+        let deadline = tokio::time::Instant::now() + self.applier.options.linger;
+        while batch.len() < self.applier.options.batch_size {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 break;
             }
             tokio::time::sleep((deadline - now).min(Duration::from_millis(25))).await;
             match subscription
-                .try_next_batch(self.options.batch_size - batch.len())
+                .try_next_batch(self.applier.options.batch_size - batch.len())
                 .await
             {
                 Ok(more) => batch.extend(more),
@@ -712,9 +788,32 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
             }
         }
     }
+}
 
-    /// Applies a batch: decoded runs between undecodable events, each with retries.
-    async fn apply_batch(
+impl<K: Sink> Applier<K> {
+    /// An applier reporting to `board`.
+    pub fn new(sink: K, options: RunnerOptions, board: StatusBoard) -> Self {
+        Self {
+            sink,
+            options,
+            board,
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &RunnerOptions {
+        &self.options
+    }
+
+    /// Applies a batch of records that follow `checkpoint` (in order): decoded runs
+    /// between undecodable events, each with retries; returns the new checkpoint (the
+    /// last record's position).
+    pub async fn apply_batch(
         &self,
         mut checkpoint: Position,
         batch: Vec<RecordedEvent>,
@@ -879,7 +978,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     }
 
     /// Retries an operation while the store is down.
-    async fn retry_store<T, F, Fut>(&self, op: F) -> Result<T>
+    pub async fn retry_store<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,

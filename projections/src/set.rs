@@ -241,6 +241,8 @@ fn bumps_in(names: &[&'static str], stored: &[String], store: StoreKind) -> Vec<
             let (base, version) = version_of(name)?;
             let previous: Vec<String> = stored
                 .iter()
+                // A source's checkpoint (`name@source`) is not a version of its own.
+                .filter(|s| !s.contains('@'))
                 .filter(|s| version_of(s).is_some_and(|(b, v)| b == base && v < version))
                 .cloned()
                 .collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 mod append;
-mod project;
+pub(crate) mod project;
 mod query;
 mod relay;
 mod replay;

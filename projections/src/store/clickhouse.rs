@@ -258,6 +258,8 @@ pub struct ClickHouseSink {
     fail_point: FailPoint,
     free_at: std::sync::Mutex<Option<std::time::Instant>>,
     pending: tokio::sync::Mutex<Option<PendingCheckpoint>>,
+    /// The `name` of its checkpoint rows: the projection's, or `{name}@{source}`.
+    checkpoint_name: String,
 }
 
 impl std::fmt::Debug for ClickHouseSink {
@@ -278,12 +280,20 @@ impl ClickHouseSink {
     ) -> Self {
         Self {
             target,
+            checkpoint_name: projection.name().to_owned(),
             projection,
             prefix: prefix.to_owned(),
             fail_point: FailPoint::default(),
             free_at: std::sync::Mutex::new(None),
             pending: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The same sink with its checkpoint rows under `{name}@{source}`: one of several
+    /// feeds of the live model (a Kafka partition), each with its own checkpoint.
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.checkpoint_name = crate::runtime::source_checkpoint(self.projection.name(), source);
+        self
     }
 
     /// Waits for the last batch's checkpoint write.
@@ -433,15 +443,14 @@ impl Sink for ClickHouseSink {
 
     async fn checkpoint(&self) -> Result<Position> {
         self.settle().await?;
-        let name = self.projection.name();
         let position: i64 = self
             .target
             .plain
             .query(&format!(
                 "SELECT max(position) FROM {} WHERE name = ?",
-                self.own(&checkpoint_table(name))
+                self.own(&checkpoint_table(self.projection.name()))
             ))
-            .bind(name)
+            .bind(&self.checkpoint_name)
             .fetch_one()
             .await
             .map_err(ch)?;
@@ -472,7 +481,7 @@ impl Sink for ClickHouseSink {
         let (client, table, name) = (
             self.target.client().clone(),
             self.own(&checkpoint_table(self.projection.name())),
-            self.projection.name().to_owned(),
+            self.checkpoint_name.clone(),
         );
         let write = tokio::spawn(async move {
             let row = CheckpointRow {
@@ -616,6 +625,13 @@ impl ReadStore for ClickHouseStore {
             self.projection(model)?.clone(),
             &ch_prefix(namespace),
         )))
+    }
+
+    fn source_sink(&self, model: &Model, source: &str) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(
+            ClickHouseSink::new(self.target.clone(), self.projection(model)?.clone(), "")
+                .from_source(source),
+        ))
     }
 
     async fn setup(&self, model: &Model) -> Result<()> {

@@ -122,6 +122,12 @@ pub trait ReadStore: Send + Sync + std::fmt::Debug {
     /// The sink of `model` in `namespace`.
     fn sink(&self, model: &Model, namespace: &Namespace) -> Result<Arc<dyn Sink>>;
 
+    /// The live sink of `model` fed by one `source` among several that share its
+    /// tables or keys (a Kafka partition: `eventfold.order#2`): the same writes and the
+    /// same guarantee, its checkpoint kept under `{name}@{source}`, its parked events
+    /// listed under the model's name. `reset` forgets every source's checkpoint.
+    fn source_sink(&self, model: &Model, source: &str) -> Result<Arc<dyn Sink>>;
+
     /// Creates what queries of `model` need before its projector has run.
     async fn setup(&self, model: &Model) -> Result<()>;
 

@@ -86,6 +86,18 @@ impl ReadStore for RedisStore {
         )))
     }
 
+    fn source_sink(&self, model: &Model, source: &str) -> Result<Arc<dyn Sink>> {
+        let projection = self.projection(model)?.clone();
+        Ok(Arc::new(
+            RedisSink::shared(
+                self.client.clone(),
+                self.keys_of(&Namespace::Live),
+                projection,
+            )
+            .from_source(source),
+        ))
+    }
+
     /// Nothing to create: keys appear with their first write, and a query of a model
     /// that never ran finds none.
     async fn setup(&self, model: &Model) -> Result<()> {
@@ -120,6 +132,14 @@ impl ReadStore for RedisStore {
             .collect();
         let deleted = doomed.len() as u64;
         doomed.push(self.keys.checkpoint(name));
+        // Every source's checkpoint (`checkpoint:{name}@…`).
+        let sources = format!("checkpoint:{name}@");
+        doomed.extend(
+            scan_keys(&mut conn, &self.keys, &[sources.as_str()])
+                .await?
+                .iter()
+                .map(|k| self.keys.key(k)),
+        );
         doomed.push(self.keys.key(format!("parked:{name}")));
         for chunk in doomed.chunks(1000) {
             let _: i64 = conn.del(chunk).await?;

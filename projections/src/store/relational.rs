@@ -93,6 +93,13 @@ impl ReadStore for RelationalStore {
         )))
     }
 
+    fn source_sink(&self, model: &Model, source: &str) -> Result<Arc<dyn Sink>> {
+        let projection = self.projection(model)?.clone();
+        Ok(Arc::new(
+            RelationalSink::shared(self.db.clone(), projection, "").from_source(source),
+        ))
+    }
+
     async fn setup(&self, model: &Model) -> Result<()> {
         self.sink(model, &Namespace::Live)?.setup().await
     }
@@ -145,8 +152,10 @@ impl ReadStore for RelationalStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1")
+        // Its own checkpoint and every source's (`name@…`).
+        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1 OR name LIKE $2")
             .bind(model.name())
+            .bind(format!("{}@%", model.name()))
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")

@@ -1,0 +1,724 @@
+//! Kafka-fed projectors: `eventfold project --from kafka --group NAME`.
+//!
+//! A worker joins a Kafka consumer group on the relay's topics (`{prefix}*`) and folds
+//! what it is assigned into the same read models, through the same registry and store
+//! ports, as the log-fed runner. Several workers on several machines share the
+//! partitions; a rebalance moves partitions between them.
+//!
+//! **Checkpoints.** Each (model, partition) pair has a checkpoint of its own in the
+//! model's store (`{name}@{topic}#{partition}`, see [`ReadStore::source_sink`]), moved
+//! in the same transaction as the writes (PostgreSQL/SQLite, Redis `MULTI/EXEC`) or
+//! after them (ClickHouse, where re-applying is idempotent). It holds the global
+//! position of the last event applied from that partition, not the Kafka offset: a
+//! partition carries its streams' events in log order, so a message whose position is
+//! not beyond the checkpoint has been applied already — re-read after a rebalance or a
+//! crash, or a relay's duplicate — and is skipped. The group's committed offsets,
+//! written after the writes commit, only say where to resume reading: a lost or stale
+//! commit re-reads, it never double-applies or skips.
+//!
+//! **Taking a model over from the log.** The first worker marks the model's log-fed
+//! checkpoint as handed over at position P ([`handed_over`]): a `serve` running it from
+//! the log stands by (its next compare-and-set fails, so no batch lands twice), and
+//! every partition starts beyond P. `eventfold projections reset NAME` hands it back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eventfold_event_schemas::{Position, RecordedEvent};
+use eventfold_projections::{
+    handed_over, handed_over_at, Applier, Error, Model, Namespace, ReadStore, RunnerOptions, Sink,
+    StatusBoard,
+};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::relay::KafkaSettings;
+
+/// A model a worker feeds, with its store and where it was taken over from the log.
+struct Fed {
+    model: Model,
+    store: Arc<dyn ReadStore>,
+    taken_over_at: Position,
+}
+
+/// One partition's feed of one model.
+struct Feed {
+    applier: Applier<Arc<dyn Sink>>,
+    checkpoint: Position,
+}
+
+/// What a worker has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WorkerStats {
+    /// Messages received.
+    pub(crate) received: u64,
+    /// Of those, applied to at least one model (the others were already applied, or
+    /// were duplicates, or concern no model of this worker).
+    pub(crate) fresh: u64,
+    /// Messages that are not an Eventfold envelope (skipped, logged).
+    pub(crate) foreign: u64,
+}
+
+/// A Kafka-fed projector.
+pub(crate) struct Worker {
+    settings: KafkaSettings,
+    group: String,
+    fed: Vec<Fed>,
+    feeds: HashMap<(usize, String, i32), Feed>,
+    options: RunnerOptions,
+    board: StatusBoard,
+    stats: WorkerStats,
+    /// Messages applied so far, readable while it runs.
+    applied: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages gathered into one batch at most, and how long a short batch waits.
+    batch: usize,
+    linger: Duration,
+}
+
+impl Worker {
+    /// A worker of `group` feeding `models` (each with its store). Takes every model
+    /// over from the log (see the module's docs).
+    pub(crate) async fn start(
+        settings: KafkaSettings,
+        group: &str,
+        models: Vec<(Model, Arc<dyn ReadStore>)>,
+        board: StatusBoard,
+    ) -> eventfold_projections::Result<Self> {
+        let mut fed = Vec::new();
+        for (model, store) in models {
+            store.setup(&model).await?;
+            let taken_over_at = take_over(&model, store.as_ref()).await?;
+            fed.push(Fed {
+                model,
+                store,
+                taken_over_at,
+            });
+        }
+        Ok(Self {
+            settings,
+            group: group.to_owned(),
+            fed,
+            feeds: HashMap::new(),
+            options: RunnerOptions::default(),
+            board,
+            stats: WorkerStats::default(),
+            applied: Arc::default(),
+            batch: 5_000,
+            linger: Duration::from_millis(50),
+        })
+    }
+
+    /// Messages applied so far, readable while it runs.
+    #[cfg(test)]
+    pub(crate) fn applied(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.applied.clone()
+    }
+
+    /// What it has done.
+    pub(crate) fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// The group's consumer, subscribed to every topic under the prefix.
+    fn consumer(&self) -> anyhow::Result<StreamConsumer> {
+        let consumer: StreamConsumer = self
+            .settings
+            .client_config()
+            .set("group.id", &self.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // New categories (topics) are found within seconds.
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create()?;
+        let pattern = format!("^{}.*", self.settings.prefix.replace('.', "\\."));
+        consumer.subscribe(&[&pattern])?;
+        Ok(consumer)
+    }
+
+    /// Consumes until `shutdown` resolves (then commits and returns) or a model stops
+    /// (a parked event under policy `Stop`, or a store that refuses for good).
+    /// `progress` is told what it has done every two seconds at most.
+    pub(crate) async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        mut progress: impl FnMut(&WorkerStats),
+    ) -> anyhow::Result<()> {
+        let consumer = self.consumer()?;
+        tokio::pin!(shutdown);
+        let mut told = Instant::now();
+        loop {
+            if told.elapsed() >= Duration::from_secs(2) {
+                progress(&self.stats);
+                told = Instant::now();
+            }
+            let first = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                message = consumer.recv() => message,
+            };
+            let mut batch = Vec::with_capacity(self.batch);
+            match first {
+                Ok(message) => batch.push(message.detach()),
+                Err(error) => {
+                    tracing::warn!(%error, "consuming failed; retrying");
+                    tokio::time::sleep(self.options.backoff).await;
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while batch.len() < self.batch {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(message)) => batch.push(message.detach()),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "consuming failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let offsets = self.apply(batch).await?;
+            // After the writes: where the group resumes reading. Losing it re-reads
+            // (skipped by position), so an asynchronous commit is enough.
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), next) in offsets {
+                list.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+            }
+            if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+                tracing::warn!(%error, "committing offsets failed (they are re-read and skipped)");
+            }
+        }
+    }
+
+    /// Applies one batch of messages, partition by partition, model by model; returns
+    /// the next offset of each partition.
+    async fn apply(
+        &mut self,
+        batch: Vec<rdkafka::message::OwnedMessage>,
+    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+        let mut offsets = BTreeMap::new();
+        let mut partitions: BTreeMap<(String, i32), Vec<RecordedEvent>> = BTreeMap::new();
+        for message in batch {
+            self.stats.received += 1;
+            let key = (message.topic().to_owned(), message.partition());
+            offsets.insert(key.clone(), message.offset() + 1);
+            match message
+                .payload()
+                .map(serde_json::from_slice::<RecordedEvent>)
+            {
+                Some(Ok(record)) => partitions.entry(key).or_default().push(record),
+                other => {
+                    self.stats.foreign += 1;
+                    let error = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "no payload".to_owned(),
+                    };
+                    tracing::warn!(topic = %key.0, partition = key.1, offset = message.offset(), %error, "not an Eventfold event; skipped");
+                }
+            }
+        }
+        for ((topic, partition), records) in partitions {
+            let mut fresh = vec![false; records.len()];
+            for model in 0..self.fed.len() {
+                let applied = self.feed(model, &topic, partition, &records).await?;
+                for (flag, new) in fresh.iter_mut().zip(applied) {
+                    *flag |= new;
+                }
+            }
+            let fresh = fresh.iter().filter(|f| **f).count() as u64;
+            self.stats.fresh += fresh;
+            self.applied
+                .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(offsets)
+    }
+
+    /// Feeds one partition's records to one model; says which were beyond its
+    /// checkpoint (applied now).
+    async fn feed(
+        &mut self,
+        model: usize,
+        topic: &str,
+        partition: i32,
+        records: &[RecordedEvent],
+    ) -> anyhow::Result<Vec<bool>> {
+        let key = (model, topic.to_owned(), partition);
+        if !self.feeds.contains_key(&key) {
+            let fed = &self.fed[model];
+            let sink = fed
+                .store
+                .source_sink(&fed.model, &format!("{topic}#{partition}"))?;
+            let applier = Applier::new(sink, self.options.clone(), self.board.clone());
+            let checkpoint = resume(&applier, fed.taken_over_at).await?;
+            self.feeds.insert(
+                key.clone(),
+                Feed {
+                    applier,
+                    checkpoint,
+                },
+            );
+        }
+        let taken_over_at = self.fed[model].taken_over_at;
+        let Some(feed) = self.feeds.get_mut(&key) else {
+            anyhow::bail!("no feed for {topic}#{partition}");
+        };
+        loop {
+            // Beyond the checkpoint and beyond every earlier record of the batch: a
+            // relay's duplicates come after the originals with lower positions.
+            let mut high = feed.checkpoint;
+            let mut kept = Vec::new();
+            let flags: Vec<bool> = records
+                .iter()
+                .map(|r| {
+                    let new = r.global_position > high;
+                    if new {
+                        high = r.global_position;
+                        kept.push(r.clone());
+                    }
+                    new
+                })
+                .collect();
+            if kept.is_empty() {
+                return Ok(flags);
+            }
+            match feed.applier.apply_batch(feed.checkpoint, kept).await {
+                Ok(checkpoint) => {
+                    feed.checkpoint = checkpoint;
+                    return Ok(flags);
+                }
+                // Another worker applied part of it (a rebalance moved the partition):
+                // read its checkpoint and skip what it did.
+                Err(Error::CheckpointMoved(_)) => {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        "checkpoint moved by another worker; resuming from it"
+                    );
+                    feed.checkpoint = resume(&feed.applier, taken_over_at).await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Marks `model`'s log-fed checkpoint as handed over (once: later workers find the
+/// mark); returns where the log-fed runner stopped.
+async fn take_over(
+    model: &Model,
+    store: &dyn ReadStore,
+) -> eventfold_projections::Result<Position> {
+    let live = store.sink(model, &Namespace::Live)?;
+    live.setup().await?;
+    loop {
+        let checkpoint = live.checkpoint().await?;
+        if let Some(at) = handed_over_at(checkpoint) {
+            return Ok(at);
+        }
+        match live.apply(checkpoint, &[], handed_over(checkpoint)).await {
+            // A store whose checkpoint only grows (ClickHouse, idempotent) keeps the
+            // log-fed runner going beside the workers: harmless there.
+            Ok(()) => return Ok(checkpoint),
+            Err(Error::CheckpointMoved(_)) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A partition feed's checkpoint, raised to the take-over position the first time.
+async fn resume(
+    applier: &Applier<Arc<dyn Sink>>,
+    taken_over_at: Position,
+) -> eventfold_projections::Result<Position> {
+    let sink = applier.sink();
+    applier.retry_store(|| sink.setup()).await?;
+    let checkpoint = applier.retry_store(|| sink.checkpoint()).await?;
+    if checkpoint >= taken_over_at {
+        return Ok(checkpoint);
+    }
+    match sink.apply(checkpoint, &[], taken_over_at).await {
+        Ok(()) => Ok(taken_over_at),
+        // Another worker raised it first.
+        Err(Error::CheckpointMoved(_)) => applier.retry_store(|| sink.checkpoint()).await,
+        Err(error) => Err(error),
+    }
+}
+
+/// Where `eventfold project` reads events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Source {
+    /// The relay's Kafka topics, in a consumer group (`--group`).
+    Kafka,
+    /// The log itself (what `serve` does, without the HTTP API; under the same leases).
+    Log,
+}
+
+/// `eventfold project`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProjectArgs {
+    /// Where events come from.
+    #[arg(long, value_enum)]
+    from: Source,
+    /// The consumer group the Kafka-fed workers share (required with `--from kafka`).
+    #[arg(long)]
+    group: Option<String>,
+    /// The read models to feed (repeatable); every model whose store is configured
+    /// when left out.
+    #[arg(long = "projection")]
+    projections: Vec<String>,
+}
+
+/// `eventfold project`: projector workers without the HTTP API.
+pub(crate) async fn run(
+    config: &crate::config::Config,
+    set: eventfold_projections::ProjectionSet<eventfold_event_log::AnyEventStore>,
+    args: ProjectArgs,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = if args.projections.is_empty() {
+        set.names().into_iter().map(str::to_owned).collect()
+    } else {
+        args.projections.clone()
+    };
+    let mut models = Vec::new();
+    for name in &names {
+        let (model, store) = set
+            .model(name)
+            .map_err(|e| anyhow::anyhow!("{e} (known: {})", set.registry().names().join(", ")))?;
+        models.push((model.clone(), store.clone()));
+    }
+    match args.from {
+        Source::Kafka => {
+            let Some(settings) = config.kafka()? else {
+                anyhow::bail!("KAFKA_BROKERS is not set: which brokers hold the relay's topics?");
+            };
+            let Some(group) = args.group.filter(|g| !g.trim().is_empty()) else {
+                anyhow::bail!(
+                    "--from kafka needs --group NAME: the consumer group the workers share"
+                );
+            };
+            run_command(settings, &group, models, out).await
+        }
+        Source::Log => {
+            if args.group.is_some() {
+                anyhow::bail!(
+                    "--group is for --from kafka: log-fed projectors share work by leases"
+                );
+            }
+            let leases = eventfold_projections::Leases::start(
+                set.db(),
+                crate::app::owner_name(),
+                set.board().clone(),
+            );
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let mut tasks = tokio::task::JoinSet::new();
+            for (model, _) in &models {
+                let (set, stopped, leases, name) =
+                    (set.clone(), stopped.clone(), leases.clone(), model.name());
+                tasks.spawn(async move { set.run_leased(name, stopped, &leases).await });
+            }
+            writeln!(
+                out,
+                "projecting {} from the log; Ctrl-C stops",
+                names.join(", ")
+            )?;
+            out.flush()?;
+            crate::serve::shutdown_signal().await;
+            stop.send(true).ok();
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            writeln!(out, "stopped")?;
+            Ok(())
+        }
+    }
+}
+
+/// A Kafka-fed worker until Ctrl-C or SIGTERM, printing its progress.
+pub(crate) async fn run_command(
+    settings: KafkaSettings,
+    group: &str,
+    models: Vec<(Model, Arc<dyn ReadStore>)>,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = models.iter().map(|(m, _)| m.name()).collect();
+    writeln!(
+        out,
+        "projecting {} from {} (topics {}*, group {group}); Ctrl-C stops",
+        names.join(", "),
+        settings.brokers,
+        settings.prefix
+    )?;
+    out.flush()?;
+    let board = StatusBoard::default();
+    let mut worker = Worker::start(settings, group, models, board).await?;
+    for fed in &worker.fed {
+        writeln!(
+            out,
+            "{}: fed from Kafka beyond position {}",
+            fed.model.name(),
+            fed.taken_over_at.0
+        )?;
+    }
+    let started = Instant::now();
+    let result = worker
+        .run(crate::serve::shutdown_signal(), |stats| {
+            let _ = writeln!(
+                out,
+                "{} messages, {} applied ({:.0}/s)",
+                stats.received,
+                stats.fresh,
+                stats.fresh as f64 / started.elapsed().as_secs_f64().max(1e-3)
+            );
+            let _ = out.flush();
+        })
+        .await;
+    let stats = worker.stats();
+    writeln!(
+        out,
+        "stopped after {:.1} s: {} messages, {} applied, {} skipped (already applied or duplicates), {} not Eventfold events",
+        started.elapsed().as_secs_f64(),
+        stats.received,
+        stats.fresh,
+        stats.received.saturating_sub(stats.fresh + stats.foreign),
+        stats.foreign
+    )?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use eventfold_event_log::testing::PgTestDb;
+    use eventfold_event_log::EventReader;
+    use eventfold_projections::{
+        scan_keys, snapshot, table_checksum, ProjectionSet, ReadDb, RedisKeys, RedisStore,
+        StoreKind,
+    };
+    use redis::AsyncCommands;
+    use sqlx::Acquire;
+
+    use super::*;
+    use crate::kafka_testing::{relay_runner, Broker};
+
+    const REDIS: &str = "redis://127.0.0.1:6379";
+
+    /// The reference read models of `db` (relational) and Redis under `prefix`.
+    async fn models_on(
+        db: &PgTestDb,
+        prefix: &str,
+    ) -> ProjectionSet<eventfold_event_log::PgEventStore> {
+        let read = ReadDb::connect(&db.url()).await.expect("read db");
+        let redis = RedisStore {
+            client: redis::Client::open(REDIS).expect("redis"),
+            keys: RedisKeys::new(prefix),
+        };
+        ProjectionSet::new(
+            db.store.clone(),
+            read,
+            Some(redis),
+            RunnerOptions::default(),
+            StatusBoard::default(),
+        )
+    }
+
+    /// Every table (checksum of every row) and every key of `a`'s models equal `b`'s,
+    /// or what differs.
+    async fn differences(
+        a: &ProjectionSet<eventfold_event_log::PgEventStore>,
+        b: &ProjectionSet<eventfold_event_log::PgEventStore>,
+        prefixes: (&str, &str),
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut ca = a.db().pool().acquire().await.expect("conn a");
+        let mut cb = b.db().pool().acquire().await.expect("conn b");
+        let mut redis = redis::Client::open(REDIS)
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis conn");
+        for model in a.active() {
+            match model.store() {
+                StoreKind::Relational => {
+                    for table in model.owns() {
+                        let x = table_checksum(ca.acquire().await.expect("a"), table)
+                            .await
+                            .expect("checksum a");
+                        let y = table_checksum(cb.acquire().await.expect("b"), table)
+                            .await
+                            .expect("checksum b");
+                        if x != y {
+                            out.push(format!("{}: {table} {x:?} vs {y:?}", model.name()));
+                        }
+                    }
+                }
+                StoreKind::Redis => {
+                    let x = snapshot(&mut redis, &RedisKeys::new(prefixes.0), model.owns())
+                        .await
+                        .expect("snapshot a");
+                    let y = snapshot(&mut redis, &RedisKeys::new(prefixes.1), model.owns())
+                        .await
+                        .expect("snapshot b");
+                    if x != y {
+                        let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(v)).count()
+                            + y.keys().filter(|k| !x.contains_key(*k)).count();
+                        out.push(format!(
+                            "{}: {differing} keys of {} / {} differ",
+                            model.name(),
+                            x.len(),
+                            y.len()
+                        ));
+                    }
+                }
+                StoreKind::ClickHouse => {}
+            }
+        }
+        out
+    }
+
+    async fn drop_keys(prefix: &str) {
+        let mut conn = redis::Client::open(REDIS)
+            .expect("redis")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis conn");
+        let keys = RedisKeys::new(prefix);
+        let names: Vec<String> = scan_keys(&mut conn, &keys, &[""])
+            .await
+            .expect("scan")
+            .iter()
+            .map(|k| keys.key(k))
+            .collect();
+        for chunk in names.chunks(1000) {
+            let _: i64 = conn.del(chunk).await.expect("del");
+        }
+    }
+
+    /// A worker of `group` feeding `set`'s models, as a task; its applied counter.
+    async fn spawn_worker(
+        settings: &KafkaSettings,
+        group: &str,
+        set: &ProjectionSet<eventfold_event_log::PgEventStore>,
+    ) -> (
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+        Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let models = set
+            .active()
+            .map(|m| (m.clone(), set.stores().for_model(m).expect("store").clone()))
+            .collect();
+        let mut worker = Worker::start(settings.clone(), group, models, StatusBoard::default())
+            .await
+            .expect("worker");
+        worker.batch = 500;
+        let applied = worker.applied();
+        let task =
+            tokio::spawn(async move { worker.run(std::future::pending::<()>(), |_| {}).await });
+        (task, applied)
+    }
+
+    /// The log grows in four rounds, relayed after each. Worker 1 starts at once,
+    /// worker 2 joins after round 1, worker 1 is killed mid-batch after round 3 (its
+    /// partitions move to worker 2, which re-reads what 1 had not committed): the
+    /// Kafka-fed models equal the log-fed ones table by table (every row) and key by
+    /// key, and a relay's duplicates change nothing.
+    async fn two_workers_equal_the_log_fed_models(broker: Broker) {
+        let log = PgTestDb::new().await.expect("log database");
+        let other = PgTestDb::new().await.expect("worker database");
+        let read = ReadDb::connect(&log.url()).await.expect("read db");
+        let settings = broker.settings(3);
+        let tag = &crate::kafka_testing::unique_prefix();
+        let (pa, pb) = (format!("{tag}log:"), format!("{tag}kafka:"));
+        let reference = models_on(&log, &pa).await;
+        let fed = models_on(&other, &pb).await;
+        let group = format!("{tag}workers");
+        let mut sink = std::io::sink();
+        let relay = |head| {
+            let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+            async move { runner.run_until(Some(head)).await.expect("relay") }
+        };
+        let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+            .await
+            .expect("fill");
+        relay(head).await;
+        let (first, first_applied) = spawn_worker(&settings, &group, &fed).await;
+        while first_applied.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+            .await
+            .expect("fill");
+        let (second, second_applied) = spawn_worker(&settings, &group, &fed).await;
+        relay(head).await;
+        let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+            .await
+            .expect("fill");
+        relay(head).await;
+        // Killed while it applies (or right after): whatever it had not committed to
+        // the group is read again by worker 2 and skipped by position.
+        let before = first_applied.load(Ordering::Relaxed);
+        while first_applied.load(Ordering::Relaxed) == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        first.abort();
+        let _ = first.await;
+        // Round 4 through a relay killed after its first batch is acknowledged and
+        // before its checkpoint: its heir sends that batch again (duplicates).
+        let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+            .await
+            .expect("fill");
+        let (runner, fail_point) =
+            relay_runner(&log.store, &settings, &read, Duration::from_secs(600));
+        fail_point.arm(1);
+        let killed = tokio::spawn(async move { runner.run_until(Some(head)).await });
+        while fail_point.fired() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        killed.abort();
+        let _ = killed.await;
+        relay(head).await;
+        reference.setup().await.expect("setup");
+        let end = reference.catch_up().await.expect("log-fed");
+        assert_eq!(end, log.store.head().await.expect("head"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let differences = differences(&reference, &fed, (&pa, &pb)).await;
+            if differences.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && !second.is_finished(),
+                "the Kafka-fed models never matched: {differences:?} (worker 2 applied {})",
+                second_applied.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            second_applied.load(Ordering::Relaxed) > 0,
+            "worker 2 took part"
+        );
+        second.abort();
+        drop_keys(tag).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+        two_workers_equal_the_log_fed_models(Broker::mock()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+        two_workers_equal_the_log_fed_models(Broker::tansu()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka_brokers_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+        if let Some(broker) = Broker::external() {
+            two_workers_equal_the_log_fed_models(broker).await;
+        }
+    }
+}
