@@ -701,6 +701,12 @@ mod tests {
             second_applied.load(Ordering::Relaxed) > 0,
             "worker 2 took part"
         );
+        // The models are handed over: a log-fed runner on them refuses to write.
+        let refused = fed.catch_up().await;
+        assert!(
+            matches!(refused, Err(Error::FedFromKafka { .. })),
+            "a log-fed runner must stand by on a Kafka-fed model: {refused:?}"
+        );
         second.abort();
         drop_keys(tag).await;
     }
