@@ -150,6 +150,19 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Every read model of the log at `url`, in the stores the command line configures.
+/// (`redis` and `clickhouse`: URL and key prefix or database.)
+async fn cli_set(
+    url: &str,
+    redis: (Option<&str>, &str),
+    clickhouse: (Option<&str>, &str),
+) -> anyhow::Result<eventfold_projections::ProjectionSet<AnyEventStore>> {
+    let store = open_store(url).await?;
+    Ok(projections::projection_set(store, url, redis.0, redis.1)
+        .await?
+        .with_clickhouse(projections::clickhouse_target(clickhouse.0, clickhouse.1)?))
+}
+
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
@@ -157,6 +170,11 @@ async fn run() -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let redis = (cli.redis_url.as_deref(), cli.redis_prefix.as_str());
+    let clickhouse = (
+        cli.clickhouse_url.as_deref(),
+        cli.clickhouse_database.as_str(),
+    );
     match cli.command {
         Command::Migrate => {
             let store = open_store(&database_url).await?;
@@ -195,33 +213,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Project(args) => {
             let config = config::Config::load(cli.config.as_deref())?;
             let url = config.database_url.clone().unwrap_or(database_url);
-            let store = open_store(&url).await?;
-            let set = projections::projection_set(
-                store,
-                &url,
-                cli.redis_url.as_deref(),
-                &cli.redis_prefix,
-            )
-            .await?
-            .with_clickhouse(projections::clickhouse_target(
-                cli.clickhouse_url.as_deref(),
-                &cli.clickhouse_database,
-            )?);
+            let set = cli_set(&url, redis, clickhouse).await?;
             worker::run(&config, set, args, &mut out).await?;
         }
         Command::Projections(command) => {
-            let store = open_store(&database_url).await?;
-            let set = projections::projection_set(
-                store,
-                &database_url,
-                cli.redis_url.as_deref(),
-                &cli.redis_prefix,
-            )
-            .await?
-            .with_clickhouse(projections::clickhouse_target(
-                cli.clickhouse_url.as_deref(),
-                &cli.clickhouse_database,
-            )?);
+            let set = cli_set(&database_url, redis, clickhouse).await?;
             projections::run(&set, command, &mut out).await?;
         }
         Command::Demo(args) => demo::run(cli.database_url.as_deref(), args, &mut out).await?,

@@ -111,7 +111,6 @@ impl Worker {
     }
 
     /// Messages applied so far, readable while it runs.
-    #[cfg(test)]
     pub(crate) fn applied(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.applied.clone()
     }

@@ -39,9 +39,20 @@ pub(crate) async fn run(
     args: RelayBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
-    let result = run_in(scratch.options.clone(), &scratch.url, &args, out).await;
+    let admin = admin_url(args.postgres.as_deref(), database_url);
+    let scratch = ScratchDb::create(&admin).await?;
+    // The Kafka-fed worker's read models, in a database of their own.
+    let workers = ScratchDb::create(&admin).await?;
+    let result = run_in(
+        scratch.options.clone(),
+        &scratch.url,
+        &workers.url,
+        &args,
+        out,
+    )
+    .await;
     scratch.remove().await?;
+    workers.remove().await?;
     result
 }
 
@@ -56,6 +67,7 @@ fn prefix(what: &str) -> String {
 async fn run_in(
     options: PgConnectOptions,
     url: &str,
+    worker_url: &str,
     args: &RelayBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -159,6 +171,7 @@ async fn run_in(
     let relayed = settings_for(prefix("relay"), true)?;
     let db = ReadDb::connect(url).await?;
     let board = StatusBoard::default();
+    let relayed_settings = relayed.clone();
     let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
     let runner = crate::relay::runner(store.clone(), relay, board);
     let started = Instant::now();
@@ -190,10 +203,70 @@ async fn run_in(
         relay_rate / raw_rate,
         relay_rate / raw_read_rate
     )?;
+    // The relational read models fed from the log, then from the relayed topics by a
+    // worker (the same models, in a database of its own).
+    let log_fed = eventfold_projections::ProjectionSet::new(
+        store.clone(),
+        db.clone(),
+        None,
+        eventfold_projections::RunnerOptions::default(),
+        StatusBoard::default(),
+    );
+    log_fed.setup().await?;
+    let started = Instant::now();
+    log_fed.catch_up().await?;
+    let log_fed_time = started.elapsed();
+    let worker_store = crate::open_store(worker_url).await?;
+    let worker_db = ReadDb::connect(worker_url).await?;
+    let kafka_fed = eventfold_projections::ProjectionSet::new(
+        worker_store,
+        worker_db.clone(),
+        None,
+        eventfold_projections::RunnerOptions::default(),
+        StatusBoard::default(),
+    );
+    let models = kafka_fed
+        .active()
+        .map(|m| Ok((m.clone(), kafka_fed.stores().for_model(m)?.clone())))
+        .collect::<eventfold_projections::Result<Vec<_>>>()?;
+    let names: Vec<&str> = models.iter().map(|(m, _)| m.name()).collect();
+    let mut worker = crate::worker::Worker::start(
+        relayed_settings,
+        &format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        models,
+        StatusBoard::default(),
+    )
+    .await?;
+    let applied = worker.applied();
+    let all = read as u64;
+    let started = Instant::now();
+    let done = async {
+        while applied.load(std::sync::atomic::Ordering::Relaxed) < all {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(600), worker.run(done, |_| {}))
+        .await
+        .map_err(|_| anyhow::anyhow!("the worker did not apply every event within 10 minutes"))??;
+    let kafka_fed_time = started.elapsed();
+    let log_fed_rate = read as f64 / log_fed_time.as_secs_f64();
+    let kafka_fed_rate = read as f64 / kafka_fed_time.as_secs_f64();
+    writeln!(out, "relational read models ({}):", names.join(", "))?;
     writeln!(
         out,
-        "Kafka-fed projection beside the log-fed one: not measured (Kafka-fed projectors are not built yet)"
+        "{:<44} {:>8.2} {log_fed_rate:>12.0} {:>8.2}",
+        "log-fed (catch-up from the log)",
+        log_fed_time.as_secs_f64(),
+        1.0
     )?;
+    writeln!(
+        out,
+        "{:<44} {:>8.2} {kafka_fed_rate:>12.0} {:>8.2}",
+        "Kafka-fed (one worker, consumer group)",
+        kafka_fed_time.as_secs_f64(),
+        kafka_fed_rate / log_fed_rate
+    )?;
+    worker_db.pool().close().await;
     db.pool().close().await;
     store.pool().close().await;
     Ok(())
