@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eventfold_event_log::AnyEventStore;
+use eventfold_event_log::{AnyEventStore, GroupCommit};
 
 mod app;
 /// mimalloc instead of glibc's malloc: under load the voice route spent a fifth of its
@@ -118,9 +118,22 @@ fn install_tracing() {
 }
 
 async fn open_store(url: &str) -> anyhow::Result<AnyEventStore> {
-    AnyEventStore::open(url)
+    AnyEventStore::open_with(url, group_commit()?)
         .await
         .with_context(|| format!("could not open the event log at {}", redact(url)))
+}
+
+/// `EVENTFOLD_GROUP_COMMIT`: `on` (the default) or `off`.
+fn group_commit() -> anyhow::Result<GroupCommit> {
+    match std::env::var("EVENTFOLD_GROUP_COMMIT")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("" | "on" | "true" | "1") => Ok(GroupCommit::default()),
+        Some("off" | "false" | "0") => Ok(GroupCommit::off()),
+        Some(other) => anyhow::bail!("EVENTFOLD_GROUP_COMMIT must be on or off, not {other:?}"),
+    }
 }
 
 /// The URL without its password, for messages.

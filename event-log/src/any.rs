@@ -4,7 +4,10 @@ use eventfold_event_schemas::{
 use tokio::sync::watch;
 
 use crate::store::{EventReader, EventWriter, ReadDirection};
-use crate::{AppendResult, Error, InMemoryEventStore, PgEventStore, Result, SqliteEventStore};
+use crate::{
+    AppendResult, Error, GroupCommit, InMemoryEventStore, Limits, PgEventStore, Result,
+    SqliteEventStore,
+};
 
 /// One of the backends, chosen at run time from a database URL.
 #[derive(Debug, Clone)]
@@ -19,14 +22,20 @@ pub enum AnyEventStore {
 
 impl AnyEventStore {
     /// Opens the store `url` names — `postgres://…`, `sqlite://…` or `memory:` — and
-    /// runs its migrations.
+    /// runs its migrations. Group commit is on.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, GroupCommit::default()).await
+    }
+
+    /// Like [`open`](Self::open), with group commit configured by `group` (the in-memory
+    /// store has no commits to group and ignores it).
+    pub async fn open_with(url: &str, group: GroupCommit) -> Result<Self> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let store = PgEventStore::connect(url, None).await?;
+            let store = PgEventStore::connect_with(url, None, group).await?;
             store.migrate().await?;
             Self::Postgres(store)
         } else if url.starts_with("sqlite:") {
-            let store = SqliteEventStore::connect(url).await?;
+            let store = SqliteEventStore::connect_with(url, Limits::default(), group).await?;
             store.migrate().await?;
             Self::Sqlite(store)
         } else if url == "memory:" {

@@ -93,6 +93,15 @@ pub enum Error {
     /// Serialising an event failed.
     #[error("could not serialise event: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// The group commit this append was queued in failed as a whole (the database failed
+    /// or the connection was lost mid-commit). Whether it committed is unknown, as for any
+    /// append whose connection dies: re-appending the same events is safe and answers
+    /// with the original result if it did.
+    #[error("the group commit failed, this append may or may not be stored: {0}")]
+    GroupCommitFailed(std::sync::Arc<Error>),
+    /// The group-commit queue is gone (the store is shutting down); nothing was written.
+    #[error("the event log is shutting down")]
+    GroupCommitStopped,
 }
 
 impl Error {
@@ -101,6 +110,8 @@ impl Error {
         !matches!(
             self,
             Error::Database(_)
+                | Error::GroupCommitFailed(_)
+                | Error::GroupCommitStopped
                 | Error::Migration(_)
                 | Error::Corrupt { .. }
                 | Error::Serialise(_)

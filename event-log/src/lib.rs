@@ -12,6 +12,7 @@
 mod any;
 mod append;
 mod error;
+mod group;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -23,6 +24,7 @@ pub mod testing;
 pub use any::AnyEventStore;
 pub use append::{AppendResult, Limits};
 pub use error::{Error, Result};
+pub use group::{GroupCommit, GroupStats};
 pub use memory::InMemoryEventStore;
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;

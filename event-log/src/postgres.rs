@@ -41,11 +41,15 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::append::{prepare, recognise_retry, PreparedEvent, StoredId};
+use crate::group::{self, prepare_group, Append, GroupWriter, Outcome, Queue};
 use crate::store::{EventReader, EventWriter, ReadDirection};
-use crate::{AppendResult, Error, Limits, Result};
+use crate::{AppendResult, Error, GroupCommit, GroupStats, Limits, Result};
 
 /// The NOTIFY channel appends are announced on.
 const CHANNEL: &str = "eventfold_events";
+/// Shortest time between two NOTIFYs: what a subscriber in another process may wait
+/// beyond the commit, and what keeps a NOTIFY per append off a busy server.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
 /// Appends with `Any`/`StreamExists` that lose a race for the same stream version retry
 /// this many times before reporting the conflict.
 const MAX_RACE_RETRIES: usize = 50;
@@ -63,6 +67,8 @@ pub struct PgEventStore {
 struct Inner {
     pool: PgPool,
     limits: Limits,
+    /// Concurrent appends written together (`None`: group commit off).
+    group: Option<Queue<PgGroupWriter>>,
     changes: watch::Sender<u64>,
     /// Coalescing trigger for the post-commit NOTIFY task.
     notify_tx: OnceLock<mpsc::Sender<()>>,
@@ -72,23 +78,42 @@ struct Inner {
 }
 
 impl PgEventStore {
-    /// Connects with a pool of up to `max_connections` (default 16 when `None`).
+    /// Connects with a pool of up to `max_connections` (default 16 when `None`), group
+    /// commit on.
     pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Self> {
+        Self::connect_with(url, max_connections, GroupCommit::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), with group commit configured by `group`.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: Option<u32>,
+        group: GroupCommit,
+    ) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.unwrap_or(16))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self::from_pool(pool, Limits::default()))
+        Ok(Self::from_pool_with(pool, Limits::default(), group))
     }
 
-    /// Uses an existing pool.
+    /// Uses an existing pool, with group commit on (its defaults).
     pub fn from_pool(pool: PgPool, limits: Limits) -> Self {
+        Self::from_pool_with(pool, limits, GroupCommit::default())
+    }
+
+    /// Uses an existing pool; `group` says how concurrent appends are grouped.
+    pub fn from_pool_with(pool: PgPool, limits: Limits, group: GroupCommit) -> Self {
+        let group = group
+            .enabled
+            .then(|| Queue::new(PgGroupWriter { pool: pool.clone() }, group));
         Self {
             inner: Arc::new(Inner {
                 pool,
                 limits,
+                group,
                 changes: watch::channel(0).0,
                 notify_tx: OnceLock::new(),
                 listener_started: OnceLock::new(),
@@ -151,50 +176,52 @@ impl PgEventStore {
             })
             .collect())
     }
+}
 
-    async fn try_append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[PreparedEvent],
-    ) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
-        let code = match expected {
-            ExpectedVersion::Exact(v) => v,
-            ExpectedVersion::Any => -1,
-            ExpectedVersion::NoStream => -2,
-            ExpectedVersion::StreamExists => -3,
-        };
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
-        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
-        sqlx::query_as(
-            "SELECT o_position, o_version FROM eventfold_append($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(stream.as_str())
-        .bind(stream.category())
-        .bind(code)
-        .bind(&ids)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&data)
-        .bind(&metadata)
-        .fetch_all(&self.inner.pool)
-        .await
-    }
+/// One call of `eventfold_append`: one append, one statement.
+async fn try_append(
+    pool: &PgPool,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[PreparedEvent],
+) -> std::result::Result<Vec<(i64, i64)>, sqlx::Error> {
+    let code = expected_code(expected);
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+    sqlx::query_as(
+        "SELECT o_position, o_version FROM eventfold_append($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(stream.as_str())
+    .bind(stream.category())
+    .bind(code)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&data)
+    .bind(&metadata)
+    .fetch_all(pool)
+    .await
 }
 
 async fn notify_loop(pool: PgPool, mut rx: mpsc::Receiver<()>) {
     while rx.recv().await.is_some() {
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&pool)
-            .await
+        // NOTIFY gives its transaction an id, so its commit would wait for a WAL flush
+        // of its own: nothing to make durable here, so commit without waiting.
+        if let Err(error) =
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&pool)
+                .await
         {
             // Subscribers in other processes fall back to polling.
             tracing::debug!(%error, "could not send the append notification");
         }
+        // Appends committed meanwhile are covered by the next one: at most one NOTIFY
+        // per interval, however fast the appends come.
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
 
@@ -412,10 +439,105 @@ impl EventWriter for PgEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult> {
-        let prepared = prepare(&self.inner.limits, events)?;
+        let prepared = Arc::new(prepare(&self.inner.limits, events)?);
+        let Some(queue) = &self.inner.group else {
+            return self.append_alone(stream, expected, &prepared).await;
+        };
+        let ticket = queue.enter();
+        if ticket.alone() {
+            return self.append_alone(stream, expected, &prepared).await;
+        }
+        let append = Append {
+            stream: stream.clone(),
+            expected,
+            events: prepared,
+        };
+        let outcome = queue.submit(append.clone()).await;
+        self.announce();
+        self.settle(&append, outcome?).await
+    }
+}
+
+impl PgEventStore {
+    /// Appends to several streams in one transaction (one round trip), each append with
+    /// its own expected version and its own result, as if they ran one after another in
+    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
+    /// failed as a whole ([`Error::GroupCommitFailed`]'s caveat applies: re-append).
+    pub async fn append_group(
+        &self,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        let (valid, places) = prepare_group(&self.inner.limits, appends);
+        let outcomes = match &self.inner.group {
+            Some(queue) => queue.write_now(&valid).await,
+            None => {
+                Queue::new(
+                    PgGroupWriter {
+                        pool: self.inner.pool.clone(),
+                    },
+                    GroupCommit::off(),
+                )
+                .write_now(&valid)
+                .await
+            }
+        }
+        .map_err(|e| Error::GroupCommitFailed(Arc::new(e)))?;
+        self.announce();
+        let mut decided = valid.iter().zip(outcomes);
+        let mut results = Vec::with_capacity(places.len());
+        for place in places {
+            results.push(match place.map(|_| decided.next()) {
+                Err(invalid) => Err(invalid),
+                Ok(Some((append, outcome))) => self.settle(append, outcome).await,
+                Ok(None) => Err(group::mismatch(valid.len(), 0)),
+            });
+        }
+        Ok(results)
+    }
+
+    /// How group commit has grouped appends so far (`None`: it is off).
+    pub fn group_stats(&self) -> Option<GroupStats> {
+        self.inner.group.as_ref().map(Queue::stats)
+    }
+
+    /// Turns a group's decision into the append's result.
+    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
+        let Append {
+            stream,
+            expected,
+            events,
+        } = append;
+        match outcome {
+            Outcome::Committed(result) => Ok(result),
+            Outcome::Conflict { actual } => {
+                // A retried append whose first attempt committed conflicts too.
+                let stored = self.lookup_ids(events).await?;
+                if let Some(original) = recognise_retry(stream, *expected, events, stored)? {
+                    return Ok(original);
+                }
+                Err(Error::WrongExpectedVersion {
+                    stream_id: stream.clone(),
+                    expected: *expected,
+                    actual,
+                })
+            }
+            Outcome::Alone => self.append_alone(stream, *expected, events).await,
+        }
+    }
+}
+
+impl PgEventStore {
+    /// One append in a transaction of its own: the path without group commit, and the
+    /// one for an append that collided in its group.
+    async fn append_alone(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        prepared: &[PreparedEvent],
+    ) -> Result<AppendResult> {
         let mut races = 0;
         loop {
-            let outcome = self.try_append(stream, expected, &prepared).await;
+            let outcome = try_append(&self.inner.pool, stream, expected, prepared).await;
             self.announce();
             let error = match outcome {
                 Ok(rows) => return result_of(&rows),
@@ -432,8 +554,8 @@ impl EventWriter for PgEventStore {
             }
             // A retried append whose first attempt committed looks like a conflict or a
             // duplicate id: answer it with the original result.
-            let stored = self.lookup_ids(&prepared).await?;
-            if let Some(original) = recognise_retry(stream, expected, &prepared, stored)? {
+            let stored = self.lookup_ids(prepared).await?;
+            if let Some(original) = recognise_retry(stream, expected, prepared, stored)? {
                 return Ok(original);
             }
             let may_retry = matches!(
@@ -445,11 +567,7 @@ impl EventWriter for PgEventStore {
                 continue;
             }
             let actual = if conflict {
-                error
-                    .try_downcast_ref::<PgDatabaseError>()
-                    .and_then(|pg| pg.detail())
-                    .and_then(|d| d.parse::<i64>().ok())
-                    .filter(|v| *v >= 0)
+                conflict_actual(&*error)
             } else {
                 self.stream_version(stream).await?
             };
@@ -460,6 +578,138 @@ impl EventWriter for PgEventStore {
             });
         }
     }
+}
+
+/// Writes a group of appends with one call of `eventfold_append_group` (one statement,
+/// one transaction, one round trip).
+#[derive(Debug)]
+struct PgGroupWriter {
+    pool: PgPool,
+}
+
+/// The expectation as `eventfold_append` and `eventfold_append_group` take it.
+fn expected_code(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Exact(v) => v,
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::NoStream => -2,
+        ExpectedVersion::StreamExists => -3,
+    }
+}
+
+type GroupRow = (i32, i32, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+impl GroupWriter for PgGroupWriter {
+    async fn write(&self, group: &[Append]) -> Result<Vec<Outcome>> {
+        if let [one] = group {
+            // `eventfold_append` is the lighter function for one append. Written here,
+            // not by its caller, so that what arrives meanwhile queues for the next group.
+            let outcome = match try_append(&self.pool, &one.stream, one.expected, &one.events).await
+            {
+                Ok(rows) => Outcome::Committed(result_of(&rows)?),
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("EF409") => {
+                    Outcome::Conflict {
+                        actual: conflict_actual(&*db),
+                    }
+                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Outcome::Alone,
+                Err(other) => return Err(other.into()),
+            };
+            return Ok(vec![outcome]);
+        }
+        let mut streams: Vec<&str> = Vec::new();
+        let mut categories: Vec<&str> = Vec::new();
+        let mut index: std::collections::HashMap<&str, i32> = std::collections::HashMap::new();
+        let mut stream_of = Vec::with_capacity(group.len());
+        let mut expected = Vec::with_capacity(group.len());
+        let mut counts = Vec::with_capacity(group.len());
+        let events = group.iter().map(|p| p.events.len()).sum();
+        let mut event_append: Vec<i32> = Vec::with_capacity(events);
+        let mut event_offset: Vec<i32> = Vec::with_capacity(events);
+        let mut ids: Vec<Uuid> = Vec::with_capacity(events);
+        let mut types: Vec<&str> = Vec::with_capacity(events);
+        let mut versions: Vec<i32> = Vec::with_capacity(events);
+        let mut data: Vec<&str> = Vec::with_capacity(events);
+        let mut metadata: Vec<&str> = Vec::with_capacity(events);
+        for (a, pending) in (1i32..).zip(group) {
+            let next = i32::try_from(streams.len() + 1).unwrap_or(i32::MAX);
+            let k = *index.entry(pending.stream.as_str()).or_insert_with(|| {
+                streams.push(pending.stream.as_str());
+                categories.push(pending.stream.category());
+                next
+            });
+            stream_of.push(k);
+            expected.push(expected_code(pending.expected));
+            counts.push(i32::try_from(pending.events.len()).unwrap_or(i32::MAX));
+            for (offset, event) in (0i32..).zip(pending.events.iter()) {
+                event_append.push(a);
+                event_offset.push(offset);
+                ids.push(event.event_id);
+                types.push(&event.event_type);
+                versions.push(event.schema_version);
+                data.push(&event.data);
+                metadata.push(&event.metadata);
+            }
+        }
+        let call = |careful: bool| {
+            sqlx::query_as::<_, GroupRow>(
+                "SELECT o_append, o_status, o_first_position, o_last_position, \
+                 o_first_version, o_actual FROM eventfold_append_group($1, $2, $3, $4, $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&streams)
+            .bind(&categories)
+            .bind(&stream_of)
+            .bind(&expected)
+            .bind(&counts)
+            .bind(&event_append)
+            .bind(&event_offset)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&data)
+            .bind(&metadata)
+            .bind(careful)
+            .fetch_all(&self.pool)
+        };
+        let rows = match call(false).await {
+            // A collision (another group on the same stream, a stored event id) undid
+            // the whole fast path: again, one append at a time.
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => call(true).await?,
+            other => other?,
+        };
+        rows.into_iter()
+            .zip(group)
+            .map(|((_, status, lo, hi, first, actual), pending)| {
+                let count = pending.events.len() as i64;
+                match (status, lo, hi, first) {
+                    (0, Some(lo), Some(hi), Some(first)) => Ok(Outcome::Committed(AppendResult {
+                        first_version: first,
+                        last_version: first + count - 1,
+                        first_position: Position(lo),
+                        last_position: Position(hi),
+                    })),
+                    (1, ..) => Ok(Outcome::Conflict {
+                        actual: actual.filter(|v| *v >= 0),
+                    }),
+                    (2, ..) => Ok(Outcome::Alone),
+                    _ => Err(Error::Corrupt {
+                        position: -1,
+                        reason: format!("eventfold_append_group answered status {status}"),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The actual version `eventfold_append` reports with a conflict (`None`: no stream).
+fn conflict_actual(error: &dyn sqlx::error::DatabaseError) -> Option<StreamVersion> {
+    error
+        .try_downcast_ref::<PgDatabaseError>()
+        .and_then(|pg| pg.detail())
+        .and_then(|d| d.parse::<i64>().ok())
+        .filter(|v| *v >= 0)
 }
 
 fn result_of(rows: &[(i64, i64)]) -> Result<AppendResult> {

@@ -21,9 +21,13 @@ use sqlx::sqlite::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::append::{prepare, recognise_retry, StoredId};
+use crate::append::{prepare, recognise_retry, PreparedEvent, StoredId};
+use crate::group::{self, prepare_group, Append, GroupWriter, Outcome, Queue};
 use crate::store::{EventReader, EventWriter, ReadDirection};
-use crate::{AppendResult, Error, Limits, Result};
+use crate::{AppendResult, Error, GroupCommit, GroupStats, Limits, Result};
+
+/// Most events one INSERT statement carries (9 parameters each, under SQLite's 32,766).
+const ROWS_PER_INSERT: usize = 1000;
 
 const SELECT_EVENTS: &str = "SELECT global_position, stream_id, stream_version, event_id, \
      event_type, schema_version, data, metadata, recorded_at FROM eventfold_events";
@@ -39,6 +43,8 @@ struct Inner {
     writer: SqlitePool,
     reader: SqlitePool,
     limits: Limits,
+    /// Concurrent appends written together (`None`: group commit off).
+    group: Option<Queue<SqliteGroupWriter>>,
     changes: watch::Sender<u64>,
 }
 
@@ -53,6 +59,12 @@ impl SqliteEventStore {
 
     /// Like [`connect`](Self::connect), with custom append limits.
     pub async fn connect_with_limits(url: &str, limits: Limits) -> Result<Self> {
+        Self::connect_with(url, limits, GroupCommit::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), with custom append limits and group commit
+    /// configured by `group` (its `committers` is ignored: SQLite has one writer).
+    pub async fn connect_with(url: &str, limits: Limits, group: GroupCommit) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -67,11 +79,23 @@ impl SqliteEventStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
+        let group = group.enabled.then(|| {
+            Queue::new(
+                SqliteGroupWriter {
+                    pool: writer.clone(),
+                },
+                GroupCommit {
+                    committers: 1,
+                    ..group
+                },
+            )
+        });
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
                 reader,
                 limits,
+                group,
                 changes: watch::channel(0).0,
             }),
         })
@@ -227,20 +251,98 @@ impl EventWriter for SqliteEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult> {
-        let prepared = prepare(&self.inner.limits, events)?;
+        let prepared = Arc::new(prepare(&self.inner.limits, events)?);
+        let Some(queue) = &self.inner.group else {
+            return self.append_alone(stream, expected, &prepared).await;
+        };
+        let ticket = queue.enter();
+        if ticket.alone() {
+            return self.append_alone(stream, expected, &prepared).await;
+        }
+        let append = Append {
+            stream: stream.clone(),
+            expected,
+            events: prepared,
+        };
+        let outcome = queue.submit(append.clone()).await;
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.settle(&append, outcome?).await
+    }
+}
+
+impl SqliteEventStore {
+    /// Appends to several streams in one transaction (one commit), each append with its
+    /// own expected version and its own result, as if they ran one after another in
+    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
+    /// failed as a whole.
+    pub async fn append_group(
+        &self,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        let (valid, places) = prepare_group(&self.inner.limits, appends);
+        let outcomes = match &self.inner.group {
+            Some(queue) => queue.write_now(&valid).await,
+            None => {
+                Queue::new(
+                    SqliteGroupWriter {
+                        pool: self.inner.writer.clone(),
+                    },
+                    GroupCommit::off(),
+                )
+                .write_now(&valid)
+                .await
+            }
+        }
+        .map_err(|e| Error::GroupCommitFailed(Arc::new(e)))?;
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+        let mut decided = valid.iter().zip(outcomes);
+        let mut results = Vec::with_capacity(places.len());
+        for place in places {
+            results.push(match place.map(|_| decided.next()) {
+                Err(invalid) => Err(invalid),
+                Ok(Some((append, outcome))) => self.settle(append, outcome).await,
+                Ok(None) => Err(group::mismatch(valid.len(), 0)),
+            });
+        }
+        Ok(results)
+    }
+
+    /// How group commit has grouped appends so far (`None`: it is off).
+    pub fn group_stats(&self) -> Option<GroupStats> {
+        self.inner.group.as_ref().map(Queue::stats)
+    }
+
+    /// Turns a group's decision into the append's result. Conflicts and collisions are
+    /// decided again alone, in a transaction that also looks for the retry of an append
+    /// that committed earlier (no round trip to save: SQLite is in process).
+    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
+        match outcome {
+            Outcome::Committed(result) => Ok(result),
+            Outcome::Conflict { .. } | Outcome::Alone => {
+                self.append_alone(&append.stream, append.expected, &append.events)
+                    .await
+            }
+        }
+    }
+}
+
+impl SqliteEventStore {
+    /// One append in a transaction of its own: the path without group commit, and the
+    /// one for an append its group could not decide.
+    async fn append_alone(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        prepared: &[PreparedEvent],
+    ) -> Result<AppendResult> {
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let current: Option<i64> = sqlx::query_scalar(
-            "SELECT max(stream_version) FROM eventfold_events WHERE stream_id = ?1",
-        )
-        .bind(stream.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+        let current = current_version(&mut tx, stream).await?;
 
         // Inside the write transaction nothing can change under us: a retried append is
         // looked for only when the plain path fails (wrong version or a duplicate id).
         if !expected.accepts(current) {
-            let stored = stored_ids(&mut tx, &prepared).await?;
-            if let Some(original) = recognise_retry(stream, expected, &prepared, stored)? {
+            let stored = stored_ids(&mut tx, prepared).await?;
+            if let Some(original) = recognise_retry(stream, expected, prepared, stored)? {
                 return Ok(original);
             }
             return Err(Error::WrongExpectedVersion {
@@ -249,59 +351,151 @@ impl EventWriter for SqliteEventStore {
                 actual: current,
             });
         }
-
         let first_version = current.map_or(0, |v| v + 1);
-        let recorded_at = Utc::now();
-        let mut positions = Vec::with_capacity(prepared.len());
-        for (offset, event) in prepared.iter().enumerate() {
-            let position: sqlx::Result<i64> = sqlx::query_scalar(
-                "INSERT INTO eventfold_events (stream_id, category, stream_version, event_id, \
-                 event_type, schema_version, data, metadata, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING global_position",
-            )
-            .bind(stream.as_str())
-            .bind(stream.category())
-            .bind(first_version + offset as i64)
-            .bind(event.event_id)
-            .bind(&event.event_type)
-            .bind(event.schema_version)
-            .bind(&event.data)
-            .bind(&event.metadata)
-            .bind(recorded_at)
-            .fetch_one(&mut *tx)
-            .await;
-            let position = match position {
-                Ok(position) => position,
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    // An id of this append is stored already: a retry, or a misuse.
-                    let stored = stored_ids(&mut tx, &prepared).await?;
-                    if let Some(original) = recognise_retry(stream, expected, &prepared, stored)? {
-                        return Ok(original);
-                    }
-                    return Err(sqlx::Error::Database(db).into());
+        match insert(&mut tx, stream, first_version, prepared, Utc::now()).await {
+            Ok(result) => {
+                tx.commit().await?;
+                self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(result)
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                // An id of this append is stored already: a retry, or a misuse.
+                let stored = stored_ids(&mut tx, prepared).await?;
+                if let Some(original) = recognise_retry(stream, expected, prepared, stored)? {
+                    return Ok(original);
                 }
-                Err(other) => return Err(other.into()),
-            };
-            positions.push(position);
+                Err(sqlx::Error::Database(db).into())
+            }
+            Err(other) => Err(other.into()),
         }
-        tx.commit().await?;
-        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-        let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else {
-            return Err(Error::EmptyAppend);
-        };
-        Ok(AppendResult {
+    }
+}
+
+/// The stream's last version inside the write transaction.
+async fn current_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    stream: &StreamId,
+) -> Result<Option<StreamVersion>> {
+    Ok(
+        sqlx::query_scalar("SELECT max(stream_version) FROM eventfold_events WHERE stream_id = ?1")
+            .bind(stream.as_str())
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+/// Inserts one append's events at `first_version` onwards, with multi-row INSERTs. An
+/// append of up to [`ROWS_PER_INSERT`] events is one statement, which SQLite undoes
+/// whole when it fails (a duplicate id), leaving the transaction usable.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    stream: &StreamId,
+    first_version: StreamVersion,
+    events: &[PreparedEvent],
+    recorded_at: DateTime<Utc>,
+) -> sqlx::Result<AppendResult> {
+    let mut positions: Vec<i64> = Vec::with_capacity(events.len());
+    let mut version = first_version;
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut builder = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO eventfold_events (stream_id, category, stream_version, event_id, \
+             event_type, schema_version, data, metadata, recorded_at) ",
+        );
+        builder.push_values(chunk, |mut row, event| {
+            row.push_bind(stream.as_str())
+                .push_bind(stream.category())
+                .push_bind(version)
+                .push_bind(event.event_id)
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.schema_version)
+                .push_bind(event.data.as_str())
+                .push_bind(event.metadata.as_str())
+                .push_bind(recorded_at);
+            version += 1;
+        });
+        builder.push(" RETURNING global_position");
+        let mut got: Vec<i64> = builder.build_query_scalar().fetch_all(&mut **tx).await?;
+        // Rows are inserted in VALUES order with growing rowids; RETURNING's order is
+        // not promised, so sort.
+        got.sort_unstable();
+        positions.extend(got);
+    }
+    match (positions.first(), positions.last()) {
+        (Some(&first), Some(&last)) if positions.len() == events.len() => Ok(AppendResult {
             first_version,
-            last_version: first_version + positions.len() as i64 - 1,
+            last_version: first_version + events.len() as i64 - 1,
             first_position: Position(first),
             last_position: Position(last),
-        })
+        }),
+        _ => Err(sqlx::Error::Protocol(format!(
+            "inserted {} events, {} positions came back",
+            events.len(),
+            positions.len()
+        ))),
+    }
+}
+
+/// Writes a group of appends in one `BEGIN IMMEDIATE` transaction (one commit, one WAL
+/// sync for all of them). Each append is one statement, so one that fails (a duplicate
+/// id) leaves the others in place.
+#[derive(Debug)]
+struct SqliteGroupWriter {
+    pool: SqlitePool,
+}
+
+impl GroupWriter for SqliteGroupWriter {
+    async fn write(&self, group: &[Append]) -> Result<Vec<Outcome>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut versions: std::collections::HashMap<&str, Option<StreamVersion>> =
+            std::collections::HashMap::new();
+        let recorded_at = Utc::now();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for pending in group {
+            let current = match versions.get(pending.stream.as_str()) {
+                Some(current) => *current,
+                None => current_version(&mut tx, &pending.stream).await?,
+            };
+            if !pending.expected.accepts(current) {
+                outcomes.push(Outcome::Conflict { actual: current });
+                versions.insert(pending.stream.as_str(), current);
+                continue;
+            }
+            if pending.events.len() > ROWS_PER_INSERT {
+                // More than one statement: a failure half-way would need a savepoint.
+                outcomes.push(Outcome::Alone);
+                versions.insert(pending.stream.as_str(), current);
+                continue;
+            }
+            let first_version = current.map_or(0, |v| v + 1);
+            match insert(
+                &mut tx,
+                &pending.stream,
+                first_version,
+                &pending.events,
+                recorded_at,
+            )
+            .await
+            {
+                Ok(result) => {
+                    versions.insert(pending.stream.as_str(), Some(result.last_version));
+                    outcomes.push(Outcome::Committed(result));
+                }
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    versions.insert(pending.stream.as_str(), current);
+                    outcomes.push(Outcome::Alone);
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 }
 
 /// Where the ids of `events` are stored already, if anywhere.
 async fn stored_ids(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &[crate::append::PreparedEvent],
+    events: &[PreparedEvent],
 ) -> Result<Vec<StoredId>> {
     let mut stored = Vec::new();
     for event in events {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{Limits, PgEventStore, Result, SqliteEventStore};
+use crate::{GroupCommit, Limits, PgEventStore, Result, SqliteEventStore};
 
 /// The server tests create their databases on: `EVENTFOLD_TEST_POSTGRES`, else the
 /// local server as `postgres` without TLS.
@@ -34,6 +34,11 @@ impl PgTestDb {
 
     /// Creates and migrates a database.
     pub async fn with_limits(limits: Limits) -> Result<Self> {
+        Self::with(limits, GroupCommit::default()).await
+    }
+
+    /// Creates and migrates a database whose store groups commits as `group` says.
+    pub async fn with(limits: Limits, group: GroupCommit) -> Result<Self> {
         let admin = PgConnectOptions::from_str(&admin_url())?;
         let name = format!("eventfold_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin.connect().await?;
@@ -46,7 +51,7 @@ impl PgTestDb {
             .max_connections(24)
             .connect_with(options.clone())
             .await?;
-        let store = PgEventStore::from_pool(pool, limits);
+        let store = PgEventStore::from_pool_with(pool, limits, group);
         store.migrate().await?;
         Ok(Self {
             store,
@@ -110,10 +115,15 @@ impl SqliteTestDb {
 
     /// Creates and migrates a database.
     pub async fn with_limits(limits: Limits) -> Result<Self> {
+        Self::with(limits, GroupCommit::default()).await
+    }
+
+    /// Creates and migrates a database whose store groups commits as `group` says.
+    pub async fn with(limits: Limits, group: GroupCommit) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("eventfold-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).map_err(|e| crate::Error::Database(sqlx::Error::Io(e)))?;
         let url = format!("sqlite://{}", dir.join("log.db").display());
-        let store = SqliteEventStore::connect_with_limits(&url, limits).await?;
+        let store = SqliteEventStore::connect_with(&url, limits, group).await?;
         store.migrate().await?;
         Ok(Self { store, url, dir })
     }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use eventfold_event_log::schemas::{ExpectedVersion, NewEvent, StreamId};
-use eventfold_event_log::{EventWriter, Limits, PgEventStore, SqliteEventStore};
+use eventfold_event_log::{
+    EventWriter, GroupCommit, GroupStats, Limits, PgEventStore, SqliteEventStore,
+};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::SqlitePool;
@@ -38,6 +40,58 @@ pub(crate) struct AppendBenchArgs {
     /// Skip the SQLite cases.
     #[arg(long)]
     no_sqlite: bool,
+    /// Appends with group commit `on`, `off` (one transaction per append), or `both`
+    /// (two rows per case, same run).
+    #[arg(long, value_enum, default_value = "both")]
+    group_commit: GroupMode,
+    /// PostgreSQL groups in flight at once with group commit on (the store's default when
+    /// not given).
+    #[arg(long)]
+    committers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum GroupMode {
+    On,
+    Off,
+    Both,
+}
+
+impl GroupMode {
+    /// The configurations to run, each with its row label suffix.
+    fn configs(self) -> Vec<(GroupCommit, &'static str)> {
+        let on = (GroupCommit::default(), "+group");
+        let off = (GroupCommit::off(), "");
+        match self {
+            GroupMode::On => vec![on],
+            GroupMode::Off => vec![off],
+            GroupMode::Both => vec![off, on],
+        }
+    }
+}
+
+/// How the appends of a case were grouped (`None`: group commit off).
+fn grouping(before: Option<GroupStats>, after: Option<GroupStats>) -> Option<String> {
+    let after = after?;
+    let before = before.unwrap_or_default();
+    let groups = after.groups.saturating_sub(before.groups);
+    let appends = after.appends.saturating_sub(before.appends);
+    Some(format!(
+        "  └ {groups} group commits for {appends} queued appends (mean {:.1}, largest so far {}); \
+         appends with nothing else under way went out alone",
+        appends as f64 / groups.max(1) as f64,
+        after.largest
+    ))
+}
+
+/// The row label of a backend in a group-commit configuration.
+fn label(backend: &str, suffix: &str) -> &'static str {
+    match (backend, suffix) {
+        ("postgres", "") => "postgres",
+        ("postgres", _) => "postgres+group",
+        (_, "") => "sqlite",
+        _ => "sqlite+group",
+    }
 }
 
 pub(crate) async fn run(
@@ -58,7 +112,8 @@ pub(crate) async fn run(
     writeln!(
         out,
         "bench append: ~{} bytes of data per event, {:?} per case; raw = plain INSERTs of the \
-         same rows into a table with the same indexes, same concurrency",
+         same rows into a table with the same indexes, same concurrency; +group = group \
+         commit on (the default), without = one transaction per append",
         payload_size(),
         args.duration
     )?;
@@ -192,8 +247,9 @@ async fn postgres_cases_in(
         .max_connections(max_writers + 2)
         .connect_with(options)
         .await?;
-    let store = PgEventStore::from_pool(pool.clone(), Limits::default());
-    store.migrate().await?;
+    PgEventStore::from_pool(pool.clone(), Limits::default())
+        .migrate()
+        .await?;
     sqlx::raw_sql(
         "CREATE TABLE raw_events (LIKE eventfold_events INCLUDING DEFAULTS);
          CREATE SEQUENCE raw_positions;
@@ -207,50 +263,61 @@ async fn postgres_cases_in(
     .await?;
     for &batch in &args.batches {
         for &writers in &args.writers {
-            sqlx::raw_sql(
-                "TRUNCATE eventfold_events, raw_events;
+            for (group, suffix) in args.group_commit.configs() {
+                sqlx::raw_sql(
+                    "TRUNCATE eventfold_events, raw_events;
                  ALTER SEQUENCE eventfold_positions RESTART; ALTER SEQUENCE raw_positions RESTART;",
-            )
-            .execute(&pool)
-            .await?;
-            let case = format!("c{writers}x{batch}");
-            let store = store.clone();
-            let ours = drive(
-                &case,
-                writers,
-                batch,
-                args.duration,
-                move |s, expected, _, events| {
-                    let store = store.clone();
-                    async move {
-                        store.append(&s, expected, &events).await?;
-                        Ok(())
-                    }
-                },
-            )
-            .await?;
-            let pool = pool.clone();
-            let raw = drive(
-                &case,
-                writers,
-                batch,
-                args.duration,
-                move |s, _, first, events| {
-                    let pool = pool.clone();
-                    async move { raw_pg_insert(&pool, &s, first, &events).await }
-                },
-            )
-            .await?;
-            print_row(
-                out,
-                &Row {
-                    backend: "postgres",
+                )
+                .execute(&pool)
+                .await?;
+                let case = format!("c{writers}x{batch}");
+                let group = GroupCommit {
+                    committers: args.committers.unwrap_or(group.committers),
+                    ..group
+                };
+                let store = PgEventStore::from_pool_with(pool.clone(), Limits::default(), group);
+                let probe = store.clone();
+                let ours = drive(
+                    &case,
                     writers,
                     batch,
-                    ours,
-                    raw,
-                },
-            )?;
+                    args.duration,
+                    move |s, expected, _, events| {
+                        let store = store.clone();
+                        async move {
+                            store.append(&s, expected, &events).await?;
+                            Ok(())
+                        }
+                    },
+                )
+                .await?;
+                let grouped = grouping(None, probe.group_stats());
+                let pool = pool.clone();
+                let raw = drive(
+                    &case,
+                    writers,
+                    batch,
+                    args.duration,
+                    move |s, _, first, events| {
+                        let pool = pool.clone();
+                        async move { raw_pg_insert(&pool, &s, first, &events).await }
+                    },
+                )
+                .await?;
+                print_row(
+                    out,
+                    &Row {
+                        backend: label("postgres", suffix),
+                        writers,
+                        batch,
+                        ours,
+                        raw,
+                    },
+                )?;
+                if let Some(grouped) = grouped {
+                    writeln!(out, "{grouped}")?;
+                }
+            }
         }
     }
     pool.close().await;
@@ -335,6 +402,10 @@ async fn sqlite_cases_in(
     let store = SqliteEventStore::connect(&url).await?;
     store.migrate().await?;
     let pool = store.writer_pool().clone();
+    let grouped =
+        SqliteEventStore::connect_with(&url, Limits::default(), GroupCommit::default()).await?;
+    let ungrouped =
+        SqliteEventStore::connect_with(&url, Limits::default(), GroupCommit::off()).await?;
     sqlx::raw_sql(
         "CREATE TABLE raw_events (
             global_position INTEGER PRIMARY KEY, stream_id TEXT NOT NULL, category TEXT NOT NULL,
@@ -347,49 +418,63 @@ async fn sqlite_cases_in(
     .await?;
     for &batch in &args.batches {
         for &writers in &args.writers {
-            sqlx::raw_sql("DELETE FROM eventfold_events; DELETE FROM raw_events;")
-                .execute(&pool)
-                .await?;
-            let case = format!("c{writers}x{batch}");
-            let store = store.clone();
-            let ours = drive(
-                &case,
-                writers,
-                batch,
-                args.duration,
-                move |s, expected, _, events| {
-                    let store = store.clone();
-                    async move {
-                        store.append(&s, expected, &events).await?;
-                        Ok(())
-                    }
-                },
-            )
-            .await?;
-            let pool = pool.clone();
-            let raw = drive(
-                &case,
-                writers,
-                batch,
-                args.duration,
-                move |s, _, first, events| {
-                    let pool = pool.clone();
-                    async move { raw_sqlite_insert(&pool, &s, first, &events).await }
-                },
-            )
-            .await?;
-            print_row(
-                out,
-                &Row {
-                    backend: "sqlite",
+            for (group, suffix) in args.group_commit.configs() {
+                sqlx::raw_sql("DELETE FROM eventfold_events; DELETE FROM raw_events;")
+                    .execute(&pool)
+                    .await?;
+                let case = format!("c{writers}x{batch}");
+                let store = if group.enabled {
+                    grouped.clone()
+                } else {
+                    ungrouped.clone()
+                };
+                let probe = store.clone();
+                let before = probe.group_stats();
+                let ours = drive(
+                    &case,
                     writers,
                     batch,
-                    ours,
-                    raw,
-                },
-            )?;
+                    args.duration,
+                    move |s, expected, _, events| {
+                        let store = store.clone();
+                        async move {
+                            store.append(&s, expected, &events).await?;
+                            Ok(())
+                        }
+                    },
+                )
+                .await?;
+                let grouped = grouping(before, probe.group_stats());
+                let pool = pool.clone();
+                let raw = drive(
+                    &case,
+                    writers,
+                    batch,
+                    args.duration,
+                    move |s, _, first, events| {
+                        let pool = pool.clone();
+                        async move { raw_sqlite_insert(&pool, &s, first, &events).await }
+                    },
+                )
+                .await?;
+                print_row(
+                    out,
+                    &Row {
+                        backend: label("sqlite", suffix),
+                        writers,
+                        batch,
+                        ours,
+                        raw,
+                    },
+                )?;
+                if let Some(grouped) = grouped {
+                    writeln!(out, "{grouped}")?;
+                }
+            }
         }
     }
+    grouped.close().await;
+    ungrouped.close().await;
     store.close().await;
     Ok(())
 }

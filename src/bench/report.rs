@@ -56,7 +56,7 @@ fn ms(d: Duration) -> String {
 pub(crate) fn print_header(out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<8} {:>7} {:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}",
+        "{:<14} {:>7} {:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}",
         "backend",
         "writers",
         "batch",
@@ -68,14 +68,14 @@ pub(crate) fn print_header(out: &mut impl Write) -> std::io::Result<()> {
         "p99 ms",
         "ratio"
     )?;
-    writeln!(out, "{}", "-".repeat(106))
+    writeln!(out, "{}", "-".repeat(112))
 }
 
 pub(crate) fn print_row(out: &mut impl Write, row: &Row) -> std::io::Result<()> {
     let (ours, raw) = (row.ours.per_second(), row.raw.per_second());
     writeln!(
         out,
-        "{:<8} {:>7} {:>5} | {:>12.0} {:>9} {:>9} | {:>12.0} {:>9} {:>9} | {:>6.2}",
+        "{:<14} {:>7} {:>5} | {:>12.0} {:>9} {:>9} | {:>12.0} {:>9} {:>9} | {:>6.2}",
         row.backend,
         row.writers,
         row.batch,

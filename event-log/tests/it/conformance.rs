@@ -4,7 +4,7 @@ use eventfold_event_log::schemas::{
     EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
 };
 use eventfold_event_log::{
-    AppendResult, Error, EventStore, InMemoryEventStore, Limits, ReadDirection,
+    AppendResult, Error, EventStore, GroupCommit, InMemoryEventStore, Limits, ReadDirection,
     SubscriptionOptions, STREAM_END,
 };
 use serde_json::json;
@@ -45,6 +45,14 @@ macro_rules! conformance_suite {
 conformance_suite!(in_memory, crate::conformance::memory_store);
 conformance_suite!(sqlite, crate::conformance::sqlite_store);
 conformance_suite!(postgres, crate::conformance::postgres_store);
+conformance_suite!(
+    sqlite_one_by_one,
+    crate::conformance::sqlite_store_without_group_commit
+);
+conformance_suite!(
+    postgres_one_by_one,
+    crate::conformance::postgres_store_without_group_commit
+);
 
 pub async fn memory_store() -> anyhow::Result<(InMemoryEventStore, ())> {
     Ok((InMemoryEventStore::new(Limits::default()), ()))
@@ -58,6 +66,18 @@ pub async fn sqlite_store() -> anyhow::Result<(eventfold_event_log::SqliteEventS
 
 pub async fn postgres_store() -> anyhow::Result<(eventfold_event_log::PgEventStore, PgTestDb)> {
     let db = PgTestDb::new().await?;
+    Ok((db.store.clone(), db))
+}
+
+pub async fn sqlite_store_without_group_commit(
+) -> anyhow::Result<(eventfold_event_log::SqliteEventStore, SqliteTestDb)> {
+    let db = SqliteTestDb::with(Limits::default(), GroupCommit::off()).await?;
+    Ok((db.store.clone(), db))
+}
+
+pub async fn postgres_store_without_group_commit(
+) -> anyhow::Result<(eventfold_event_log::PgEventStore, PgTestDb)> {
+    let db = PgTestDb::with(Limits::default(), GroupCommit::off()).await?;
     Ok((db.store.clone(), db))
 }
 

@@ -2,5 +2,6 @@
 #![allow(unreachable_pub, missing_debug_implementations)]
 
 mod conformance;
+mod group_commit;
 mod postgres_gaps;
 mod support;

@@ -1,0 +1,350 @@
+//! Group commit: concurrent appends queued and written together in one transaction,
+//! each keeping its own expected-version check, idempotency check and result.
+//!
+//! An append is validated and serialised by its caller ([`prepare`](crate::append)),
+//! then queued. A committer task takes the first append waiting and every other one
+//! queued behind it at that moment (bounded in appends and bytes) and hands the group to
+//! the backend, which writes it in one transaction and decides every append on its own:
+//! committed, a version conflict, or "decide it alone" (it collided with a concurrent
+//! writer or carries an event id stored already). Nothing waits for company: when no
+//! other append is queued, a group of one goes out at once, so low load pays no latency.
+//! Under load the appends that arrive while a group commits form the next group, and one
+//! commit (one WAL flush) acknowledges them all.
+//!
+//! The outcome of an append is only sent once its group's transaction committed; a group
+//! that fails as a whole (the database went away mid-commit) answers every append in it
+//! with [`Error::GroupCommitFailed`]: the outcome is unknown, exactly as for a single
+//! append whose connection died, and re-appending the same events is safe (idempotent).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use eventfold_event_schemas::{ExpectedVersion, NewEvent, StreamId, StreamVersion};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::append::{prepare, PreparedEvent};
+use crate::{AppendResult, Error, Limits, Result};
+
+/// How concurrent appends are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Whether appends are grouped at all (default on). Off: every append is its own
+    /// transaction, as before group commit.
+    pub enabled: bool,
+    /// Most appends in one group (default 256).
+    pub max_appends: usize,
+    /// Most serialised event bytes in one group (default 8 MiB). An append larger than
+    /// this alone still goes out, as a group of one.
+    pub max_bytes: usize,
+    /// Groups in flight at once (PostgreSQL, default 2: one executes while the previous
+    /// one waits for its commit). SQLite writes one transaction at a time and ignores it.
+    pub committers: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_appends: 256,
+            max_bytes: 8 * 1024 * 1024,
+            committers: 2,
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Group commit turned off.
+    pub fn off() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// One append of a group, validated and serialised.
+#[derive(Debug, Clone)]
+pub(crate) struct Append {
+    pub(crate) stream: StreamId,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Arc<Vec<PreparedEvent>>,
+}
+
+impl Append {
+    /// Roughly what it weighs in a group.
+    fn bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + e.event_type.len() + 64)
+            .sum()
+    }
+}
+
+/// An append under way (see [`Queue::enter`]).
+pub(crate) struct Ticket<'a> {
+    active: &'a AtomicUsize,
+    alone: bool,
+}
+
+impl Ticket<'_> {
+    /// No other append was under way when this one entered.
+    pub(crate) fn alone(&self) -> bool {
+        self.alone
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One queued append and where its outcome goes.
+struct Pending {
+    append: Append,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// How group commit has grouped so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Transactions written.
+    pub groups: u64,
+    /// Appends in them.
+    pub appends: u64,
+    /// Appends in the largest group.
+    pub largest: u64,
+}
+
+/// What the group decided for one append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Written and committed.
+    Committed(AppendResult),
+    /// The stream was at `actual`, which the expectation does not accept; nothing written.
+    /// (It may still be the retry of an append that committed earlier.)
+    Conflict { actual: Option<StreamVersion> },
+    /// It collided with a concurrent writer or an event id stored already; nothing
+    /// written: decide it alone.
+    Alone,
+}
+
+/// A backend's way of writing one group in one transaction.
+pub(crate) trait GroupWriter: Send + Sync + 'static {
+    /// Writes `group` in one transaction, one outcome per append in the same order, as if
+    /// the appends had run one after another in that order. An `Err` means the
+    /// transaction did not (knowingly) commit.
+    fn write(&self, group: &[Append]) -> impl Future<Output = Result<Vec<Outcome>>> + Send;
+}
+
+struct Intake {
+    rx: mpsc::UnboundedReceiver<Pending>,
+    /// An append that did not fit the previous group: first of the next one.
+    carry: Option<Pending>,
+}
+
+/// The queue in front of a backend's [`GroupWriter`]; committer tasks start with the
+/// first append (they need a Tokio runtime) and end when the queue is dropped.
+pub(crate) struct Queue<W> {
+    config: GroupCommit,
+    writer: Arc<W>,
+    stats: Arc<Counters>,
+    /// Appends between [`Queue::enter`] and their answer.
+    active: AtomicUsize,
+    tx: OnceLock<mpsc::UnboundedSender<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    groups: AtomicU64,
+    appends: AtomicU64,
+    largest: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, appends: usize) {
+        let appends = appends as u64;
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.appends.fetch_add(appends, Ordering::Relaxed);
+        self.largest.fetch_max(appends, Ordering::Relaxed);
+    }
+}
+
+impl<W> std::fmt::Debug for Queue<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: GroupWriter> Queue<W> {
+    pub(crate) fn new(writer: W, config: GroupCommit) -> Self {
+        Self {
+            config,
+            writer: Arc::new(writer),
+            stats: Arc::default(),
+            active: AtomicUsize::new(0),
+            tx: OnceLock::new(),
+        }
+    }
+
+    /// Registers an append about to be written; [`Ticket::alone`] says whether no other
+    /// append is under way, in which case it goes out directly, without the queue's hop
+    /// (nothing to group it with). Keep the ticket until the append is answered.
+    pub(crate) fn enter(&self) -> Ticket<'_> {
+        let before = self.active.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            active: &self.active,
+            alone: before == 0,
+        }
+    }
+
+    /// How it has grouped so far.
+    pub(crate) fn stats(&self) -> GroupStats {
+        GroupStats {
+            groups: self.stats.groups.load(Ordering::Relaxed),
+            appends: self.stats.appends.load(Ordering::Relaxed),
+            largest: self.stats.largest.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes `appends` as one group now, bypassing the queue (no other append joins).
+    pub(crate) async fn write_now(&self, appends: &[Append]) -> Result<Vec<Outcome>> {
+        let outcomes = self.writer.write(appends).await?;
+        self.stats.count(appends.len());
+        if outcomes.len() != appends.len() {
+            return Err(mismatch(appends.len(), outcomes.len()));
+        }
+        Ok(outcomes)
+    }
+
+    /// Queues one append and waits for its group's decision.
+    pub(crate) async fn submit(&self, append: Append) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            bytes: append.bytes(),
+            append,
+            reply,
+        };
+        if self.sender().send(pending).is_err() {
+            return Err(Error::GroupCommitStopped);
+        }
+        answer.await.map_err(|_| Error::GroupCommitStopped)?
+    }
+
+    fn sender(&self) -> &mpsc::UnboundedSender<Pending> {
+        self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
+            for _ in 0..self.config.committers.max(1) {
+                tokio::spawn(commit_loop(
+                    self.writer.clone(),
+                    intake.clone(),
+                    self.stats.clone(),
+                    self.config,
+                ));
+            }
+            tx
+        })
+    }
+}
+
+async fn commit_loop<W: GroupWriter>(
+    writer: Arc<W>,
+    intake: Arc<Mutex<Intake>>,
+    stats: Arc<Counters>,
+    config: GroupCommit,
+) {
+    loop {
+        let Some(group) = next_group(&intake, &config).await else {
+            return;
+        };
+        let (appends, replies): (Vec<Append>, Vec<_>) =
+            group.into_iter().map(|p| (p.append, p.reply)).unzip();
+        let written = writer.write(&appends).await;
+        stats.count(appends.len());
+        match written {
+            Ok(outcomes) if outcomes.len() == replies.len() => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(outcomes) => {
+                let error = Arc::new(mismatch(replies.len(), outcomes.len()));
+                for reply in replies {
+                    let _ = reply.send(Err(Error::GroupCommitFailed(error.clone())));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, appends = replies.len(), "group commit failed");
+                let error = Arc::new(error);
+                for reply in replies {
+                    let _ = reply.send(Err(Error::GroupCommitFailed(error.clone())));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn mismatch(appends: usize, outcomes: usize) -> Error {
+    Error::Corrupt {
+        position: -1,
+        reason: format!("a group of {appends} appends came back with {outcomes} outcomes"),
+    }
+}
+
+/// The first append waiting (waits for one) and whatever is queued behind it, within the
+/// bounds. Appends whose caller gave up (a deadline) are dropped unwritten.
+async fn next_group(intake: &Mutex<Intake>, config: &GroupCommit) -> Option<Vec<Pending>> {
+    let mut intake = intake.lock().await;
+    let mut group: Vec<Pending> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let next = match intake.carry.take() {
+            Some(pending) => pending,
+            None if group.is_empty() => intake.rx.recv().await?,
+            None => match intake.rx.try_recv() {
+                Ok(pending) => pending,
+                Err(_) => break,
+            },
+        };
+        if next.reply.is_closed() {
+            continue;
+        }
+        if !group.is_empty() && bytes + next.bytes > config.max_bytes {
+            intake.carry = Some(next);
+            break;
+        }
+        bytes += next.bytes;
+        group.push(next);
+        if group.len() >= config.max_appends.max(1) {
+            break;
+        }
+    }
+    Some(group)
+}
+
+/// Validates and serialises the appends of an explicit group: the valid ones to write
+/// and, per input, either its place among them or its validation error.
+pub(crate) fn prepare_group(
+    limits: &Limits,
+    appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+) -> (Vec<Append>, Vec<Result<usize>>) {
+    let mut valid = Vec::with_capacity(appends.len());
+    let places = appends
+        .into_iter()
+        .map(|(stream, expected, events)| {
+            let events = Arc::new(prepare(limits, &events)?);
+            valid.push(Append {
+                stream,
+                expected,
+                events,
+            });
+            Ok(valid.len() - 1)
+        })
+        .collect();
+    (valid, places)
+}
