@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use eventfold_event_schemas::{ExpectedVersion, NewEvent, StreamId, StreamVersion};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use crate::append::{prepare, PreparedEvent};
 use crate::{AppendResult, Error, Limits, Result};
@@ -37,8 +37,9 @@ pub struct GroupCommit {
     /// Most serialised event bytes in one group (default 8 MiB). An append larger than
     /// this alone still goes out, as a group of one.
     pub max_bytes: usize,
-    /// Groups in flight at once (PostgreSQL, default 2: one executes while the previous
-    /// one waits for its commit). SQLite writes one transaction at a time and ignores it.
+    /// Groups in flight at once (PostgreSQL, default 2). A second group goes out beside
+    /// one in flight only once it holds 8 appends; smaller ones wait and grow. SQLite
+    /// writes one transaction at a time and ignores it.
     pub committers: usize,
 }
 
@@ -161,6 +162,10 @@ struct Counters {
     groups: AtomicU64,
     appends: AtomicU64,
     largest: AtomicU64,
+    /// Groups being written by the committers.
+    in_flight: AtomicUsize,
+    /// Signalled whenever a committer finished a group.
+    done: Notify,
 }
 
 impl Counters {
@@ -259,13 +264,15 @@ async fn commit_loop<W: GroupWriter>(
     config: GroupCommit,
 ) {
     loop {
-        let Some(group) = next_group(&intake, &config).await else {
+        let Some(group) = next_group(&intake, &config, &stats).await else {
             return;
         };
         let (appends, replies): (Vec<Append>, Vec<_>) =
             group.into_iter().map(|p| (p.append, p.reply)).unzip();
         let written = writer.write(&appends).await;
         stats.count(appends.len());
+        stats.in_flight.fetch_sub(1, Ordering::AcqRel);
+        stats.done.notify_waiters();
         match written {
             Ok(outcomes) if outcomes.len() == replies.len() => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -296,35 +303,97 @@ pub(crate) fn mismatch(appends: usize, outcomes: usize) -> Error {
     }
 }
 
-/// The first append waiting (waits for one) and whatever is queued behind it, within the
-/// bounds. Appends whose caller gave up (a deadline) are dropped unwritten.
-async fn next_group(intake: &Mutex<Intake>, config: &GroupCommit) -> Option<Vec<Pending>> {
-    let mut intake = intake.lock().await;
-    let mut group: Vec<Pending> = Vec::new();
-    let mut bytes = 0;
-    loop {
-        let next = match intake.carry.take() {
-            Some(pending) => pending,
-            None if group.is_empty() => intake.rx.recv().await?,
-            None => match intake.rx.try_recv() {
-                Ok(pending) => pending,
-                Err(_) => break,
-            },
-        };
+/// A group smaller than this waits for the group in flight before it goes out (see
+/// [`next_group`]).
+const JOIN_AT: usize = 8;
+
+/// A group being gathered.
+struct Gathering<'a> {
+    config: &'a GroupCommit,
+    appends: Vec<Pending>,
+    bytes: usize,
+    /// Full: in appends, or an append did not fit its bytes (it is carried over).
+    full: bool,
+}
+
+impl Gathering<'_> {
+    /// Adds `next` if it fits; an append whose caller gave up (a deadline) is dropped
+    /// unwritten.
+    fn admit(&mut self, next: Pending, carry: &mut Option<Pending>) {
         if next.reply.is_closed() {
-            continue;
+            return;
         }
-        if !group.is_empty() && bytes + next.bytes > config.max_bytes {
-            intake.carry = Some(next);
-            break;
+        if !self.appends.is_empty() && self.bytes + next.bytes > self.config.max_bytes {
+            *carry = Some(next);
+            self.full = true;
+            return;
         }
-        bytes += next.bytes;
-        group.push(next);
-        if group.len() >= config.max_appends.max(1) {
-            break;
+        self.bytes += next.bytes;
+        self.appends.push(next);
+        if self.appends.len() >= self.config.max_appends.max(1) {
+            self.full = true;
         }
     }
-    Some(group)
+
+    /// Adds whatever is queued now, until full.
+    fn drain(&mut self, intake: &mut Intake) {
+        while !self.full {
+            match intake.rx.try_recv() {
+                Ok(next) => self.admit(next, &mut intake.carry),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// The first append waiting (waits for one) and whatever is queued behind it, within the
+/// bounds.
+///
+/// While another group is in flight, a small group does not go out beside it: it waits
+/// for that group to finish, gathering what arrives meanwhile, unless it reaches
+/// [`JOIN_AT`] appends first. Two transactions at once pay off when both are large (the
+/// server works on both); at moderate load they would only split the appends into small
+/// groups. With nothing in flight the group goes out at once.
+async fn next_group(
+    intake: &Mutex<Intake>,
+    config: &GroupCommit,
+    flight: &Counters,
+) -> Option<Vec<Pending>> {
+    let mut intake = intake.lock().await;
+    let mut group = Gathering {
+        config,
+        appends: Vec::new(),
+        bytes: 0,
+        full: false,
+    };
+    while group.appends.is_empty() {
+        let next = match intake.carry.take() {
+            Some(pending) => pending,
+            None => intake.rx.recv().await?,
+        };
+        group.admit(next, &mut intake.carry);
+    }
+    group.drain(&mut intake);
+    if !group.full && group.appends.len() < JOIN_AT {
+        let done = flight.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        while !group.full
+            && group.appends.len() < JOIN_AT
+            && flight.in_flight.load(Ordering::Acquire) > 0
+        {
+            tokio::select! {
+                _ = &mut done => break,
+                next = intake.rx.recv() => match next {
+                    Some(next) => group.admit(next, &mut intake.carry),
+                    None => break,
+                },
+            }
+        }
+        group.drain(&mut intake);
+    }
+    flight.in_flight.fetch_add(1, Ordering::AcqRel);
+    Some(group.appends)
 }
 
 /// Validates and serialises the appends of an explicit group: the valid ones to write
@@ -347,4 +416,159 @@ pub(crate) fn prepare_group(
         })
         .collect();
     (valid, places)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    /// Records the size of every group and holds each write until released.
+    struct Recorder {
+        sizes: StdMutex<Vec<usize>>,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl Default for Recorder {
+        fn default() -> Self {
+            Self {
+                sizes: StdMutex::default(),
+                release: tokio::sync::Semaphore::new(0),
+            }
+        }
+    }
+
+    impl GroupWriter for Arc<Recorder> {
+        async fn write(&self, group: &[Append]) -> Result<Vec<Outcome>> {
+            self.sizes.lock().expect("lock").push(group.len());
+            let permit = self
+                .release
+                .acquire()
+                .await
+                .map_err(|_| Error::EmptyAppend)?;
+            permit.forget();
+            Ok(group.iter().map(|_| Outcome::Alone).collect())
+        }
+    }
+
+    fn append(bytes: usize) -> Append {
+        Append {
+            stream: StreamId::new("order-1").expect("valid"),
+            expected: ExpectedVersion::Any,
+            events: Arc::new(vec![PreparedEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type: "T".into(),
+                schema_version: 1,
+                data: "x".repeat(bytes),
+                metadata: "{}".into(),
+            }]),
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fn queue(config: GroupCommit) -> (Arc<Queue<Arc<Recorder>>>, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        (Arc::new(Queue::new(recorder.clone(), config)), recorder)
+    }
+
+    #[tokio::test]
+    async fn appends_arriving_while_a_group_is_in_flight_form_the_next_group() {
+        let (queue, recorder) = queue(GroupCommit {
+            committers: 1,
+            ..GroupCommit::default()
+        });
+        let first = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.submit(append(10)).await }
+        });
+        settle().await;
+        assert_eq!(
+            *recorder.sizes.lock().expect("lock"),
+            vec![1],
+            "alone: at once"
+        );
+        let mut rest = Vec::new();
+        for _ in 0..5 {
+            let queue = queue.clone();
+            rest.push(tokio::spawn(async move { queue.submit(append(10)).await }));
+        }
+        settle().await;
+        recorder.release.add_permits(2);
+        assert!(matches!(first.await.expect("task"), Ok(Outcome::Alone)));
+        for r in rest {
+            assert!(matches!(r.await.expect("task"), Ok(Outcome::Alone)));
+        }
+        assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1, 5]);
+        assert_eq!(queue.stats().largest, 5);
+    }
+
+    #[tokio::test]
+    async fn a_small_group_waits_for_the_one_in_flight_a_large_one_goes_beside_it() {
+        let (queue, recorder) = queue(GroupCommit::default());
+        let submit = |n: usize| {
+            (0..n)
+                .map(|_| {
+                    let queue = queue.clone();
+                    tokio::spawn(async move { queue.submit(append(10)).await })
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut tasks = submit(1);
+        settle().await;
+        tasks.extend(submit(3));
+        settle().await;
+        // Three waiting behind one in flight: they wait (and grow) instead of going out.
+        assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1]);
+        tasks.extend(submit(JOIN_AT - 3));
+        settle().await;
+        // Now JOIN_AT: the second committer writes them beside the first group.
+        assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1, JOIN_AT]);
+        recorder.release.add_permits(10);
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_are_bounded_in_appends_and_bytes_and_drop_abandoned_appends() {
+        let (queue, recorder) = queue(GroupCommit {
+            committers: 1,
+            max_appends: 3,
+            max_bytes: 1000,
+            ..GroupCommit::default()
+        });
+        let blocker = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.submit(append(1)).await }
+        });
+        settle().await;
+        let mut tasks = Vec::new();
+        for bytes in [10, 10, 10, 10, 600, 600] {
+            let queue = queue.clone();
+            tasks.push(tokio::spawn(
+                async move { queue.submit(append(bytes)).await },
+            ));
+            tokio::task::yield_now().await;
+            settle().await;
+        }
+        // An append whose caller gave up before its group formed is not written.
+        let abandoned = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.submit(append(10)).await })
+        };
+        settle().await;
+        abandoned.abort();
+        settle().await;
+        recorder.release.add_permits(10);
+        assert!(blocker.await.expect("task").is_ok());
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        // 3 by count; then 10 + 600 (the second 600 would pass 1000 bytes); then 600.
+        assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1, 3, 2, 1]);
+    }
 }
