@@ -37,10 +37,12 @@ pub struct GroupCommit {
     /// Most serialised event bytes in one group (default 8 MiB). An append larger than
     /// this alone still goes out, as a group of one.
     pub max_bytes: usize,
-    /// Groups in flight at once (PostgreSQL, default 2). A second group goes out beside
-    /// one in flight only once it holds 8 appends; smaller ones wait and grow. SQLite
-    /// writes one transaction at a time and ignores it.
+    /// Groups in flight at once (PostgreSQL, default 2). SQLite writes one transaction
+    /// at a time and ignores it.
     pub committers: usize,
+    /// A group goes out beside one in flight only once it holds this many appends
+    /// (default 4); a smaller one waits for the group in flight and grows meanwhile.
+    pub join_at: usize,
 }
 
 impl Default for GroupCommit {
@@ -50,6 +52,7 @@ impl Default for GroupCommit {
             max_appends: 256,
             max_bytes: 8 * 1024 * 1024,
             committers: 2,
+            join_at: 4,
         }
     }
 }
@@ -303,10 +306,6 @@ pub(crate) fn mismatch(appends: usize, outcomes: usize) -> Error {
     }
 }
 
-/// A group smaller than this waits for the group in flight before it goes out (see
-/// [`next_group`]).
-const JOIN_AT: usize = 8;
-
 /// A group being gathered.
 struct Gathering<'a> {
     config: &'a GroupCommit,
@@ -351,7 +350,7 @@ impl Gathering<'_> {
 ///
 /// While another group is in flight, a small group does not go out beside it: it waits
 /// for that group to finish, gathering what arrives meanwhile, unless it reaches
-/// [`JOIN_AT`] appends first. Two transactions at once pay off when both are large (the
+/// [`GroupCommit::join_at`] appends first. Two transactions at once pay off when both are large (the
 /// server works on both); at moderate load they would only split the appends into small
 /// groups. With nothing in flight the group goes out at once.
 async fn next_group(
@@ -374,12 +373,12 @@ async fn next_group(
         group.admit(next, &mut intake.carry);
     }
     group.drain(&mut intake);
-    if !group.full && group.appends.len() < JOIN_AT {
+    if !group.full && group.appends.len() < config.join_at {
         let done = flight.done.notified();
         tokio::pin!(done);
         done.as_mut().enable();
         while !group.full
-            && group.appends.len() < JOIN_AT
+            && group.appends.len() < config.join_at
             && flight.in_flight.load(Ordering::Acquire) > 0
         {
             tokio::select! {
@@ -523,10 +522,13 @@ mod tests {
         settle().await;
         // Three waiting behind one in flight: they wait (and grow) instead of going out.
         assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1]);
-        tasks.extend(submit(JOIN_AT - 3));
+        tasks.extend(submit(GroupCommit::default().join_at - 3));
         settle().await;
-        // Now JOIN_AT: the second committer writes them beside the first group.
-        assert_eq!(*recorder.sizes.lock().expect("lock"), vec![1, JOIN_AT]);
+        // Now join_at: the second committer writes them beside the first group.
+        assert_eq!(
+            *recorder.sizes.lock().expect("lock"),
+            vec![1, GroupCommit::default().join_at]
+        );
         recorder.release.add_permits(10);
         for t in tasks {
             assert!(t.await.expect("task").is_ok());

@@ -50,6 +50,8 @@ const CHANNEL: &str = "eventfold_events";
 /// Shortest time between two NOTIFYs: what a subscriber in another process may wait
 /// beyond the commit, and what keeps a NOTIFY per append off a busy server.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_PING: Duration = Duration::from_secs(1);
 /// Appends with `Any`/`StreamExists` that lose a race for the same stream version retry
 /// this many times before reporting the conflict.
 const MAX_RACE_RETRIES: usize = 50;
@@ -91,12 +93,31 @@ impl PgEventStore {
         group: GroupCommit,
     ) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options()
             .max_connections(max_connections.unwrap_or(16))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
         Ok(Self::from_pool_with(pool, Limits::default(), group))
+    }
+
+    /// The pool settings the store uses when it connects itself: a connection idle for
+    /// less than a second is handed out without sqlx's ping (a round trip per acquire,
+    /// a sixth of a single append's time); one idle for longer is pinged first, and a
+    /// connection that died meanwhile fails the statement that uses it, which the caller
+    /// treats like any broken connection (an append's outcome is then unknown and
+    /// re-appending it is idempotent).
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
     }
 
     /// Uses an existing pool, with group commit on (its defaults).
@@ -180,7 +201,7 @@ impl PgEventStore {
 
 /// One call of `eventfold_append`: one append, one statement.
 async fn try_append(
-    pool: &PgPool,
+    pool: impl sqlx::PgExecutor<'_>,
     stream: &StreamId,
     expected: ExpectedVersion,
     events: &[PreparedEvent],
@@ -601,10 +622,21 @@ type GroupRow = (i32, i32, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 impl GroupWriter for PgGroupWriter {
     async fn write(&self, group: &[Append]) -> Result<Vec<Outcome>> {
+        let mut conn = self.pool.acquire().await?;
+        self.write_on(&mut conn, group).await
+    }
+}
+
+impl PgGroupWriter {
+    async fn write_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        group: &[Append],
+    ) -> Result<Vec<Outcome>> {
         if let [one] = group {
             // `eventfold_append` is the lighter function for one append. Written here,
             // not by its caller, so that what arrives meanwhile queues for the next group.
-            let outcome = match try_append(&self.pool, &one.stream, one.expected, &one.events).await
+            let outcome = match try_append(&mut *conn, &one.stream, one.expected, &one.events).await
             {
                 Ok(rows) => Outcome::Committed(result_of(&rows)?),
                 Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("EF409") => {
@@ -651,8 +683,9 @@ impl GroupWriter for PgGroupWriter {
                 metadata.push(&event.metadata);
             }
         }
-        let call = |careful: bool| {
-            sqlx::query_as::<_, GroupRow>(
+        let mut careful = false;
+        let rows = loop {
+            let called = sqlx::query_as::<_, GroupRow>(
                 "SELECT o_append, o_status, o_first_position, o_last_position, \
                  o_first_version, o_actual FROM eventfold_append_group($1, $2, $3, $4, $5, $6, \
                  $7, $8, $9, $10, $11, $12, $13)",
@@ -670,13 +703,16 @@ impl GroupWriter for PgGroupWriter {
             .bind(&data)
             .bind(&metadata)
             .bind(careful)
-            .fetch_all(&self.pool)
-        };
-        let rows = match call(false).await {
-            // A collision (another group on the same stream, a stored event id) undid
-            // the whole fast path: again, one append at a time.
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => call(true).await?,
-            other => other?,
+            .fetch_all(&mut *conn)
+            .await;
+            match called {
+                // A collision (another group on the same stream, a stored event id) undid
+                // the whole fast path: again, one append at a time.
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() && !careful => {
+                    careful = true;
+                }
+                other => break other?,
+            }
         };
         rows.into_iter()
             .zip(group)

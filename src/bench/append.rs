@@ -10,7 +10,7 @@ use eventfold_event_log::{
     EventWriter, GroupCommit, GroupStats, Limits, PgEventStore, SqliteEventStore,
 };
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::SqlitePool;
 
 use super::report::{print_header, print_row, Measured, Row};
@@ -48,6 +48,10 @@ pub(crate) struct AppendBenchArgs {
     /// not given).
     #[arg(long)]
     committers: Option<usize>,
+    /// Appends a second group needs to go out beside one in flight (the store's default
+    /// when not given).
+    #[arg(long)]
+    join_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,7 +247,7 @@ async fn postgres_cases_in(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let max_writers = args.writers.iter().copied().max().unwrap_or(1) as u32;
-    let pool = PgPoolOptions::new()
+    let pool = PgEventStore::pool_options()
         .max_connections(max_writers + 2)
         .connect_with(options)
         .await?;
@@ -273,6 +277,7 @@ async fn postgres_cases_in(
                 let case = format!("c{writers}x{batch}");
                 let group = GroupCommit {
                     committers: args.committers.unwrap_or(group.committers),
+                    join_at: args.join_at.unwrap_or(group.join_at),
                     ..group
                 };
                 let store = PgEventStore::from_pool_with(pool.clone(), Limits::default(), group);

@@ -20,7 +20,7 @@ use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
     ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
 };
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 use super::{admin_url, ScratchDb};
@@ -340,7 +340,7 @@ pub(crate) async fn filled_log(
     page: usize,
     out: &mut impl Write,
 ) -> anyhow::Result<(PgEventStore, Position, usize, Duration, Duration)> {
-    let pool = PgPoolOptions::new()
+    let pool = PgEventStore::pool_options()
         .max_connections(connections)
         .connect_with(options)
         .await?;
