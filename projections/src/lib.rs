@@ -14,6 +14,7 @@
 //!   setup, sinks, progress, reset, version checkpoints, shadow builds, compare, swap.
 //! - [`models`] — the reference domain's read models and their queries.
 
+mod applier;
 mod error;
 mod lease;
 pub mod models;
@@ -26,13 +27,14 @@ mod status;
 mod store;
 pub mod testing;
 
+pub use applier::Applier;
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use lease::{lease_key, owners, Leases};
 pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{
-    handed_over, handed_over_at, source_checkpoint, with_prefix, Applier, FailPoint, PgBatch, PgTx,
+    handed_over, handed_over_at, source_checkpoint, with_prefix, FailPoint, PgBatch, PgTx,
     PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner, RunnerOptions, Sink,
     SqlTx,
 };
