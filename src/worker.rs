@@ -16,6 +16,12 @@
 //! written after the writes commit, only say where to resume reading: a lost or stale
 //! commit re-reads, it never double-applies or skips.
 //!
+//! **A partition that starts too late is refused.** A model that has applied nothing from
+//! a partition and took nothing over from the log needs the partition from offset 0; when
+//! the first message this worker gets from it is later (retention dropped the start, or
+//! the group read it for other read models) the worker stops with an error instead of
+//! building a partial model.
+//!
 //! **Taking a model over from the log.** The first worker marks the model's log-fed
 //! checkpoint as handed over at position P ([`handed_over`]): a `serve` running it from
 //! the log stands by (its next compare-and-set fails, so no batch lands twice), and
@@ -67,6 +73,8 @@ pub(crate) struct Worker {
     group: String,
     fed: Vec<Fed>,
     feeds: HashMap<(usize, String, i32), Feed>,
+    /// The first offset this worker received from each partition.
+    first_offsets: HashMap<(String, i32), i64>,
     options: RunnerOptions,
     board: StatusBoard,
     stats: WorkerStats,
@@ -101,6 +109,7 @@ impl Worker {
             group: group.to_owned(),
             fed,
             feeds: HashMap::new(),
+            first_offsets: HashMap::new(),
             options: RunnerOptions::default(),
             board,
             stats: WorkerStats::default(),
@@ -204,6 +213,9 @@ impl Worker {
             self.stats.received += 1;
             let key = (message.topic().to_owned(), message.partition());
             offsets.insert(key.clone(), message.offset() + 1);
+            self.first_offsets
+                .entry(key.clone())
+                .or_insert(message.offset());
             match message
                 .payload()
                 .map(serde_json::from_slice::<RecordedEvent>)
@@ -252,6 +264,22 @@ impl Worker {
                 .source_sink(&fed.model, &format!("{topic}#{partition}"))?;
             let applier = Applier::new(sink, self.options.clone(), self.board.clone());
             let checkpoint = resume(&applier, fed.taken_over_at).await?;
+            let first = self
+                .first_offsets
+                .get(&(topic.to_owned(), partition))
+                .copied()
+                .unwrap_or(0);
+            if checkpoint == Position::START && first > 0 {
+                anyhow::bail!(
+                    "{}: {topic}#{partition} starts at offset {first} for this worker, but the \
+                     model has applied nothing from that partition and took nothing over from \
+                     the log: the events before that offset would be missing (the brokers' \
+                     retention dropped them, or the group read them for other models). Give \
+                     the model a consumer group of its own, keep the relay's topics for good \
+                     (retention.ms=-1), or build it from the log",
+                    fed.model.name()
+                );
+            }
             self.feeds.insert(
                 key.clone(),
                 Feed {
@@ -708,6 +736,62 @@ mod tests {
         );
         second.abort();
         drop_keys(tag).await;
+    }
+
+    /// A worker whose models have applied nothing from a partition refuses to start it
+    /// past offset 0: here the group has read the topics already for other read models
+    /// (another database), so a fresh model in that group would miss everything before
+    /// the group's offsets. (Retention that dropped a topic's start looks the same.)
+    async fn a_fresh_model_refuses_a_partition_read_past_its_start(broker: Broker) {
+        let log = PgTestDb::new().await.expect("log database");
+        let first_db = PgTestDb::new().await.expect("first worker database");
+        let second_db = PgTestDb::new().await.expect("second worker database");
+        let read = ReadDb::connect(&log.url()).await.expect("read db");
+        let settings = broker.settings(2);
+        let tag = &crate::kafka_testing::unique_prefix();
+        let group = format!("{tag}workers");
+        let mut sink = std::io::sink();
+        let relay = |head| {
+            let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+            async move { runner.run_until(Some(head)).await.expect("relay") }
+        };
+        let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
+            .await
+            .expect("fill");
+        relay(head).await;
+        let first_set = models_on(&first_db, &format!("{tag}a:")).await;
+        let (first, first_applied) = spawn_worker(&settings, &group, &first_set).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while first_applied.load(Ordering::Relaxed) < head.0 as u64 {
+            assert!(Instant::now() < deadline, "worker 1 never applied the log");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Its offsets are committed after each batch (asynchronously).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        first.abort();
+        let _ = first.await;
+        let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
+            .await
+            .expect("fill");
+        relay(head).await;
+        let second_set = models_on(&second_db, &format!("{tag}b:")).await;
+        let (second, second_applied) = spawn_worker(&settings, &group, &second_set).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(60), second)
+            .await
+            .expect("worker 2 must stop, not build a partial model")
+            .expect("task");
+        let error = outcome.expect_err("worker 2 must refuse");
+        assert!(
+            error.to_string().contains("would be missing"),
+            "unexpected error: {error:#}"
+        );
+        assert_eq!(second_applied.load(Ordering::Relaxed), 0, "nothing applied");
+        drop_keys(tag).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_cluster_a_fresh_model_refuses_a_partition_read_past_its_start() {
+        a_fresh_model_refuses_a_partition_read_past_its_start(Broker::mock()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
