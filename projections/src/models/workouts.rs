@@ -89,8 +89,8 @@ impl PgBatch for WorkoutsProjection {
         tx: &mut PgTx<'_>,
         events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
-        let (ids, users) = touched(events);
-        let loaded = pg::load(tx, &ids, &users).await?;
+        let touched = touched(events);
+        let loaded = pg::load(tx, &touched).await?;
         let changes = fold_in_memory(events, loaded)?;
         pg::write(tx, &changes).await
     }
@@ -185,10 +185,11 @@ fn nullable_doubles(list: &str, width: usize, columns: &[usize]) -> String {
 /// stream's first event (`WorkoutStarted` at version 0 of `workout-{id}`, the only
 /// event that creates its row) cannot have a row yet: it is not read. In a rebuild
 /// that is most of them.
-fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> (Vec<String>, Vec<String>) {
+fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
     let mut seen = std::collections::BTreeSet::new();
     let mut ids = std::collections::BTreeSet::new();
     let mut users = std::collections::BTreeSet::new();
+    let mut weeks = std::collections::BTreeSet::new();
     for (record, event) in events {
         let id = match event {
             DomainEvent::WorkoutStarted(e) => e.workout_id,
@@ -198,6 +199,7 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> (Vec<String>, Vec<Strin
             DomainEvent::WorkoutCancelled(e) => e.workout_id,
             DomainEvent::WorkoutCompleted(e) => {
                 users.insert(e.user_id.clone());
+                weeks.insert((e.user_id.clone(), iso_week(e.completed_at)));
                 e.workout_id
             }
             _ => continue,
@@ -213,9 +215,19 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> (Vec<String>, Vec<Strin
             ids.insert(id);
         }
     }
-    let ids: Vec<String> = ids.into_iter().collect();
-    let users: Vec<String> = users.into_iter().collect();
-    (ids, users)
+    Touched {
+        ids: ids.into_iter().collect(),
+        users: users.into_iter().collect(),
+        weeks: weeks.into_iter().unzip(),
+    }
+}
+
+/// The rows a batch may change: workouts (not those it creates), users' stats, and the
+/// (user, ISO week) rows of the weeks its completions fall in.
+struct Touched {
+    ids: Vec<String>,
+    users: Vec<String>,
+    weeks: (Vec<String>, Vec<String>),
 }
 
 /// The rows a batch reads before folding.
@@ -393,7 +405,7 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
 /// one read of the rows it touches, multi-row upserts. One event per call gives the
 /// same result (the runner isolates a poison event that way).
 async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
-    let (ids, users) = touched(events);
+    let Touched { ids, users, .. } = touched(events);
     let workouts = load_workouts(tx, &ids).await?;
     let (stats, weeks) = load_user_rows(tx, &users).await?;
     let changes = fold_in_memory(
@@ -642,16 +654,13 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
 mod pg {
     //! The native PostgreSQL reads and writes of a batch.
 
-    use super::{stats_of, workout_of, Changes, Loaded, Week, Workout, WORKOUT_COLUMNS};
+    use super::{stats_of, workout_of, Changes, Loaded, Touched, Week, Workout, WORKOUT_COLUMNS};
     use crate::runtime::PgTx;
     use crate::sql::ModelRow;
     use crate::Result;
 
-    pub(super) async fn load(
-        tx: &mut PgTx<'_>,
-        ids: &[String],
-        users: &[String],
-    ) -> Result<Loaded> {
+    pub(super) async fn load(tx: &mut PgTx<'_>, touched: &Touched) -> Result<Loaded> {
+        let (ids, users) = (&touched.ids, &touched.users);
         let mut loaded = Loaded::default();
         // Planned for each batch's ids (not prepared): a prepared `= ANY($1)` gets a
         // generic plan that scans the whole table.
@@ -673,8 +682,9 @@ mod pg {
         if users.is_empty() {
             return Ok(loaded);
         }
-        // A user's stats and weeks in one read (both rows are written by the same
-        // events, so a user with weeks has stats).
+        // A user's stats and the weeks the batch completes workouts in, in one read
+        // (both rows are written by the same events, so a user with weeks has stats);
+        // not every week of the user's history.
         let sql = tx
             .sql(
                 "SELECT s.user_id, s.workouts, s.total_seconds, s.total_distance_m, \
@@ -682,12 +692,15 @@ mod pg {
                  w.week, w.workouts AS week_workouts, w.distance_m AS week_distance_m, \
                  w.seconds AS week_seconds \
                  FROM rm_workout_stats s LEFT JOIN rm_workout_weeks w ON w.user_id = s.user_id \
+                 AND (w.user_id, w.week) IN (SELECT * FROM UNNEST($2::text[], $3::text[])) \
                  WHERE s.user_id = ANY($1)",
             )
             .into_owned();
         for r in sqlx::query(&sql)
             .persistent(false)
             .bind(users)
+            .bind(&touched.weeks.0)
+            .bind(&touched.weeks.1)
             .fetch_all(tx.conn())
             .await?
         {
