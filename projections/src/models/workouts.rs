@@ -405,9 +405,9 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
 /// one read of the rows it touches, multi-row upserts. One event per call gives the
 /// same result (the runner isolates a poison event that way).
 async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
-    let Touched { ids, users, .. } = touched(events);
+    let Touched { ids, users, weeks } = touched(events);
     let workouts = load_workouts(tx, &ids).await?;
-    let (stats, weeks) = load_user_rows(tx, &users).await?;
+    let (stats, weeks) = load_user_rows(tx, &users, &weeks).await?;
     let changes = fold_in_memory(
         events,
         Loaded {
@@ -616,7 +616,11 @@ type UserRows = (
     std::collections::HashMap<(String, String), Week>,
 );
 
-async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows> {
+async fn load_user_rows(
+    tx: &mut SqlTx<'_>,
+    users: &[String],
+    touched_weeks: &(Vec<String>, Vec<String>),
+) -> Result<UserRows> {
     let mut stats = std::collections::HashMap::new();
     let mut weeks = std::collections::HashMap::new();
     for chunk in users.chunks(ROWS * 2) {
@@ -634,14 +638,23 @@ async fn load_user_rows(tx: &mut SqlTx<'_>, users: &[String]) -> Result<UserRows
             let (user, row) = stats_of(&r)?;
             stats.insert(user, row);
         }
-        // A user's weeks: few rows (one per active week).
+    }
+    // Only the weeks the batch's completions fall in, not the users' whole history.
+    let (week_users, week_names) = touched_weeks;
+    let pairs: Vec<(&String, &String)> = week_users.iter().zip(week_names).collect();
+    for chunk in pairs.chunks(ROWS) {
+        let list = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id IN ({list})"
+            "SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks \
+             WHERE (user_id, week) IN (VALUES {list})"
         );
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql);
-        for user in chunk {
-            query = query.bind(user.clone());
+        for (user, week) in chunk {
+            query = query.bind((*user).clone()).bind((*week).clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
             let (key, row) = week_of(&r)?;
