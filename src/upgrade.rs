@@ -29,10 +29,35 @@ pub(crate) async fn upgrade(
     let name = bump.name;
     let board = set.board().clone();
     let mut held = leases.want(name);
-    board.set_state(name, ProjectionState::Standby, None);
-    tokio::select! {
-        _ = held.wait_for(|held| *held) => {}
-        _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+    // Until this process holds the lease the bump is done elsewhere, or not yet: not
+    // ready (`rebuilding`) while it is still pending, standing by once it is done —
+    // never `standby` for a model whose tables still hold the old version.
+    let waiting = format!(
+        "version bump from {}: waiting for its lease (another process may be rebuilding it)",
+        bump.previous.join(", ")
+    );
+    board.set_state(name, ProjectionState::Rebuilding, Some(waiting.clone()));
+    loop {
+        // Decided here, awaited below: the select's outcome holds a (non-`Send`) watch
+        // guard until the statement ends.
+        let tick = tokio::select! {
+            _ = held.wait_for(|held| *held) => false,
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(1)) => true,
+        };
+        if !tick {
+            break;
+        }
+        let pending = match set.version_bumps().await {
+            Ok(bumps) => bumps.iter().any(|b| b.name == name),
+            // Cannot tell: stay not ready.
+            Err(_) => true,
+        };
+        if pending {
+            board.set_state(name, ProjectionState::Rebuilding, Some(waiting.clone()));
+        } else {
+            board.set_state(name, ProjectionState::Standby, None);
+        }
     }
     drop(held);
     if !set.version_bumps().await?.iter().any(|b| b.name == name) {
