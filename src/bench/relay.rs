@@ -56,6 +56,9 @@ pub(crate) async fn run(
     result
 }
 
+/// The categories of the pre-filled log: the relayed topics.
+const CATEGORIES: [&str; 2] = ["workout", "reminder"];
+
 /// A topic prefix of this run's own.
 fn prefix(what: &str) -> String {
     format!(
@@ -107,7 +110,7 @@ async fn run_in(
             KafkaSettings::new(brokers(second), Some(prefix), Some(args.partitions), None)?;
         if let Some((a, b)) = &mocks {
             let cluster = if second { b } else { a };
-            for category in ["workout", "reminder"] {
+            for category in CATEGORIES {
                 cluster.create_topic(
                     &format!("{}{category}", settings.prefix),
                     settings.partitions,
@@ -296,7 +299,7 @@ async fn truncated_partitions(
 ) -> anyhow::Result<Vec<String>> {
     use rdkafka::producer::Producer;
     let producer = settings.producer()?;
-    let topics: Vec<String> = ["workout", "reminder"]
+    let topics: Vec<String> = CATEGORIES
         .iter()
         .map(|category| format!("{}{category}", settings.prefix))
         .collect();

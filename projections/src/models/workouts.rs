@@ -218,7 +218,7 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
     Touched {
         ids: ids.into_iter().collect(),
         users: users.into_iter().collect(),
-        weeks: weeks.into_iter().unzip(),
+        weeks: weeks.into_iter().collect(),
     }
 }
 
@@ -227,7 +227,7 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
 struct Touched {
     ids: Vec<String>,
     users: Vec<String>,
-    weeks: (Vec<String>, Vec<String>),
+    weeks: Vec<(String, String)>,
 }
 
 /// The rows a batch reads before folding.
@@ -619,7 +619,7 @@ type UserRows = (
 async fn load_user_rows(
     tx: &mut SqlTx<'_>,
     users: &[String],
-    touched_weeks: &(Vec<String>, Vec<String>),
+    touched_weeks: &[(String, String)],
 ) -> Result<UserRows> {
     let mut stats = std::collections::HashMap::new();
     let mut weeks = std::collections::HashMap::new();
@@ -640,9 +640,7 @@ async fn load_user_rows(
         }
     }
     // Only the weeks the batch's completions fall in, not the users' whole history.
-    let (week_users, week_names) = touched_weeks;
-    let pairs: Vec<(&String, &String)> = week_users.iter().zip(week_names).collect();
-    for chunk in pairs.chunks(ROWS) {
+    for chunk in touched_weeks.chunks(ROWS) {
         let list = (0..chunk.len())
             .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
             .collect::<Vec<_>>()
@@ -654,7 +652,7 @@ async fn load_user_rows(
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql);
         for (user, week) in chunk {
-            query = query.bind((*user).clone()).bind((*week).clone());
+            query = query.bind(user.clone()).bind(week.clone());
         }
         for r in query.fetch_all(tx.conn()).await? {
             let (key, row) = week_of(&r)?;
@@ -674,6 +672,8 @@ mod pg {
 
     pub(super) async fn load(tx: &mut PgTx<'_>, touched: &Touched) -> Result<Loaded> {
         let (ids, users) = (&touched.ids, &touched.users);
+        let (week_users, week_names): (Vec<String>, Vec<String>) =
+            touched.weeks.iter().cloned().unzip();
         let mut loaded = Loaded::default();
         // Planned for each batch's ids (not prepared): a prepared `= ANY($1)` gets a
         // generic plan that scans the whole table.
@@ -712,8 +712,8 @@ mod pg {
         for r in sqlx::query(&sql)
             .persistent(false)
             .bind(users)
-            .bind(&touched.weeks.0)
-            .bind(&touched.weeks.1)
+            .bind(&week_users)
+            .bind(&week_names)
             .fetch_all(tx.conn())
             .await?
         {
