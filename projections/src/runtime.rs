@@ -564,6 +564,54 @@ impl Default for RunnerOptions {
     }
 }
 
+/// The log read ahead of a catching-up sink, by a task of its own: at most one batch
+/// waits in the channel while the sink applies the one before and the task reads the
+/// next. Dropping it stops the task.
+struct ReadAhead {
+    batches: tokio::sync::mpsc::Receiver<Vec<RecordedEvent>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    fn spawn<L: EventStore>(
+        mut subscription: eventfold_event_log::Subscription<L>,
+        batch_size: usize,
+        target: Position,
+        backoff: Duration,
+        name: &'static str,
+    ) -> Self {
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            loop {
+                // Catching up never waits for events beyond what the log holds now.
+                let mut batch = match subscription.try_next_batch(batch_size).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        tracing::warn!(projection = name, %error, "reading the log failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                };
+                // Never past the target: an as-of build stops exactly there.
+                batch.retain(|e| e.global_position <= target);
+                let Some(last) = batch.last().map(|e| e.global_position) else {
+                    return;
+                };
+                if sender.send(batch).await.is_err() || last >= target {
+                    return;
+                }
+            }
+        });
+        Self { batches, task }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Drives one projection: subscribe from its checkpoint, apply batches, retry, park.
 #[derive(Debug)]
 pub struct Runner<L, K> {
@@ -650,28 +698,23 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     poll_interval: self.applier.options.poll_interval,
                 },
             );
-            // Catching up, the next page is read while the current one is applied: the
-            // log's reads and the sink's writes overlap (two connections, both cores).
-            let mut prefetched: Option<Vec<RecordedEvent>> = None;
-            loop {
-                if target.is_some_and(|t| checkpoint >= t) {
-                    return Ok(());
+            if let Some(target) = target {
+                match self.catch_up(checkpoint, subscription, target).await {
+                    Err(Error::CheckpointMoved(_)) => {
+                        tracing::warn!(
+                            projection = name,
+                            "checkpoint changed under the runner; resynchronising"
+                        );
+                        continue 'resync;
+                    }
+                    done => return done,
                 }
-                let batch = match (prefetched.take(), target) {
-                    (Some(batch), _) => Ok(batch),
-                    // Catching up: never wait for events beyond the target.
-                    (None, Some(_)) => {
-                        subscription
-                            .try_next_batch(self.applier.options.batch_size)
-                            .await
-                    }
-                    (None, None) => {
-                        subscription
-                            .next_batch(self.applier.options.batch_size)
-                            .await
-                    }
-                };
-                let batch = match batch {
+            }
+            loop {
+                let batch = match subscription
+                    .next_batch(self.applier.options.batch_size)
+                    .await
+                {
                     Ok(batch) => batch,
                     Err(error) => {
                         tracing::warn!(projection = name, %error, "reading the log failed; retrying");
@@ -680,46 +723,10 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                     }
                 };
                 let mut batch = batch;
-                if target.is_none() && !self.applier.options.linger.is_zero() {
+                if !self.applier.options.linger.is_zero() {
                     self.gather(&mut subscription, &mut batch).await;
                 }
-                if let Some(target) = target {
-                    // Never apply past the target: an as-of build stops exactly there.
-                    batch.retain(|e| e.global_position <= target);
-                }
-                if batch.is_empty() {
-                    // Only reachable when catching up: nothing more up to the target.
-                    return Ok(());
-                }
-                let applied = if target.is_some() {
-                    let started = std::time::Instant::now();
-                    let events = batch.len();
-                    let read_ahead = async {
-                        let next = subscription
-                            .try_next_batch(self.applier.options.batch_size)
-                            .await;
-                        (next, started.elapsed())
-                    };
-                    let apply = async {
-                        let applied = self.applier.apply_batch(checkpoint, batch).await;
-                        (applied, started.elapsed())
-                    };
-                    let ((applied, apply_took), (next, read_took)) =
-                        tokio::join!(apply, read_ahead);
-                    tracing::debug!(
-                        projection = name,
-                        events,
-                        apply_ms = apply_took.as_secs_f64() * 1e3,
-                        read_ahead_ms = read_took.as_secs_f64() * 1e3,
-                        "catch-up batch"
-                    );
-                    // A failed read ahead is read again (and reported) next time round.
-                    prefetched = next.ok().filter(|next| !next.is_empty());
-                    applied
-                } else {
-                    self.applier.apply_batch(checkpoint, batch).await
-                };
-                checkpoint = match applied {
+                checkpoint = match self.applier.apply_batch(checkpoint, batch).await {
                     Ok(checkpoint) => checkpoint,
                     // Another runner moved it, or the store lost its data (a Redis
                     // without persistence restarted empty): continue from what the
@@ -735,6 +742,43 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 };
             }
         }
+    }
+
+    /// Catches up from `checkpoint` to `target`: the log is read by a task of its own
+    /// ([`ReadAhead`]) while the sink applies the batch before, so the log's reads (rows
+    /// decoded, payloads parsed) and the sink's writes run on both cores.
+    async fn catch_up(
+        &self,
+        mut checkpoint: Position,
+        subscription: eventfold_event_log::Subscription<L>,
+        target: Position,
+    ) -> Result<()> {
+        let name = self.applier.sink.name();
+        let mut ahead = ReadAhead::spawn(
+            subscription,
+            self.applier.options.batch_size,
+            target,
+            self.applier.options.backoff,
+            name,
+        );
+        while checkpoint < target {
+            let waited = std::time::Instant::now();
+            // The reader stops at the target, or when the log holds nothing more.
+            let Some(batch) = ahead.batches.recv().await else {
+                return Ok(());
+            };
+            let started = std::time::Instant::now();
+            let events = batch.len();
+            checkpoint = self.applier.apply_batch(checkpoint, batch).await?;
+            tracing::debug!(
+                projection = name,
+                events,
+                waited_ms = (started - waited).as_secs_f64() * 1e3,
+                apply_ms = started.elapsed().as_secs_f64() * 1e3,
+                "catch-up batch"
+            );
+        }
+        Ok(())
     }
 
     /// Tops a short live batch up with what arrives within the linger time.

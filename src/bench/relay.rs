@@ -56,6 +56,15 @@ pub(crate) async fn run(
     result
 }
 
+/// This process's CPU seconds since `before` (all threads: the bench's, librdkafka's
+/// and the mock cluster's; not PostgreSQL's), or `-` where it cannot be read.
+fn cpu_since(before: Option<Duration>) -> String {
+    match (before, super::process_cpu()) {
+        (Some(before), Some(now)) => format!("{:.2}", now.saturating_sub(before).as_secs_f64()),
+        _ => "-".to_owned(),
+    }
+}
+
 /// The categories of the pre-filled log: the relayed topics.
 const CATEGORIES: [&str; 2] = ["workout", "reminder"];
 
@@ -137,6 +146,7 @@ async fn run_in(
         .map(|r| Ok((raw.topic_for(r.stream_id.as_str()), serde_json::to_vec(r)?)))
         .collect::<anyhow::Result<_>>()?;
     let producer = raw.producer()?;
+    let cpu = super::process_cpu();
     let started = Instant::now();
     let mut pending = VecDeque::new();
     for (record, (topic, payload)) in records.iter().zip(&payloads) {
@@ -167,6 +177,7 @@ async fn run_in(
         delivery.await?.map_err(|(e, _)| e)?;
     }
     let raw_time = started.elapsed();
+    let raw_cpu = cpu_since(cpu);
     let raw_rate = records.len() as f64 / raw_time.as_secs_f64();
     drop(producer);
 
@@ -177,25 +188,27 @@ async fn run_in(
     let relayed_settings = relayed.clone();
     let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
     let runner = crate::relay::runner(store.clone(), relay, board);
+    let cpu = super::process_cpu();
     let started = Instant::now();
     runner.run_until(Some(head)).await?;
     let relay_time = started.elapsed();
+    let relay_cpu = cpu_since(cpu);
     let relay_rate = read as f64 / relay_time.as_secs_f64();
     writeln!(
         out,
-        "{:<44} {:>8} {:>12} {:>8}",
-        "", "seconds", "events/s", "ratio"
+        "{:<44} {:>8} {:>12} {:>8} {:>10}",
+        "", "seconds", "events/s", "ratio", "cpu (s)"
     )?;
     writeln!(
         out,
-        "{:<44} {:>8.2} {raw_rate:>12.0} {:>8.2}",
+        "{:<44} {:>8.2} {raw_rate:>12.0} {:>8.2} {raw_cpu:>10}",
         "raw rdkafka produce of the same payloads",
         raw_time.as_secs_f64(),
         1.0
     )?;
     writeln!(
         out,
-        "{:<44} {:>8.2} {relay_rate:>12.0} {:>8.2}",
+        "{:<44} {:>8.2} {relay_rate:>12.0} {:>8.2} {relay_cpu:>10}",
         "relay (log read, checkpoint, acknowledged)",
         relay_time.as_secs_f64(),
         relay_rate / raw_rate
