@@ -384,7 +384,7 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         to: Position,
     ) -> Result<()> {
         let mut tx = PgTx {
-            tx: pool.begin().await?,
+            tx: pool.begin_with(crate::sql::PG_BATCH_BEGIN).await?,
             prefix: &self.prefix,
         };
         let moved = sqlx::query(
@@ -476,7 +476,7 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
             return self.apply_native(pool, native, from, &events, to).await;
         }
         let mut tx = SqlTx {
-            tx: self.db.pool().begin().await?,
+            tx: self.db.begin_batch().await?,
             dialect: self.db.dialect(),
             prefix: &self.prefix,
         };
