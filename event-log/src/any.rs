@@ -3,7 +3,7 @@ use eventfold_event_schemas::{
 };
 use tokio::sync::watch;
 
-use crate::store::{EventReader, EventWriter, ReadDirection};
+use crate::store::{EventReader, EventWriter, Page, ReadDirection};
 use crate::{
     AppendResult, Error, GroupCommit, InMemoryEventStore, Limits, PgEventStore, Result,
     SqliteEventStore,
@@ -85,6 +85,16 @@ impl EventReader for AnyEventStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         dispatch!(self, s => s.read_all(after, category, max).await)
+    }
+
+    async fn read_all_of_types(
+        &self,
+        after: Position,
+        category: Option<&str>,
+        event_types: Option<&[String]>,
+        max: usize,
+    ) -> Result<Page> {
+        dispatch!(self, s => s.read_all_of_types(after, category, event_types, max).await)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>> {

@@ -28,7 +28,7 @@ pub use group::{GroupCommit, GroupStats};
 pub use memory::InMemoryEventStore;
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
-pub use store::{EventReader, EventStore, EventWriter, ReadDirection, STREAM_END};
+pub use store::{EventReader, EventStore, EventWriter, Page, ReadDirection, STREAM_END};
 pub use subscription::{Subscription, SubscriptionOptions};
 
 pub use eventfold_event_schemas as schemas;

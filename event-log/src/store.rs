@@ -19,6 +19,36 @@ pub enum ReadDirection {
     Backwards,
 }
 
+/// A page of a read of `$all` restricted to some event types: every event of those
+/// types in `(after, through]` is in `events`, in position order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// The wanted events.
+    pub events: Vec<RecordedEvent>,
+    /// The position of the last event read (wanted or not); the read's `after` when
+    /// nothing was read.
+    pub through: Position,
+}
+
+impl Page {
+    /// The page of an unrestricted read `after`, keeping the events of `event_types`.
+    pub fn filtered(
+        after: Position,
+        events: Vec<RecordedEvent>,
+        event_types: Option<&[String]>,
+    ) -> Self {
+        let through = events.last().map_or(after, |e| e.global_position);
+        let events = match event_types {
+            None => events,
+            Some(types) => events
+                .into_iter()
+                .filter(|e| types.contains(&e.event_type))
+                .collect(),
+        };
+        Self { events, through }
+    }
+}
+
 /// Reading the log. Every read only returns events that are safe to build on: a
 /// reader that pages through `$all` by position never skips an event that commits
 /// later with a lower position.
@@ -41,6 +71,24 @@ pub trait EventReader: Send + Sync {
         category: Option<&str>,
         max: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// Like [`read_all`](Self::read_all) (up to `max` events after `after` are read),
+    /// but only the events of `event_types` are returned (all of them with `None`), and
+    /// the page says through which position the log was read. A reader that wants a
+    /// few types moves past the others without receiving them; the stores leave the
+    /// payloads of unwanted events unsent and unparsed where they can.
+    fn read_all_of_types(
+        &self,
+        after: Position,
+        category: Option<&str>,
+        event_types: Option<&[String]>,
+        max: usize,
+    ) -> impl Future<Output = Result<Page>> + Send {
+        async move {
+            let events = self.read_all(after, category, max).await?;
+            Ok(Page::filtered(after, events, event_types))
+        }
+    }
 
     /// The stream's last version, `None` when it has no events.
     fn stream_version(

@@ -67,11 +67,27 @@ impl<K: Sink> Applier<K> {
     /// last record's position).
     pub async fn apply_batch(
         &self,
-        mut checkpoint: Position,
+        checkpoint: Position,
         batch: Vec<RecordedEvent>,
     ) -> Result<Position> {
+        let through = batch.last().map_or(checkpoint, |e| e.global_position);
+        self.apply_page(checkpoint, batch, through).await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) of a page read through `through`: the
+    /// checkpoint moves there even past the page's last event (the log was read that
+    /// far; what lay between was of types the sink does not handle).
+    pub async fn apply_page(
+        &self,
+        mut checkpoint: Position,
+        batch: Vec<RecordedEvent>,
+        through: Position,
+    ) -> Result<Position> {
         let mut run: Vec<(RecordedEvent, DomainEvent)> = Vec::new();
-        let last = batch.last().map_or(checkpoint, |e| e.global_position);
+        let last = batch
+            .last()
+            .map_or(checkpoint, |e| e.global_position)
+            .max(through);
         if self.sink.raw() {
             let to = last.max(checkpoint);
             let at = batch.last().map(|r| r.recorded_at);

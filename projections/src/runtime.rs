@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventfold_event_log::{EventStore, SubscriptionOptions};
+use eventfold_event_log::{EventStore, Page, SubscriptionOptions};
 use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
 use sqlx::{Any, AnyConnection, Transaction};
 
@@ -568,24 +568,26 @@ impl Default for RunnerOptions {
 /// waits in the channel while the sink applies the one before and the task reads the
 /// next. Dropping it stops the task.
 struct ReadAhead {
-    batches: tokio::sync::mpsc::Receiver<Vec<RecordedEvent>>,
+    pages: tokio::sync::mpsc::Receiver<Page>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl ReadAhead {
     fn spawn<L: EventStore>(
         mut subscription: eventfold_event_log::Subscription<L>,
+        from: Position,
         batch_size: usize,
         target: Position,
         backoff: Duration,
         name: &'static str,
     ) -> Self {
-        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let (sender, pages) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
+            let mut through = from;
             loop {
                 // Catching up never waits for events beyond what the log holds now.
-                let mut batch = match subscription.try_next_batch(batch_size).await {
-                    Ok(batch) => batch,
+                let mut page = match subscription.try_next_page(batch_size).await {
+                    Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(projection = name, %error, "reading the log failed; retrying");
                         tokio::time::sleep(backoff).await;
@@ -593,16 +595,19 @@ impl ReadAhead {
                     }
                 };
                 // Never past the target: an as-of build stops exactly there.
-                batch.retain(|e| e.global_position <= target);
-                let Some(last) = batch.last().map(|e| e.global_position) else {
+                page.events.retain(|e| e.global_position <= target);
+                page.through = page.through.min(target);
+                // Nothing more up to the target.
+                if page.events.is_empty() && page.through <= through {
                     return;
-                };
-                if sender.send(batch).await.is_err() || last >= target {
+                }
+                through = page.through;
+                if sender.send(page).await.is_err() || through >= target {
                     return;
                 }
             }
         });
-        Self { batches, task }
+        Self { pages, task }
     }
 }
 
@@ -617,6 +622,25 @@ impl Drop for ReadAhead {
 pub struct Runner<L, K> {
     log: L,
     applier: Applier<K>,
+    /// The event types the log is asked for (`None`: all of them).
+    event_types: Option<Arc<[String]>>,
+}
+
+/// The catalogue's event types `sink` handles, for reading only those from the log;
+/// `None` when it takes records raw or handles every known type. Events of a type the
+/// catalogue does not know are skipped by the applier anyway, so nothing it would fold
+/// is left out.
+fn wanted_types(sink: &impl Sink) -> Option<Arc<[String]>> {
+    use eventfold_event_schemas::catalogue::EVENT_TYPES;
+    if sink.raw() {
+        return None;
+    }
+    let wanted: Vec<String> = EVENT_TYPES
+        .iter()
+        .filter(|(name, _)| sink.handles(name))
+        .map(|(name, _)| (*name).to_owned())
+        .collect();
+    (wanted.len() < EVENT_TYPES.len()).then(|| wanted.into())
 }
 
 impl<L: EventStore, K: Sink> Runner<L, K> {
@@ -624,6 +648,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     pub fn new(log: L, sink: K, options: RunnerOptions, board: StatusBoard) -> Self {
         Self {
             log,
+            event_types: wanted_types(&sink),
             applier: Applier::new(sink, options, board),
         }
     }
@@ -694,6 +719,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 checkpoint,
                 SubscriptionOptions {
                     category: None,
+                    event_types: self.event_types.clone(),
                     page_size: self.applier.options.batch_size,
                     poll_interval: self.applier.options.poll_interval,
                 },
@@ -711,22 +737,25 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 }
             }
             loop {
-                let batch = match subscription
-                    .next_batch(self.applier.options.batch_size)
+                let mut page = match subscription
+                    .next_page(self.applier.options.batch_size)
                     .await
                 {
-                    Ok(batch) => batch,
+                    Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(projection = name, %error, "reading the log failed; retrying");
                         tokio::time::sleep(self.applier.options.backoff).await;
                         continue;
                     }
                 };
-                let mut batch = batch;
                 if !self.applier.options.linger.is_zero() {
-                    self.gather(&mut subscription, &mut batch).await;
+                    self.gather(&mut subscription, &mut page).await;
                 }
-                checkpoint = match self.applier.apply_batch(checkpoint, batch).await {
+                let applied = self
+                    .applier
+                    .apply_page(checkpoint, page.events, page.through)
+                    .await;
+                checkpoint = match applied {
                     Ok(checkpoint) => checkpoint,
                     // Another runner moved it, or the store lost its data (a Redis
                     // without persistence restarted empty): continue from what the
@@ -756,6 +785,7 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
         let name = self.applier.sink.name();
         let mut ahead = ReadAhead::spawn(
             subscription,
+            checkpoint,
             self.applier.options.batch_size,
             target,
             self.applier.options.backoff,
@@ -764,12 +794,15 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
         while checkpoint < target {
             let waited = std::time::Instant::now();
             // The reader stops at the target, or when the log holds nothing more.
-            let Some(batch) = ahead.batches.recv().await else {
+            let Some(page) = ahead.pages.recv().await else {
                 return Ok(());
             };
             let started = std::time::Instant::now();
-            let events = batch.len();
-            checkpoint = self.applier.apply_batch(checkpoint, batch).await?;
+            let events = page.events.len();
+            checkpoint = self
+                .applier
+                .apply_page(checkpoint, page.events, page.through)
+                .await?;
             tracing::debug!(
                 projection = name,
                 events,
@@ -785,20 +818,23 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
     async fn gather(
         &self,
         subscription: &mut eventfold_event_log::Subscription<L>,
-        batch: &mut Vec<RecordedEvent>,
+        page: &mut Page,
     ) {
         let deadline = tokio::time::Instant::now() + self.applier.options.linger;
-        while batch.len() < self.applier.options.batch_size {
+        while page.events.len() < self.applier.options.batch_size {
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 break;
             }
             tokio::time::sleep((deadline - now).min(Duration::from_millis(25))).await;
             match subscription
-                .try_next_batch(self.applier.options.batch_size - batch.len())
+                .try_next_page(self.applier.options.batch_size - page.events.len())
                 .await
             {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    page.events.extend(more.events);
+                    page.through = page.through.max(more.through);
+                }
                 Err(_) => break,
             }
         }

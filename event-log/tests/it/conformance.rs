@@ -25,6 +25,7 @@ macro_rules! conformance_suite {
                 head_and_stream_version_follow_appends,
                 subscriptions_catch_up_then_follow_live,
                 subscriptions_filter_by_category_and_start_after_a_checkpoint,
+                reads_restricted_to_types_move_past_the_others,
                 concurrent_appends_with_any_all_land_contiguously,
                 concurrent_appends_at_one_exact_version_admit_exactly_one,
                 a_batch_takes_positions_in_version_order
@@ -509,6 +510,92 @@ async fn subscriptions_filter_by_category_and_start_after_a_checkpoint<S: EventS
     let batch = after.next_batch(100).await?;
     assert_eq!(batch.len(), 5);
     assert_eq!(batch[0].global_position, first.last_position);
+    Ok(())
+}
+
+/// A read restricted to some event types returns exactly those of the range an
+/// unrestricted read of the same size covers, and says how far it read; a subscription
+/// restricted the same way delivers only those and moves past the rest, to the head.
+async fn reads_restricted_to_types_move_past_the_others<S: EventStore>(
+    store: S,
+) -> anyhow::Result<()> {
+    let kinds = ["Wanted", "Other", "Other", "AlsoWanted", "Other"];
+    for i in 0..6 {
+        let events: Vec<NewEvent> = kinds
+            .iter()
+            .map(|kind| NewEvent::new(*kind, json!({ "i": i })))
+            .collect();
+        let s = stream(&format!("thing-{i}"));
+        store.append(&s, ExpectedVersion::Any, &events).await?;
+    }
+    let types: Vec<String> = vec!["Wanted".into(), "AlsoWanted".into()];
+    let all = store.read_all(Position::START, None, 100).await?;
+    assert_eq!(all.len(), 30);
+    let mut after = Position::START;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .read_all_of_types(after, None, Some(&types), 7)
+            .await?;
+        let unrestricted = store.read_all(after, None, 7).await?;
+        let expected: Vec<&RecordedEvent> = unrestricted
+            .iter()
+            .filter(|e| types.contains(&e.event_type))
+            .collect();
+        assert_eq!(page.events.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(
+            page.through,
+            unrestricted.last().map_or(after, |e| e.global_position)
+        );
+        if page.through == after {
+            break;
+        }
+        after = page.through;
+        seen.extend(page.events);
+    }
+    assert_eq!(after, all[29].global_position);
+    let wanted: Vec<&RecordedEvent> = all
+        .iter()
+        .filter(|e| types.contains(&e.event_type))
+        .collect();
+    assert_eq!(seen.iter().collect::<Vec<_>>(), wanted);
+    assert_eq!(seen.len(), 12);
+
+    // A subscription: the wanted events in order, then pages reach the head.
+    let options = SubscriptionOptions {
+        event_types: Some(types.clone().into()),
+        page_size: 4,
+        ..SubscriptionOptions::default()
+    };
+    let mut sub = store.subscribe(Position::START, options);
+    let mut delivered = Vec::new();
+    let mut through = Position::START;
+    while through < all[29].global_position {
+        let page =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sub.next_page(3)).await??;
+        assert!(page.through > through, "a page moves the subscription on");
+        assert!(page
+            .events
+            .iter()
+            .all(|e| e.global_position > through && e.global_position <= page.through));
+        through = page.through;
+        delivered.extend(page.events);
+    }
+    assert_eq!(delivered.iter().collect::<Vec<_>>(), wanted);
+    let rest = sub.try_next_page(10).await?;
+    assert!(rest.events.is_empty());
+    assert_eq!(rest.through, all[29].global_position);
+    // Live: only other types arrive; the subscription still moves to them.
+    let last = store
+        .append(
+            &stream("thing-9"),
+            ExpectedVersion::Any,
+            &[NewEvent::new("Other", json!({}))],
+        )
+        .await?;
+    let page = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next_page(10)).await??;
+    assert!(page.events.is_empty());
+    assert_eq!(page.through, last.last_position);
     Ok(())
 }
 
