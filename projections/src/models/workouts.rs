@@ -695,40 +695,51 @@ mod pg {
         if users.is_empty() {
             return Ok(loaded);
         }
-        // A user's stats and the weeks the batch completes workouts in, in one read
-        // (both rows are written by the same events, so a user with weeks has stats);
-        // not every week of the user's history.
+        // A user's stats and the weeks the batch completes workouts in, in one read:
+        // not every week of the user's history. Each key is looked up by its primary
+        // key (`LATERAL … OFFSET 0` keeps PostgreSQL from turning the lookups into a
+        // hash join over the whole table, which it prefers while the tables are small
+        // and which then costs a scan of every week per batch); so the plan does not
+        // depend on the keys, and the statement is prepared once.
         let sql = tx
             .sql(
                 "SELECT s.user_id, s.workouts, s.total_seconds, s.total_distance_m, \
                  s.longest_distance_m, s.longest_seconds, s.fastest_avg_speed_mps, \
-                 w.week, w.workouts AS week_workouts, w.distance_m AS week_distance_m, \
-                 w.seconds AS week_seconds \
-                 FROM rm_workout_stats s LEFT JOIN rm_workout_weeks w ON w.user_id = s.user_id \
-                 AND (w.user_id, w.week) IN (SELECT * FROM UNNEST($2::text[], $3::text[])) \
-                 WHERE s.user_id = ANY($1)",
+                 NULL::text AS week, NULL::int8 AS week_workouts, \
+                 NULL::float8 AS week_distance_m, NULL::int8 AS week_seconds \
+                 FROM UNNEST($1::text[]) AS u(user_id), LATERAL (SELECT * FROM rm_workout_stats s \
+                 WHERE s.user_id = u.user_id OFFSET 0) s \
+                 UNION ALL \
+                 SELECT w.user_id, NULL, NULL, NULL, NULL, NULL, NULL, w.week, w.workouts, \
+                 w.distance_m, w.seconds \
+                 FROM UNNEST($2::text[], $3::text[]) AS k(user_id, week), \
+                 LATERAL (SELECT * FROM rm_workout_weeks w \
+                 WHERE w.user_id = k.user_id AND w.week = k.week OFFSET 0) w",
             )
             .into_owned();
         for r in sqlx::query(&sql)
-            .persistent(false)
             .bind(users)
             .bind(&week_users)
             .bind(&week_names)
             .fetch_all(tx.conn())
             .await?
         {
-            let (user, stats) = stats_of(&r)?;
-            if let Some(week) = r.opt_text("week")? {
-                loaded.weeks.insert(
-                    (user.clone(), week),
-                    Week {
-                        workouts: r.int("week_workouts")?,
-                        distance_m: r.float("week_distance_m")?,
-                        seconds: r.int("week_seconds")?,
-                    },
-                );
+            match r.opt_text("week")? {
+                Some(week) => {
+                    loaded.weeks.insert(
+                        (r.text("user_id")?, week),
+                        Week {
+                            workouts: r.int("week_workouts")?,
+                            distance_m: r.float("week_distance_m")?,
+                            seconds: r.int("week_seconds")?,
+                        },
+                    );
+                }
+                None => {
+                    let (user, stats) = stats_of(&r)?;
+                    loaded.stats.insert(user, stats);
+                }
             }
-            loaded.stats.insert(user, stats);
         }
         Ok(loaded)
     }
