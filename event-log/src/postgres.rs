@@ -50,8 +50,6 @@ const CHANNEL: &str = "eventfold_events";
 /// Shortest time between two NOTIFYs: what a subscriber in another process may wait
 /// beyond the commit, and what keeps a NOTIFY per append off a busy server.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
-/// A pooled connection idle this long is pinged before it is handed out.
-const IDLE_PING: Duration = Duration::from_secs(1);
 /// Appends with `Any`/`StreamExists` that lose a race for the same stream version retry
 /// this many times before reporting the conflict.
 const MAX_RACE_RETRIES: usize = 50;
@@ -110,14 +108,7 @@ impl PgEventStore {
     pub fn pool_options() -> PgPoolOptions {
         PgPoolOptions::new()
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= IDLE_PING {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            .before_acquire(crate::pool::ping_when_idle::<sqlx::Postgres>)
     }
 
     /// Uses an existing pool, with group commit on (its defaults).

@@ -9,9 +9,6 @@ use sqlx::{AnyPool, Executor};
 
 use crate::{Error, Result};
 
-/// A pooled connection idle for less than this is handed out without a ping.
-const IDLE_PING: Duration = Duration::from_secs(1);
-
 /// How a read model's batch transaction begins on PostgreSQL: its commit does not wait
 /// for the WAL flush (`synchronous_commit = off` for this transaction only; one round
 /// trip with the `BEGIN`). This is safe for exactly-once because a batch's rows and its
@@ -82,14 +79,7 @@ impl ReadDb {
             // sqlx pings every connection it hands out (a round trip per batch); only
             // one idle for a while is pinged, as in the log's pool.
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= IDLE_PING {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            .before_acquire(eventfold_event_log::ping_when_idle::<sqlx::Any>)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

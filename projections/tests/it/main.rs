@@ -7,3 +7,4 @@ mod poison;
 mod redis_models;
 mod scenario;
 mod support;
+mod type_filter;
