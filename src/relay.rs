@@ -93,8 +93,7 @@ impl KafkaSettings {
 
     /// The topic of a stream's events: the prefix and the stream's category.
     pub(crate) fn topic_for(&self, stream_id: &str) -> String {
-        let category = stream_id.split_once('-').map_or(stream_id, |(c, _)| c);
-        format!("{}{category}", self.prefix)
+        format!("{}{}", self.prefix, category_of(stream_id))
     }
 
     /// The client settings every Kafka client of the relay shares.
@@ -121,6 +120,11 @@ impl KafkaSettings {
             .set("message.timeout.ms", "0")
             .create()?)
     }
+}
+
+/// A stream's category: its id up to the first `-`.
+fn category_of(stream_id: &str) -> &str {
+    stream_id.split_once('-').map_or(stream_id, |(c, _)| c)
 }
 
 /// The headers of an event's message.
@@ -307,7 +311,35 @@ impl Relay {
         delivery: rdkafka::producer::DeliveryFuture,
     ) -> Result<()> {
         tokio::pin!(delivery);
-        let outcome = tokio::select! {
+        // Most deliveries are in by the time they are awaited (the brokers acknowledge
+        // message sets, not messages): those are taken without arming a timer.
+        let ready = std::future::Future::poll(
+            delivery.as_mut(),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        let outcome = match ready {
+            std::task::Poll::Ready(outcome) => outcome,
+            std::task::Poll::Pending => self.waited(record, delivery).await,
+        };
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) if permanent(&error) => {
+                tracing::error!(position = record.global_position.0, %error, "event cannot be relayed; parked");
+                self.progress.park(record, &error.to_string()).await
+            }
+            Ok(Err((error, _))) => Err(unavailable("producing", error)),
+            Err(_) => Err(unavailable("producing", "the producer was dropped")),
+        }
+    }
+
+    /// Waits for a delivery still in flight, showing on the board that the broker is
+    /// being waited for when it takes long (the producer keeps retrying it).
+    async fn waited(
+        &self,
+        record: &RecordedEvent,
+        mut delivery: std::pin::Pin<&mut rdkafka::producer::DeliveryFuture>,
+    ) -> <rdkafka::producer::DeliveryFuture as std::future::Future>::Output {
+        tokio::select! {
             outcome = &mut delivery => outcome,
             () = tokio::time::sleep(Duration::from_secs(5)) => {
                 self.board.set_state(
@@ -320,15 +352,6 @@ impl Relay {
                 );
                 delivery.await
             }
-        };
-        match outcome {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) if permanent(&error) => {
-                tracing::error!(position = record.global_position.0, %error, "event cannot be relayed; parked");
-                self.progress.park(record, &error.to_string()).await
-            }
-            Ok(Err((error, _))) => Err(unavailable("producing", error)),
-            Err(_) => Err(unavailable("producing", "the producer was dropped")),
         }
     }
 }
@@ -371,13 +394,22 @@ impl Sink for Relay {
         records: &[RecordedEvent],
         to: Position,
     ) -> Result<()> {
-        let topics: Vec<String> = records
-            .iter()
-            .map(|r| self.settings.topic_for(r.stream_id.as_str()))
-            .collect();
+        // One topic name per category of the batch, not one per record.
+        let mut topics: Vec<String> = Vec::new();
+        let mut slots: Vec<usize> = Vec::with_capacity(records.len());
+        let mut slot_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for record in records {
+            let stream = record.stream_id.as_str();
+            let slot = *slot_of.entry(category_of(stream)).or_insert_with(|| {
+                topics.push(self.settings.topic_for(stream));
+                topics.len() - 1
+            });
+            slots.push(slot);
+        }
         self.ensure_topics(&topics).await?;
         let mut pending = std::collections::VecDeque::with_capacity(records.len());
-        for (record, topic) in records.iter().zip(&topics) {
+        for (record, slot) in records.iter().zip(slots) {
+            let topic = &topics[slot];
             let payload = serde_json::to_vec(record).map_err(|e| Error::Poison {
                 position: record.global_position.0,
                 event_type: record.event_type.clone(),
