@@ -190,7 +190,16 @@ for i = 1, #ids, 2 do
   local offer = redis.call('HGET', KEYS[2], ids[i])
   local price = false
   if offer then
-    price = redis.call('GET', ARGV[3] .. cjson.decode(offer).sku)
+    -- The SKU without decoding the whole offer: in JSON without a backslash every
+    -- quote is structural, so the key can only be the offer's own `sku`.
+    local sku = nil
+    if not string.find(offer, '\\', 1, true) then
+      sku = string.match(offer, '"sku":"([^"]*)"')
+    end
+    if not sku then
+      sku = cjson.decode(offer).sku
+    end
+    price = redis.call('GET', ARGV[3] .. sku)
   end
   out[#out + 1] = ids[i]
   out[#out + 1] = ids[i + 1]

@@ -170,6 +170,52 @@ async fn the_voice_answer_comes_from_redis_and_matches_the_relational_model() ->
     clear_redis(&client, keys.prefix()).await
 }
 
+/// The script finds an offer's SKU without decoding the offer where it can; an offer
+/// whose JSON holds escapes (here a backslash in the SKU, quotes in the title) is
+/// decoded, so it is still priced from the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_with_escaped_text_are_priced_from_the_catalog() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    let read = ReadDb::connect(&db.url).await?;
+    let (client, keys) = (shared_redis()?, RedisKeys::new(prefix()));
+    let sku = "SKU\\TEA";
+    let id = Uuid::new_v4();
+    let scheduled = ReminderScheduled {
+        reminder_id: id,
+        user_id: "u1".into(),
+        sku: sku.into(),
+        title: "Tea \"sku\":\"SKU-CAPS\"".into(),
+        quantity: 1,
+        last_unit_price: 1000,
+        currency: "RUB".into(),
+        due_at: now() - Days::hours(1),
+        slot: 0,
+    };
+    append(&db.store, format!("reminder-{id}"), scheduled.into()).await?;
+    let tea = PriceChanged {
+        sku: sku.into(),
+        title: "Tea".into(),
+        unit_price: 700,
+        currency: "RUB".into(),
+        available: true,
+        delivery_days: 1,
+        changed_at: now(),
+    };
+    append(&db.store, "price-tea".into(), tea.into()).await?;
+    append(&db.store, "price-SKU-CAPS".into(), price(1150)).await?;
+    catch_up_voice(&db.store, &client, &keys, &read).await?;
+    let offers = voice::due_from_redis(&client, &keys, "u1", now(), 5).await?;
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].sku, sku);
+    assert_eq!(offers[0].unit_price, 700, "the tea's catalog price");
+    assert_eq!(
+        offers,
+        voice::due_from_relational(&read, "u1", now(), 5).await?,
+        "both models agree"
+    );
+    clear_redis(&client, keys.prefix()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaderboards_rank_distance_per_sport_and_week() -> anyhow::Result<()> {
     let db = SqliteTestDb::new().await?;
