@@ -296,18 +296,28 @@ struct EventRow {
     event_id: Uuid,
     event_type: String,
     schema_version: i32,
-    data: serde_json::Value,
-    metadata: Json<EventMetadata>,
+    /// `NULL` only where a read restricted to some event types left it out.
+    data: Option<serde_json::Value>,
+    metadata: Option<Json<EventMetadata>>,
     recorded_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// Whether the row carries its payload (a restricted read leaves the others out).
+    fn wanted(&self) -> bool {
+        self.data.is_some()
+    }
 }
 
 impl TryFrom<EventRow> for RecordedEvent {
     type Error = Error;
     fn try_from(row: EventRow) -> Result<Self> {
-        let stream_id = StreamId::new(row.stream_id).map_err(|e| Error::Corrupt {
-            position: row.global_position,
-            reason: e.to_string(),
-        })?;
+        let position = row.global_position;
+        let corrupt = |reason: String| Error::Corrupt { position, reason };
+        let stream_id = StreamId::new(row.stream_id).map_err(|e| corrupt(e.to_string()))?;
+        let (Some(data), Some(metadata)) = (row.data, row.metadata) else {
+            return Err(corrupt("the payload was not read".to_owned()));
+        };
         Ok(RecordedEvent {
             global_position: Position(row.global_position),
             stream_id,
@@ -315,41 +325,9 @@ impl TryFrom<EventRow> for RecordedEvent {
             event_id: row.event_id,
             event_type: row.event_type,
             schema_version: row.schema_version,
-            data: row.data,
-            metadata: row.metadata.0,
+            data,
+            metadata: metadata.0,
             recorded_at: row.recorded_at,
-        })
-    }
-}
-
-/// A row of a read restricted to some event types: the payloads of the others are not
-/// sent (`NULL`), so they are neither transferred nor parsed.
-#[derive(sqlx::FromRow)]
-struct MaybeEventRow {
-    global_position: i64,
-    stream_id: String,
-    stream_version: i64,
-    event_id: Uuid,
-    event_type: String,
-    schema_version: i32,
-    data: Option<serde_json::Value>,
-    metadata: Option<Json<EventMetadata>>,
-    recorded_at: DateTime<Utc>,
-}
-
-impl MaybeEventRow {
-    /// The row as an event when it is one of the wanted types.
-    fn wanted(self) -> Option<EventRow> {
-        Some(EventRow {
-            global_position: self.global_position,
-            stream_id: self.stream_id,
-            stream_version: self.stream_version,
-            event_id: self.event_id,
-            event_type: self.event_type,
-            schema_version: self.schema_version,
-            data: self.data?,
-            metadata: self.metadata?,
-            recorded_at: self.recorded_at,
         })
     }
 }
@@ -467,7 +445,7 @@ impl EventReader for PgEventStore {
         }
         // Every event of the range is read (so the page ends where an unrestricted one
         // would); only the wanted ones carry their payloads.
-        let rows = sqlx::query_as::<_, MaybeEventRow>(
+        let rows = sqlx::query_as::<_, EventRow>(
             "SELECT global_position, stream_id, stream_version, event_id, event_type, \
              schema_version, CASE WHEN event_type = ANY($4) THEN data END AS data, \
              CASE WHEN event_type = ANY($4) THEN metadata END AS metadata, recorded_at \
@@ -483,7 +461,7 @@ impl EventReader for PgEventStore {
         let through = rows.last().map_or(after, |r| Position(r.global_position));
         let events = rows
             .into_iter()
-            .filter_map(MaybeEventRow::wanted)
+            .filter(EventRow::wanted)
             .map(RecordedEvent::try_from)
             .collect::<Result<Vec<_>>>()?;
         Ok(Page { events, through })

@@ -81,20 +81,20 @@ impl<R: EventReader> Subscription<R> {
     /// again to retry.
     pub async fn next(&mut self) -> Result<RecordedEvent> {
         loop {
-            if let Some(event) = self.buffer.pop_front() {
+            if let Some(event) = self.next_page(1).await?.events.pop() {
                 return Ok(event);
             }
-            self.fill().await?;
         }
     }
 
     /// Between 1 and `max` events, waiting for at least one.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<RecordedEvent>> {
-        if self.buffer.is_empty() {
-            self.fill().await?;
+        loop {
+            let page = self.next_page(max).await?;
+            if !page.events.is_empty() {
+                return Ok(page.events);
+            }
         }
-        let take = max.max(1).min(self.buffer.len());
-        Ok(self.take(take))
     }
 
     /// Whatever is available now without waiting (possibly nothing).
@@ -113,6 +113,8 @@ impl<R: EventReader> Subscription<R> {
             if let Some(page) = self.take_page(max) {
                 return Ok(page);
             }
+            // Mark the current change as seen *before* reading, so an append that lands
+            // after the read wakes the wait below instead of being slept through.
             self.changes.borrow_and_update();
             self.fetch().await?;
             if let Some(page) = self.take_page(max) {
@@ -166,24 +168,7 @@ impl<R: EventReader> Subscription<R> {
         }
     }
 
-    /// Reads until at least one event is buffered.
-    async fn fill(&mut self) -> Result<()> {
-        loop {
-            // Mark the current change as seen *before* reading, so an append that lands
-            // after the read wakes the wait below instead of being slept through.
-            self.changes.borrow_and_update();
-            let before = self.fetched_up_to;
-            if self.fetch().await? {
-                return Ok(());
-            }
-            // Moved past events of other types only: read on without waiting.
-            if self.fetched_up_to == before {
-                self.wait().await;
-            }
-        }
-    }
-
-    async fn fetch(&mut self) -> Result<bool> {
+    async fn fetch(&mut self) -> Result<()> {
         let page = self
             .reader
             .read_all_of_types(
@@ -194,8 +179,7 @@ impl<R: EventReader> Subscription<R> {
             )
             .await?;
         self.fetched_up_to = self.fetched_up_to.max(page.through);
-        let got = !page.events.is_empty();
         self.buffer.extend(page.events);
-        Ok(got)
+        Ok(())
     }
 }

@@ -141,7 +141,8 @@ pub(crate) fn process_cpu() -> Option<Duration> {
     // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')'.
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ')', in
+    // clock ticks of 10 ms (Linux's USER_HZ is 100).
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks.checked_mul(10)?))
 }
