@@ -26,6 +26,8 @@ use crate::app;
 use crate::config::Config;
 
 const KEY: &str = "bench-key";
+/// The voice route, `{user}` standing for the user.
+const VOICE: &str = "/api/v1/users/{user}/reminders/due";
 
 #[derive(Debug, Args)]
 pub(crate) struct QueryBenchArgs {
@@ -70,6 +72,9 @@ pub(crate) struct LoadArgs {
     /// How long.
     #[arg(long, value_parser = parse_duration)]
     duration: Duration,
+    /// The route; `{user}` is replaced by `u0..uN` in turn.
+    #[arg(long, default_value = VOICE)]
+    path: String,
 }
 
 /// Runs in its own process: prints `{"achieved", "ok", "errors", "p50_ms", "p99_ms", "max_ms"}`.
@@ -80,8 +85,15 @@ pub(crate) async fn load(args: LoadArgs, out: &mut impl Write) -> anyhow::Result
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
-    let (measured, errors) =
-        hold_rate(&client, &args.base, args.users, args.rate, args.duration).await;
+    let (measured, errors) = hold_rate(
+        &client,
+        &args.base,
+        &args.path,
+        args.users,
+        args.rate,
+        args.duration,
+    )
+    .await;
     writeln!(
         out,
         "{}",
@@ -100,6 +112,7 @@ pub(crate) async fn load(args: LoadArgs, out: &mut impl Write) -> anyhow::Result
 /// Runs `eventfold bench load` as a child process.
 async fn load_in_child(
     base: &str,
+    path: &str,
     users: usize,
     rate: u32,
     duration: Duration,
@@ -116,6 +129,8 @@ async fn load_in_child(
         rate.to_string(),
         "--duration".to_owned(),
         format!("{}ms", duration.as_millis()),
+        "--path".to_owned(),
+        path.to_owned(),
     ];
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
@@ -362,24 +377,36 @@ async fn run_in(
     )?;
     writeln!(
         out,
-        "{:>8} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>12}",
-        "target/s", "achieved/s", "ok", "errors", "p50 ms", "p99 ms", "max ms", "p50 / raw"
+        "{:<9} {:>8} {:>10} {:>8} {:>7} {:>9} {:>9} {:>9} {:>12}",
+        "route",
+        "target/s",
+        "achieved/s",
+        "ok",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "p50 / raw"
     )?;
+    // Each rate against the voice route, then against `/healthz` at the same rate: the
+    // second row is what this machine, the client and the HTTP stack add to any route.
     for &rate in &args.rates {
-        let r = load_in_child(&base, args.users, rate, args.duration).await?;
-        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        writeln!(
-            out,
-            "{rate:>8} {:>10.0} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>12.1}",
-            f("achieved"),
-            r["ok"].as_u64().unwrap_or(0),
-            r["errors"].as_u64().unwrap_or(0),
-            f("p50_ms"),
-            f("p99_ms"),
-            f("max_ms"),
-            f("p50_ms") / ms(raw.percentile(0.5)).max(1e-9),
-        )?;
-        out.flush()?;
+        for (route, path) in [("voice", VOICE), ("/healthz", "/healthz")] {
+            let r = load_in_child(&base, path, args.users, rate, args.duration).await?;
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            writeln!(
+                out,
+                "{route:<9} {rate:>8} {:>10.0} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>12.1}",
+                f("achieved"),
+                r["ok"].as_u64().unwrap_or(0),
+                r["errors"].as_u64().unwrap_or(0),
+                f("p50_ms"),
+                f("p99_ms"),
+                f("max_ms"),
+                f("p50_ms") / ms(raw.percentile(0.5)).max(1e-9),
+            )?;
+            out.flush()?;
+        }
     }
     if args.saturate.is_zero() {
         writeln!(out, "saturation: skipped (--saturate 0)")?;
@@ -400,14 +427,7 @@ async fn run_in(
             "route", "req/s", "p50 ms", "p99 ms", "errors"
         )?;
         let healthz = saturate(&base, "/healthz", 1, args.connections, args.saturate).await?;
-        let voice = saturate(
-            &base,
-            "/api/v1/users/{user}/reminders/due",
-            args.users,
-            args.connections,
-            args.saturate,
-        )
-        .await?;
+        let voice = saturate(&base, VOICE, args.users, args.connections, args.saturate).await?;
         for (route, s) in [
             ("GET /healthz (the server's ceiling)", &healthz),
             ("GET /api/v1/users/{id}/reminders/due", &voice),
@@ -482,6 +502,7 @@ async fn run_in(
 async fn hold_rate(
     client: &reqwest::Client,
     base: &str,
+    path: &str,
     users: usize,
     rate: u32,
     duration: Duration,
@@ -490,7 +511,7 @@ async fn hold_rate(
     let total = (duration.as_secs_f64() * f64::from(rate)) as u64;
     let runtime = tokio::runtime::Handle::current();
     let (sent, mut tasks) = tokio::sync::mpsc::unbounded_channel();
-    let (client, base) = (client.clone(), base.to_owned());
+    let (client, base, path) = (client.clone(), base.to_owned(), path.to_owned());
     let started = Instant::now();
     let dispatcher = std::thread::spawn(move || {
         for i in 0..total {
@@ -499,9 +520,10 @@ async fn hold_rate(
             if due > now {
                 std::thread::sleep(due - now);
             }
+            let user = format!("u{}", i as usize % users);
             let (client, url) = (
                 client.clone(),
-                format!("{base}/api/v1/users/u{}/reminders/due", i as usize % users),
+                format!("{base}{}", path.replace("{user}", &user)),
             );
             let task = runtime.spawn(async move {
                 let ok = matches!(client.get(url).header("x-api-key", KEY).send().await, Ok(r) if r.status().is_success());
