@@ -52,6 +52,10 @@ pub(crate) struct AppendBenchArgs {
     /// when not given).
     #[arg(long)]
     join_at: Option<usize>,
+    /// Slices each case's time is cut into, eventfold and raw taking turns (ours, raw;
+    /// raw, ours; …), so that both sides meet the same moments of a shared machine.
+    #[arg(long, default_value_t = 4)]
+    rounds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,8 +107,8 @@ pub(crate) async fn run(
     args: AppendBenchArgs,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    if args.writers.iter().chain(&args.batches).any(|&n| n == 0) {
-        anyhow::bail!("--writers and --batches must be >= 1");
+    if args.writers.iter().chain(&args.batches).any(|&n| n == 0) || args.rounds == 0 {
+        anyhow::bail!("--writers, --batches and --rounds must be >= 1");
     }
     if let Some(&too_big) = args
         .batches
@@ -228,6 +232,44 @@ where
     Ok(Measured::merge(parts, start.elapsed()))
 }
 
+/// Runs both sides of a case in `rounds` slices of `duration / rounds` each, taking
+/// turns (ours then raw, then raw then ours, …): a few seconds of drift on a shared
+/// machine then reach both sides alike instead of landing on one. Each slice writes
+/// streams of its own.
+#[allow(clippy::too_many_arguments)]
+async fn interleaved<F, Fut, G, Gut>(
+    case: &str,
+    writers: usize,
+    batch: usize,
+    duration: Duration,
+    rounds: u32,
+    ours: F,
+    raw: G,
+) -> anyhow::Result<(Measured, Measured)>
+where
+    F: Fn(StreamId, ExpectedVersion, i64, Vec<NewEvent>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    G: Fn(StreamId, ExpectedVersion, i64, Vec<NewEvent>) -> Gut + Clone + Send + 'static,
+    Gut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let slice = duration / rounds.max(1);
+    let (mut ours_slices, mut raw_slices) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let case = format!("{case}r{round}");
+        for ours_turn in [round % 2 == 0, round % 2 == 1] {
+            if ours_turn {
+                ours_slices.push(drive(&case, writers, batch, slice, ours.clone()).await?);
+            } else {
+                raw_slices.push(drive(&case, writers, batch, slice, raw.clone()).await?);
+            }
+        }
+    }
+    Ok((
+        Measured::combine(ours_slices),
+        Measured::combine(raw_slices),
+    ))
+}
+
 async fn postgres_cases(
     admin_url: &str,
     args: &AppendBenchArgs,
@@ -282,11 +324,13 @@ async fn postgres_cases_in(
                 };
                 let store = PgEventStore::from_pool_with(pool.clone(), Limits::default(), group);
                 let probe = store.clone();
-                let ours = drive(
+                let pool = pool.clone();
+                let (ours, raw) = interleaved(
                     &case,
                     writers,
                     batch,
                     args.duration,
+                    args.rounds,
                     move |s, expected, _, events| {
                         let store = store.clone();
                         async move {
@@ -294,21 +338,13 @@ async fn postgres_cases_in(
                             Ok(())
                         }
                     },
-                )
-                .await?;
-                let grouped = grouping(None, probe.group_stats());
-                let pool = pool.clone();
-                let raw = drive(
-                    &case,
-                    writers,
-                    batch,
-                    args.duration,
                     move |s, _, first, events| {
                         let pool = pool.clone();
                         async move { raw_pg_insert(&pool, &s, first, &events).await }
                     },
                 )
                 .await?;
+                let grouped = grouping(None, probe.group_stats());
                 print_row(
                     out,
                     &Row {
@@ -435,11 +471,13 @@ async fn sqlite_cases_in(
                 };
                 let probe = store.clone();
                 let before = probe.group_stats();
-                let ours = drive(
+                let pool = pool.clone();
+                let (ours, raw) = interleaved(
                     &case,
                     writers,
                     batch,
                     args.duration,
+                    args.rounds,
                     move |s, expected, _, events| {
                         let store = store.clone();
                         async move {
@@ -447,21 +485,13 @@ async fn sqlite_cases_in(
                             Ok(())
                         }
                     },
-                )
-                .await?;
-                let grouped = grouping(before, probe.group_stats());
-                let pool = pool.clone();
-                let raw = drive(
-                    &case,
-                    writers,
-                    batch,
-                    args.duration,
                     move |s, _, first, events| {
                         let pool = pool.clone();
                         async move { raw_sqlite_insert(&pool, &s, first, &events).await }
                     },
                 )
                 .await?;
+                let grouped = grouping(before, probe.group_stats());
                 print_row(
                     out,
                     &Row {

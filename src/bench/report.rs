@@ -26,6 +26,13 @@ impl Measured {
         all
     }
 
+    /// Slices of one side measured at different times, as one: their events and
+    /// latencies together over the sum of their times.
+    pub(crate) fn combine(slices: Vec<Measured>) -> Measured {
+        let elapsed = slices.iter().map(|m| m.elapsed).sum();
+        Measured::merge(slices, elapsed)
+    }
+
     pub(crate) fn per_second(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
