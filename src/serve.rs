@@ -30,6 +30,37 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// Connections the kernel may hold for the server before it accepts them. Tokio's
+/// default (1024) overflowed under a burst of new connections (an open-loop client
+/// opening hundreds at once when answers slowed for a moment): the kernel then drops the
+/// SYNs and the clients retry after a second, which no deadline of ours can shorten.
+/// The kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` (`host:port`, the first address it resolves to) with
+/// [`LISTEN_BACKLOG`].
+pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(resolved) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
 pub(crate) async fn run(
     config: Config,
     database_url: &str,
@@ -40,7 +71,7 @@ pub(crate) async fn run(
         .listen
         .clone()
         .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-    let listener = TcpListener::bind(&listen)
+    let listener = bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -104,4 +135,19 @@ pub(crate) async fn run(
     }
     writeln!(out, "stopped")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn binds_a_free_port_and_refuses_an_address_it_cannot_use() {
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let taken = listener.local_addr().expect("address");
+        assert_ne!(taken.port(), 0);
+        // Taken by the listener above: a clear error, not a second listener.
+        assert!(bind(&taken.to_string()).await.is_err());
+        assert!(bind("no port here").await.is_err());
+    }
 }

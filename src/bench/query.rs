@@ -79,20 +79,26 @@ pub(crate) struct LoadArgs {
     /// The route; `{user}` is replaced by `u0..uN` in turn.
     #[arg(long, default_value = VOICE)]
     path: String,
+    /// Most requests in flight, each on a kept-alive connection of its own, as a
+    /// gateway in front of the API would hold them; a request due while all are busy
+    /// waits for one, and its wait counts in its latency.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
 }
 
 /// Runs in its own process: prints `{"achieved", "ok", "errors", "p50_ms", "p99_ms", "max_ms"}`.
 pub(crate) async fn load(args: LoadArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    if args.rate == 0 || args.users == 0 {
-        anyhow::bail!("--rate and --users must be >= 1");
+    if args.rate == 0 || args.users == 0 || args.connections == 0 {
+        anyhow::bail!("--rate, --users and --connections must be >= 1");
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(args.connections)
         .build()?;
     let (measured, errors) = hold_rate(
         &client,
         &args.base,
         &args.path,
+        args.connections,
         args.users,
         args.rate,
         args.duration,
@@ -318,7 +324,7 @@ async fn run_in(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut projectors = app.projections.spawn(stopped.clone());
     let mut reactions = app.spawn_reactions(stopped);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::serve::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let router = app.router.clone();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
@@ -534,11 +540,16 @@ async fn run_in(
 /// Open-loop load: a request is due every 1/rate seconds whether or not earlier ones
 /// have answered; latency counts from when it was due (no coordinated omission). The
 /// requests are released by an OS thread sleeping to each due time (tokio's timer
-/// rounds to milliseconds, which would add up to 1 ms to every latency).
+/// rounds to milliseconds, which would add up to 1 ms to every latency). At most
+/// `connections` requests are in flight: without a bound, a moment's slowdown made the
+/// client open hundreds of connections at once, overflow the server's listen queue and
+/// wait out the kernel's one-second SYN retry, which measured the client's storm rather
+/// than the route.
 async fn hold_rate(
     client: &reqwest::Client,
     base: &str,
     path: &str,
+    connections: usize,
     users: usize,
     rate: u32,
     duration: Duration,
@@ -548,6 +559,7 @@ async fn hold_rate(
     let runtime = tokio::runtime::Handle::current();
     let (sent, mut tasks) = tokio::sync::mpsc::unbounded_channel();
     let (client, base, path) = (client.clone(), base.to_owned(), path.to_owned());
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
     let started = Instant::now();
     let dispatcher = std::thread::spawn(move || {
         for i in 0..total {
@@ -561,7 +573,11 @@ async fn hold_rate(
                 client.clone(),
                 format!("{base}{}", path.replace("{user}", &user)),
             );
+            let in_flight = in_flight.clone();
             let task = runtime.spawn(async move {
+                let Ok(_permit) = in_flight.acquire_owned().await else {
+                    return (due.elapsed(), false);
+                };
                 let ok = matches!(client.get(url).header("x-api-key", KEY).send().await, Ok(r) if r.status().is_success());
                 (due.elapsed(), ok)
             });
