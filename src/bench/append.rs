@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::SqlitePool;
 
-use super::report::{print_header, print_row, Measured, Row};
+use super::report::{print_header, print_row, taking_turns, Measured, Row};
 use super::{admin_url, parse_duration, ScratchDb};
 
 /// Streams each writer rotates through.
@@ -256,7 +256,7 @@ where
     let (mut ours_slices, mut raw_slices) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let case = format!("{case}r{round}");
-        for ours_turn in [round % 2 == 0, round % 2 == 1] {
+        for ours_turn in taking_turns(round) {
             if ours_turn {
                 ours_slices.push(drive(&case, writers, batch, slice, ours.clone()).await?);
             } else {

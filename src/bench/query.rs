@@ -20,7 +20,7 @@ use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, Strea
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-use super::report::Measured;
+use super::report::{taking_turns, Measured};
 use super::{admin_url, parse_duration, ScratchDb};
 use crate::app;
 use crate::config::Config;
@@ -186,7 +186,7 @@ fn wrk_ms(text: &str) -> Option<f64> {
 }
 
 impl Saturation {
-    /// Slices of equal length as one: mean rate and median, the worst p99, all errors.
+    /// Slices of equal length as one: the mean rate and p50, the worst p99, all errors.
     fn combine(slices: &[Saturation]) -> Saturation {
         let n = slices.len().max(1) as f64;
         Saturation {
@@ -454,7 +454,7 @@ async fn run_in(
         let slice = (args.saturate / rounds).max(Duration::from_secs(1));
         let (mut healthz, mut voice) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            for health_turn in [round % 2 == 0, round % 2 == 1] {
+            for health_turn in taking_turns(round) {
                 if health_turn {
                     healthz.push(saturate(&base, "/healthz", 1, args.connections, slice).await?);
                 } else {
@@ -568,11 +568,11 @@ async fn hold_rate(
             if due > now {
                 std::thread::sleep(due - now);
             }
-            let user = format!("u{}", i as usize % users);
-            let (client, url) = (
-                client.clone(),
-                format!("{base}{}", path.replace("{user}", &user)),
-            );
+            let url = match path.split_once("{user}") {
+                Some((head, tail)) => format!("{base}{head}u{}{tail}", i as usize % users),
+                None => format!("{base}{path}"),
+            };
+            let client = client.clone();
             let in_flight = in_flight.clone();
             let task = runtime.spawn(async move {
                 let Ok(_permit) = in_flight.acquire_owned().await else {

@@ -46,6 +46,14 @@ impl Measured {
     }
 }
 
+/// Whose turn it is in a round of two sides taking turns: the first side goes first in
+/// even rounds, second in odd ones (first, second; second, first; …), so that a slow
+/// drift of a shared machine reaches both sides alike. `true` is the first side's turn.
+pub(crate) fn taking_turns(round: u32) -> [bool; 2] {
+    let first_leads = round.is_multiple_of(2);
+    [first_leads, !first_leads]
+}
+
 /// One row: ours beside the baseline.
 #[derive(Debug)]
 pub(crate) struct Row {
@@ -95,4 +103,18 @@ pub(crate) fn print_row(out: &mut impl Write, row: &Row) -> std::io::Result<()> 
         ours / raw.max(1e-9)
     )?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::taking_turns;
+
+    #[test]
+    fn the_sides_lead_in_turn() {
+        let order: Vec<[bool; 2]> = (0..4).map(taking_turns).collect();
+        assert_eq!(
+            order,
+            vec![[true, false], [false, true], [true, false], [false, true]]
+        );
+    }
 }
