@@ -56,10 +56,23 @@ async fn a_live_subscriber_gets_every_event_of_sixteen_concurrent_writers_exactl
 
     let mut received = Vec::with_capacity(TOTAL_EVENTS);
     while received.len() < TOTAL_EVENTS {
-        let batch = tokio::time::timeout(Duration::from_secs(30), subscription.next_batch(1000))
-            .await
-            .with_context(|| format!("subscriber stalled after {} events", received.len()))??;
-        received.extend(batch);
+        let Ok(batch) =
+            tokio::time::timeout(Duration::from_secs(30), subscription.next_batch(1000)).await
+        else {
+            // A writer that failed appends no more: say why, not just that events are
+            // missing.
+            let mut failures = Vec::new();
+            for w in writers.iter_mut().filter(|w| w.is_finished()) {
+                if let Err(error) = w.await? {
+                    failures.push(format!("{error:#}"));
+                }
+            }
+            anyhow::bail!(
+                "subscriber stalled after {} events; failed writers: {failures:?}",
+                received.len()
+            );
+        };
+        received.extend(batch?);
     }
     let mut appended = HashSet::new();
     for w in writers {
