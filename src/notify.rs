@@ -120,7 +120,7 @@ pub(crate) struct Envelope<'a> {
     /// When it was recorded.
     pub(crate) recorded_at: chrono::DateTime<chrono::Utc>,
     /// The payload.
-    pub(crate) data: &'a serde_json::Value,
+    pub(crate) data: &'a eventfold_event_schemas::Payload,
 }
 
 /// Publishes notifications to JetStream.

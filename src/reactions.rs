@@ -384,7 +384,7 @@ mod tests {
             let mut scheduled = BTreeMap::<String, usize>::new();
             let mut superseded = BTreeMap::<String, usize>::new();
             for e in &events {
-                let id = e.data["reminder_id"]
+                let id = e.data.to_value().expect("json")["reminder_id"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();

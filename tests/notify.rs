@@ -244,7 +244,8 @@ async fn each_notification_arrives_once_across_a_kill_9_and_a_nats_restart() {
     }
     assert_eq!(messages.len(), expected, "no duplicates, none missing");
     for (event, (subject_got, id, payload)) in wanted.iter().zip(&messages) {
-        let user = event.data["user_id"].as_str().expect("user");
+        let data = event.data.to_value().expect("json");
+        let user = data["user_id"].as_str().expect("user");
         let kind = if event.event_type == "PaymentPushRequested" {
             "push"
         } else {

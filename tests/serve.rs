@@ -935,7 +935,10 @@ async fn every_consumable_purchase_has_exactly_one_reminder_across_a_kill_9() {
     let mut consumables = std::collections::BTreeMap::<String, usize>::new();
     let mut reminders = std::collections::BTreeMap::<String, usize>::new();
     for e in &events {
-        let user = e.data["user_id"].as_str().unwrap_or_default().to_owned();
+        let user = e.data.to_value().expect("json")["user_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         match e.event_type.as_str() {
             "ConsumableDetected" => *consumables.entry(user).or_default() += 1,
             "ReminderScheduled" => *reminders.entry(user).or_default() += 1,

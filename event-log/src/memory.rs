@@ -3,7 +3,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 use eventfold_event_schemas::{
-    is_valid_category, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
+    is_valid_category, ExpectedVersion, NewEvent, Payload, Position, RecordedEvent, StreamId,
+    StreamVersion,
 };
 use tokio::sync::watch;
 
@@ -177,7 +178,7 @@ impl EventWriter for InMemoryEventStore {
                 event_id: prepared.event_id,
                 event_type: prepared.event_type.clone(),
                 schema_version: prepared.schema_version,
-                data: event.data.clone(),
+                data: Payload::from_json(prepared.data.clone())?,
                 metadata: event.metadata.clone(),
                 recorded_at,
             });

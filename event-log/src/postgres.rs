@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventfold_event_schemas::{
-    is_valid_category, EventMetadata, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId,
-    StreamVersion,
+    is_valid_category, EventMetadata, ExpectedVersion, NewEvent, Payload, Position, RecordedEvent,
+    StreamId, StreamVersion,
 };
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgListener, PgPool, PgPoolOptions};
 use sqlx::types::Json;
@@ -297,9 +297,36 @@ struct EventRow {
     event_type: String,
     schema_version: i32,
     /// `NULL` only where a read restricted to some event types left it out.
-    data: Option<serde_json::Value>,
+    data: Option<JsonbPayload>,
     metadata: Option<Json<EventMetadata>>,
     recorded_at: DateTime<Utc>,
+}
+
+/// A `jsonb` payload column, decoded straight into its compact JSON text (no tree of
+/// values built, no re-serialising).
+struct JsonbPayload(Payload);
+
+impl sqlx::Type<sqlx::Postgres> for JsonbPayload {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Json<()> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <Json<()> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for JsonbPayload {
+    fn decode(
+        value: sqlx::postgres::PgValueRef<'r>,
+    ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        // sqlx reads the column's format (text, or binary `jsonb` with its version byte).
+        let Json(raw) = <Json<&'r serde_json::value::RawValue> as sqlx::Decode<
+            'r,
+            sqlx::Postgres,
+        >>::decode(value)?;
+        Ok(Self(Payload::compacted(raw.get())?))
+    }
 }
 
 impl EventRow {
@@ -325,7 +352,7 @@ impl TryFrom<EventRow> for RecordedEvent {
             event_id: row.event_id,
             event_type: row.event_type,
             schema_version: row.schema_version,
-            data,
+            data: data.0,
             metadata: metadata.0,
             recorded_at: row.recorded_at,
         })

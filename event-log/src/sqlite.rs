@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eventfold_event_schemas::{
-    is_valid_category, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamId, StreamVersion,
+    is_valid_category, ExpectedVersion, NewEvent, Payload, Position, RecordedEvent, StreamId,
+    StreamVersion,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -146,7 +147,7 @@ impl TryFrom<EventRow> for RecordedEvent {
             event_id: row.event_id,
             event_type: row.event_type,
             schema_version: row.schema_version,
-            data: serde_json::from_str(&row.data).map_err(|e| corrupt(e.to_string()))?,
+            data: Payload::from_json(row.data).map_err(|e| corrupt(e.to_string()))?,
             metadata: serde_json::from_str(&row.metadata).map_err(|e| corrupt(e.to_string()))?,
             recorded_at: row.recorded_at,
         })

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Position, StreamId, StreamVersion};
+use crate::{Payload, Position, StreamId, StreamVersion};
 
 /// Context recorded with every event: who caused it and why.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -86,8 +86,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// Version of the payload's shape.
     pub schema_version: i32,
-    /// The payload (a JSON object).
-    pub data: serde_json::Value,
+    /// The payload (a JSON object), as the log holds it.
+    pub data: Payload,
     /// Context.
     pub metadata: EventMetadata,
     /// When the log stored it.

@@ -10,11 +10,13 @@
 //! never on aggregate internals.
 
 mod envelope;
+mod payload;
 mod position;
 mod stream_id;
 mod version;
 
 pub use envelope::{EventMetadata, NewEvent, RecordedEvent};
+pub use payload::Payload;
 pub use position::{ParsePositionError, Position};
 pub use stream_id::{is_valid_category, StreamId, StreamIdError, MAX_STREAM_ID_LEN};
 pub use version::{ExpectedVersion, ParseExpectedVersionError, StreamVersion};

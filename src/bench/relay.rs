@@ -3,6 +3,7 @@
 //! run.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub(crate) struct RelayBenchArgs {
     /// Partitions of each topic.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    /// Slices of the log the relay and raw produce take turns over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 }
 
 pub(crate) async fn run(
@@ -56,13 +60,78 @@ pub(crate) async fn run(
     result
 }
 
-/// This process's CPU seconds since `before` (all threads: the bench's, librdkafka's
-/// and the mock cluster's; not PostgreSQL's), or `-` where it cannot be read.
-fn cpu_since(before: Option<Duration>) -> String {
-    match (before, super::process_cpu()) {
-        (Some(before), Some(now)) => format!("{:.2}", now.saturating_sub(before).as_secs_f64()),
-        _ => "-".to_owned(),
+/// The time and this process's CPU time one side of the comparison took, over its turns
+/// (CPU of all threads: the bench's, librdkafka's and the mock cluster's; not
+/// PostgreSQL's).
+#[derive(Debug, Default)]
+struct Side {
+    time: Duration,
+    /// `None` where `/proc/self/stat` cannot be read.
+    cpu: Option<Duration>,
+}
+
+impl Side {
+    /// Runs `turn`, adding what it took.
+    async fn timed(
+        &mut self,
+        turn: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        let cpu = super::process_cpu();
+        let started = Instant::now();
+        turn.await?;
+        self.time += started.elapsed();
+        self.cpu = match (cpu, super::process_cpu()) {
+            (Some(before), Some(now)) => {
+                Some(self.cpu.unwrap_or_default() + now.saturating_sub(before))
+            }
+            _ => None,
+        };
+        Ok(())
     }
+
+    /// The CPU seconds, or `-` where they could not be read.
+    fn cpu(&self) -> String {
+        self.cpu
+            .map_or_else(|| "-".to_owned(), |cpu| format!("{:.2}", cpu.as_secs_f64()))
+    }
+}
+
+/// Produces `records` with their prepared `payloads` (topic and envelope), as the relay
+/// would, waiting for every acknowledgement.
+async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    records: &[RecordedEvent],
+    payloads: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let mut pending = VecDeque::new();
+    for (record, (topic, payload)) in records.iter().zip(payloads) {
+        let mut message = FutureRecord::to(topic)
+            .key(record.stream_id.as_str())
+            .payload(payload)
+            .headers(headers(record));
+        loop {
+            match producer.send_result(message) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    message = back;
+                    match pending.pop_front() {
+                        Some(delivery) => {
+                            delivery.await?.map_err(|(e, _)| e)?;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+    while let Some(delivery) = pending.pop_front() {
+        delivery.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
 }
 
 /// The categories of the pre-filled log: the relayed topics.
@@ -146,40 +215,6 @@ async fn run_in(
         .map(|r| Ok((raw.topic_for(r.stream_id.as_str()), serde_json::to_vec(r)?)))
         .collect::<anyhow::Result<_>>()?;
     let producer = raw.producer()?;
-    let cpu = super::process_cpu();
-    let started = Instant::now();
-    let mut pending = VecDeque::new();
-    for (record, (topic, payload)) in records.iter().zip(&payloads) {
-        let mut message = FutureRecord::to(topic)
-            .key(record.stream_id.as_str())
-            .payload(payload)
-            .headers(headers(record));
-        loop {
-            match producer.send_result(message) {
-                Ok(delivery) => {
-                    pending.push_back(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    message = back;
-                    match pending.pop_front() {
-                        Some(delivery) => {
-                            delivery.await?.map_err(|(e, _)| e)?;
-                        }
-                        None => tokio::time::sleep(Duration::from_millis(1)).await,
-                    }
-                }
-                Err((error, _)) => return Err(error.into()),
-            }
-        }
-    }
-    while let Some(delivery) = pending.pop_front() {
-        delivery.await?.map_err(|(e, _)| e)?;
-    }
-    let raw_time = started.elapsed();
-    let raw_cpu = cpu_since(cpu);
-    let raw_rate = records.len() as f64 / raw_time.as_secs_f64();
-    drop(producer);
 
     // The relay: from the log, with its checkpoint, through the runner.
     let relayed = settings_for(prefix("relay"), true)?;
@@ -188,30 +223,60 @@ async fn run_in(
     let relayed_settings = relayed.clone();
     let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
     let runner = crate::relay::runner(store.clone(), relay, board);
-    let cpu = super::process_cpu();
-    let started = Instant::now();
-    runner.run_until(Some(head)).await?;
-    let relay_time = started.elapsed();
-    let relay_cpu = cpu_since(cpu);
-    let relay_rate = read as f64 / relay_time.as_secs_f64();
+
+    // Both take turns over the log in `rounds` slices (raw, relay; relay, raw; …), so
+    // that a drift of the shared machine reaches both alike.
+    let mut raw_side = Side::default();
+    let mut relay_side = Side::default();
+    let rounds = args.rounds as usize;
+    for round in 0..rounds {
+        let (from, to) = (
+            records.len() * round / rounds,
+            records.len() * (round + 1) / rounds,
+        );
+        let target = match records.get(to.wrapping_sub(1)) {
+            Some(last) if round + 1 < rounds => last.global_position,
+            _ => head,
+        };
+        for relay_turn in super::report::taking_turns(round as u32) {
+            if relay_turn {
+                relay_side
+                    .timed(async { Ok(runner.run_until(Some(target)).await?) })
+                    .await?;
+            } else {
+                let slice = records.get(from..to).unwrap_or_default();
+                let payloads = payloads.get(from..to).unwrap_or_default();
+                raw_side.timed(produce(&producer, slice, payloads)).await?;
+            }
+        }
+    }
+    drop(producer);
+    let raw_rate = records.len() as f64 / raw_side.time.as_secs_f64();
+    let relay_rate = read as f64 / relay_side.time.as_secs_f64();
     writeln!(
         out,
         "{:<44} {:>8} {:>12} {:>8} {:>10}",
-        "", "seconds", "events/s", "ratio", "cpu (s)"
+        format!("({rounds} slices each, taking turns)"),
+        "seconds",
+        "events/s",
+        "ratio",
+        "cpu (s)"
     )?;
     writeln!(
         out,
-        "{:<44} {:>8.2} {raw_rate:>12.0} {:>8.2} {raw_cpu:>10}",
+        "{:<44} {:>8.2} {raw_rate:>12.0} {:>8.2} {:>10}",
         "raw rdkafka produce of the same payloads",
-        raw_time.as_secs_f64(),
-        1.0
+        raw_side.time.as_secs_f64(),
+        1.0,
+        raw_side.cpu()
     )?;
     writeln!(
         out,
-        "{:<44} {:>8.2} {relay_rate:>12.0} {:>8.2} {relay_cpu:>10}",
+        "{:<44} {:>8.2} {relay_rate:>12.0} {:>8.2} {:>10}",
         "relay (log read, checkpoint, acknowledged)",
-        relay_time.as_secs_f64(),
-        relay_rate / raw_rate
+        relay_side.time.as_secs_f64(),
+        relay_rate / raw_rate,
+        relay_side.cpu()
     )?;
     writeln!(
         out,

@@ -202,7 +202,9 @@ async fn two_processes_placing_2000_reminders_never_overfill_a_slot() -> anyhow:
     for e in &events {
         if e.event_type == "ReminderScheduled" {
             scheduled += 1;
-            let slot = e.data["slot"].as_i64().unwrap_or_default();
+            let slot = e.data.to_value().expect("json")["slot"]
+                .as_i64()
+                .unwrap_or_default();
             *per_slot.entry(slot).or_default() += 1;
         }
     }

@@ -91,6 +91,25 @@ macro_rules! catalogue {
                 version: i32,
                 data: &serde_json::Value,
             ) -> Result<Option<DomainEvent>, DecodeError> {
+                Self::decode_from(event_type, version, data)
+            }
+
+            /// Decodes a payload given as JSON text (see [`decode`](Self::decode)): the
+            /// current version is read straight from the text, with no tree of values
+            /// built on the way.
+            pub fn decode_json(
+                event_type: &str,
+                version: i32,
+                data: &str,
+            ) -> Result<Option<DomainEvent>, DecodeError> {
+                Self::decode_from(event_type, version, data)
+            }
+
+            fn decode_from<S: Source + ?Sized>(
+                event_type: &str,
+                version: i32,
+                data: &S,
+            ) -> Result<Option<DomainEvent>, DecodeError> {
                 let current = match EVENT_TYPES.iter().find(|(name, _)| *name == event_type) {
                     Some((_, current)) => *current,
                     None => return Ok(None),
@@ -105,16 +124,18 @@ macro_rules! catalogue {
                 };
                 // The current version (nearly every event) is read in place; an older one
                 // is upcast on a copy.
-                let upcast;
-                let data = if version == current {
-                    data
-                } else {
-                    upcast = upcast::to_current(event_type, version, data.clone()).map_err(invalid)?;
-                    &upcast
-                };
+                if version == current {
+                    let event = match event_type {
+                        $( stringify!($name) => DomainEvent::$name(data.read().map_err(invalid)?), )+
+                        _ => return Ok(None),
+                    };
+                    return Ok(Some(event));
+                }
+                let data = data.to_value().map_err(invalid)?;
+                let data = upcast::to_current(event_type, version, data).map_err(invalid)?;
                 let event = match event_type {
                     $( stringify!($name) => DomainEvent::$name(
-                        <$name as serde::Deserialize>::deserialize(data).map_err(invalid)?,
+                        <$name as serde::Deserialize>::deserialize(&data).map_err(invalid)?,
                     ), )+
                     _ => return Ok(None),
                 };
@@ -203,7 +224,35 @@ impl DomainEvent {
 
     /// Decodes a recorded event (see [`decode`](Self::decode)).
     pub fn from_recorded(event: &RecordedEvent) -> Result<Option<DomainEvent>, DecodeError> {
-        Self::decode(&event.event_type, event.schema_version, &event.data)
+        Self::decode_json(&event.event_type, event.schema_version, event.data.get())
+    }
+}
+
+/// Where a payload is decoded from: a tree of values, or JSON text.
+trait Source {
+    /// The payload as a tree (for upcasting an older version).
+    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error>;
+    /// The payload read into `T`.
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error>;
+}
+
+impl Source for serde_json::Value {
+    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        Ok(self.clone())
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(self)
+    }
+}
+
+impl Source for str {
+    fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self)
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self)
     }
 }
 

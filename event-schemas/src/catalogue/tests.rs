@@ -302,6 +302,15 @@ fn every_historical_payload_still_decodes() {
         let decoded = DomainEvent::decode(&event_type, version, &data)
             .unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"))
             .unwrap_or_else(|| panic!("{name}: event type {event_type} left the catalogue"));
+        // Read from the stored text (as the log hands it over), it decodes alike.
+        let text = std::fs::read_to_string(&path).expect("read");
+        let from_text = DomainEvent::decode_json(&event_type, version, &text)
+            .unwrap_or_else(|e| panic!("{name} no longer decodes from its text: {e}"));
+        assert_eq!(
+            from_text.as_ref(),
+            Some(&decoded),
+            "{name}: text and tree differ"
+        );
         if decoded.schema_version() == version {
             assert_eq!(decoded.to_data(), data, "{name} does not round-trip");
             current_seen.push(event_type);
@@ -342,6 +351,27 @@ fn unknown_types_are_none_and_future_versions_are_errors() {
     ));
     assert!(matches!(
         DomainEvent::decode("OrderPlaced", 1, &serde_json::json!({"order_id": 1})),
+        Err(DecodeError::Invalid { .. })
+    ));
+    assert!(DomainEvent::decode_json("SomethingElse", 1, "{}")
+        .expect("no error")
+        .is_none());
+    assert!(matches!(
+        DomainEvent::decode_json("OrderPlaced", 9, "{}"),
+        Err(DecodeError::FutureVersion { current: 1, .. })
+    ));
+    for text in [r#"{"order_id": 1}"#, "{", "[]", ""] {
+        assert!(
+            matches!(
+                DomainEvent::decode_json("OrderPlaced", 1, text),
+                Err(DecodeError::Invalid { .. })
+            ),
+            "{text}"
+        );
+    }
+    // An older version given as text that is not JSON is an error, not a panic.
+    assert!(matches!(
+        DomainEvent::decode_json("PurchaseRecorded", 1, "{"),
         Err(DecodeError::Invalid { .. })
     ));
 }

@@ -322,7 +322,11 @@ async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::R
         .iter()
         .filter(|e| e.global_position > from && e.global_position <= to)
         .filter(|e| e.event_type == "WorkoutCompleted")
-        .map(|e| e.data["distance_m"].as_f64().unwrap_or_default())
+        .map(|e| {
+            e.data.to_value().expect("json")["distance_m"]
+                .as_f64()
+                .unwrap_or_default()
+        })
         .sum();
     assert!(
         expected > 0.0,
