@@ -111,7 +111,7 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
 }
 
 /// JSON has one number type: `102.0` is the integer 102 to JSON Schema, and to us.
-/// Whole floats in the range of 64-bit integers become integers, so that an integer
+/// Whole floats up to [`crate::MAX_SAFE_INTEGER`] become integers, so that an integer
 /// field accepts them; any other number is left as it is.
 fn integral(value: Value) -> Value {
     match value {
@@ -120,7 +120,7 @@ fn integral(value: Value) -> Value {
             // land a unit in the last place off (`1883288582563087.0` reads as
             // `…087.2`), which is still the integer the client wrote.
             Some(f)
-                if f.abs() < 9.007_199_254_740_992e15
+                if f.abs() <= crate::MAX_SAFE_INTEGER as f64
                     && (f - f.round()).abs() <= f.abs() * f64::EPSILON * 2.0 =>
             {
                 json!(f.round() as i64)

@@ -165,6 +165,53 @@ impl Default for Currency {
     }
 }
 
+/// The largest integer every JSON reader holds exactly: 2^53 − 1 (I-JSON, RFC 7493).
+/// Amounts stop there, so that a client in any language, and the edge's own reading
+/// of a whole float such as `100.0`, never rounds one.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// An amount of money in minor units (kopecks, cents): 0 to [`MAX_SAFE_INTEGER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Amount(pub i64);
+
+impl Amount {
+    /// Checks `raw`.
+    pub fn new(raw: i64) -> Result<Self, String> {
+        if (0..=MAX_SAFE_INTEGER).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(format!(
+                "an amount in minor units is 0 to {MAX_SAFE_INTEGER}, not {raw}"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Amount::new(i64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Amount {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_SAFE_INTEGER,
+        })
+    }
+}
+
 /// The year range as a pattern over RFC 3339's year digits.
 const YEAR_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-";
 
@@ -228,6 +275,16 @@ mod tests {
         assert!(Id::new("ü".into()).is_err());
         assert!(Id::new("a b".into()).is_err());
         assert!(Id::new("x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn amounts_stop_where_json_readers_stay_exact() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Amount>(v);
+        assert!(parse(serde_json::json!(0)).is_ok());
+        assert!(parse(serde_json::json!(MAX_SAFE_INTEGER)).is_ok());
+        assert!(parse(serde_json::json!(MAX_SAFE_INTEGER + 1)).is_err());
+        assert!(parse(serde_json::json!(-1)).is_err());
+        assert!(parse(serde_json::json!(1.5)).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use eventfold_http::Id as Key;
-use eventfold_http::{Currency, Name, Text, Timestamp, Title};
+use eventfold_http::{Amount, Currency, Name, Text, Timestamp, Title};
 use schemars::JsonSchema;
 
 use super::{ApiError, CommandApi, Ctx};
@@ -112,8 +112,7 @@ pub(crate) struct PurchaseRequest {
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     quantity: u32,
     /// Price per unit in minor units (kopecks).
-    #[schemars(range(min = 0, max = i64::MAX))]
-    unit_price: i64,
+    unit_price: Amount,
     /// ISO 4217 (default `RUB`).
     #[serde(default)]
     currency: Currency,
@@ -132,7 +131,7 @@ pub(crate) async fn record_purchase<S: EventStore>(
         title: r.title.into_inner(),
         category: r.category.into_inner(),
         quantity: r.quantity,
-        unit_price: r.unit_price,
+        unit_price: r.unit_price.0,
         currency: r.currency.0,
         purchased_at: r.purchased_at.map_or_else(Utc::now, |t| t.0),
     };
@@ -482,8 +481,7 @@ pub(crate) struct PriceRequest {
     /// Its title.
     title: Title,
     /// Minor units per unit.
-    #[schemars(range(min = 0, max = i64::MAX))]
-    unit_price: i64,
+    unit_price: Amount,
     /// ISO 4217 (default `RUB`).
     #[serde(default)]
     currency: Currency,
@@ -510,7 +508,7 @@ pub(crate) async fn set_price<S: EventStore>(
     let price = PriceChanged {
         sku: r.sku.into_inner(),
         title: r.title.into_inner(),
-        unit_price: r.unit_price,
+        unit_price: r.unit_price.0,
         currency: r.currency.0,
         available: r.available,
         delivery_days: r.delivery_days,
