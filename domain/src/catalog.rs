@@ -28,12 +28,13 @@ impl Aggregate for PriceEntry {
 
     fn decide(state: &PriceState, command: SetPrice) -> Result<Vec<DomainEvent>, DomainError> {
         let p = command.price;
-        if p.unit_price < 0
+        if !(0..=crate::money::MAX_AMOUNT).contains(&p.unit_price)
             || p.currency.len() != 3
             || !p.currency.bytes().all(|b| b.is_ascii_uppercase())
         {
             return Err(DomainError::InvalidPurchase(
-                "a price needs unit_price >= 0 and an ISO 4217 currency".into(),
+                "a price needs unit_price from 0 to 9007199254740991 and an ISO 4217 currency"
+                    .into(),
             ));
         }
         if let Some(current) = &state.current {

@@ -4,6 +4,7 @@
 //!
 //! - [`reminder`], [`order`], [`workout`], [`purchases`] — the aggregates;
 //! - [`consumables`] — which skus are consumables and how often they are re-bought;
+//! - [`money`] — amounts in minor units and their range;
 //! - [`slotting`] — when to remind: inside the user's active hours, spread over slots;
 //! - [`reorder`] — the voice re-order process across reminder and order.
 
@@ -11,6 +12,7 @@ pub mod activity;
 pub mod catalog;
 pub mod consumables;
 mod error;
+pub mod money;
 pub mod order;
 pub mod purchases;
 pub mod reminder;

@@ -6,7 +6,7 @@ use eventfold_event_schemas::catalogue::{
 };
 use uuid::Uuid;
 
-use crate::{Aggregate, DomainError, DomainEvent};
+use crate::{money, Aggregate, DomainError, DomainEvent};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -103,16 +103,26 @@ impl Aggregate for Order {
                         "an order needs at least one line".into(),
                     ));
                 }
-                if let Some(bad) = lines.iter().find(|l| l.quantity == 0 || l.unit_price < 0) {
-                    return Err(DomainError::InvalidOrder(format!(
-                        "line {} needs a quantity >= 1 and a price >= 0",
-                        bad.sku
-                    )));
+                let mut totals = Vec::with_capacity(lines.len());
+                for l in &lines {
+                    match money::line_total(l.unit_price, l.quantity) {
+                        Some(total) if l.quantity > 0 => totals.push(total),
+                        _ => {
+                            return Err(DomainError::InvalidOrder(format!(
+                                "line {} needs a quantity >= 1 and a price >= 0, \
+                                 its total at most {} minor units",
+                                l.sku,
+                                money::MAX_AMOUNT
+                            )))
+                        }
+                    }
                 }
-                let total = lines
-                    .iter()
-                    .map(|l| l.unit_price.saturating_mul(i64::from(l.quantity)))
-                    .fold(0i64, i64::saturating_add);
+                let Some(total) = money::sum(totals) else {
+                    return Err(DomainError::InvalidOrder(format!(
+                        "the order's total is beyond {} minor units",
+                        money::MAX_AMOUNT
+                    )));
+                };
                 Ok(vec![OrderDrafted {
                     order_id,
                     user_id,
@@ -284,6 +294,24 @@ mod tests {
             given::<Order>([]).when(draft(vec![line(1, -1)])).outcome(),
             Err(DomainError::InvalidOrder(_))
         ));
+        // Totals are checked, not saturated: a line or an order beyond the largest
+        // amount is refused.
+        assert!(matches!(
+            given::<Order>([])
+                .when(draft(vec![line(u32::MAX, money::MAX_AMOUNT)]))
+                .outcome(),
+            Err(DomainError::InvalidOrder(_))
+        ));
+        assert!(matches!(
+            given::<Order>([])
+                .when(draft(vec![line(1, money::MAX_AMOUNT), line(1, 1)]))
+                .outcome(),
+            Err(DomainError::InvalidOrder(_))
+        ));
+        assert!(given::<Order>([])
+            .when(draft(vec![line(1, money::MAX_AMOUNT)]))
+            .outcome()
+            .is_ok());
     }
 
     #[test]

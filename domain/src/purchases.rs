@@ -64,6 +64,8 @@ fn validate(p: &PurchaseRecorded) -> Result<(), DomainError> {
         Some("quantity must be >= 1")
     } else if p.unit_price < 0 {
         Some("unit_price must be >= 0")
+    } else if crate::money::line_total(p.unit_price, p.quantity).is_none() {
+        Some("quantity × unit_price must be at most 9007199254740991 minor units")
     } else if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         Some("currency must be an ISO 4217 code such as RUB")
     } else {
@@ -281,6 +283,13 @@ mod tests {
         ));
         let mut p = purchase("coffee", 0);
         p.currency = "rub".into();
+        assert!(matches!(
+            given::<PurchaseHistory>([]).when(record(p)).outcome(),
+            Err(DomainError::InvalidPurchase(_))
+        ));
+        let mut p = purchase("coffee", 0);
+        p.unit_price = crate::money::MAX_AMOUNT;
+        p.quantity = 2;
         assert!(matches!(
             given::<PurchaseHistory>([]).when(record(p)).outcome(),
             Err(DomainError::InvalidPurchase(_))
