@@ -33,8 +33,7 @@ impl Aggregate for PriceEntry {
             || !p.currency.bytes().all(|b| b.is_ascii_uppercase())
         {
             return Err(DomainError::InvalidPurchase(
-                "a price needs unit_price from 0 to 9007199254740991 and an ISO 4217 currency"
-                    .into(),
+                "a price needs unit_price from 0 to 2^53 - 1 and an ISO 4217 currency".into(),
             ));
         }
         if let Some(current) = &state.current {

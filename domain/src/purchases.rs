@@ -65,7 +65,7 @@ fn validate(p: &PurchaseRecorded) -> Result<(), DomainError> {
     } else if p.unit_price < 0 {
         Some("unit_price must be >= 0")
     } else if crate::money::line_total(p.unit_price, p.quantity).is_none() {
-        Some("quantity × unit_price must be at most 9007199254740991 minor units")
+        Some("quantity × unit_price must be at most 2^53 - 1 minor units")
     } else if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         Some("currency must be an ISO 4217 code such as RUB")
     } else {

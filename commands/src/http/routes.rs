@@ -96,8 +96,8 @@ fn outcome(o: CommandOutcome) -> Result<Response, ApiError> {
     Ok(accepted(StatusCode::OK, o.consistency_token, o.replayed, o))
 }
 
-// The edge's largest amount is the domain's: a request the document accepts is not
-// refused by the aggregate for its size alone.
+// The edge's largest amount is the domain's: a price the document accepts is not
+// refused by the aggregate (a line's total, quantity × price, is checked there).
 const _: () = assert!(eventfold_http::MAX_SAFE_INTEGER == eventfold_domain::money::MAX_AMOUNT);
 
 /// A purchase line.
