@@ -41,8 +41,8 @@ pub struct GroupCommit {
     /// at a time and ignores it.
     pub committers: usize,
     /// A group goes out beside one in flight only once it holds this many appends
-    /// (default 4) and half of the appends under way; a smaller one waits for the group
-    /// in flight and grows meanwhile.
+    /// (default 4) and its share of the appends under way (their number divided by
+    /// `committers`); a smaller one waits for the group in flight and grows meanwhile.
     pub join_at: usize,
 }
 
@@ -350,7 +350,7 @@ impl Gathering<'_> {
 ///
 /// While another group is in flight, a small group does not go out beside it: it waits
 /// for that group to finish, gathering what arrives meanwhile, unless it first reaches
-/// [`GroupCommit::join_at`] appends and half of the appends under way. Two transactions
+/// [`GroupCommit::join_at`] appends and its share of the appends under way. Two transactions
 /// at once pay off when both are large (the server works on both); at moderate load they
 /// would only split the appends into small groups, and under heavy load a second group
 /// that left early would be small while the one after it waited for both. With nothing
@@ -399,12 +399,13 @@ async fn next_group(
 }
 
 /// How many appends a group needs to go out beside one in flight, with `active` appends
-/// under way: [`GroupCommit::join_at`], or half of them when that is more — the two
-/// groups in flight then share the load evenly. (Measured at 32 writers, `bench append`:
-/// joining at 4 formed groups of ~10 and reached 1.5-1.7x plain INSERTs; at 16, groups of
-/// ~15 and 1.7-2.1x.)
+/// under way: [`GroupCommit::join_at`], or their share per committer when that is more —
+/// the groups in flight then split the load evenly. (Measured at 32 writers with two
+/// committers, `bench append`: joining at 4 formed groups of ~10 and reached 1.5-1.7x
+/// plain INSERTs; at half the appends under way, groups of ~15 and 1.6-2.1x. Three
+/// committers, each joining at a third: groups of ~10, 1.45-1.55x.)
 fn join_threshold(config: &GroupCommit, active: usize) -> usize {
-    config.join_at.max(active / 2)
+    config.join_at.max(active / config.committers.max(1))
 }
 
 /// Validates and serialises the appends of an explicit group: the valid ones to write
