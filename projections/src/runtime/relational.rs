@@ -1,0 +1,243 @@
+//! The sink of a relational projection: its writes and its checkpoint in one transaction.
+
+use std::sync::Arc;
+
+use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+
+use super::{
+    source_checkpoint, with_prefix, FailPoint, PgBatch, PgTx, RelationalProjection, Sink, SqlTx,
+};
+use crate::sql::{millis, Dialect, ReadDb};
+use crate::{Error, Result};
+
+/// A relational projection with its checkpoint in the same database.
+///
+/// Guarantee: a batch's writes and its checkpoint move commit in one transaction, so a
+/// batch is applied exactly once (a crash between them leaves neither).
+#[derive(Debug)]
+pub struct RelationalSink<P: ?Sized = dyn RelationalProjection> {
+    db: ReadDb,
+    projection: Arc<P>,
+    fail_point: FailPoint,
+    /// Table prefix: empty for the live model, e.g. `shadow_` for a rebuild.
+    prefix: String,
+    /// Its checkpoint's row: the projection's name, prefixed like the tables.
+    checkpoint_name: String,
+    /// Whom its parked events are listed under: the projection's name, prefixed.
+    park_name: String,
+}
+
+impl<P: ?Sized> Clone for RelationalSink<P> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            projection: self.projection.clone(),
+            fail_point: self.fail_point.clone(),
+            prefix: self.prefix.clone(),
+            checkpoint_name: self.checkpoint_name.clone(),
+            park_name: self.park_name.clone(),
+        }
+    }
+}
+
+impl<P: RelationalProjection> RelationalSink<P> {
+    /// The live sink of `projection` in `db`.
+    pub fn new(db: ReadDb, projection: P) -> Self {
+        Self::with_prefix(db, projection, "")
+    }
+
+    /// A sink writing to `{prefix}rm_…` tables with its own checkpoint (a shadow or an
+    /// as-of build).
+    pub fn with_prefix(db: ReadDb, projection: P, prefix: &str) -> Self {
+        Self::shared(db, Arc::new(projection), prefix)
+    }
+}
+
+impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
+    /// A sink of a shared projection (the registry's).
+    pub fn shared(db: ReadDb, projection: Arc<P>, prefix: &str) -> Self {
+        let checkpoint_name = format!("{prefix}{}", projection.name());
+        Self {
+            db,
+            projection,
+            fail_point: FailPoint::default(),
+            prefix: prefix.to_owned(),
+            park_name: checkpoint_name.clone(),
+            checkpoint_name,
+        }
+    }
+
+    /// The same sink with its checkpoint in the row `{name}@{source}`: one of several
+    /// independent feeds of the live model (a Kafka partition), each with its own
+    /// checkpoint moved in the transaction of its writes.
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.checkpoint_name = source_checkpoint(&self.checkpoint_name, source);
+        self
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The name of its checkpoint row.
+    pub fn checkpoint_name(&self) -> &str {
+        &self.checkpoint_name
+    }
+
+    /// The fail point of this sink (tests).
+    pub fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &ReadDb {
+        &self.db
+    }
+
+    /// The batch through PostgreSQL's native driver: checkpoint, the projection's
+    /// native fold, commit — one transaction.
+    async fn apply_native(
+        &self,
+        pool: &sqlx::PgPool,
+        native: &dyn PgBatch,
+        from: Position,
+        events: &[(&RecordedEvent, &DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let mut tx = PgTx {
+            tx: pool.begin_with(crate::sql::PG_BATCH_BEGIN).await?,
+            prefix: &self.prefix,
+        };
+        let moved = sqlx::query(
+            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        )
+        .bind(to.0)
+        .bind(millis(chrono::Utc::now()))
+        .bind(&self.checkpoint_name)
+        .bind(from.0)
+        .execute(tx.conn())
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::CheckpointMoved(self.projection.name().to_owned()));
+        }
+        native.apply_batch(&mut tx, events).await?;
+        if !events.is_empty() {
+            self.fail_point.trip()?;
+        }
+        tx.tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+
+    async fn setup(&self) -> Result<()> {
+        if self.db.dialect() == Dialect::Postgres {
+            // One transaction holding the DDL lock (see `lock_ddl`).
+            let mut tx = self.db.pool().begin().await?;
+            crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
+            for statement in self.projection.schema() {
+                sqlx::query(&with_prefix(&self.prefix, statement))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        } else {
+            // SQLite: statement by statement. In one transaction, a `CREATE … IF NOT
+            // EXISTS` that only reads and a later one that writes would upgrade a read
+            // snapshot to a write, which fails at once (SQLITE_BUSY) if anyone wrote
+            // meanwhile.
+            for statement in self.projection.schema() {
+                sqlx::query(&with_prefix(&self.prefix, statement))
+                    .execute(self.db.pool())
+                    .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO eventfold_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&self.checkpoint_name)
+        .bind(millis(chrono::Utc::now()))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM eventfold_checkpoints WHERE name = $1")
+                .bind(&self.checkpoint_name)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(Position(position.unwrap_or(0)))
+    }
+
+    async fn apply(
+        &self,
+        from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        let events: Vec<(&RecordedEvent, &DomainEvent)> =
+            events.iter().map(|(r, e)| (r, e)).collect();
+        if let (Some(pool), Some(native)) = (self.db.native_pg(), self.projection.postgres()) {
+            return self.apply_native(pool, native, from, &events, to).await;
+        }
+        let mut tx = SqlTx {
+            tx: self.db.begin_batch().await?,
+            dialect: self.db.dialect(),
+            prefix: &self.prefix,
+        };
+        // The checkpoint first: it takes the write lock at once (SQLite) and fails fast
+        // if another runner of this projection moved it.
+        let moved = sqlx::query(
+            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        )
+        .bind(to.0)
+        .bind(millis(chrono::Utc::now()))
+        .bind(&self.checkpoint_name)
+        .bind(from.0)
+        .execute(tx.conn())
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(Error::CheckpointMoved(self.name().to_owned()));
+        }
+        self.projection.apply_batch(&mut tx, &events).await?;
+        if !events.is_empty() {
+            self.fail_point.trip()?;
+        }
+        tx.tx.commit().await?;
+        Ok(())
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO eventfold_parked_events (projection, position, event_id, event_type, error, parked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
+        )
+        // A shadow or as-of build parks under its own name, not the live model's.
+        .bind(&self.park_name)
+        .bind(record.global_position.0)
+        .bind(record.event_id.to_string())
+        .bind(&record.event_type)
+        .bind(error)
+        .bind(millis(chrono::Utc::now()))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The ClickHouse sink: a batch's rows, then its checkpoint, and the swap's hold.
+
+use std::sync::Arc;
+
+use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+
+use super::{
+    ch, checkpoint_table, insert_rows, now_secs, parked_table, ChTables, CheckpointRow,
+    ClickHouseProjection, ClickHouseTarget, ParkedRow, HOLD_RECHECK,
+};
+use crate::runtime::{FailPoint, Sink};
+use crate::{Error, Result};
+
+/// The checkpoint write of the last batch, still in flight.
+type PendingCheckpoint = tokio::task::JoinHandle<Result<()>>;
+
+/// A model's sink in one namespace.
+///
+/// One round trip a batch: the batch's insert goes out together with the previous
+/// batch's checkpoint write (already covered: its rows were acknowledged), and a
+/// "not held" answer is trusted for [`HOLD_RECHECK`]. A crash loses at most the last
+/// checkpoint write, and re-applying that batch is idempotent.
+pub struct ClickHouseSink {
+    target: ClickHouseTarget,
+    projection: Arc<dyn ClickHouseProjection>,
+    prefix: String,
+    fail_point: FailPoint,
+    free_at: std::sync::Mutex<Option<std::time::Instant>>,
+    pending: tokio::sync::Mutex<Option<PendingCheckpoint>>,
+    /// The `name` of its checkpoint rows: the projection's, or `{name}@{source}`.
+    checkpoint_name: String,
+}
+
+impl std::fmt::Debug for ClickHouseSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSink")
+            .field("projection", &self.projection.name())
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClickHouseSink {
+    /// The sink of `projection` in the namespace of `prefix`.
+    pub fn new(
+        target: ClickHouseTarget,
+        projection: Arc<dyn ClickHouseProjection>,
+        prefix: &str,
+    ) -> Self {
+        Self {
+            target,
+            checkpoint_name: projection.name().to_owned(),
+            projection,
+            prefix: prefix.to_owned(),
+            fail_point: FailPoint::default(),
+            free_at: std::sync::Mutex::new(None),
+            pending: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The same sink with its checkpoint rows under `{name}@{source}`: one of several
+    /// feeds of the live model (a Kafka partition), each with its own checkpoint.
+    pub fn from_source(mut self, source: &str) -> Self {
+        self.checkpoint_name = crate::runtime::source_checkpoint(self.projection.name(), source);
+        self
+    }
+
+    /// Waits for the last batch's checkpoint write.
+    async fn settle(&self) -> Result<()> {
+        let pending = self.pending.lock().await.take();
+        match pending {
+            Some(write) => write
+                .await
+                .map_err(|e| Error::ClickHouse(format!("checkpoint write: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a swap holds the live model (answered from a recent check if there is one).
+    async fn held_now(&self) -> Result<bool> {
+        let recent = self
+            .free_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < HOLD_RECHECK);
+        if recent {
+            return Ok(false);
+        }
+        let held = self.held().await?;
+        *self.free_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            (!held).then(std::time::Instant::now);
+        Ok(held)
+    }
+
+    fn tables(&self) -> ChTables<'_> {
+        ChTables {
+            client: self.target.client(),
+            prefix: &self.prefix,
+        }
+    }
+
+    fn own(&self, table: &str) -> String {
+        format!("{}{table}", self.prefix)
+    }
+
+    async fn held(&self) -> Result<bool> {
+        if !self.prefix.is_empty() {
+            return Ok(false);
+        }
+        let until: u32 = self
+            .target
+            .plain
+            .query("SELECT toUInt32(argMax(until, at)) FROM eventfold_holds WHERE name = ?")
+            .bind(self.projection.name())
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
+        Ok(until > now)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for ClickHouseSink {
+    fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    async fn setup(&self) -> Result<()> {
+        self.target.ensure().await?;
+        self.target
+            .run(
+                "CREATE TABLE IF NOT EXISTS eventfold_holds (name String, until DateTime, at UInt64) \
+                 ENGINE = MergeTree ORDER BY name",
+            )
+            .await?;
+        for statement in self.projection.schema() {
+            self.target
+                .run(&statement.replace("ch_", &format!("{}ch_", self.prefix)))
+                .await?;
+        }
+        let name = self.projection.name();
+        self.target
+            .run(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, at DateTime) ENGINE = MergeTree ORDER BY name",
+                self.own(&checkpoint_table(name))
+            ))
+            .await?;
+        self.target
+            .run(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, event_type String, error String) ENGINE = MergeTree ORDER BY (name, position)",
+                self.own(&parked_table(name))
+            ))
+            .await
+    }
+
+    async fn checkpoint(&self) -> Result<Position> {
+        self.settle().await?;
+        let position: i64 = self
+            .target
+            .plain
+            .query(&format!(
+                "SELECT max(position) FROM {} WHERE name = ?",
+                self.own(&checkpoint_table(self.projection.name()))
+            ))
+            .bind(&self.checkpoint_name)
+            .fetch_one()
+            .await
+            .map_err(ch)?;
+        Ok(Position(position))
+    }
+
+    async fn apply(
+        &self,
+        _from: Position,
+        events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> Result<()> {
+        if self.held_now().await? {
+            return Err(Error::Held(self.projection.name().to_owned()));
+        }
+        let insert = async {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let refs: Vec<(&RecordedEvent, &DomainEvent)> =
+                events.iter().map(|(r, e)| (r, e)).collect();
+            self.projection.insert(self.tables(), &refs).await
+        };
+        let (inserted, previous) = tokio::join!(insert, self.settle());
+        inserted?;
+        previous?;
+        self.fail_point.trip()?;
+        let (client, table, name) = (
+            self.target.client().clone(),
+            self.own(&checkpoint_table(self.projection.name())),
+            self.checkpoint_name.clone(),
+        );
+        let write = tokio::spawn(async move {
+            let row = CheckpointRow {
+                name,
+                position: to.0,
+                at: now_secs(),
+            };
+            insert_rows(&client, &table, &[row]).await
+        });
+        *self.pending.lock().await = Some(write);
+        Ok(())
+    }
+
+    async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
+        let row = ParkedRow {
+            name: self.projection.name().to_owned(),
+            position: record.global_position.0,
+            event_type: record.event_type.clone(),
+            error: error.to_owned(),
+        };
+        let table = self.own(&parked_table(self.projection.name()));
+        insert_rows(self.target.client(), &table, &[row]).await
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        self.fail_point.clone()
+    }
+}

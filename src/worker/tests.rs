@@ -1,0 +1,289 @@
+use std::sync::atomic::Ordering;
+
+use eventfold_event_log::testing::PgTestDb;
+use eventfold_event_log::EventReader;
+use eventfold_projections::{
+    scan_keys, snapshot, table_checksum, ProjectionSet, ReadDb, RedisKeys, RedisStore, StoreKind,
+};
+use redis::AsyncCommands;
+use sqlx::Acquire;
+
+use super::*;
+use crate::kafka_testing::{relay_runner, Broker};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// The reference read models of `db` (relational) and Redis under `prefix`.
+async fn models_on(
+    db: &PgTestDb,
+    prefix: &str,
+) -> ProjectionSet<eventfold_event_log::PgEventStore> {
+    let read = ReadDb::connect(&db.url()).await.expect("read db");
+    let redis = RedisStore {
+        client: redis::Client::open(REDIS).expect("redis"),
+        keys: RedisKeys::new(prefix),
+    };
+    ProjectionSet::new(
+        db.store.clone(),
+        read,
+        Some(redis),
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+}
+
+/// Every table (checksum of every row) and every key of `a`'s models equal `b`'s,
+/// or what differs.
+async fn differences(
+    a: &ProjectionSet<eventfold_event_log::PgEventStore>,
+    b: &ProjectionSet<eventfold_event_log::PgEventStore>,
+    prefixes: (&str, &str),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut ca = a.db().pool().acquire().await.expect("conn a");
+    let mut cb = b.db().pool().acquire().await.expect("conn b");
+    let mut redis = redis::Client::open(REDIS)
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis conn");
+    for model in a.active() {
+        match model.store() {
+            StoreKind::Relational => {
+                for table in model.owns() {
+                    let x = table_checksum(ca.acquire().await.expect("a"), table)
+                        .await
+                        .expect("checksum a");
+                    let y = table_checksum(cb.acquire().await.expect("b"), table)
+                        .await
+                        .expect("checksum b");
+                    if x != y {
+                        out.push(format!("{}: {table} {x:?} vs {y:?}", model.name()));
+                    }
+                }
+            }
+            StoreKind::Redis => {
+                let x = snapshot(&mut redis, &RedisKeys::new(prefixes.0), model.owns())
+                    .await
+                    .expect("snapshot a");
+                let y = snapshot(&mut redis, &RedisKeys::new(prefixes.1), model.owns())
+                    .await
+                    .expect("snapshot b");
+                if x != y {
+                    let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(v)).count()
+                        + y.keys().filter(|k| !x.contains_key(*k)).count();
+                    out.push(format!(
+                        "{}: {differing} keys of {} / {} differ",
+                        model.name(),
+                        x.len(),
+                        y.len()
+                    ));
+                }
+            }
+            StoreKind::ClickHouse => {}
+        }
+    }
+    out
+}
+
+async fn drop_keys(prefix: &str) {
+    let mut conn = redis::Client::open(REDIS)
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis conn");
+    let keys = RedisKeys::new(prefix);
+    let names: Vec<String> = scan_keys(&mut conn, &keys, &[""])
+        .await
+        .expect("scan")
+        .iter()
+        .map(|k| keys.key(k))
+        .collect();
+    for chunk in names.chunks(1000) {
+        let _: i64 = conn.del(chunk).await.expect("del");
+    }
+}
+
+/// A worker of `group` feeding `set`'s models, as a task; its applied counter.
+async fn spawn_worker(
+    settings: &KafkaSettings,
+    group: &str,
+    set: &ProjectionSet<eventfold_event_log::PgEventStore>,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let models = set
+        .active()
+        .map(|m| (m.clone(), set.stores().for_model(m).expect("store").clone()))
+        .collect();
+    let mut worker = Worker::start(settings.clone(), group, models, StatusBoard::default())
+        .await
+        .expect("worker");
+    worker.batch = 500;
+    let applied = worker.applied();
+    let task = tokio::spawn(async move { worker.run(std::future::pending::<()>(), |_| {}).await });
+    (task, applied)
+}
+
+/// The log grows in four rounds, relayed after each. Worker 1 starts at once,
+/// worker 2 joins after round 1, worker 1 is killed mid-batch after round 3 (its
+/// partitions move to worker 2, which re-reads what 1 had not committed): the
+/// Kafka-fed models equal the log-fed ones table by table (every row) and key by
+/// key, and a relay's duplicates change nothing.
+async fn two_workers_equal_the_log_fed_models(broker: Broker) {
+    let log = PgTestDb::new().await.expect("log database");
+    let other = PgTestDb::new().await.expect("worker database");
+    let read = ReadDb::connect(&log.url()).await.expect("read db");
+    let settings = broker.settings(3);
+    let tag = &crate::kafka_testing::unique_prefix();
+    let (pa, pb) = (format!("{tag}log:"), format!("{tag}kafka:"));
+    let reference = models_on(&log, &pa).await;
+    let fed = models_on(&other, &pb).await;
+    let group = format!("{tag}workers");
+    let mut sink = std::io::sink();
+    let relay = |head| {
+        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+        async move { runner.run_until(Some(head)).await.expect("relay") }
+    };
+    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    let (first, first_applied) = spawn_worker(&settings, &group, &fed).await;
+    while first_applied.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+        .await
+        .expect("fill");
+    let (second, second_applied) = spawn_worker(&settings, &group, &fed).await;
+    relay(head).await;
+    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    // Killed while it applies (or right after): whatever it had not committed to
+    // the group is read again by worker 2 and skipped by position.
+    let before = first_applied.load(Ordering::Relaxed);
+    while first_applied.load(Ordering::Relaxed) == before {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    // Round 4 through a relay killed after its first batch is acknowledged and
+    // before its checkpoint: its heir sends that batch again (duplicates).
+    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
+        .await
+        .expect("fill");
+    let (runner, fail_point) = relay_runner(&log.store, &settings, &read, Duration::from_secs(600));
+    fail_point.arm(1);
+    let killed = tokio::spawn(async move { runner.run_until(Some(head)).await });
+    while fail_point.fired() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    relay(head).await;
+    reference.setup().await.expect("setup");
+    let end = reference.catch_up().await.expect("log-fed");
+    assert_eq!(end, log.store.head().await.expect("head"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let differences = differences(&reference, &fed, (&pa, &pb)).await;
+        if differences.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !second.is_finished(),
+            "the Kafka-fed models never matched: {differences:?} (worker 2 applied {})",
+            second_applied.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        second_applied.load(Ordering::Relaxed) > 0,
+        "worker 2 took part"
+    );
+    // The models are handed over: a log-fed runner on them refuses to write.
+    let refused = fed.catch_up().await;
+    assert!(
+        matches!(refused, Err(Error::FedFromKafka { .. })),
+        "a log-fed runner must stand by on a Kafka-fed model: {refused:?}"
+    );
+    second.abort();
+    drop_keys(tag).await;
+}
+
+/// A worker whose models have applied nothing from a partition refuses to start it
+/// past offset 0: here the group has read the topics already for other read models
+/// (another database), so a fresh model in that group would miss everything before
+/// the group's offsets. (Retention that dropped a topic's start looks the same.)
+async fn a_fresh_model_refuses_a_partition_read_past_its_start(broker: Broker) {
+    let log = PgTestDb::new().await.expect("log database");
+    let first_db = PgTestDb::new().await.expect("first worker database");
+    let second_db = PgTestDb::new().await.expect("second worker database");
+    let read = ReadDb::connect(&log.url()).await.expect("read db");
+    let settings = broker.settings(2);
+    let tag = &crate::kafka_testing::unique_prefix();
+    let group = format!("{tag}workers");
+    let mut sink = std::io::sink();
+    let relay = |head| {
+        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+        async move { runner.run_until(Some(head)).await.expect("relay") }
+    };
+    let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    let first_set = models_on(&first_db, &format!("{tag}a:")).await;
+    let (first, first_applied) = spawn_worker(&settings, &group, &first_set).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first_applied.load(Ordering::Relaxed) < head.0 as u64 {
+        assert!(Instant::now() < deadline, "worker 1 never applied the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its offsets are committed after each batch (asynchronously).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.abort();
+    let _ = first.await;
+    let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    let second_set = models_on(&second_db, &format!("{tag}b:")).await;
+    let (second, second_applied) = spawn_worker(&settings, &group, &second_set).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("worker 2 must stop, not build a partial model")
+        .expect("task");
+    let error = outcome.expect_err("worker 2 must refuse");
+    assert!(
+        error.to_string().contains("would be missing"),
+        "unexpected error: {error:#}"
+    );
+    assert_eq!(second_applied.load(Ordering::Relaxed), 0, "nothing applied");
+    drop_keys(tag).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_a_fresh_model_refuses_a_partition_read_past_its_start() {
+    a_fresh_model_refuses_a_partition_read_past_its_start(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+    two_workers_equal_the_log_fed_models(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tansu_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+    two_workers_equal_the_log_fed_models(Broker::tansu()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_brokers_two_workers_one_joining_one_killed_equal_the_log_fed_models() {
+    if let Some(broker) = Broker::external() {
+        two_workers_equal_the_log_fed_models(broker).await;
+    }
+}
