@@ -408,9 +408,92 @@ fn join_threshold(config: &GroupCommit, active: usize) -> usize {
     config.join_at.max(active / config.committers.max(1))
 }
 
+/// A backend's part in the append paths group commit shares (PostgreSQL and SQLite).
+pub(crate) trait GroupedStore: Sync {
+    /// How the backend writes a group.
+    type Writer: GroupWriter;
+
+    /// The store's limits.
+    fn limits(&self) -> &Limits;
+    /// The queue, when group commit is on.
+    fn queue(&self) -> Option<&Queue<Self::Writer>>;
+    /// A writer for an explicit group while group commit is off.
+    fn writer(&self) -> Self::Writer;
+    /// Tells subscribers that something may have been appended.
+    fn announce(&self);
+    /// One append in a transaction of its own (announcing it itself).
+    fn append_alone(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[PreparedEvent],
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+    /// Turns a group's decision into the append's result.
+    fn settle(
+        &self,
+        append: &Append,
+        outcome: Outcome,
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+}
+
+/// One append: alone when nothing else is under way (or group commit is off), else
+/// through the queue.
+pub(crate) async fn append<S: GroupedStore>(
+    store: &S,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<AppendResult> {
+    let prepared = Arc::new(prepare(store.limits(), events)?);
+    let Some(queue) = store.queue() else {
+        return store.append_alone(stream, expected, &prepared).await;
+    };
+    let ticket = queue.enter();
+    if ticket.alone() {
+        return store.append_alone(stream, expected, &prepared).await;
+    }
+    let append = Append {
+        stream: stream.clone(),
+        expected,
+        events: prepared,
+    };
+    let outcome = queue.submit(append.clone()).await;
+    store.announce();
+    store.settle(&append, outcome?).await
+}
+
+/// An explicit group in one transaction, each append with its own result; `Err` when
+/// the transaction failed as a whole ([`Error::GroupCommitFailed`]).
+pub(crate) async fn append_group<S: GroupedStore>(
+    store: &S,
+    appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+) -> Result<Vec<Result<AppendResult>>> {
+    let (valid, places) = prepare_group(store.limits(), appends);
+    let outcomes = match store.queue() {
+        Some(queue) => queue.write_now(&valid).await,
+        None => {
+            Queue::new(store.writer(), GroupCommit::off())
+                .write_now(&valid)
+                .await
+        }
+    }
+    .map_err(|e| Error::GroupCommitFailed(Arc::new(e)))?;
+    store.announce();
+    let mut decided = valid.iter().zip(outcomes);
+    let mut results = Vec::with_capacity(places.len());
+    for place in places {
+        results.push(match place.map(|_| decided.next()) {
+            Err(invalid) => Err(invalid),
+            Ok(Some((append, outcome))) => store.settle(append, outcome).await,
+            Ok(None) => Err(mismatch(valid.len(), 0)),
+        });
+    }
+    Ok(results)
+}
+
 /// Validates and serialises the appends of an explicit group: the valid ones to write
 /// and, per input, either its place among them or its validation error.
-pub(crate) fn prepare_group(
+fn prepare_group(
     limits: &Limits,
     appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
 ) -> (Vec<Append>, Vec<Result<usize>>) {

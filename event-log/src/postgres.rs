@@ -40,8 +40,8 @@ use sqlx::types::Json;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::append::{prepare, recognise_retry, PreparedEvent, StoredId};
-use crate::group::{self, prepare_group, Append, Outcome, Queue};
+use crate::append::{recognise_retry, PreparedEvent, StoredId};
+use crate::group::{self, Append, GroupedStore, Outcome, Queue};
 use crate::store::{EventReader, EventWriter, Page, ReadDirection};
 use crate::{AppendResult, Error, GroupCommit, GroupStats, Limits, Result};
 
@@ -157,20 +157,6 @@ impl PgEventStore {
             .fetch_one(&self.inner.pool)
             .await?;
         Ok(Position(safe))
-    }
-
-    /// Wakes local subscribers now and other processes' shortly, after a commit.
-    fn announce(&self) {
-        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-        let tx = self.inner.notify_tx.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(1);
-            if tokio::runtime::Handle::try_current().is_ok() {
-                tokio::spawn(notify_loop(self.inner.pool.clone(), rx));
-            }
-            tx
-        });
-        // Full means a NOTIFY is already queued: this append is covered by it.
-        let _ = tx.try_send(());
     }
 
     async fn lookup_ids(&self, events: &[PreparedEvent]) -> Result<Vec<StoredId>> {
@@ -529,101 +515,37 @@ impl EventReader for PgEventStore {
     }
 }
 
-impl EventWriter for PgEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendResult> {
-        let prepared = Arc::new(prepare(&self.inner.limits, events)?);
-        let Some(queue) = &self.inner.group else {
-            return self.append_alone(stream, expected, &prepared).await;
-        };
-        let ticket = queue.enter();
-        if ticket.alone() {
-            return self.append_alone(stream, expected, &prepared).await;
-        }
-        let append = Append {
-            stream: stream.clone(),
-            expected,
-            events: prepared,
-        };
-        let outcome = queue.submit(append.clone()).await;
-        self.announce();
-        self.settle(&append, outcome?).await
-    }
-}
+impl GroupedStore for PgEventStore {
+    type Writer = PgGroupWriter;
 
-impl PgEventStore {
-    /// Appends to several streams in one transaction (one round trip), each append with
-    /// its own expected version and its own result, as if they ran one after another in
-    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
-    /// failed as a whole ([`Error::GroupCommitFailed`]'s caveat applies: re-append).
-    pub async fn append_group(
-        &self,
-        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<Vec<Result<AppendResult>>> {
-        let (valid, places) = prepare_group(&self.inner.limits, appends);
-        let outcomes = match &self.inner.group {
-            Some(queue) => queue.write_now(&valid).await,
-            None => {
-                Queue::new(
-                    PgGroupWriter {
-                        pool: self.inner.pool.clone(),
-                    },
-                    GroupCommit::off(),
-                )
-                .write_now(&valid)
-                .await
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn queue(&self) -> Option<&Queue<PgGroupWriter>> {
+        self.inner.group.as_ref()
+    }
+
+    fn writer(&self) -> PgGroupWriter {
+        PgGroupWriter {
+            pool: self.inner.pool.clone(),
+        }
+    }
+
+    /// Wakes local subscribers now and other processes' shortly, after a commit.
+    fn announce(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+        let tx = self.inner.notify_tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(1);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::spawn(notify_loop(self.inner.pool.clone(), rx));
             }
-        }
-        .map_err(|e| Error::GroupCommitFailed(Arc::new(e)))?;
-        self.announce();
-        let mut decided = valid.iter().zip(outcomes);
-        let mut results = Vec::with_capacity(places.len());
-        for place in places {
-            results.push(match place.map(|_| decided.next()) {
-                Err(invalid) => Err(invalid),
-                Ok(Some((append, outcome))) => self.settle(append, outcome).await,
-                Ok(None) => Err(group::mismatch(valid.len(), 0)),
-            });
-        }
-        Ok(results)
+            tx
+        });
+        // Full means a NOTIFY is already queued: this append is covered by it.
+        let _ = tx.try_send(());
     }
 
-    /// How group commit has grouped appends so far (`None`: it is off).
-    pub fn group_stats(&self) -> Option<GroupStats> {
-        self.inner.group.as_ref().map(Queue::stats)
-    }
-
-    /// Turns a group's decision into the append's result.
-    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
-        let Append {
-            stream,
-            expected,
-            events,
-        } = append;
-        match outcome {
-            Outcome::Committed(result) => Ok(result),
-            Outcome::Conflict { actual } => {
-                // A retried append whose first attempt committed conflicts too.
-                let stored = self.lookup_ids(events).await?;
-                if let Some(original) = recognise_retry(stream, *expected, events, stored)? {
-                    return Ok(original);
-                }
-                Err(Error::WrongExpectedVersion {
-                    stream_id: stream.clone(),
-                    expected: *expected,
-                    actual,
-                })
-            }
-            Outcome::Alone => self.append_alone(stream, *expected, events).await,
-        }
-    }
-}
-
-impl PgEventStore {
     /// One append in a transaction of its own: the path without group commit, and the
     /// one for an append that collided in its group.
     async fn append_alone(
@@ -674,6 +596,60 @@ impl PgEventStore {
                 actual,
             });
         }
+    }
+
+    /// Turns a group's decision into the append's result.
+    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
+        let Append {
+            stream,
+            expected,
+            events,
+        } = append;
+        match outcome {
+            Outcome::Committed(result) => Ok(result),
+            Outcome::Conflict { actual } => {
+                // A retried append whose first attempt committed conflicts too.
+                let stored = self.lookup_ids(events).await?;
+                if let Some(original) = recognise_retry(stream, *expected, events, stored)? {
+                    return Ok(original);
+                }
+                Err(Error::WrongExpectedVersion {
+                    stream_id: stream.clone(),
+                    expected: *expected,
+                    actual,
+                })
+            }
+            Outcome::Alone => self.append_alone(stream, *expected, events).await,
+        }
+    }
+}
+
+impl EventWriter for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult> {
+        group::append(self, stream, expected, events).await
+    }
+}
+
+impl PgEventStore {
+    /// Appends to several streams in one transaction (one round trip), each append with
+    /// its own expected version and its own result, as if they ran one after another in
+    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
+    /// failed as a whole ([`Error::GroupCommitFailed`]'s caveat applies: re-append).
+    pub async fn append_group(
+        &self,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        group::append_group(self, appends).await
+    }
+
+    /// How group commit has grouped appends so far (`None`: it is off).
+    pub fn group_stats(&self) -> Option<GroupStats> {
+        self.inner.group.as_ref().map(Queue::stats)
     }
 }
 

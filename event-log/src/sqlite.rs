@@ -22,8 +22,8 @@ use sqlx::sqlite::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::append::{prepare, recognise_retry, PreparedEvent, StoredId};
-use crate::group::{self, prepare_group, Append, GroupWriter, Outcome, Queue};
+use crate::append::{recognise_retry, PreparedEvent, StoredId};
+use crate::group::{self, Append, GroupWriter, GroupedStore, Outcome, Queue};
 use crate::store::{EventReader, EventWriter, ReadDirection};
 use crate::{AppendResult, Error, GroupCommit, GroupStats, Limits, Result};
 
@@ -245,89 +245,28 @@ impl EventReader for SqliteEventStore {
     }
 }
 
-impl EventWriter for SqliteEventStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendResult> {
-        let prepared = Arc::new(prepare(&self.inner.limits, events)?);
-        let Some(queue) = &self.inner.group else {
-            return self.append_alone(stream, expected, &prepared).await;
-        };
-        let ticket = queue.enter();
-        if ticket.alone() {
-            return self.append_alone(stream, expected, &prepared).await;
+impl GroupedStore for SqliteEventStore {
+    type Writer = SqliteGroupWriter;
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn queue(&self) -> Option<&Queue<SqliteGroupWriter>> {
+        self.inner.group.as_ref()
+    }
+
+    fn writer(&self) -> SqliteGroupWriter {
+        SqliteGroupWriter {
+            pool: self.inner.writer.clone(),
         }
-        let append = Append {
-            stream: stream.clone(),
-            expected,
-            events: prepared,
-        };
-        let outcome = queue.submit(append.clone()).await;
+    }
+
+    /// Wakes subscribers (in this process: SQLite has no other writer).
+    fn announce(&self) {
         self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-        self.settle(&append, outcome?).await
-    }
-}
-
-impl SqliteEventStore {
-    /// Appends to several streams in one transaction (one commit), each append with its
-    /// own expected version and its own result, as if they ran one after another in
-    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
-    /// failed as a whole.
-    pub async fn append_group(
-        &self,
-        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<Vec<Result<AppendResult>>> {
-        let (valid, places) = prepare_group(&self.inner.limits, appends);
-        let outcomes = match &self.inner.group {
-            Some(queue) => queue.write_now(&valid).await,
-            None => {
-                Queue::new(
-                    SqliteGroupWriter {
-                        pool: self.inner.writer.clone(),
-                    },
-                    GroupCommit::off(),
-                )
-                .write_now(&valid)
-                .await
-            }
-        }
-        .map_err(|e| Error::GroupCommitFailed(Arc::new(e)))?;
-        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-        let mut decided = valid.iter().zip(outcomes);
-        let mut results = Vec::with_capacity(places.len());
-        for place in places {
-            results.push(match place.map(|_| decided.next()) {
-                Err(invalid) => Err(invalid),
-                Ok(Some((append, outcome))) => self.settle(append, outcome).await,
-                Ok(None) => Err(group::mismatch(valid.len(), 0)),
-            });
-        }
-        Ok(results)
     }
 
-    /// How group commit has grouped appends so far (`None`: it is off).
-    pub fn group_stats(&self) -> Option<GroupStats> {
-        self.inner.group.as_ref().map(Queue::stats)
-    }
-
-    /// Turns a group's decision into the append's result. Conflicts and collisions are
-    /// decided again alone, in a transaction that also looks for the retry of an append
-    /// that committed earlier (no round trip to save: SQLite is in process).
-    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
-        match outcome {
-            Outcome::Committed(result) => Ok(result),
-            Outcome::Conflict { .. } | Outcome::Alone => {
-                self.append_alone(&append.stream, append.expected, &append.events)
-                    .await
-            }
-        }
-    }
-}
-
-impl SqliteEventStore {
     /// One append in a transaction of its own: the path without group commit, and the
     /// one for an append its group could not decide.
     async fn append_alone(
@@ -356,7 +295,7 @@ impl SqliteEventStore {
         match insert(&mut tx, stream, first_version, prepared, Utc::now()).await {
             Ok(result) => {
                 tx.commit().await?;
-                self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+                self.announce();
                 Ok(result)
             }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
@@ -369,6 +308,48 @@ impl SqliteEventStore {
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Turns a group's decision into the append's result. Conflicts and collisions are
+    /// decided again alone, in a transaction that also looks for the retry of an append
+    /// that committed earlier (no round trip to save: SQLite is in process).
+    async fn settle(&self, append: &Append, outcome: Outcome) -> Result<AppendResult> {
+        match outcome {
+            Outcome::Committed(result) => Ok(result),
+            Outcome::Conflict { .. } | Outcome::Alone => {
+                self.append_alone(&append.stream, append.expected, &append.events)
+                    .await
+            }
+        }
+    }
+}
+
+impl EventWriter for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult> {
+        group::append(self, stream, expected, events).await
+    }
+}
+
+impl SqliteEventStore {
+    /// Appends to several streams in one transaction (one commit), each append with its
+    /// own expected version and its own result, as if they ran one after another in
+    /// order: one that is invalid or conflicts fails alone. `Err` means the transaction
+    /// failed as a whole.
+    pub async fn append_group(
+        &self,
+        appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<Vec<Result<AppendResult>>> {
+        group::append_group(self, appends).await
+    }
+
+    /// How group commit has grouped appends so far (`None`: it is off).
+    pub fn group_stats(&self) -> Option<GroupStats> {
+        self.inner.group.as_ref().map(Queue::stats)
     }
 }
 
@@ -440,7 +421,7 @@ async fn insert(
 /// sync for all of them). Each append is one statement, so one that fails (a duplicate
 /// id) leaves the others in place.
 #[derive(Debug)]
-struct SqliteGroupWriter {
+pub(crate) struct SqliteGroupWriter {
     pool: SqlitePool,
 }
 

@@ -11,7 +11,7 @@ use crate::{AppendResult, Error, Result};
 /// Writes a group of appends with one call of `eventfold_append_group` (one statement,
 /// one transaction, one round trip).
 #[derive(Debug)]
-pub(super) struct PgGroupWriter {
+pub(crate) struct PgGroupWriter {
     pub(super) pool: PgPool,
 }
 
