@@ -18,7 +18,8 @@ use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::models::voice::VoiceDueProjection;
 use eventfold_projections::models::workouts::WorkoutsProjection;
 use eventfold_projections::{
-    ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard,
+    FailPoint, Projection, ReadDb, RedisKeys, RedisSink, RelationalSink, Runner, RunnerOptions,
+    Sink, StatusBoard,
 };
 use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
@@ -203,6 +204,58 @@ pub(crate) async fn raw_read(
     Ok((read, started.elapsed()))
 }
 
+/// A sink that takes the events `workouts.v1` takes and writes nothing: what the runner
+/// itself costs a model — the log read through the subscription, the decoding, the
+/// batches — before any write (the floor under `workouts.v1`'s row).
+#[derive(Debug, Default)]
+struct ReadOnly {
+    checkpoint: std::sync::atomic::AtomicI64,
+}
+
+#[eventfold_projections::async_trait]
+impl Sink for ReadOnly {
+    fn name(&self) -> &'static str {
+        "runner_alone"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        WorkoutsProjection.handles(event_type)
+    }
+
+    async fn setup(&self) -> eventfold_projections::Result<()> {
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> eventfold_projections::Result<Position> {
+        Ok(Position(
+            self.checkpoint.load(std::sync::atomic::Ordering::Acquire),
+        ))
+    }
+
+    async fn apply(
+        &self,
+        _from: Position,
+        _events: &[(RecordedEvent, DomainEvent)],
+        to: Position,
+    ) -> eventfold_projections::Result<()> {
+        self.checkpoint
+            .store(to.0, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    async fn park(
+        &self,
+        _record: &RecordedEvent,
+        _error: &str,
+    ) -> eventfold_projections::Result<()> {
+        Ok(())
+    }
+
+    fn fail_point(&self) -> FailPoint {
+        FailPoint::default()
+    }
+}
+
 async fn fold<K: Sink>(
     store: &PgEventStore,
     sink: K,
@@ -264,6 +317,8 @@ async fn run_in(
     )
     .await?;
     row("workouts.v1", "postgres", took, out)?;
+    let took = fold(&store, ReadOnly::default(), head, args.batch).await?;
+    row("(runner alone)", "none", took, out)?;
     let took = fold(
         &store,
         RelationalSink::new(db.clone(), RemindersProjection),
