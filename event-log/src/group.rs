@@ -570,6 +570,19 @@ mod tests {
         (Arc::new(Queue::new(recorder.clone(), config)), recorder)
     }
 
+    /// Submits `n` small appends, each from a task of its own.
+    fn submit_many(
+        queue: &Arc<Queue<Arc<Recorder>>>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<Outcome>>> {
+        (0..n)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.submit(append(10)).await })
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn appends_arriving_while_a_group_is_in_flight_form_the_next_group() {
         let (queue, recorder) = queue(GroupCommit {
@@ -604,14 +617,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_group_waits_for_the_one_in_flight_a_large_one_goes_beside_it() {
         let (queue, recorder) = queue(GroupCommit::default());
-        let submit = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    let queue = queue.clone();
-                    tokio::spawn(async move { queue.submit(append(10)).await })
-                })
-                .collect::<Vec<_>>()
-        };
+        let submit = |n: usize| submit_many(&queue, n);
         let mut tasks = submit(1);
         settle().await;
         tasks.extend(submit(3));
@@ -636,14 +642,7 @@ mod tests {
         let (queue, recorder) = queue(GroupCommit::default());
         // Twelve appends under way: a second group needs six, not join_at's four.
         let tickets: Vec<_> = (0..12).map(|_| queue.enter()).collect();
-        let submit = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    let queue = queue.clone();
-                    tokio::spawn(async move { queue.submit(append(10)).await })
-                })
-                .collect::<Vec<_>>()
-        };
+        let submit = |n: usize| submit_many(&queue, n);
         let mut tasks = submit(1);
         settle().await;
         tasks.extend(submit(5));

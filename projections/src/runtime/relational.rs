@@ -10,6 +10,11 @@ use super::{
 use crate::sql::{millis, Dialect, ReadDb};
 use crate::{Error, Result};
 
+/// Moves a batch's checkpoint from where the batch began (`$4`) to its end (`$1`):
+/// compare-and-set, so two runners of one projection never both apply a batch.
+const MOVE_CHECKPOINT: &str = "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 \
+     WHERE name = $3 AND position = $4";
+
 /// A relational projection with its checkpoint in the same database.
 ///
 /// Guarantee: a batch's writes and its checkpoint move commit in one transaction, so a
@@ -95,6 +100,16 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         &self.db
     }
 
+    /// Whether the batch's checkpoint move (`MOVE_CHECKPOINT`) found the checkpoint where
+    /// the batch began: else another runner of this projection moved it.
+    fn moved(&self, rows: u64) -> Result<()> {
+        if rows == 1 {
+            Ok(())
+        } else {
+            Err(Error::CheckpointMoved(self.projection.name().to_owned()))
+        }
+    }
+
     /// The batch through PostgreSQL's native driver: checkpoint, the projection's
     /// native fold, commit — one transaction.
     async fn apply_native(
@@ -109,18 +124,14 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             tx: pool.begin_with(crate::sql::PG_BATCH_BEGIN).await?,
             prefix: &self.prefix,
         };
-        let moved = sqlx::query(
-            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
-        )
-        .bind(to.0)
-        .bind(millis(chrono::Utc::now()))
-        .bind(&self.checkpoint_name)
-        .bind(from.0)
-        .execute(tx.conn())
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Err(Error::CheckpointMoved(self.projection.name().to_owned()));
-        }
+        let moved = sqlx::query(MOVE_CHECKPOINT)
+            .bind(to.0)
+            .bind(millis(chrono::Utc::now()))
+            .bind(&self.checkpoint_name)
+            .bind(from.0)
+            .execute(tx.conn())
+            .await?;
+        self.moved(moved.rows_affected())?;
         native.apply_batch(&mut tx, events).await?;
         if !events.is_empty() {
             self.fail_point.trip()?;
@@ -204,18 +215,14 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
         };
         // The checkpoint first: it takes the write lock at once (SQLite) and fails fast
         // if another runner of this projection moved it.
-        let moved = sqlx::query(
-            "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
-        )
-        .bind(to.0)
-        .bind(millis(chrono::Utc::now()))
-        .bind(&self.checkpoint_name)
-        .bind(from.0)
-        .execute(tx.conn())
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Err(Error::CheckpointMoved(self.name().to_owned()));
-        }
+        let moved = sqlx::query(MOVE_CHECKPOINT)
+            .bind(to.0)
+            .bind(millis(chrono::Utc::now()))
+            .bind(&self.checkpoint_name)
+            .bind(from.0)
+            .execute(tx.conn())
+            .await?;
+        self.moved(moved.rows_affected())?;
         self.projection.apply_batch(&mut tx, &events).await?;
         if !events.is_empty() {
             self.fail_point.trip()?;
