@@ -402,7 +402,7 @@ async fn next_group(
 /// under way: [`GroupCommit::join_at`], or their share per committer when that is more —
 /// the groups in flight then split the load evenly. (Measured at 32 writers with two
 /// committers, `bench append`: joining at 4 formed groups of ~10 and reached 1.5-1.7x
-/// plain INSERTs; at half the appends under way, groups of ~15 and 1.6-2.1x. Three
+/// plain INSERTs; at half the appends under way, groups of ~15 and 1.6-1.9x. Three
 /// committers, each joining at a third: groups of ~10, 1.45-1.55x.)
 fn join_threshold(config: &GroupCommit, active: usize) -> usize {
     config.join_at.max(active / config.committers.max(1))
