@@ -150,6 +150,23 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// An error and its causes, `: `-separated, each cause said once: many errors (ours
+/// and sqlx's) repeat their source in their own message, which `{:#}` would print twice.
+fn chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     install_tracing();
@@ -157,7 +174,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // The chain of causes, without a backtrace: this is for people.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", chain(&error));
             std::process::ExitCode::FAILURE
         }
     }
@@ -251,6 +268,31 @@ mod tests {
         );
         assert_eq!(redact("postgres://me@db/x"), "postgres://me@db/x");
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        /// Says its source in its own message, as sqlx's errors do.
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "database error: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::other("unable to open database file");
+        let error = anyhow::Error::new(Repeats(io)).context("could not open the event log");
+        assert_eq!(
+            chain(&error),
+            "could not open the event log: database error: unable to open database file"
+        );
+        let plain = anyhow::anyhow!("no such stream").context("read failed");
+        assert_eq!(chain(&plain), "read failed: no such stream");
     }
 
     #[test]
