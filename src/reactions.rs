@@ -293,6 +293,7 @@ mod tests {
         let ctx = CommandContext {
             principal: Principal::service("test"),
             idempotency_key: Some(format!("buy-{user}-{days_ago}")),
+            request_fingerprint: None,
             correlation_id: uuid::Uuid::new_v4(),
             causation_id: None,
         };

@@ -10,6 +10,10 @@ pub struct CommandContext {
     /// The client's idempotency key: the same key for the same command returns the
     /// first result.
     pub idempotency_key: Option<String>,
+    /// What the request with that key asked ([`eventfold_http::Caller`]'s
+    /// fingerprint), stored with the events: the key reused for a different request
+    /// is refused. `None` for keys that are not a client's (derived by the service).
+    pub request_fingerprint: Option<String>,
     /// Ties everything done for one request or conversation together.
     pub correlation_id: Uuid,
     /// The message that caused this command, if any.
@@ -22,6 +26,7 @@ impl CommandContext {
         Self {
             principal,
             idempotency_key: None,
+            request_fingerprint: None,
             correlation_id: Uuid::new_v4(),
             causation_id: None,
         }
@@ -39,6 +44,7 @@ impl From<eventfold_http::Caller> for CommandContext {
         Self {
             principal: caller.principal,
             idempotency_key: caller.idempotency_key,
+            request_fingerprint: caller.request_fingerprint,
             correlation_id: caller.correlation_id,
             causation_id: caller.causation_id,
         }

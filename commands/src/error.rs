@@ -21,8 +21,9 @@ pub enum CommandError {
     /// The input is malformed (bad id, bad field).
     #[error("{0}")]
     InvalidInput(String),
-    /// The same idempotency key was used for a different command.
-    #[error("idempotency key {0:?} was already used for a different command")]
+    /// The same idempotency key was used for a different request (another command,
+    /// another body, another caller) on the same stream.
+    #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
     /// Writers kept racing for the same stream: the command gave up.
     #[error("stream {stream} kept changing under the command ({attempts} attempts); retry")]

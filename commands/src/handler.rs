@@ -108,7 +108,7 @@ impl<S: EventStore> CommandHandler<S> {
         let ids = EventIds::new(ctx, stream);
         for attempt in 0..MAX_ATTEMPTS {
             let loaded = self.load::<A>(stream).await?;
-            if let Some(outcome) = ids.replay(stream, &loaded.records) {
+            if let Some(outcome) = ids.replay(stream, &loaded.records)? {
                 return Ok(outcome);
             }
             let events = decide(&loaded.state)?;
@@ -191,24 +191,27 @@ fn metadata(ctx: &CommandContext) -> EventMetadata {
         causation_id: ctx.causation_id,
         actor: Some(ctx.principal.subject.clone()),
         idempotency_key: ctx.idempotency_key.clone(),
+        request_fingerprint: ctx.request_fingerprint.clone(),
         extra: Default::default(),
     }
 }
 
 /// Event ids for one command: derived from the idempotency key, else random.
-struct EventIds {
+struct EventIds<'a> {
     keyed: Option<String>,
     random: Uuid,
+    ctx: &'a CommandContext,
 }
 
-impl EventIds {
-    fn new(ctx: &CommandContext, stream: &StreamId) -> Self {
+impl<'a> EventIds<'a> {
+    fn new(ctx: &'a CommandContext, stream: &StreamId) -> Self {
         Self {
             keyed: ctx
                 .idempotency_key
                 .as_ref()
                 .map(|key| format!("{key}\u{0}{stream}")),
             random: Uuid::new_v4(),
+            ctx,
         }
     }
 
@@ -219,11 +222,31 @@ impl EventIds {
         }
     }
 
-    /// The original outcome, if this keyed command already ran on `records`.
-    fn replay(&self, stream: &StreamId, records: &[RecordedEvent]) -> Option<CommandOutcome> {
-        self.keyed.as_ref()?;
+    /// The original outcome, if this keyed command already ran on `records`; an
+    /// error if the key ran there for a different request (both fingerprinted, and
+    /// the fingerprints differ).
+    fn replay(
+        &self,
+        stream: &StreamId,
+        records: &[RecordedEvent],
+    ) -> Result<Option<CommandOutcome>> {
+        if self.keyed.is_none() {
+            return Ok(None);
+        }
         let first = self.id(0);
-        let start = records.iter().position(|r| r.event_id == first)?;
+        let Some(start) = records.iter().position(|r| r.event_id == first) else {
+            return Ok(None);
+        };
+        if let (Some(stored), Some(asked)) = (
+            &records[start].metadata.request_fingerprint,
+            &self.ctx.request_fingerprint,
+        ) {
+            if stored != asked {
+                return Err(CommandError::IdempotencyKeyReused(
+                    self.ctx.idempotency_key.clone().unwrap_or_default(),
+                ));
+            }
+        }
         let records: Vec<&RecordedEvent> = records[start..]
             .iter()
             .enumerate()
@@ -240,11 +263,11 @@ impl EventIds {
                 stream_version: r.stream_version,
             })
             .collect();
-        Some(CommandOutcome {
+        Ok(Some(CommandOutcome {
             stream_id: stream.to_string(),
             events,
             consistency_token,
             replayed: true,
-        })
+        }))
     }
 }

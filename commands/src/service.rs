@@ -255,6 +255,7 @@ impl<S: EventStore> CommandService<S> {
         let ctx = CommandContext {
             principal: Principal::service("reminder-planner"),
             idempotency_key: None,
+            request_fingerprint: None,
             correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
             causation_id: Some(record.event_id),
         };
@@ -374,6 +375,7 @@ impl<S: EventStore> CommandService<S> {
         };
         let planning = CommandContext {
             idempotency_key: Some(format!("schedule-{reminder_id}")),
+            request_fingerprint: None,
             ..ctx.clone()
         };
         let outcome = self
@@ -585,6 +587,7 @@ impl<S: EventStore> CommandService<S> {
         let s = stream("order", order_id)?;
         let drafting = CommandContext {
             idempotency_key: Some(format!("draft-{order_id}")),
+            request_fingerprint: None,
             ..ctx.clone()
         };
         self.handler

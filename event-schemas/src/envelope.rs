@@ -19,6 +19,11 @@ pub struct EventMetadata {
     /// The idempotency key of the command that produced the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// What the request that carried the idempotency key asked (a digest of its
+    /// caller, method, path and body): the key reused for a different request is
+    /// refused rather than answered with the first request's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
     /// Anything else the writer wants to keep with the event.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

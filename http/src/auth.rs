@@ -17,6 +17,73 @@ use crate::{Principal, Role};
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 200;
 
+/// Namespace of request fingerprints (UUID v5 over caller and request digest).
+const FINGERPRINTS: Uuid = Uuid::from_u128(0x6a1d_52c4_8f0e_4b7a_9c3e_2d51_70e8_b4f6);
+
+/// An `Idempotency-Key` header's value: 1-200 visible ASCII characters, no spaces.
+fn idempotency_key(raw: &[u8]) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_KEY_LEN || !raw.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters (no spaces)"),
+        ));
+    }
+    Ok(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// What a request asks, digested by [`request_digest`]; put in its extensions (by
+/// the command routes, for requests with an `Idempotency-Key`) before [`Caller`]
+/// is extracted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestDigest(pub String);
+
+/// A digest of a request's method, path and body. A JSON body counts by its content,
+/// not its spelling: keys in any order, any whitespace, `5.0` as `5` (as the body is
+/// read), so a client that re-serialises a retry still sends the same request.
+pub fn request_digest(method: &str, path: &str, body: &[u8]) -> RequestDigest {
+    let mut text = format!("{method} {path}\n");
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => canonical(&crate::edge::integral(value), &mut text),
+        Err(_) if blank => text.push_str("{}"),
+        Err(_) => text.push_str(&String::from_utf8_lossy(body)),
+    }
+    RequestDigest(Uuid::new_v5(&FINGERPRINTS, text.as_bytes()).to_string())
+}
+
+/// JSON with object keys sorted and no whitespace.
+fn canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 /// Who may call, and how they prove it.
 #[derive(Clone, Default)]
 pub struct AuthConfig {
@@ -132,6 +199,9 @@ pub struct Caller {
     pub principal: Principal,
     /// `Idempotency-Key`: the same key for the same command returns the first result.
     pub idempotency_key: Option<String>,
+    /// With a key, what this caller's request asks (see [`request_digest`]): the key
+    /// reused for a different request is refused.
+    pub request_fingerprint: Option<String>,
     /// `X-Correlation-Id`, or a fresh one.
     pub correlation_id: Uuid,
     /// `X-Causation-Id`, when given.
@@ -160,16 +230,23 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let idempotency_key = header("idempotency-key");
-        if let Some(key) = &idempotency_key {
-            if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
-                    format!("Idempotency-Key must be 1-{MAX_KEY_LEN} characters"),
-                ));
-            }
-        }
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            // As the document says (`^[\x21-\x7E]+$`): a key the header cannot carry
+            // as text is refused, never taken for no key at all.
+            Some(raw) => Some(idempotency_key(raw.as_bytes())?),
+        };
+        let request_fingerprint = match (&idempotency_key, parts.extensions.get::<RequestDigest>())
+        {
+            (Some(_), Some(RequestDigest(digest))) => Some(
+                Uuid::new_v5(
+                    &FINGERPRINTS,
+                    format!("{:?}\n{}\n{digest}", principal.role, principal.subject).as_bytes(),
+                )
+                .to_string(),
+            ),
+            _ => None,
+        };
         let correlation_id = header("x-correlation-id")
             .and_then(|v| Uuid::parse_str(&v).ok())
             .unwrap_or_else(crate::fresh_uuid);
@@ -177,6 +254,7 @@ where
         Ok(Caller {
             principal,
             idempotency_key,
+            request_fingerprint,
             correlation_id,
             causation_id,
         })

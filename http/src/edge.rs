@@ -113,7 +113,7 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
 /// JSON has one number type: `102.0` is the integer 102 to JSON Schema, and to us.
 /// Whole floats up to [`crate::MAX_SAFE_INTEGER`] become integers, so that an integer
 /// field accepts them; any other number is left as it is.
-fn integral(value: Value) -> Value {
+pub(crate) fn integral(value: Value) -> Value {
     match value {
         Value::Number(n) if n.is_f64() => match n.as_f64() {
             // Whole, to the precision of its own representation: decimal parsing may

@@ -14,7 +14,7 @@ mod limits;
 pub mod openapi;
 mod principal;
 
-pub use auth::{AuthConfig, Caller, Claims};
+pub use auth::{request_digest, AuthConfig, Caller, Claims, RequestDigest};
 pub use edge::{
     check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
     Timestamp, YEARS,

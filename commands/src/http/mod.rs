@@ -39,6 +39,33 @@ where
     }
 }
 
+/// Digests a request that carries an `Idempotency-Key` (method, path, body) for its
+/// [`Caller`]'s fingerprint, stored with the events the command appends: a retry with
+/// the key and a different request is then refused (422 `idempotency_key_reused`)
+/// instead of answered with the first request's result.
+async fn digest(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !request.headers().contains_key("idempotency-key") {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response();
+    };
+    let digest = eventfold_http::request_digest(parts.method.as_str(), parts.uri.path(), &bytes);
+    parts.extensions.insert(digest);
+    next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+        .await
+}
+
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -203,6 +230,7 @@ pub fn router<S: EventStore>(api: CommandApi<S>) -> Router {
             post(routes::cancel_workout::<S>),
         )
         .route("/api/v1/catalog/prices", post(routes::set_price::<S>))
+        .route_layer(axum::middleware::from_fn(digest))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }

@@ -460,6 +460,101 @@ async fn a_reused_idempotency_key_for_another_command_is_refused() -> anyhow::Re
     assert_eq!(replay.body["workout_id"], first.body["workout_id"]);
     assert!(replay.replayed);
     assert_eq!(replay.body, first.body);
+
+    // The key again on the same workout for another command, for the same command
+    // with another body, and from another caller: each refused, nothing appended
+    // (not answered with the start's result). (Keys are a caller's own: the service's
+    // "same" without an explicit id would start a workout of its own.)
+    let workout = first.body["workout_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let other_requests = [
+        (
+            As::User("u1"),
+            format!("/api/v1/workouts/{workout}/complete"),
+            json!({"distance_m": 5000.0}),
+        ),
+        (
+            As::User("u1"),
+            "/api/v1/workouts".to_owned(),
+            json!({"user_id": "u1", "sport": "swim"}),
+        ),
+        (
+            As::Service,
+            "/api/v1/workouts".to_owned(),
+            json!({"workout_id": workout, "user_id": "u1", "sport": "run"}),
+        ),
+    ];
+    for (who, path, body) in other_requests {
+        let reused = call(&app, who, &path, body, Some("same")).await;
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {:?}",
+            reused.body
+        );
+        assert_eq!(reused.body["error"], "idempotency_key_reused");
+        assert!(!reused.replayed);
+    }
+    let stored = db
+        .store
+        .read_stream(
+            &StreamId::new(format!("workout-{workout}"))?,
+            ReadDirection::Forwards,
+            0,
+            100,
+        )
+        .await?;
+    assert_eq!(stored.len(), 1, "only the start is stored");
+
+    // A retry spelled differently (keys reordered, whitespace, 5000 as 5000.0) is the
+    // same request: replayed.
+    let completed = call(
+        &app,
+        As::User("u1"),
+        &format!("/api/v1/workouts/{workout}/complete"),
+        json!({"distance_m": 5000}),
+        Some("done"),
+    )
+    .await;
+    assert_eq!(completed.status, StatusCode::OK, "{:?}", completed.body);
+    let respelled = call_raw(
+        &app,
+        As::User("u1"),
+        &format!("/api/v1/workouts/{workout}/complete"),
+        b"{ \"distance_m\" : 5000.0 }".to_vec(),
+        Some("done"),
+    )
+    .await;
+    assert_eq!(respelled.status, StatusCode::OK, "{:?}", respelled.body);
+    assert!(respelled.replayed);
+    assert_eq!(respelled.body, completed.body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotency_key_the_header_cannot_carry_as_text_is_refused() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    let app = app(db.store.clone());
+    for key in ["a b", "caf\u{e9}", "tab\tkey", &"k".repeat(201)] {
+        let answer = call(
+            &app,
+            As::User("u1"),
+            "/api/v1/workouts",
+            json!({"user_id": "u1", "sport": "run"}),
+            Some(key),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{key:?}: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["error"], "validation_failed");
+    }
+    assert_eq!(db.store.head().await?.0, 0, "nothing was appended");
     Ok(())
 }
 

@@ -102,6 +102,7 @@ async fn appended_events_read_back_with_every_field<S: EventStore>(store: S) -> 
         causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some("user-1".into()),
         idempotency_key: Some("key-1".into()),
+        request_fingerprint: Some("3b8f0e52-6f2b-5c1e-9d0a-1f0e2d3c4b5a".into()),
         extra: [("trace_id".to_owned(), json!("abc"))]
             .into_iter()
             .collect(),
