@@ -50,6 +50,93 @@ async fn query_routes_refuse_control_characters_and_wrong_methods_in_the_error_s
     assert!(server.terminate().success());
 }
 
+/// A number or week outside what the document states is refused with the range in the
+/// message, on every query route that takes one — never clamped into range and
+/// answered (`limit=0` on the voice route used to answer as `limit=1`) — and before
+/// any store is asked (here neither Redis nor ClickHouse is configured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_and_weeks_outside_their_documented_ranges_are_refused_not_clamped() {
+    let mut server = Server::start(None);
+    let client = Client::new();
+    for (path, range) in [
+        ("/api/v1/users/u1/reminders/due?limit=0", "1-20"),
+        ("/api/v1/users/u1/reminders/due?limit=21", "1-20"),
+        ("/api/v1/users/u1/reminders?limit=501", "1-500"),
+        ("/api/v1/users/u1/reminders?offset=-1", "0-1000000000"),
+        ("/api/v1/users/u1/orders?limit=0", "1-500"),
+        (
+            "/api/v1/users/u1/purchases?offset=1000000001",
+            "0-1000000000",
+        ),
+        ("/api/v1/users/u1/workouts?limit=0", "1-500"),
+        ("/api/v1/leaderboards/running?limit=0", "1-100"),
+        ("/api/v1/leaderboards/running?limit=101", "1-100"),
+        ("/api/v1/leaderboards/running?week=2026-W99", "1970-9999"),
+        ("/api/v1/leaderboards/running?week=0000-W01", "1970-9999"),
+        ("/api/v1/leaderboards/running?week=2026-48", "1970-9999"),
+        (
+            "/api/v1/analytics/users/u1/weekly-activity?weeks=0",
+            "1-520",
+        ),
+        (
+            "/api/v1/analytics/users/u1/weekly-activity?weeks=521",
+            "1-520",
+        ),
+        ("/api/v1/analytics/users/u1/workouts?limit=1001", "1-1000"),
+        (
+            "/api/v1/analytics/leaderboards/running/weeks/2026-W48?limit=0",
+            "1-100",
+        ),
+        (
+            "/api/v1/analytics/leaderboards/running/weeks/2026-W00",
+            "1970-9999",
+        ),
+        (
+            "/api/v1/analytics/leaderboards/running/weeks/2026-W54",
+            "1970-9999",
+        ),
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"], "validation_failed", "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(range),
+            "{path}: {message:?} does not say {range}"
+        );
+    }
+    // The shape is right but the year has 52 weeks: a rule no pattern states, 422.
+    for path in [
+        "/api/v1/leaderboards/running?week=2025-W53",
+        "/api/v1/analytics/leaderboards/running/weeks/2025-W53",
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+        assert_eq!(body["error"], "no_such_week", "{path}: {body}");
+    }
+    // The edges of each range are accepted (2026 has 53 ISO weeks); the store that is
+    // not configured is then the answer.
+    for (path, status) in [
+        ("/api/v1/users/u1/reminders/due?limit=20", StatusCode::OK),
+        (
+            "/api/v1/users/u1/reminders?limit=500&offset=1000000000",
+            StatusCode::OK,
+        ),
+        (
+            "/api/v1/leaderboards/running?week=2026-W53&limit=100",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            "/api/v1/analytics/leaderboards/running/weeks/9999-W52?limit=100",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, status, "{path}: {body}");
+    }
+    assert!(server.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
     let mut server = Server::start_with(

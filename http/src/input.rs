@@ -212,6 +212,131 @@ impl JsonSchema for Amount {
     }
 }
 
+/// An integer in `MIN..=MAX` (a page size, a number of weeks): out of range is a 400
+/// naming the range, never silently clamped; the document states the same range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Bounded<const MIN: i64, const MAX: i64>(i64);
+
+impl<const MIN: i64, const MAX: i64> Bounded<MIN, MAX> {
+    /// Checks `raw`.
+    pub fn new(raw: i64) -> Result<Self, String> {
+        if (MIN..=MAX).contains(&raw) {
+            Ok(Self(raw))
+        } else {
+            Err(format!("must be {MIN}-{MAX}, not {raw}"))
+        }
+    }
+
+    /// The value.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The value of an optional parameter, or `default`.
+    pub fn or(value: Option<Self>, default: i64) -> i64 {
+        value.map_or(default, Self::get)
+    }
+}
+
+impl<'de, const MIN: i64, const MAX: i64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(i64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<const MIN: i64, const MAX: i64> JsonSchema for Bounded<MIN, MAX> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Bounded{MIN}To{MAX}").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "minimum": MIN,
+            "maximum": MAX,
+        })
+    }
+}
+
+/// Years 1970-9999 and weeks 01-53, as a pattern.
+const ISO_WEEK_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-W(0[1-9]|[1-4][0-9]|5[0-3])$";
+
+/// An ISO 8601 week, `2026-W48`, in the years 1970-9999. The document's pattern
+/// says the shape; a week 53 of a year that has 52 is a 422 (`no_such_week`), as a
+/// rule no pattern can state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct IsoWeek(String);
+
+impl IsoWeek {
+    /// Checks `raw`: the shape (a 400 when wrong, with `field` named), then that
+    /// the year has the week (a 422).
+    pub fn parse(field: &str, raw: String) -> Result<Self, ApiError> {
+        let shape = raw.len() == 8
+            && raw.as_bytes()[4..6] == *b"-W"
+            && raw[..4].bytes().all(|b| b.is_ascii_digit())
+            && raw[6..].bytes().all(|b| b.is_ascii_digit());
+        let parts = shape
+            .then(|| Some((raw[..4].parse::<i32>().ok()?, raw[6..].parse::<u32>().ok()?)))
+            .flatten()
+            .filter(|(year, week)| YEARS.contains(year) && (1..=53).contains(week));
+        let Some((year, week)) = parts else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                format!(
+                    "{field} must be an ISO week such as 2026-W48, in the years {}-{}, not {raw:?}",
+                    YEARS.start(),
+                    YEARS.end()
+                ),
+            )
+            .with_details(serde_json::json!({ "field": field })));
+        };
+        if chrono::NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon).is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_such_week",
+                format!("{year} has no ISO week {week}"),
+            )
+            .with_details(serde_json::json!({ "field": field })));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The week, `2026-W48`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The week, `2026-W48`.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl JsonSchema for IsoWeek {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "IsoWeek".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": ISO_WEEK_PATTERN,
+            "description": "ISO 8601 week, e.g. 2026-W48",
+        })
+    }
+}
+
 /// The year range as a pattern over RFC 3339's year digits.
 const YEAR_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-";
 

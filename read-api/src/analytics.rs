@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use eventfold_event_log::EventStore;
-use eventfold_http::{ApiError, Caller, Name};
+use eventfold_http::{ApiError, Bounded, Caller, Name};
 use eventfold_projections::models::analytics::{
     self, FunnelRow, PurchaseMonth, RankBy, RoutePoint, WeekActivity, WeekPlace, WorkoutFact,
 };
@@ -43,8 +43,7 @@ fn unavailable(error: eventfold_projections::Error) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub(crate) struct WeeksQuery {
     /// Weeks at most, newest first (1-520, default 12).
-    #[schemars(range(min = 1, max = 520))]
-    weeks: Option<u32>,
+    weeks: Option<Bounded<1, 520>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
@@ -55,8 +54,7 @@ pub(crate) struct WeeksQuery {
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitQuery {
     /// Rows at most (1-1000, default 100).
-    #[schemars(range(min = 1, max = 1000))]
-    limit: Option<u32>,
+    limit: Option<Bounded<1, 1000>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
@@ -69,20 +67,11 @@ pub(crate) struct WeekBoardQuery {
     /// Rank by total `distance` (default) or `duration`.
     by: Option<RankBy>,
     /// Places at most (1-100, default 10).
-    #[schemars(range(min = 1, max = 100))]
-    limit: Option<u32>,
+    limit: Option<Bounded<1, 100>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
 }
-
-/// An ISO week, `2026-W48`.
-#[derive(Debug, JsonSchema)]
-pub(crate) struct IsoWeek(
-    #[schemars(regex(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
-    #[allow(dead_code)]
-    String,
-);
 
 /// A user's rows.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -126,9 +115,13 @@ pub(crate) async fn weekly<L: EventStore>(
     authorize(&principal, &user_id)?;
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
-    let items = analytics::weekly_activity(target, &user_id, q.weeks.unwrap_or(12).clamp(1, 520))
-        .await
-        .map_err(unavailable)?;
+    let items = analytics::weekly_activity(
+        target,
+        &user_id,
+        u32::try_from(Bounded::or(q.weeks, 12)).unwrap_or(12),
+    )
+    .await
+    .map_err(unavailable)?;
     Ok(Json(UserRows { user_id, items }))
 }
 
@@ -143,9 +136,13 @@ pub(crate) async fn workouts<L: EventStore>(
     authorize(&principal, &user_id)?;
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
-    let items = analytics::workout_facts(target, &user_id, q.limit.unwrap_or(100).clamp(1, 1000))
-        .await
-        .map_err(unavailable)?;
+    let items = analytics::workout_facts(
+        target,
+        &user_id,
+        u32::try_from(Bounded::or(q.limit, 100)).unwrap_or(100),
+    )
+    .await
+    .map_err(unavailable)?;
     Ok(Json(UserRows { user_id, items }))
 }
 
@@ -206,19 +203,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
     headers: HeaderMap,
 ) -> Answer<WeekBoard> {
     let sport = Name::from_path("sport", sport)?.into_inner();
-    let bytes = week.as_bytes();
-    let valid = week.len() == 8
-        && bytes[4] == b'-'
-        && bytes[5] == b'W'
-        && week[..4].bytes().all(|b| b.is_ascii_digit())
-        && week[6..].bytes().all(|b| b.is_ascii_digit());
-    if !valid {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "week must look like 2026-W48",
-        ));
-    }
+    let week = eventfold_http::IsoWeek::parse("week", week)?.into_inner();
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
     let by = q.by.unwrap_or(RankBy::Distance);
@@ -227,7 +212,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
         &sport,
         &week,
         by,
-        q.limit.unwrap_or(10).clamp(1, 100),
+        u32::try_from(Bounded::or(q.limit, 10)).unwrap_or(10),
     )
     .await
     .map_err(unavailable)?;

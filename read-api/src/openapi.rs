@@ -124,7 +124,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "/api/v1/analytics/leaderboards/{sport}/weeks/{week}",
         "Any past week's leaderboard of a sport, by distance or duration (ClickHouse)",
     )
-    .params(&[("sport", schema::<Name>), ("week", schema::<analytics::IsoWeek>)])
+    .params(&[("sport", schema::<Name>), ("week", schema::<eventfold_http::IsoWeek>)])
     .query(inline::<analytics::WeekBoardQuery>)
     .answers(200, schema::<analytics::WeekBoard>),
     RouteDoc::query_route(

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{Duration, Utc};
 use eventfold_event_log::EventStore;
-use eventfold_http::Name;
 use eventfold_http::{ApiError, Caller, Principal};
+use eventfold_http::{Bounded, Name};
 use eventfold_projections::models::{leaderboard, orders, purchases, reminders, voice, workouts};
 use eventfold_projections::{measure_lag, ProjectionState};
 use schemars::JsonSchema;
@@ -153,11 +153,9 @@ fn not_found(error: &'static str, what: &str) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
     /// Page size, 1-500 (default 50).
-    #[schemars(range(min = 1, max = 500))]
-    limit: Option<i64>,
+    limit: Option<Bounded<1, 500>>,
     /// Items to skip (default 0).
-    #[schemars(range(min = 0, max = MAX_OFFSET))]
-    offset: Option<i64>,
+    offset: Option<Bounded<0, MAX_OFFSET>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
@@ -168,17 +166,11 @@ struct Page {
     offset: i64,
 }
 
-fn page(limit: Option<i64>, offset: Option<i64>) -> Result<Page, ApiError> {
-    let limit = limit.unwrap_or(50);
-    let offset = offset.unwrap_or(0);
-    if !(1..=500).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("limit must be 1-500 and offset 0-{MAX_OFFSET}"),
-        ));
+fn page(limit: Option<Bounded<1, 500>>, offset: Option<Bounded<0, MAX_OFFSET>>) -> Page {
+    Page {
+        limit: Bounded::or(limit, 50),
+        offset: Bounded::or(offset, 0),
     }
-    Ok(Page { limit, offset })
 }
 
 fn paged<T: Serialize>(items: Vec<T>, page: &Page) -> Json<Paged<T>> {
@@ -227,8 +219,7 @@ pub(crate) async fn consistent<L: EventStore>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DueQuery {
     /// Offers at most (1-20, default 3).
-    #[schemars(range(min = 1, max = 20))]
-    limit: Option<usize>,
+    limit: Option<Bounded<1, 20>>,
     /// As of when (default: now).
     at: Option<eventfold_http::Timestamp>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
@@ -246,7 +237,7 @@ pub(crate) async fn due<L: EventStore>(
 ) -> Answer<DueAnswer> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let limit = q.limit.unwrap_or(3).clamp(1, 20);
+    let limit = usize::try_from(Bounded::or(q.limit, 3)).unwrap_or(3);
     let redis_healthy = api.redis.is_some()
         && api
             .board
@@ -288,7 +279,7 @@ pub(crate) async fn reminders<L: EventStore>(
 ) -> Answer<Paged<reminders::ReminderView>> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let p = page(q.limit, q.offset)?;
+    let p = page(q.limit, q.offset);
     consistent(&api, &["reminders.v1"], q.after.as_deref(), &headers).await?;
     let items = reminders::for_user(&api.db, &user_id, p.limit, p.offset)
         .await
@@ -305,7 +296,7 @@ pub(crate) async fn user_orders<L: EventStore>(
 ) -> Answer<Paged<orders::OrderView>> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let p = page(q.limit, q.offset)?;
+    let p = page(q.limit, q.offset);
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
     let items = orders::for_user(&api.db, &user_id, p.limit, p.offset)
         .await
@@ -370,7 +361,7 @@ pub(crate) async fn purchases<L: EventStore>(
 ) -> Answer<Paged<purchases::PurchaseView>> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let p = page(q.limit, q.offset)?;
+    let p = page(q.limit, q.offset);
     consistent(&api, &["purchases.v1"], q.after.as_deref(), &headers).await?;
     let items = purchases::for_user(&api.db, &user_id, p.limit, p.offset)
         .await
@@ -387,11 +378,9 @@ pub(crate) struct WorkoutsQuery {
     /// Started before (default: a day from now). An empty window lists nothing.
     to: Option<eventfold_http::Timestamp>,
     /// Page size, 1-500 (default 50).
-    #[schemars(range(min = 1, max = 500))]
-    limit: Option<i64>,
+    limit: Option<Bounded<1, 500>>,
     /// Items to skip (default 0).
-    #[schemars(range(min = 0, max = MAX_OFFSET))]
-    offset: Option<i64>,
+    offset: Option<Bounded<0, MAX_OFFSET>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
@@ -406,7 +395,7 @@ pub(crate) async fn workouts<L: EventStore>(
 ) -> Answer<Paged<workouts::WorkoutView>> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let p = page(q.limit, q.offset)?;
+    let p = page(q.limit, q.offset);
     let to = q.to.map_or_else(|| Utc::now() + Duration::days(1), |t| t.0);
     // Inside the accepted years, 30 days back cannot leave the calendar.
     let from = q.from.map_or(to - Duration::days(30), |t| t.0);
@@ -477,11 +466,10 @@ pub(crate) async fn stats<L: EventStore>(
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeaderboardQuery {
     /// ISO week, e.g. `2026-W48` (default: this week).
-    #[schemars(regex(pattern = r"^[0-9]{4}-W[0-9]{2}$"))]
+    #[schemars(with = "Option<eventfold_http::IsoWeek>")]
     week: Option<String>,
     /// Places at most (1-100, default 10).
-    #[schemars(range(min = 1, max = 100))]
-    limit: Option<isize>,
+    limit: Option<Bounded<1, 100>>,
     /// A command's consistency token: wait (bounded) until the read model has applied it.
     #[schemars(with = "Option<i64>", range(min = 0))]
     after: Option<String>,
@@ -495,6 +483,11 @@ pub(crate) async fn leaderboard<L: EventStore>(
     headers: HeaderMap,
 ) -> Answer<LeaderboardAnswer> {
     let sport = Name::from_path("sport", sport)?.into_inner();
+    // Bad input is a 4xx whether or not Redis is configured.
+    let week = match q.week {
+        Some(raw) => eventfold_http::IsoWeek::parse("week", raw)?.into_inner(),
+        None => eventfold_projections::models::iso_week(Utc::now()),
+    };
     let Some(redis) = &api.redis else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -502,24 +495,13 @@ pub(crate) async fn leaderboard<L: EventStore>(
             "leaderboards need Redis, which is not configured (REDIS_URL)",
         ));
     };
-    let week = q
-        .week
-        .unwrap_or_else(|| eventfold_projections::models::iso_week(Utc::now()));
-    let valid_week = week.len() == 8 && week.as_bytes()[4] == b'-' && week.as_bytes()[5] == b'W';
-    if !valid_week {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "week must look like 2026-W48",
-        ));
-    }
     consistent(&api, &["leaderboards.v1"], q.after.as_deref(), &headers).await?;
     let top = leaderboard::top(
         &redis.client,
         &redis.keys,
         &sport,
         &week,
-        q.limit.unwrap_or(10).clamp(1, 100),
+        isize::try_from(Bounded::or(q.limit, 10)).unwrap_or(10),
     )
     .await
     .map_err(store_error)?;
