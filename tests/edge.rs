@@ -137,6 +137,35 @@ async fn numbers_and_weeks_outside_their_documented_ranges_are_refused_not_clamp
     assert!(server.terminate().success());
 }
 
+/// An order or workout id that is not a UUID is malformed input (400 naming the
+/// field), not a search that finds nothing; a UUID in capitals is the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_are_not_uuids_are_400_on_every_query_route() {
+    let mut server = Server::start(None);
+    let client = Client::new();
+    for (path, field) in [
+        ("/api/v1/orders/not-a-uuid", "order_id"),
+        ("/api/v1/workouts/not-a-uuid", "workout_id"),
+        ("/api/v1/workouts/1234/route", "workout_id"),
+        ("/api/v1/analytics/workouts/x/route", "workout_id"),
+    ] {
+        let (s, body) = get(&client, &server, path, "service").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"], "invalid_path", "{path}: {body}");
+        assert_eq!(body["details"]["field"], field, "{path}: {body}");
+    }
+    let upper = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let (s, body) = get(
+        &client,
+        &server,
+        &format!("/api/v1/workouts/{upper}"),
+        "service",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert!(server.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
     let mut server = Server::start_with(

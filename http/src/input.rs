@@ -24,6 +24,12 @@ fn invalid_path(field: &str, why: &str) -> ApiError {
     .with_details(serde_json::json!({ "field": field }))
 }
 
+/// A UUID from the path segment `field` (any case; answered and stored in lower case):
+/// anything else is 400 `invalid_path`, not a search that finds nothing.
+pub fn uuid_path(field: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| invalid_path(field, &format!("{raw:?} is not a UUID")))
+}
+
 /// A string of 1 to `MAX` characters (Unicode scalar values, as JSON Schema's
 /// `maxLength` counts them), not blank, with no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -20,7 +20,9 @@ pub use edge::{
     Timestamp, YEARS,
 };
 pub use error::{ApiError, ErrorBody};
-pub use input::{Amount, Bounded, Currency, Id, IsoWeek, Name, Text, Title, MAX_SAFE_INTEGER};
+pub use input::{
+    uuid_path, Amount, Bounded, Currency, Id, IsoWeek, Name, Text, Title, MAX_SAFE_INTEGER,
+};
 pub use limits::{limit, ClassLimits, Cors, EdgeLimits, Limiter, RouteClass};
 pub use principal::{Principal, Role};
 

@@ -170,15 +170,7 @@ pub(crate) async fn route<L: EventStore>(
     Params(q): Params<crate::routes::AfterQuery>,
     headers: HeaderMap,
 ) -> Answer<RoutePoints> {
-    let workout_id = uuid::Uuid::parse_str(&workout_id)
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                format!("workout_id: {e}"),
-            )
-        })?
-        .to_string();
+    let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
     let target = clickhouse(&api)?;
     consistent(&api, &["route_points.v1"], q.after(), &headers).await?;
     let (owner, points) = analytics::route(target, &workout_id)

@@ -327,6 +327,7 @@ pub(crate) async fn order<L: EventStore>(
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
 ) -> Answer<orders::OrderView> {
+    let order_id = eventfold_http::uuid_path("order_id", &order_id)?.to_string();
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
     let order = orders::get(&api.db, &order_id)
         .await
@@ -417,6 +418,7 @@ pub(crate) async fn workout<L: EventStore>(
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
 ) -> Answer<workouts::WorkoutView> {
+    let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let w = workouts::get(&api.db, &workout_id)
         .await
@@ -433,6 +435,7 @@ pub(crate) async fn route<L: EventStore>(
     Params(q): Params<AfterQuery>,
     headers: HeaderMap,
 ) -> Answer<RouteAnswer> {
+    let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let w = workouts::get(&api.db, &workout_id)
         .await

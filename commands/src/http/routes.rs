@@ -67,13 +67,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        Uuid::parse_str(&raw).map(Id).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                format!("{raw:?} is not a UUID"),
-            )
-        })
+        eventfold_http::uuid_path("id", &raw).map(Id)
     }
 }
 
