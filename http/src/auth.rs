@@ -260,3 +260,77 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `fields` as a JSON object, in the given order or reversed with whitespace.
+    fn spelled(fields: &std::collections::BTreeMap<String, i64>, reversed: bool) -> String {
+        let mut items: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.clone())))
+            .collect();
+        if reversed {
+            items.reverse();
+            format!("{{ {} }}\n", items.join(" ,\n  "))
+        } else {
+            format!("{{{}}}", items.join(","))
+        }
+    }
+
+    proptest! {
+        /// A retry that re-serialises its body (key order, whitespace) is the same request.
+        #[test]
+        fn the_digest_reads_a_body_by_its_content_not_its_spelling(
+            fields in proptest::collection::btree_map("[a-z_]{1,8}", any::<i64>(), 0..8),
+        ) {
+            let a = request_digest("POST", "/api/v1/x", spelled(&fields, false).as_bytes());
+            let b = request_digest("POST", "/api/v1/x", spelled(&fields, true).as_bytes());
+            prop_assert_eq!(a, b);
+        }
+
+        /// Another value, path or method is another request.
+        #[test]
+        fn another_value_path_or_method_is_another_digest(
+            fields in proptest::collection::btree_map("[a-z_]{1,8}", any::<i64>(), 1..8),
+            bump in 1i64..1000,
+        ) {
+            let body = spelled(&fields, false);
+            let base = request_digest("POST", "/api/v1/x", body.as_bytes());
+            let mut changed = fields.clone();
+            if let Some(v) = changed.values_mut().next() {
+                *v = v.wrapping_add(bump);
+            }
+            let other = spelled(&changed, false);
+            prop_assert_ne!(&base, &request_digest("POST", "/api/v1/x", other.as_bytes()));
+            prop_assert_ne!(&base, &request_digest("POST", "/api/v1/y", body.as_bytes()));
+            prop_assert_ne!(&base, &request_digest("PUT", "/api/v1/x", body.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn whole_floats_and_an_empty_body_read_as_they_are_parsed() {
+        let d = |body: &str| request_digest("POST", "/p", body.as_bytes());
+        assert_eq!(d(r#"{"n":5}"#), d(r#"{"n":5.0}"#));
+        assert_ne!(d(r#"{"n":5}"#), d(r#"{"n":5.5}"#));
+        assert_eq!(d(""), d("{}"));
+        assert_eq!(d("  \n"), d("{ }"));
+    }
+
+    #[test]
+    fn keys_are_visible_ascii_of_bounded_length() {
+        assert!(idempotency_key(b"order-42:retry_1").is_ok());
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"tab\tkey",
+            "caf\u{e9}".as_bytes(),
+            &[b'k'; 201][..],
+        ] {
+            assert!(idempotency_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}
