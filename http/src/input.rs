@@ -239,9 +239,10 @@ impl<const MIN: i64, const MAX: i64> Bounded<MIN, MAX> {
         self.0
     }
 
-    /// The value of an optional parameter, or `default`.
-    pub fn or(value: Option<Self>, default: i64) -> i64 {
-        value.map_or(default, Self::get)
+    /// The value of an optional parameter, or `default`, in the caller's integer type
+    /// (`MIN..=MAX` fits it; a value that did not would read as `default`).
+    pub fn or<T: TryFrom<i64>>(value: Option<Self>, default: T) -> T {
+        value.and_then(|v| T::try_from(v.0).ok()).unwrap_or(default)
     }
 }
 
@@ -312,11 +313,6 @@ impl IsoWeek {
             .with_details(serde_json::json!({ "field": field })));
         }
         Ok(Self(raw))
-    }
-
-    /// The week, `2026-W48`.
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 
     /// The week, `2026-W48`.

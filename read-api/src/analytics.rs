@@ -115,13 +115,9 @@ pub(crate) async fn weekly<L: EventStore>(
     authorize(&principal, &user_id)?;
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
-    let items = analytics::weekly_activity(
-        target,
-        &user_id,
-        u32::try_from(Bounded::or(q.weeks, 12)).unwrap_or(12),
-    )
-    .await
-    .map_err(unavailable)?;
+    let items = analytics::weekly_activity(target, &user_id, Bounded::or(q.weeks, 12u32))
+        .await
+        .map_err(unavailable)?;
     Ok(Json(UserRows { user_id, items }))
 }
 
@@ -136,13 +132,9 @@ pub(crate) async fn workouts<L: EventStore>(
     authorize(&principal, &user_id)?;
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
-    let items = analytics::workout_facts(
-        target,
-        &user_id,
-        u32::try_from(Bounded::or(q.limit, 100)).unwrap_or(100),
-    )
-    .await
-    .map_err(unavailable)?;
+    let items = analytics::workout_facts(target, &user_id, Bounded::or(q.limit, 100u32))
+        .await
+        .map_err(unavailable)?;
     Ok(Json(UserRows { user_id, items }))
 }
 
@@ -199,15 +191,9 @@ pub(crate) async fn leaderboard<L: EventStore>(
     let target = clickhouse(&api)?;
     consistent(&api, &["workout_facts.v1"], q.after.as_deref(), &headers).await?;
     let by = q.by.unwrap_or(RankBy::Distance);
-    let top = analytics::leaderboard_week(
-        target,
-        &sport,
-        &week,
-        by,
-        u32::try_from(Bounded::or(q.limit, 10)).unwrap_or(10),
-    )
-    .await
-    .map_err(unavailable)?;
+    let top = analytics::leaderboard_week(target, &sport, &week, by, Bounded::or(q.limit, 10u32))
+        .await
+        .map_err(unavailable)?;
     Ok(Json(WeekBoard {
         sport,
         week,

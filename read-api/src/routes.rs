@@ -237,7 +237,7 @@ pub(crate) async fn due<L: EventStore>(
 ) -> Answer<DueAnswer> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    let limit = usize::try_from(Bounded::or(q.limit, 3)).unwrap_or(3);
+    let limit = Bounded::or(q.limit, 3usize);
     let redis_healthy = api.redis.is_some()
         && api
             .board
@@ -504,7 +504,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
         &redis.keys,
         &sport,
         &week,
-        isize::try_from(Bounded::or(q.limit, 10)).unwrap_or(10),
+        Bounded::or(q.limit, 10isize),
     )
     .await
     .map_err(store_error)?;
