@@ -11,7 +11,7 @@ use eventfold_event_schemas::Position;
 use eventfold_projections::{
     Model, ProjectionSet, ReadDb, ReadStore, RedisTarget, RunnerOptions, StatusBoard, StoreKind,
 };
-use eventfold_replay::{rebuild_model, Progress, SwapReport, Target};
+use eventfold_replay::{rebuild_model, Label, Progress, SwapReport, Target};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -33,9 +33,11 @@ pub(crate) struct ReplayArgs {
     /// Build the model as of this time (RFC 3339) into a separate named target.
     #[arg(long)]
     until: Option<DateTime<Utc>>,
-    /// Name of the as-of target: tables `asof_{NAME}_rm_…`, Redis keys `{prefix}asof:{NAME}:…`.
-    #[arg(long = "as", default_value = "audit")]
-    label: String,
+    /// Name of the as-of target (with --to, --until or --from): tables
+    /// `asof_{NAME}_rm_…`, Redis keys `{prefix}asof:{NAME}:…`. 1 to 24 ASCII letters,
+    /// digits or `_`, beginning with a letter; read in lowercase. Default: audit.
+    #[arg(long = "as")]
+    label: Option<Label>,
     /// Show what would be replayed: events per type, and the log's read speed.
     #[arg(long)]
     dry_run: bool,
@@ -221,6 +223,11 @@ pub(crate) async fn run(
         (None, None) if args.from.is_some() => Some(store.head().await?),
         (None, None) => None,
     };
+    if to.is_none() && args.label.is_some() {
+        anyhow::bail!(
+            "--as names an as-of build: give it --to, --until or --from (a rebuild without them replaces the live model)"
+        );
+    }
     let from = match (args.from, to) {
         (None, _) => Position::START,
         (Some(_), None) => anyhow::bail!("--from needs a window end"),
@@ -245,7 +252,7 @@ pub(crate) async fn run(
         let name = model.name();
         let target = match to {
             Some(to) => Target::AsOf {
-                label: args.label.clone(),
+                label: args.label.clone().unwrap_or_default(),
                 from,
                 to,
             },

@@ -92,7 +92,8 @@ fn appended_events_can_be_read_and_tailed() {
 #[test]
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
-    let cases: [(&[&str], &str); 6] = [
+    let long_label = "a".repeat(25);
+    let cases: [(&[&str], &str); 10] = [
         (
             &[
                 "streams",
@@ -148,6 +149,25 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         (
             &["streams", "tail", "--category", "Bad-One", "--limit", "1"],
             "not a valid stream category",
+        ),
+        // An as-of label becomes part of table names and Redis keys: refused, not
+        // rewritten (`a-b` used to become `ab`, and a long one was cut to 63 bytes).
+        (
+            &["replay", "workouts.v1", "--to", "0", "--as", "a-b"],
+            "as-of label \"a-b\" must be 1 to 24 ASCII letters",
+        ),
+        (
+            &["replay", "workouts.v1", "--to", "0", "--as", &long_label],
+            "as-of label",
+        ),
+        (
+            &["replay", "workouts.v1", "--to", "0", "--as", ""],
+            "as-of label",
+        ),
+        // Without a window the rebuild would replace the live model: `--as` is a mistake.
+        (
+            &["replay", "workouts.v1", "--as", "audit"],
+            "--as names an as-of build",
         ),
     ];
     for (args, message) in cases {

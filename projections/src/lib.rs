@@ -43,7 +43,7 @@ pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
 pub use store::{
     ch_prefix, snapshot, table_checksum, CatchUp, ChTables, ClickHouseProjection, ClickHouseSink,
-    ClickHouseStore, ClickHouseTarget, Namespace, ReadStore, RedisStore, RedisTarget,
-    RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW,
-    SHADOW_NAMESPACE,
+    ClickHouseStore, ClickHouseTarget, Label, LabelError, Namespace, ReadStore, RedisStore,
+    RedisTarget, RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum, OLD_NAMESPACE,
+    SHADOW, SHADOW_NAMESPACE,
 };

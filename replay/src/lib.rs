@@ -25,7 +25,8 @@ use eventfold_projections::{
 };
 
 pub use eventfold_projections::{
-    snapshot, table_checksum, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW, SHADOW_NAMESPACE,
+    snapshot, table_checksum, Label, LabelError, SwapReport, TableChecksum, OLD_NAMESPACE, SHADOW,
+    SHADOW_NAMESPACE,
 };
 
 /// Result of replay work.
@@ -60,7 +61,7 @@ pub enum Target {
     /// A separate, named model as of a position; never swapped.
     AsOf {
         /// Name part of the tables (`asof_{label}_rm_…`).
-        label: String,
+        label: Label,
         /// Events after this position only (`Position::START`: from the beginning) —
         /// a window of the log, e.g. what one day's events did.
         from: Position,
@@ -273,11 +274,43 @@ mod tests {
         assert_eq!(namespace_of(&Target::Swap { keep_old: false }), "shadow:");
         assert_eq!(prefix_of(&Target::Swap { keep_old: false }), "shadow_");
         let asof = Target::AsOf {
-            label: "Audit 1*".into(),
+            label: "Audit_1".parse().unwrap(),
             from: Position::START,
             to: Position(3),
         };
-        assert_eq!(namespace_of(&asof), "asof:audit1:");
-        assert_eq!(prefix_of(&asof), "asof_audit1_");
+        assert_eq!(namespace_of(&asof), "asof:audit_1:");
+        assert_eq!(prefix_of(&asof), "asof_audit_1_");
+    }
+
+    /// A label is part of table names and keys: what cannot be one is refused, never
+    /// rewritten (before, `a-b` and `ab` shared tables, and a long label was cut to
+    /// PostgreSQL's 63 bytes so that a model's tables shared one name).
+    #[test]
+    fn labels_that_cannot_name_tables_are_refused() {
+        let longest = "a".repeat(Label::MAX);
+        assert_eq!(longest.parse::<Label>().map(|l| l.to_string()), Ok(longest));
+        for bad in [
+            "",
+            "a-b",
+            "Audit 1*",
+            "x\"; drop table eventfold_events; --",
+            "1st",
+            "_x",
+            "Ünï",
+            "a\u{0}b",
+            &"a".repeat(Label::MAX + 1),
+        ] {
+            let error = bad.parse::<Label>().unwrap_err().to_string();
+            assert!(error.contains("as-of label"), "{bad:?}: {error}");
+        }
+        // With the longest label, a 30-byte table or index name (ours are at most 21,
+        // `rm_reminders_user_due`) still fits PostgreSQL's 63-byte identifiers.
+        let label: Label = "a".repeat(Label::MAX).parse().unwrap();
+        let prefix = prefix_of(&Target::AsOf {
+            label,
+            from: Position::START,
+            to: Position(1),
+        });
+        assert!(prefix.len() + 30 <= 63, "{prefix}");
     }
 }

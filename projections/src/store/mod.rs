@@ -45,9 +45,64 @@ pub enum Namespace {
     /// A rebuild that will replace the live model.
     Shadow,
     /// A separate model of part of the log, under a label.
-    AsOf(String),
+    AsOf(Label),
     /// The replaced model, kept by `--keep-old`.
     Old,
+}
+
+/// The name of an as-of build (`replay --as`): 1 to [`Label::MAX`] ASCII letters, digits
+/// or `_`, beginning with a letter; letters are read in lowercase. It becomes part of
+/// table names (`asof_{label}_rm_…`, within PostgreSQL's 63-byte identifiers) and of
+/// Redis keys (`{prefix}asof:{label}:…`), so anything else is refused rather than
+/// rewritten: two labels that differ never share a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(String);
+
+/// A label that cannot name an as-of build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "as-of label {0:?} must be 1 to {max} ASCII letters, digits or `_`, beginning with a letter",
+    max = Label::MAX
+)]
+pub struct LabelError(String);
+
+impl Label {
+    /// The longest label: `asof_{label}_` and the longest table or index name stay
+    /// within PostgreSQL's 63 bytes.
+    pub const MAX: usize = 24;
+
+    /// The label, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Label {
+    type Err = LabelError;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        let valid = (1..=Self::MAX).contains(&text.len())
+            && text.starts_with(|c: char| c.is_ascii_alphabetic())
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Ok(Self(text.to_ascii_lowercase()))
+        } else {
+            Err(LabelError(text.to_owned()))
+        }
+    }
+}
+
+/// `audit`, the label of `replay --to`/`--until`/`--from` without `--as`.
+impl Default for Label {
+    fn default() -> Self {
+        Self("audit".to_owned())
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// What a swap did.

@@ -37,13 +37,7 @@ impl RedisStore {
             Namespace::Live => String::new(),
             Namespace::Shadow => SHADOW_NAMESPACE.to_owned(),
             Namespace::Old => OLD_NAMESPACE.to_owned(),
-            Namespace::AsOf(label) => {
-                let clean: String = label
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                    .collect();
-                format!("asof:{}:", clean.to_ascii_lowercase())
-            }
+            Namespace::AsOf(label) => format!("asof:{label}:"),
         }
     }
 

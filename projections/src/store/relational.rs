@@ -45,13 +45,7 @@ impl RelationalStore {
             Namespace::Live => String::new(),
             Namespace::Shadow => SHADOW.to_owned(),
             Namespace::Old => "old_".to_owned(),
-            Namespace::AsOf(label) => {
-                let clean: String = label
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                format!("asof_{}_", clean.to_ascii_lowercase())
-            }
+            Namespace::AsOf(label) => format!("asof_{label}_"),
         }
     }
 
