@@ -371,3 +371,125 @@ async fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
         .expect("send");
     assert_eq!(allowed(&response).as_deref(), Some("https://app.example"));
 }
+
+/// A header the API reads is taken only when sent once, and an id header only when it
+/// is an id: two `X-Api-Key`s, an API key beside a bearer token, two idempotency keys
+/// or consistency tokens are 400 — never "the first one wins", which let a second
+/// credential be ignored — and a malformed correlation id is 400, not replaced. The
+/// refused command appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_or_ambiguous_headers_are_refused_not_read_as_their_first_value() {
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let mut server = Server::start(Some(db.url()));
+    let client = Client::new();
+    let purchase = json!({
+        "user_id": "alice", "sku": "caps", "title": "Caps", "category": "coffee",
+        "quantity": 1, "unit_price": 100
+    });
+    let bob = token("bob");
+    let send = |extra: &[(&str, &str)]| {
+        let mut request = client.post(server.url("/api/v1/purchases")).json(&purchase);
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    // (headers sent, error, what the message names)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 6] = [
+        (
+            &[("x-api-key", SERVICE_KEY), ("x-api-key", "another")],
+            "invalid_header",
+            "x-api-key",
+        ),
+        (
+            &[
+                ("x-api-key", SERVICE_KEY),
+                ("authorization", &format!("Bearer {bob}")),
+            ],
+            "ambiguous_credentials",
+            "not both",
+        ),
+        (
+            &[
+                ("x-api-key", SERVICE_KEY),
+                ("idempotency-key", "k-1"),
+                ("idempotency-key", "k-2"),
+            ],
+            "invalid_header",
+            "idempotency-key",
+        ),
+        (
+            &[
+                ("x-api-key", SERVICE_KEY),
+                ("x-correlation-id", "not-a-uuid"),
+            ],
+            "invalid_header",
+            "x-correlation-id",
+        ),
+        (
+            &[("x-api-key", SERVICE_KEY), ("x-causation-id", "42")],
+            "invalid_header",
+            "x-causation-id",
+        ),
+        (
+            &[
+                ("x-api-key", SERVICE_KEY),
+                ("content-type", "application/json"),
+                ("content-type", "text/plain"),
+            ],
+            "invalid_header",
+            "content-type",
+        ),
+    ];
+    for (headers, error, names) in cases {
+        let response = send(headers).await.expect("send");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}: {body}");
+        assert_eq!(body["error"], error, "{headers:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains(names),
+            "{headers:?}: {body}"
+        );
+    }
+    // Nothing was appended by the refused commands; one well-formed request is.
+    let (s, body) = get(&client, &server, "/api/v1/users/alice/purchases", "service").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["items"],
+        json!([]),
+        "a refused command appended: {body}"
+    );
+    let response = send(&[
+        ("x-api-key", SERVICE_KEY),
+        ("x-correlation-id", &uuid::Uuid::new_v4().to_string()),
+    ])
+    .await
+    .expect("send");
+    assert!(response.status().is_success(), "{}", response.status());
+    // The same on the query side: a consistency token or key sent twice.
+    for headers in [
+        [("x-api-key", SERVICE_KEY), ("x-api-key", SERVICE_KEY)],
+        [("x-consistency-token", "1"), ("x-consistency-token", "2")],
+    ] {
+        let mut request = client
+            .get(server.url("/api/v1/users/alice/purchases"))
+            .header("x-api-key", SERVICE_KEY);
+        if headers[0].0 == "x-consistency-token" {
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+        } else {
+            request = request.header("x-api-key", SERVICE_KEY);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{headers:?}: {body}");
+        assert_eq!(body["error"], "invalid_header", "{headers:?}: {body}");
+    }
+    assert!(server.terminate().success());
+}

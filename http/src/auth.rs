@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::{Principal, Role};
+use crate::{single_header, uuid_header, Principal, Role};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 200;
@@ -140,7 +140,18 @@ impl AuthConfig {
         headers: &axum::http::HeaderMap,
     ) -> Result<Principal, ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        if let Some(key) = headers.get("x-api-key") {
+        // Each credential header once, and one kind of credential: never a first value
+        // or one kind chosen over the other (a proxy adding its own must not decide).
+        let api_key = single_header(headers, "x-api-key")?;
+        let authorization = single_header(headers, axum::http::header::AUTHORIZATION.as_str())?;
+        if api_key.is_some() && authorization.is_some() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ambiguous_credentials",
+                "send one credential: an X-Api-Key header or a bearer token, not both",
+            ));
+        }
+        if let Some(key) = api_key {
             let key = key.to_str().map_err(|_| unauthorized("invalid API key"))?;
             return self
                 .api_keys
@@ -148,7 +159,7 @@ impl AuthConfig {
                 .cloned()
                 .ok_or_else(|| unauthorized("invalid API key"));
         }
-        let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+        let Some(header) = authorization else {
             return Err(unauthorized(
                 "authentication required: a bearer token or an X-Api-Key header",
             ));
@@ -223,14 +234,7 @@ where
                 auth.authenticate_headers(&parts.headers)?
             }
         };
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let idempotency_key = match parts.headers.get("idempotency-key") {
+        let idempotency_key = match single_header(&parts.headers, "idempotency-key")? {
             None => None,
             // As the document says (`^[\x21-\x7E]+$`): a key the header cannot carry
             // as text is refused, never taken for no key at all.
@@ -247,10 +251,9 @@ where
             ),
             _ => None,
         };
-        let correlation_id = header("x-correlation-id")
-            .and_then(|v| Uuid::parse_str(&v).ok())
-            .unwrap_or_else(crate::fresh_uuid);
-        let causation_id = header("x-causation-id").and_then(|v| Uuid::parse_str(&v).ok());
+        let correlation_id =
+            uuid_header(&parts.headers, "x-correlation-id")?.unwrap_or_else(crate::fresh_uuid);
+        let causation_id = uuid_header(&parts.headers, "x-causation-id")?;
         Ok(Caller {
             principal,
             idempotency_key,

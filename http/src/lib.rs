@@ -9,6 +9,7 @@
 mod auth;
 mod edge;
 mod error;
+mod headers;
 mod input;
 mod limits;
 pub mod openapi;
@@ -20,6 +21,7 @@ pub use edge::{
     Timestamp, YEARS,
 };
 pub use error::{ApiError, ErrorBody};
+pub use headers::{single_header, text_header, uuid_header};
 pub use input::{
     uuid_path, Amount, Bounded, Currency, Id, IsoWeek, Name, Text, Title, MAX_SAFE_INTEGER,
 };

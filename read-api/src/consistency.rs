@@ -13,12 +13,8 @@ pub(crate) fn requested(
     after: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Option<Position>, ApiError> {
-    let raw = after.map(str::to_owned).or_else(|| {
-        headers
-            .get("x-consistency-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
+    let header = eventfold_http::text_header(headers, "x-consistency-token")?;
+    let raw = after.or(header);
     raw.map(|r| {
         r.parse::<Position>()
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", e.to_string()))

@@ -5,10 +5,9 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
-use uuid::Uuid;
 
 /// Installs the process-wide Prometheus recorder (once; later calls get `None`).
 pub fn install_metrics() -> Option<PrometheusHandle> {
@@ -23,14 +22,13 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Middleware: takes `x-correlation-id` (or makes one), runs the request in a span with
-/// it and a fresh trace id, records the latency per route, and echoes the id.
+/// it and a fresh trace id, records the latency per route, and echoes the id. A
+/// correlation id that is not one UUID is a 400, not silently replaced.
 pub async fn observe(mut request: Request, next: Next) -> Response {
-    let correlation_id = request
-        .headers()
-        .get("x-correlation-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or_else(eventfold_http::fresh_uuid);
+    let correlation_id = match eventfold_http::uuid_header(request.headers(), "x-correlation-id") {
+        Ok(given) => given.unwrap_or_else(eventfold_http::fresh_uuid),
+        Err(refused) => return refused.into_response(),
+    };
     let id_header = HeaderValue::from_str(&correlation_id.to_string()).ok();
     if let Some(value) = &id_header {
         // Handlers (and the events they append) see the same id.

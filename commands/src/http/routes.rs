@@ -31,11 +31,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let content_type = eventfold_http::text_header(
+            request.headers(),
+            axum::http::header::CONTENT_TYPE.as_str(),
+        )?
+        .map(str::to_owned);
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
