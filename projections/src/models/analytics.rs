@@ -512,9 +512,7 @@ pub async fn leaderboard_week(
 }
 
 /// A user's purchases in one month and category.
-#[derive(
-    Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PurchaseMonth {
     /// `2026-11`.
     pub month: String,
@@ -526,8 +524,38 @@ pub struct PurchaseMonth {
     pub purchases: u64,
     /// Units.
     pub quantity: u64,
-    /// Minor units spent.
-    pub spent: i64,
+    /// Minor units spent: exact, however many purchases (one line is at most 2^53 - 1,
+    /// so a month of them can pass what 64 bits hold).
+    pub spent: u128,
+}
+
+/// [`PurchaseMonth`] as ClickHouse sums it: `spent` in two exact halves, because
+/// `sum` of 64-bit integers wraps silently past 2^63 (1,025 lines of the largest
+/// amount), and ClickHouse 18.16 has no 128-bit integers.
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+struct PurchaseMonthSums {
+    month: String,
+    category: String,
+    currency: String,
+    purchases: u64,
+    quantity: u64,
+    /// The sum of each line's amount divided by 2^32: each term is below 2^21.
+    spent_high: u64,
+    /// The sum of each line's amount modulo 2^32: each term is below 2^32.
+    spent_low: u64,
+}
+
+impl From<PurchaseMonthSums> for PurchaseMonth {
+    fn from(sums: PurchaseMonthSums) -> Self {
+        Self {
+            month: sums.month,
+            category: sums.category,
+            currency: sums.currency,
+            purchases: sums.purchases,
+            quantity: sums.quantity,
+            spent: (u128::from(sums.spent_high) << 32) + u128::from(sums.spent_low),
+        }
+    }
 }
 
 /// A user's purchases per month and category, newest month first.
@@ -535,18 +563,21 @@ pub async fn purchases_by_month(
     target: &ClickHouseTarget,
     user_id: &str,
 ) -> Result<Vec<PurchaseMonth>> {
-    target
+    let sums: Vec<PurchaseMonthSums> = target
         .client()
         .query(
-            "SELECT month, category, currency, count() AS purchases, sum(q) AS quantity, sum(s) AS spent FROM ( \
-               SELECT month, category, currency, toUInt64(quantity) AS q, unit_price * quantity AS s \
+            "SELECT month, category, currency, count() AS purchases, sum(q) AS quantity, \
+               sum(intDiv(s, 4294967296)) AS spent_high, sum(s % 4294967296) AS spent_low FROM ( \
+               SELECT month, category, currency, toUInt64(quantity) AS q, \
+                 toUInt64(unit_price) * toUInt64(quantity) AS s \
                FROM ch_purchase_facts FINAL WHERE user_id = ? \
              ) GROUP BY month, category, currency ORDER BY month DESC, category, currency",
         )
         .bind(user_id)
         .fetch_all()
         .await
-        .map_err(crate::store::ch)
+        .map_err(crate::store::ch)?;
+    Ok(sums.into_iter().map(PurchaseMonth::from).collect())
 }
 
 /// One row of the re-order funnel.

@@ -84,7 +84,7 @@ async fn the_scenario_s_analytics_equal_hand_computed_values_and_a_batch_applied
 
     // u1 bought two capsules 60 and 30 days before 2026-11-23: September and October.
     let months = analytics::purchases_by_month(t, "u1").await?;
-    let shape: Vec<(&str, &str, u64, u64, i64)> = months
+    let shape: Vec<(&str, &str, u64, u64, u128)> = months
         .iter()
         .map(|m| {
             (
@@ -218,5 +218,58 @@ async fn retention_drops_only_the_route_point_months_past_it() -> anyhow::Result
             .await?
             .is_empty()
     );
+    Ok(())
+}
+
+/// A month of purchases past 2^63 minor units is summed exactly: ClickHouse's `sum` of
+/// 64-bit integers wraps silently, and 1,100 lines of the largest amount (2^53 - 1, the
+/// most one line may be) used to answer a negative `spent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_of_purchases_past_64_bits_is_summed_exactly() -> anyhow::Result<()> {
+    use eventfold_event_log::EventWriter;
+    use eventfold_event_schemas::catalogue::PurchaseRecorded;
+    use eventfold_event_schemas::{EventMetadata, ExpectedVersion, StreamId};
+
+    const LARGEST: i64 = (1 << 53) - 1;
+    const LINES: u32 = 1_100;
+    let db = PgTestDb::new().await?;
+    let ch = ChTestDb::new().await?;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-10T10:00:00Z")?.to_utc();
+    let new: Vec<_> = (0..LINES)
+        .map(|_| {
+            DomainEvent::from(PurchaseRecorded {
+                user_id: "rich".into(),
+                sku: "gold".into(),
+                title: "Gold".into(),
+                category: "jewellery".into(),
+                quantity: 1,
+                unit_price: LARGEST,
+                currency: "RUB".into(),
+                purchased_at: at,
+            })
+            .to_new_event(uuid::Uuid::new_v4(), EventMetadata::default())
+        })
+        .collect();
+    // In appends of at most 1,000 events (the log's limit).
+    let stream = StreamId::new("purchases-rich")?;
+    for part in new.chunks(550) {
+        db.store.append(&stream, ExpectedVersion::Any, part).await?;
+    }
+    let read = ReadDb::connect(&db.url()).await?;
+    let set = ProjectionSet::new(
+        db.store.clone(),
+        read,
+        None,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .with_clickhouse(Some(ch.target.clone()));
+    set.catch_up().await?;
+    let months = analytics::purchases_by_month(&ch.target, "rich").await?;
+    assert_eq!(months.len(), 1, "{months:?}");
+    assert_eq!(months[0].purchases, u64::from(LINES));
+    let exact = u128::from(LINES) * LARGEST as u128;
+    assert!(exact > i64::MAX as u128, "the case must pass 64 bits");
+    assert_eq!(months[0].spent, exact);
     Ok(())
 }
