@@ -61,7 +61,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static [u8])]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_bytes(value).unwrap());
+            map.append(*name, HeaderValue::from_bytes(value).expect("header value"));
         }
         map
     }
@@ -69,16 +69,19 @@ mod tests {
     #[test]
     fn a_header_sent_twice_is_refused_not_read_as_its_first_value() {
         let twice = headers(&[("x-api-key", b"k1"), ("x-api-key", b"k2")]);
-        let error = single_header(&twice, "x-api-key").unwrap_err();
+        let error = single_header(&twice, "x-api-key").expect_err("twice");
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         assert!(error.message.contains("more than once"), "{error:?}");
         let once = headers(&[("x-api-key", b"k1")]);
         assert_eq!(
-            text_header(&once, "x-api-key").unwrap(),
+            text_header(&once, "x-api-key").expect("once"),
             Some("k1"),
             "one value is read"
         );
-        assert_eq!(text_header(&HeaderMap::new(), "x-api-key").unwrap(), None);
+        assert_eq!(
+            text_header(&HeaderMap::new(), "x-api-key").expect("none"),
+            None
+        );
     }
 
     #[test]
@@ -86,12 +89,15 @@ mod tests {
         let id = Uuid::new_v4();
         let good = HeaderMap::from_iter([(
             axum::http::HeaderName::from_static("x-correlation-id"),
-            HeaderValue::from_str(&id.to_string().to_uppercase()).unwrap(),
+            HeaderValue::from_str(&id.to_string().to_uppercase()).expect("value"),
         )]);
-        assert_eq!(uuid_header(&good, "x-correlation-id").unwrap(), Some(id));
+        assert_eq!(
+            uuid_header(&good, "x-correlation-id").expect("good"),
+            Some(id)
+        );
         for bad in [&b"not-a-uuid"[..], b"", "é".as_bytes()] {
             let map = headers(&[("x-correlation-id", bad)]);
-            let error = uuid_header(&map, "x-correlation-id").unwrap_err();
+            let error = uuid_header(&map, "x-correlation-id").expect_err("bad");
             assert_eq!(error.error, "invalid_header", "{bad:?}");
         }
     }

@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(namespace_of(&Target::Swap { keep_old: false }), "shadow:");
         assert_eq!(prefix_of(&Target::Swap { keep_old: false }), "shadow_");
         let asof = Target::AsOf {
-            label: "Audit_1".parse().unwrap(),
+            label: "Audit_1".parse().expect("label"),
             from: Position::START,
             to: Position(3),
         };
@@ -300,12 +300,12 @@ mod tests {
             "a\u{0}b",
             &"a".repeat(Label::MAX + 1),
         ] {
-            let error = bad.parse::<Label>().unwrap_err().to_string();
+            let error = bad.parse::<Label>().expect_err("refused").to_string();
             assert!(error.contains("as-of label"), "{bad:?}: {error}");
         }
         // With the longest label, a 30-byte table or index name (ours are at most 21,
         // `rm_reminders_user_due`) still fits PostgreSQL's 63-byte identifiers.
-        let label: Label = "a".repeat(Label::MAX).parse().unwrap();
+        let label: Label = "a".repeat(Label::MAX).parse().expect("longest");
         let prefix = prefix_of(&Target::AsOf {
             label,
             from: Position::START,

@@ -159,7 +159,7 @@ async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -
         ("leaderboards.v1", LeaderboardProjection.key_families()),
     ] {
         let target = Target::AsOf {
-            label: "scratch".parse().unwrap(),
+            label: "scratch".parse().expect("label"),
             from: eventfold_event_schemas::Position::START,
             to: head,
         };
@@ -298,7 +298,7 @@ async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::R
     let from = eventfold_event_schemas::Position(head.0 / 3);
     let to = eventfold_event_schemas::Position(head.0 * 2 / 3);
     let window = || Target::AsOf {
-        label: "window".parse().unwrap(),
+        label: "window".parse().expect("label"),
         from,
         to,
     };
@@ -362,7 +362,7 @@ async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::R
     .await?;
     // The same label asked to start after where it stands is refused, not mixed.
     let beyond = Target::AsOf {
-        label: "window".parse().unwrap(),
+        label: "window".parse().expect("label"),
         from: eventfold_event_schemas::Position(to.0 + 1),
         to: head,
     };

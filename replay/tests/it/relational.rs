@@ -311,7 +311,7 @@ async fn an_as_of_build_stops_exactly_at_its_position_and_leaves_live_alone() ->
     let live_before = checksums(&read, &WorkoutsProjection).await?;
     let to = eventfold_event_schemas::Position(db.store.head().await?.0 / 2);
     let target = Target::AsOf {
-        label: "half".parse().unwrap(),
+        label: "half".parse().expect("label"),
         from: eventfold_event_schemas::Position::START,
         to,
     };
