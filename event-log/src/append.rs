@@ -85,6 +85,14 @@ pub(crate) fn prepare(limits: &Limits, events: &[NewEvent]) -> Result<Vec<Prepar
             }
             let data = serde_json::to_string(&event.data)?;
             let metadata = serde_json::to_string(&event.metadata)?;
+            for (part, json) in [("data", &data), ("metadata", &metadata)] {
+                if holds_nul(json) {
+                    return Err(Error::NulCharacter {
+                        event_id: event.event_id,
+                        part,
+                    });
+                }
+            }
             let size = data.len() + metadata.len();
             if size > limits.max_event_bytes {
                 return Err(Error::EventTooLarge {
@@ -102,6 +110,27 @@ pub(crate) fn prepare(limits: &Limits, events: &[NewEvent]) -> Result<Vec<Prepar
             })
         })
         .collect()
+}
+
+/// Whether serialised JSON holds a NUL character: serde_json writes it as the escape
+/// `\u0000` (never raw), and a backslash of the text itself as `\\`, so the escape is
+/// one when an even number of backslashes comes before it.
+fn holds_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut from = 0;
+    while let Some(offset) = json.get(from..).and_then(|rest| rest.find("\\u0000")) {
+        let at = from + offset;
+        let before = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if before % 2 == 0 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 fn json_kind(value: &serde_json::Value) -> &'static str {
@@ -293,5 +322,40 @@ mod tests {
             prepare(&limits, &[e.with_schema_version(0)]),
             Err(Error::InvalidSchemaVersion { .. })
         ));
+    }
+
+    /// A NUL in any string or key of the data is refused on every backend (PostgreSQL's
+    /// `jsonb` cannot store it: the CLI's `streams append` used to answer "database
+    /// error: unsupported Unicode escape sequence"); the text `\u0000` is not a NUL.
+    #[test]
+    fn a_nul_character_anywhere_in_the_payload_is_refused() {
+        let limits = Limits::default();
+        for data in [
+            json!({"a": "x\u{0}y"}),
+            json!({"a\u{0}": 1}),
+            json!({"a": [{"b": "\u{0}"}]}),
+            json!({"a": "\\\u{0}"}),
+        ] {
+            assert!(
+                matches!(
+                    prepare(&limits, &[NewEvent::new("T", data.clone())]),
+                    Err(Error::NulCharacter { part: "data", .. })
+                ),
+                "{data}"
+            );
+        }
+        for fine in [
+            json!({"a": "\\u0000"}),
+            json!({"a": "\\\\u0000"}),
+            json!({"a": "u0000"}),
+        ] {
+            assert!(
+                prepare(&limits, &[NewEvent::new("T", fine.clone())]).is_ok(),
+                "{fine}"
+            );
+        }
+        assert!(holds_nul(r#"{"a":"\u0000"}"#));
+        assert!(!holds_nul(r#"{"a":"\\u0000"}"#));
+        assert!(holds_nul(r#"{"a":"\\\u0000"}"#));
     }
 }

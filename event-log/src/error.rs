@@ -59,6 +59,15 @@ pub enum Error {
         /// The JSON kind found instead (`array`, `string`, …).
         found: &'static str,
     },
+    /// A string or key of the event's data or metadata holds a NUL character, which no
+    /// backend may store (PostgreSQL's `jsonb` cannot; one log stores what the others do).
+    #[error("event {event_id}: its {part} holds a NUL character (\\u0000), which the log does not store")]
+    NulCharacter {
+        /// The event.
+        event_id: Uuid,
+        /// `data` or `metadata`.
+        part: &'static str,
+    },
     /// The event type is empty, too long or has characters other than letters, digits, `_`, `.`.
     #[error("event type {0:?} is invalid: use 1-100 ASCII letters, digits, `_` or `.`")]
     InvalidEventType(String),

@@ -450,6 +450,19 @@ async fn bad_input_is_rejected_with_typed_errors_and_writes_nothing<S: EventStor
             .await,
         Err(Error::InvalidSchemaVersion { .. })
     ));
+    // A NUL that PostgreSQL's jsonb cannot hold is refused alike everywhere, typed.
+    for data in [json!({"t": "a\u{0}b"}), json!({"k\u{0}": 1})] {
+        assert!(matches!(
+            store
+                .append(
+                    &s,
+                    ExpectedVersion::Any,
+                    &[event(0), NewEvent::new("T", data)]
+                )
+                .await,
+            Err(Error::NulCharacter { part: "data", .. })
+        ));
+    }
     assert!(matches!(
         store
             .read_all(Position::START, Some("Bad-Category"), 10)
