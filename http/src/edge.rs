@@ -162,11 +162,44 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// Middleware for every route: refuses control characters in the path and the query
-/// (after percent-decoding) with 400, and gives every error answer that has no body of
-/// its own (axum's 404, 405 — its `Allow` header kept —, 413, …) the error shape.
+/// The longest request target (path and query) taken: longer is 414 `uri_too_long` in
+/// the error shape. (hyper itself refuses a target past 64 KiB, before any route, with
+/// an empty 414.)
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most header bytes (names and values) taken: more is 431
+/// `request_header_fields_too_large` in the error shape. (hyper itself refuses a head
+/// past ~400 KiB or 100 headers, before any route, with an empty 431.)
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Middleware for every route: refuses a request target or headers past their limits
+/// (414, 431) and control characters in the path and the query (after
+/// percent-decoding) with 400, and gives every error answer that has no body of its own
+/// (axum's 404, 405 — its `Allow` header kept —, 413, …) the error shape.
 pub async fn edge(request: Request, next: Next) -> Response {
     let uri = request.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the path and query are {target} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            format!("the headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
     for (part, raw) in [("path", Some(uri.path())), ("query", uri.query())] {
         let Some(raw) = raw else { continue };
         let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
@@ -349,5 +382,39 @@ mod tests {
         let body: Value = serde_json::from_slice(&bytes).expect("the error shape");
         assert_eq!(body["error"], "internal");
         assert_eq!(body["code"], 500);
+    }
+
+    /// A request target or headers past their limits get 414 and 431 in the error
+    /// shape (hyper answers far larger ones itself, with an empty body); at the limit
+    /// the route answers.
+    #[tokio::test]
+    async fn a_long_target_or_large_headers_are_refused_in_the_error_shape() {
+        use tower::ServiceExt;
+        let app = harden(axum::Router::new().route("/q", axum::routing::get(|| async { "ok" })));
+        let send = |uri: String, header: usize| {
+            let app = app.clone();
+            async move {
+                let request = axum::http::Request::get(uri)
+                    .header("x-filler", "a".repeat(header))
+                    .body(Body::empty())
+                    .expect("request");
+                let response = app.oneshot(request).await.expect("infallible");
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .expect("body");
+                (status, serde_json::from_slice::<Value>(&bytes).ok())
+            }
+        };
+        let at_limit = format!("/q?x={}", "1".repeat(MAX_URI_BYTES - 5));
+        assert_eq!(send(at_limit.clone(), 1).await.0, StatusCode::OK);
+        let (status, body) = send(format!("{at_limit}1"), 1).await;
+        assert_eq!(status, StatusCode::URI_TOO_LONG);
+        assert_eq!(body.expect("shape")["error"], "uri_too_long");
+        let filler = MAX_HEADER_BYTES - "x-filler".len();
+        assert_eq!(send("/q".into(), filler).await.0, StatusCode::OK);
+        let (status, body) = send("/q".into(), filler + 1).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(body.expect("shape")["code"], 431);
     }
 }

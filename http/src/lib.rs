@@ -18,7 +18,7 @@ mod principal;
 pub use auth::{request_digest, AuthConfig, Caller, Claims, RequestDigest};
 pub use edge::{
     check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
-    Timestamp, YEARS,
+    Timestamp, MAX_HEADER_BYTES, MAX_URI_BYTES, YEARS,
 };
 pub use error::{ApiError, ErrorBody};
 pub use headers::{single_header, text_header, uuid_header};
