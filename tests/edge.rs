@@ -493,3 +493,42 @@ async fn repeated_or_ambiguous_headers_are_refused_not_read_as_their_first_value
     }
     assert!(server.terminate().success());
 }
+
+/// A key a command body repeats is refused (400 naming it) and appends nothing: parsed
+/// into a plain JSON value the last one won silently, so `{"quantity":1,
+/// "quantity":1000}` bought 1,000 while a proxy or a log read 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_repeats_a_key_is_refused_and_appends_nothing() {
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let mut server = Server::start(Some(db.url()));
+    let client = Client::new();
+    let body = r#"{"user_id":"alice","sku":"caps","title":"Caps","category":"coffee",
+        "quantity":1,"unit_price":100,"quantity":1000}"#;
+    let response = client
+        .post(server.url("/api/v1/purchases"))
+        .header("x-api-key", SERVICE_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(r#""quantity" is repeated"#)),
+        "{answer}"
+    );
+    let (s, listed) = get(&client, &server, "/api/v1/users/alice/purchases", "service").await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    assert_eq!(
+        listed["items"],
+        json!([]),
+        "a refused command appended: {listed}"
+    );
+    assert!(server.terminate().success());
+}
