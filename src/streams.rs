@@ -122,8 +122,8 @@ async fn append(
 ) -> anyhow::Result<()> {
     let stream = StreamId::new(args.stream)?;
     let expected: ExpectedVersion = args.expected_version.parse()?;
-    let data: serde_json::Value =
-        serde_json::from_str(&args.data).context("--data is not valid JSON")?;
+    let data = eventfold_event_schemas::json::parse_unique(args.data.as_bytes())
+        .context("--data is not valid JSON")?;
     let result = store
         .append(&stream, expected, &[NewEvent::new(args.event_type, data)])
         .await?;

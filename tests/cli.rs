@@ -93,7 +93,7 @@ fn appended_events_can_be_read_and_tailed() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &[
                 "streams",
@@ -149,6 +149,18 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         (
             &["streams", "tail", "--category", "Bad-One", "--limit", "1"],
             "not a valid stream category",
+        ),
+        (
+            &[
+                "streams",
+                "append",
+                "order-1",
+                "--type",
+                "T",
+                "--data",
+                r#"{"a":1,"a":2}"#,
+            ],
+            r#"the key "a" is repeated"#,
         ),
         // A NUL no backend may store (SQLite used to keep it, PostgreSQL answered
         // "database error: unsupported Unicode escape sequence").

@@ -10,6 +10,7 @@
 //! never on aggregate internals.
 
 mod envelope;
+pub mod json;
 mod payload;
 mod position;
 mod stream_id;

@@ -139,31 +139,40 @@ impl AuthConfig {
         &self,
         headers: &axum::http::HeaderMap,
     ) -> Result<Principal, ApiError> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        // Each credential header once, and one kind of credential: never a first value
-        // or one kind chosen over the other (a proxy adding its own must not decide).
+        // Each credential header once: never a first value of several.
         let api_key = single_header(headers, "x-api-key")?;
         let authorization = single_header(headers, axum::http::header::AUTHORIZATION.as_str())?;
-        if api_key.is_some() && authorization.is_some() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "ambiguous_credentials",
-                "send one credential: an X-Api-Key header or a bearer token, not both",
-            ));
-        }
-        if let Some(key) = api_key {
-            let key = key.to_str().map_err(|_| unauthorized("invalid API key"))?;
-            return self
-                .api_keys
-                .get(key)
-                .cloned()
-                .ok_or_else(|| unauthorized("invalid API key"));
-        }
-        let Some(header) = authorization else {
-            return Err(unauthorized(
-                "authentication required: a bearer token or an X-Api-Key header",
-            ));
+        let Some(key) = api_key else {
+            return match authorization {
+                Some(header) => self.bearer(header),
+                None => Err(unauthorized(
+                    "authentication required: a bearer token or an X-Api-Key header",
+                )),
+            };
         };
+        let key = key.to_str().map_err(|_| unauthorized("invalid API key"))?;
+        let principal = self
+            .api_keys
+            .get(key)
+            .cloned()
+            .ok_or_else(|| unauthorized("invalid API key"))?;
+        // The API key decides. A bearer token beside it that proves another caller (a
+        // proxy that adds its own credential to a user's request) is refused rather
+        // than overruled; one that proves nothing is not read.
+        if let Some(Ok(other)) = authorization.map(|header| self.bearer(header)) {
+            if other != principal {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ambiguous_credentials",
+                    "the X-Api-Key and the bearer token name different callers: send one",
+                ));
+            }
+        }
+        Ok(principal)
+    }
+
+    /// The caller an `Authorization: Bearer <token>` header proves (401 otherwise).
+    fn bearer(&self, header: &axum::http::HeaderValue) -> Result<Principal, ApiError> {
         let token = header
             .to_str()
             .ok()
@@ -184,6 +193,11 @@ impl AuthConfig {
             },
         })
     }
+}
+
+/// 401 `unauthorized`.
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
 /// A principal already authenticated by the rate limiter, kept in the request's

@@ -92,7 +92,7 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
-    let Unique(value) = serde_json::from_slice(bytes).map_err(|e| {
+    let value = eventfold_event_schemas::json::parse_unique(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
@@ -108,86 +108,6 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
     }
     check_json(&value)?;
     Ok(integral(value))
-}
-
-/// A JSON value whose objects name each key once. Parsed into a plain `Value`, a
-/// repeated key keeps its last value silently (`{"quantity":1,"quantity":1000}` was a
-/// purchase of 1,000), so that what a proxy or a log reads first is not what runs; RFC
-/// 7493 (I-JSON) says a key MUST NOT repeat. A repeated key is refused, with its name.
-struct Unique(Value);
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueVisitor).map(Unique)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Unique(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format_args!(
-                    "the key {key:?} is repeated"
-                )));
-            }
-            let Unique(item) = map.next_value()?;
-            object.insert(key, item);
-        }
-        Ok(Value::Object(object))
-    }
 }
 
 /// JSON has one number type: `102.0` is the integer 102 to JSON Schema, and to us.
@@ -417,22 +337,14 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_key_is_refused_at_any_depth_and_values_parse_as_before() {
-        let json = Some("application/json");
-        for body in [
-            r#"{"quantity":1,"quantity":1000}"#,
-            r#"{"points":[{"lat":1,"lat":2}]}"#,
-            r#"{"a":{"b":{"c":1,"c":1}}}"#,
-        ] {
-            let error = json_body(json, body.as_bytes()).expect_err(body);
-            assert_eq!(error.error, "malformed_json", "{body}");
-            assert!(error.message.contains("is repeated"), "{}", error.message);
-        }
-        let body = r#"{"s":"x","n":-3,"u":18446744073709551615,"f":1.5,"big":1e300,
-            "b":true,"z":null,"a":[1,[2,{"k":"v"}]],"e":{}}"#;
-        let parsed = json_body(json, body.as_bytes()).expect("valid");
-        let plain: Value = serde_json::from_str(body).expect("valid");
-        assert_eq!(parsed, integral(plain));
+    fn a_body_that_repeats_a_key_is_malformed() {
+        let error = json_body(Some("application/json"), br#"{"q":1,"q":2}"#).expect_err("repeated");
+        assert_eq!(error.error, "malformed_json");
+        assert!(
+            error.message.contains(r#"the key "q" is repeated"#),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
