@@ -424,7 +424,7 @@ async fn repeated_or_ambiguous_headers_are_refused_not_read_as_their_first_value
         (
             &[
                 ("x-api-key", SERVICE_KEY),
-                ("x-correlation-id", "not-a-uuid"),
+                ("x-correlation-id", "not a visible id"),
             ],
             "invalid_header",
             "x-correlation-id",
@@ -470,6 +470,26 @@ async fn repeated_or_ambiguous_headers_are_refused_not_read_as_their_first_value
     .await
     .expect("send");
     assert!(response.status().is_success(), "{}", response.status());
+    // A gateway's own format (Kong's `uuid#counter`) is taken, as a stable UUID.
+    let mut echoed = Vec::new();
+    for _ in 0..2 {
+        let response = send(&[
+            ("x-api-key", SERVICE_KEY),
+            (
+                "x-correlation-id",
+                "3e9a2c4f-0b1d-4e5f-9a8b-7c6d5e4f3a2b#17",
+            ),
+        ])
+        .await
+        .expect("send");
+        assert!(response.status().is_success(), "{}", response.status());
+        let id = response.headers()["x-correlation-id"]
+            .to_str()
+            .map(str::to_owned);
+        echoed.push(id.expect("echoed"));
+    }
+    assert_eq!(echoed[0], echoed[1]);
+    assert!(uuid::Uuid::parse_str(&echoed[0]).is_ok(), "{echoed:?}");
     // Beside an API key, a bearer token that proves nothing is not read (the key
     // decides: schemathesis sends both); only one that proves another caller is refused.
     for bearer in ["Bearer not-a-token", "Basic eA=="] {

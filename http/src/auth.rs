@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::{single_header, uuid_header, Principal, Role};
+use crate::{correlation_header, single_header, uuid_header, Principal, Role};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 200;
@@ -265,8 +265,7 @@ where
             ),
             _ => None,
         };
-        let correlation_id =
-            uuid_header(&parts.headers, "x-correlation-id")?.unwrap_or_else(crate::fresh_uuid);
+        let correlation_id = correlation_header(&parts.headers)?.unwrap_or_else(crate::fresh_uuid);
         let causation_id = uuid_header(&parts.headers, "x-causation-id")?;
         Ok(Caller {
             principal,

@@ -54,6 +54,33 @@ pub fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, ApiE
         .transpose()
 }
 
+/// The namespace of correlation ids derived from text that is not a UUID.
+const CORRELATIONS: Uuid = Uuid::from_u128(0x3f0c_9d1e_2b7a_4c85_a6d4_91e2_5b0f_7c38);
+
+/// The `X-Correlation-Id` of a request, when sent: a UUID as it is; other text (1 to 200
+/// visible ASCII characters: gateways stamp their own formats, e.g. `uuid#counter`) as
+/// the UUID v5 of that text, so the same id always correlates the same way and a
+/// gateway's ids never refuse requests. Sent twice, empty, longer or not visible ASCII:
+/// 400 `invalid_header`.
+pub fn correlation_header(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
+    const NAME: &str = "x-correlation-id";
+    let Some(text) = text_header(headers, NAME)? else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    if let Ok(id) = Uuid::parse_str(text) {
+        return Ok(Some(id));
+    }
+    let visible = (1..=200).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+    if !visible {
+        return Err(invalid_header(
+            NAME,
+            "must be a UUID or 1 to 200 visible ASCII characters",
+        ));
+    }
+    Ok(Some(Uuid::new_v5(&CORRELATIONS, text.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,9 +123,34 @@ mod tests {
             Some(id)
         );
         for bad in [&b"not-a-uuid"[..], b"", "é".as_bytes()] {
-            let map = headers(&[("x-correlation-id", bad)]);
-            let error = uuid_header(&map, "x-correlation-id").expect_err("bad");
+            let map = headers(&[("x-causation-id", bad)]);
+            let error = uuid_header(&map, "x-causation-id").expect_err("bad");
             assert_eq!(error.error, "invalid_header", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_gateway_s_correlation_id_maps_to_a_stable_uuid() {
+        let id = Uuid::new_v4();
+        let of =
+            |value: &'static [u8]| correlation_header(&headers(&[("x-correlation-id", value)]));
+        let given = HeaderMap::from_iter([(
+            axum::http::HeaderName::from_static("x-correlation-id"),
+            HeaderValue::from_str(&id.to_string()).expect("value"),
+        )]);
+        assert_eq!(correlation_header(&given).expect("uuid"), Some(id));
+        let kong = of(b"3e9a2c4f-0b1d-4e5f-9a8b-7c6d5e4f3a2b#17").expect("gateway id");
+        assert_eq!(
+            kong,
+            of(b"3e9a2c4f-0b1d-4e5f-9a8b-7c6d5e4f3a2b#17").expect("again")
+        );
+        assert_ne!(
+            kong,
+            of(b"3e9a2c4f-0b1d-4e5f-9a8b-7c6d5e4f3a2b#18").expect("next")
+        );
+        for bad in [&b""[..], b"a b", "é".as_bytes(), &[b'x'; 201]] {
+            assert!(of(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(correlation_header(&HeaderMap::new()).expect("none"), None);
     }
 }

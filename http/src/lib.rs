@@ -21,7 +21,7 @@ pub use edge::{
     Timestamp, MAX_HEADER_BYTES, MAX_URI_BYTES, YEARS,
 };
 pub use error::{ApiError, ErrorBody};
-pub use headers::{single_header, text_header, uuid_header};
+pub use headers::{correlation_header, single_header, text_header, uuid_header};
 pub use input::{
     uuid_path, Amount, Bounded, Currency, Id, IsoWeek, Name, Text, Title, MAX_SAFE_INTEGER,
 };

@@ -22,10 +22,11 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 }
 
 /// Middleware: takes `x-correlation-id` (or makes one), runs the request in a span with
-/// it and a fresh trace id, records the latency per route, and echoes the id. A
-/// correlation id that is not one UUID is a 400, not silently replaced.
+/// it and a fresh trace id, records the latency per route, and echoes the id (a
+/// gateway's id that is not a UUID as its stable UUID v5, see
+/// [`eventfold_http::correlation_header`]).
 pub async fn observe(mut request: Request, next: Next) -> Response {
-    let correlation_id = match eventfold_http::uuid_header(request.headers(), "x-correlation-id") {
+    let correlation_id = match eventfold_http::correlation_header(request.headers()) {
         Ok(given) => given.unwrap_or_else(eventfold_http::fresh_uuid),
         Err(refused) => return refused.into_response(),
     };
