@@ -28,21 +28,29 @@ async fn answers(
     }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scenario_s_analytics_equal_hand_computed_values_and_a_batch_applied_twice_changes_nothing(
-) -> anyhow::Result<()> {
-    let db = PgTestDb::new().await?;
-    let ch = ChTestDb::new().await?;
-    let scenario = run_scenario(db.store.clone()).await?;
+/// Every projection of `db`'s log, the analytics ones into `ch`.
+async fn projections_into(
+    db: &PgTestDb,
+    ch: &ChTestDb,
+) -> anyhow::Result<ProjectionSet<eventfold_event_log::PgEventStore>> {
     let read = ReadDb::connect(&db.url()).await?;
-    let set = ProjectionSet::new(
+    Ok(ProjectionSet::new(
         db.store.clone(),
         read,
         None,
         RunnerOptions::default(),
         StatusBoard::default(),
     )
-    .with_clickhouse(Some(ch.target.clone()));
+    .with_clickhouse(Some(ch.target.clone())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_s_analytics_equal_hand_computed_values_and_a_batch_applied_twice_changes_nothing(
+) -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let ch = ChTestDb::new().await?;
+    let scenario = run_scenario(db.store.clone()).await?;
+    let set = projections_into(&db, &ch).await?;
     let head = set.catch_up().await?;
     let ch_models: Vec<_> = set
         .active()
@@ -192,15 +200,7 @@ async fn retention_drops_only_the_route_point_months_past_it() -> anyhow::Result
             &new,
         )
         .await?;
-    let read = ReadDb::connect(&db.url()).await?;
-    let set = ProjectionSet::new(
-        db.store.clone(),
-        read,
-        None,
-        RunnerOptions::default(),
-        StatusBoard::default(),
-    )
-    .with_clickhouse(Some(ch.target.clone()));
+    let set = projections_into(&db, &ch).await?;
     set.catch_up().await?;
     let (_, points) = analytics::route(&ch.target, &workout.to_string()).await?;
     assert_eq!(points.len(), 4);
@@ -255,15 +255,7 @@ async fn a_month_of_purchases_past_64_bits_is_summed_exactly() -> anyhow::Result
     for part in new.chunks(550) {
         db.store.append(&stream, ExpectedVersion::Any, part).await?;
     }
-    let read = ReadDb::connect(&db.url()).await?;
-    let set = ProjectionSet::new(
-        db.store.clone(),
-        read,
-        None,
-        RunnerOptions::default(),
-        StatusBoard::default(),
-    )
-    .with_clickhouse(Some(ch.target.clone()));
+    let set = projections_into(&db, &ch).await?;
     set.catch_up().await?;
     let months = analytics::purchases_by_month(&ch.target, "rich").await?;
     assert_eq!(months.len(), 1, "{months:?}");
