@@ -36,8 +36,9 @@ const DEMO_KEY: &str = "demo-service-key";
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Simulated users.
-    #[arg(long, default_value_t = 300)]
+    /// Simulated users (1 to 1,000,000).
+    #[arg(long, default_value_t = 300,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     users: usize,
     /// Seed of the random population.
     #[arg(long, default_value_t = 42)]

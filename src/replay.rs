@@ -216,7 +216,15 @@ pub(crate) async fn run(
     let models = selected(&args, &set)?;
     let to = match (args.to, args.until) {
         (Some(to), _) if to < 0 => anyhow::bail!("--to must be >= 0"),
-        (Some(to), _) => Some(Position(to)),
+        // A model "as of" a position the log has not reached would claim events that
+        // are appended there later without holding them.
+        (Some(to), _) => {
+            let head = store.head().await?;
+            if to > head.0 {
+                anyhow::bail!("--to {to} is beyond the log's head ({head}): build as of a position the log holds");
+            }
+            Some(Position(to))
+        }
         (None, Some(until)) => Some(position_at(store, until).await?),
         // A window up to the head: a model of part of the log never replaces the live
         // one (which always rebuilds from 0), so it goes to its own target too.

@@ -30,8 +30,8 @@ pub(crate) struct ReadArgs {
     /// First version to read (default: the start, or the end with --backwards).
     #[arg(long)]
     from: Option<i64>,
-    /// At most this many events.
-    #[arg(long, default_value_t = 1000)]
+    /// At most this many events (at least 1).
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     limit: usize,
 }
 
@@ -44,7 +44,7 @@ pub(crate) struct TailArgs {
     #[arg(long, default_value_t = 0)]
     after: i64,
     /// Stop after this many events.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     limit: Option<usize>,
 }
 

@@ -93,7 +93,7 @@ fn appended_events_can_be_read_and_tailed() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
         (
             &[
                 "streams",
@@ -189,6 +189,10 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         (
             &["replay", "workouts.v1", "--to", "0", "--as", ""],
             "as-of label",
+        ),
+        (
+            &["replay", "workouts.v1", "--to", "9223372036854775807"],
+            "is beyond the log's head",
         ),
         // Without a window the rebuild would replace the live model: `--as` is a mistake.
         (

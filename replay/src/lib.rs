@@ -145,7 +145,10 @@ async fn build_to<L: EventStore>(
             position,
             target,
             rate,
-            eta: Duration::from_secs_f64(if rate > 0.0 { left / rate } else { 0.0 }),
+            // Past `Duration`'s range (a far target at a slow start) reads as "a long
+            // time", never a panic.
+            eta: Duration::try_from_secs_f64(if rate > 0.0 { left / rate } else { 0.0 })
+                .unwrap_or(Duration::MAX),
         });
     };
     let run = runner.run_until(Some(target));

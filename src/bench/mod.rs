@@ -65,9 +65,16 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(ms) => ms.parse::<f64>().map(|ms| ms / 1000.0),
         None => s.strip_suffix('s').unwrap_or(s).parse::<f64>(),
     };
-    match seconds {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!("{s:?} is not a duration: use e.g. 3s or 500ms")),
+    // From a millisecond to a day: a bench of no time measures nothing, and one past
+    // a day is a typo (and past `Instant`'s range, a panic).
+    match seconds
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    {
+        Some(d) if (Duration::from_millis(1)..=Duration::from_secs(86_400)).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a duration from 1ms to 24h: use e.g. 3s or 500ms"
+        )),
     }
 }
 
@@ -145,4 +152,31 @@ pub(crate) fn process_cpu() -> Option<Duration> {
     // clock ticks of 10 ms (Linux's USER_HZ is 100).
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks.checked_mul(10)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A duration past what `Duration` or `Instant` hold is refused, never a panic
+    /// (`--duration 99999999999999999999s` used to panic converting the float).
+    #[test]
+    fn durations_are_a_millisecond_to_a_day() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("24h").is_err(), "no unit h");
+        assert_eq!(parse_duration("86400"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "99999999999999999999s",
+            "86401s",
+            "0.0000001s",
+            "1e400",
+            "NaN",
+            "-3s",
+            "0",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+    }
 }

@@ -29,10 +29,10 @@ use super::{admin_url, ScratchDb};
 #[derive(Debug, Args)]
 pub(crate) struct ProjectBenchArgs {
     /// Events in the pre-filled log (at least this many).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     events: usize,
     /// Events per projection transaction.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     batch: usize,
     /// PostgreSQL server: a scratch database is created there and dropped afterwards.
     #[arg(long, env = "EVENTFOLD_BENCH_POSTGRES")]
@@ -45,7 +45,7 @@ pub(crate) struct ProjectBenchArgs {
     clickhouse: String,
     /// Events per ClickHouse batch (the store's default), for the models and the direct
     /// insert alike.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     clickhouse_batch: usize,
 }
 

@@ -38,7 +38,7 @@ pub(crate) struct QueryBenchArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     duration: Duration,
     /// Users with a due reminder.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     users: usize,
     /// Commands timed for the command→Redis lag.
     #[arg(long, default_value_t = 200)]
@@ -53,11 +53,11 @@ pub(crate) struct QueryBenchArgs {
     #[arg(long, default_value = "5s", value_parser = super::parse_duration_or_zero)]
     saturate: Duration,
     /// `wrk` connections.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     connections: u32,
     /// Slices the saturation time is cut into, `/healthz` and the voice route taking
     /// turns, so that both meet the same moments of a shared machine.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
 
@@ -68,10 +68,10 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     base: String,
     /// Users `u0..uN` to spread the requests over.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     users: usize,
     /// Requests per second.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     rate: u32,
     /// How long.
     #[arg(long, value_parser = parse_duration)]
@@ -82,7 +82,7 @@ pub(crate) struct LoadArgs {
     /// Most requests in flight, each on a kept-alive connection of its own, as a
     /// gateway in front of the API would hold them; a request due while all are busy
     /// waits for one, and its wait counts in its latency.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     connections: usize,
 }
 

@@ -22,7 +22,7 @@ use crate::relay::{headers, KafkaSettings, Relay};
 #[derive(Debug, Args)]
 pub(crate) struct RelayBenchArgs {
     /// Events in the pre-filled log (at least this many).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     events: usize,
     /// PostgreSQL server: a scratch database is created there and dropped afterwards.
     #[arg(long, env = "EVENTFOLD_BENCH_POSTGRES")]
@@ -31,7 +31,7 @@ pub(crate) struct RelayBenchArgs {
     #[arg(long)]
     brokers: Option<String>,
     /// Partitions of each topic.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
     /// Slices of the log the relay and raw produce take turns over.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]

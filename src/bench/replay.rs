@@ -25,7 +25,7 @@ use super::{admin_url, ScratchDb};
 #[derive(Debug, Args)]
 pub(crate) struct ReplayBenchArgs {
     /// Events in the pre-filled log.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     events: usize,
     /// PostgreSQL server: a scratch database is created there and dropped afterwards.
     #[arg(long, env = "EVENTFOLD_BENCH_POSTGRES")]
