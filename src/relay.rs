@@ -54,6 +54,45 @@ pub(crate) struct KafkaSettings {
     pub(crate) replication: i32,
 }
 
+/// Whether one entry of a broker list is one librdkafka can reach: `host`, `host:port`,
+/// `[ipv6]:port`, optionally after `scheme://`. An empty entry (`a:9092,,b:9092`), a
+/// space or a port that is not one is refused before anything connects: librdkafka
+/// would only retry it, unreachable, forever.
+fn broker_ok(entry: &str) -> bool {
+    let entry = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    let (host_ok, port) = match entry.strip_prefix('[') {
+        Some(v6) => {
+            let Some((host, rest)) = v6.split_once(']') else {
+                return false;
+            };
+            let port = match rest {
+                "" => None,
+                rest => match rest.strip_prefix(':') {
+                    Some(port) => Some(port),
+                    None => return false,
+                },
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'));
+            (host_ok, port)
+        }
+        None => {
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (entry, None),
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            (host_ok, port)
+        }
+    };
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p >= 1))
+}
+
 impl KafkaSettings {
     /// Checks what Kafka would refuse before anything connects.
     pub(crate) fn new(
@@ -64,6 +103,12 @@ impl KafkaSettings {
     ) -> anyhow::Result<Self> {
         if brokers.trim().is_empty() {
             anyhow::bail!("KAFKA_BROKERS is empty: host:port[,host:port…]");
+        }
+        if let Some(bad) = brokers.split(',').find(|entry| !broker_ok(entry.trim())) {
+            anyhow::bail!(
+                "KAFKA_BROKERS {brokers:?}: {bad:?} is not a broker: host[:port][,host[:port]…] \
+                 (a port from 1 to 65535; an IPv6 host in brackets)"
+            );
         }
         let prefix = prefix.unwrap_or_else(|| "eventfold.".to_owned());
         if prefix.len() > 100

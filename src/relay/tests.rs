@@ -271,6 +271,37 @@ fn topics_are_per_category_and_names_kafka_refuses_are_refused() {
     assert_eq!(settings.topic_for("workout-6f1c-22aa"), "eventfold.workout");
     assert_eq!(settings.partitions, 3);
     assert!(KafkaSettings::new(" ".into(), None, None, None).is_err());
+    // Broker lists librdkafka could only retry forever are refused up front.
+    for good in [
+        "k",
+        "k:9092",
+        "a:1,b:65535",
+        " a:9092 , b ",
+        "[::1]:9092",
+        "PLAINTEXT://k:9092",
+        "10.0.0.1:9092",
+    ] {
+        assert!(
+            KafkaSettings::new(good.into(), None, None, None).is_ok(),
+            "{good}"
+        );
+    }
+    for bad in [
+        "not a broker",
+        "a:9092,,b:9092",
+        "k:0",
+        "k:65536",
+        "k:port",
+        ":9092",
+        "[::1",
+        "[]:9092",
+        "k:",
+    ] {
+        assert!(
+            KafkaSettings::new(bad.into(), None, None, None).is_err(),
+            "{bad}"
+        );
+    }
     assert!(KafkaSettings::new("k".into(), Some("a/b".into()), None, None).is_err());
     assert!(KafkaSettings::new("k".into(), None, Some(0), None).is_err());
     assert!(KafkaSettings::new("k".into(), None, None, Some(0)).is_err());
