@@ -102,6 +102,9 @@ pub enum Error {
     /// The read store URL is not supported.
     #[error("unsupported read store URL {0:?}")]
     UnsupportedUrl(String),
+    /// A setting of a read store is malformed (the message names it and what it takes).
+    #[error("{0}")]
+    InvalidSetting(String),
 }
 
 impl Error {

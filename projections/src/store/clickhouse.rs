@@ -75,13 +75,13 @@ impl ClickHouseTarget {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(Error::UnsupportedUrl(format!(
-                "ClickHouse database {database:?}: letters, digits and '_' only"
+            return Err(Error::InvalidSetting(format!(
+                "the ClickHouse database (EVENTFOLD_CLICKHOUSE_DATABASE) {database:?}: letters, digits and '_' only"
             )));
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Error::UnsupportedUrl(format!(
-                "{url}: CLICKHOUSE_URL is the HTTP interface, http://HOST:8123"
+            return Err(Error::InvalidSetting(format!(
+                "CLICKHOUSE_URL {url:?} is not ClickHouse's HTTP interface: use http://HOST:8123"
             )));
         }
         let plain = http_client()
