@@ -710,3 +710,145 @@ async fn every_consumable_purchase_has_exactly_one_reminder_across_a_kill_9() {
     }
     drop(restarted);
 }
+
+/// PostgreSQL goes away under `serve` (a proxy of the test's own closes every
+/// connection and refuses new ones) and comes back. Without a circuit breaker each
+/// request waits out the pool's 10 s acquire timeout for its 503 and readiness takes
+/// longer than any probe waits; with it, once the server is found gone, commands and
+/// queries are refused at once — 503 `unavailable` with `Retry-After` — readiness says
+/// which stores are gone within its bound, nothing is written meanwhile, and requests
+/// succeed again shortly after the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns() {
+    use eventfold_event_log::EventReader;
+    use eventfold_event_schemas::Position;
+    use std::net::ToSocketAddrs;
+    use std::time::Instant;
+
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let server_address = format!("{}:{}", db.options.get_host(), db.options.get_port());
+    let target = server_address
+        .to_socket_addrs()
+        .expect("the test server's address")
+        .next()
+        .expect("an address");
+    let mut proxy = TcpProxy::start(target);
+    let proxied = db
+        .url()
+        .replace(&server_address, &format!("127.0.0.1:{}", proxy.port));
+    assert_ne!(proxied, db.url(), "the URL goes through the proxy");
+    let server = Server::start(Some(proxied));
+    let client = Client::new();
+    let buy = |user: &str| {
+        json!({"user_id": user, "sku": "CAPS", "title": "Capsules", "category": "coffee",
+               "quantity": 1, "unit_price": 100})
+    };
+    let (status, body, _) = post(
+        &client,
+        &server,
+        "/api/v1/purchases",
+        "service",
+        buy("before"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    proxy.down();
+    let send = |path: &'static str, body: Option<Value>| {
+        let request = match body {
+            Some(body) => client.post(server.url(path)).json(&body),
+            None => client.get(server.url(path)),
+        };
+        async move {
+            let started = Instant::now();
+            let response = request
+                .header("x-api-key", SERVICE_KEY)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .expect("an answer, not a dropped connection");
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body, retry_after, started.elapsed())
+        }
+    };
+    // The first requests may wait for the pool; once the breaker has found the server
+    // gone, every one is refused at once.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut fast_in_a_row = 0;
+    while fast_in_a_row < 5 {
+        assert!(Instant::now() < deadline, "commands never failed fast");
+        let (status, body, retry_after, took) =
+            send("/api/v1/purchases", Some(buy("during"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "unavailable", "{body}");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        fast_in_a_row = if took < Duration::from_millis(300) {
+            fast_in_a_row + 1
+        } else {
+            0
+        };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body, retry_after, took) = send("/api/v1/users/before/orders", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        if body["error"] == "unavailable" && took < Duration::from_millis(300) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queries never failed fast: {body}"
+        );
+    }
+    let (status, body, _, took) = send("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["stores"]["event_log"], "unreachable", "{body}");
+    assert_eq!(body["stores"]["read_models"], "unreachable", "{body}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "readiness took {took:?}"
+    );
+
+    proxy.up();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body, _, _) = send("/api/v1/purchases", Some(buy("after"))).await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "still refused after the server returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while send("/readyz", None).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let users: Vec<String> = db
+        .store
+        .read_all(Position::START, None, 1000)
+        .await
+        .expect("read the log")
+        .iter()
+        .filter(|e| e.event_type == "PurchaseRecorded")
+        .map(|e| e.data.to_value().expect("json")["user_id"].to_string())
+        .collect();
+    assert_eq!(
+        users,
+        ["\"before\"", "\"after\""],
+        "nothing was written while it was down"
+    );
+}

@@ -108,6 +108,10 @@ pub enum Error {
     /// with the original result if it did.
     #[error("the group commit failed, this append may or may not be stored: {0}")]
     GroupCommitFailed(std::sync::Arc<Error>),
+    /// The server is unreachable and the store's circuit breaker is open: the operation
+    /// was not tried (nothing was written). Retry after a moment.
+    #[error(transparent)]
+    Unavailable(#[from] crate::breaker::Open),
     /// The group-commit queue is gone (the store is shutting down); nothing was written.
     #[error("the event log is shutting down")]
     GroupCommitStopped,
@@ -125,7 +129,17 @@ impl Error {
                 | Error::Corrupt { .. }
                 | Error::Serialise(_)
                 | Error::UnsupportedUrl(_)
+                | Error::Unavailable(_)
         )
+    }
+
+    /// The database error under this one, if any (also inside a failed group commit).
+    pub fn database_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Database(e) => Some(e),
+            Error::GroupCommitFailed(inner) => inner.database_error(),
+            _ => None,
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod any;
 mod append;
+pub mod breaker;
 mod error;
 mod group;
 mod memory;
@@ -24,6 +25,7 @@ pub mod testing;
 
 pub use any::AnyEventStore;
 pub use append::{AppendResult, Limits};
+pub use breaker::Breaker;
 pub use error::{Error, Result};
 pub use group::{GroupCommit, GroupStats};
 pub use memory::InMemoryEventStore;

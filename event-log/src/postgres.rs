@@ -70,6 +70,8 @@ pub struct PgEventStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// Fails operations fast while the server is unreachable (see [`crate::breaker`]).
+    breaker: crate::Breaker,
     limits: Limits,
     /// Concurrent appends written together (`None`: group commit off).
     group: Option<Queue<PgGroupWriter>>,
@@ -125,9 +127,11 @@ impl PgEventStore {
         let group = group
             .enabled
             .then(|| Queue::new(PgGroupWriter { pool: pool.clone() }, group));
+        let breaker = crate::Breaker::postgres("the event log", (*pool.connect_options()).clone());
         Self {
             inner: Arc::new(Inner {
                 pool,
+                breaker,
                 limits,
                 group,
                 changes: watch::channel(0).0,
@@ -151,12 +155,25 @@ impl PgEventStore {
         &self.inner.pool
     }
 
+    /// The store's circuit breaker: open while the server does not answer.
+    pub fn breaker(&self) -> &crate::Breaker {
+        &self.inner.breaker
+    }
+
+    /// Runs one operation behind the circuit breaker ([`crate::Breaker::run`]).
+    async fn guarded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.inner.breaker.run(op, Error::database_error).await
+    }
+
     /// The highest position below which every event is settled (see module docs).
     pub async fn safe_position(&self) -> Result<Position> {
-        let safe: i64 = sqlx::query_scalar("SELECT eventfold_safe_position()")
-            .fetch_one(&self.inner.pool)
-            .await?;
-        Ok(Position(safe))
+        self.guarded(async move {
+            let safe: i64 = sqlx::query_scalar("SELECT eventfold_safe_position()")
+                .fetch_one(&self.inner.pool)
+                .await?;
+            Ok(Position(safe))
+        })
+        .await
     }
 
     async fn lookup_ids(&self, events: &[PreparedEvent]) -> Result<Vec<StoredId>> {
@@ -365,23 +382,26 @@ impl EventReader for PgEventStore {
         from: StreamVersion,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = match direction {
-            ReadDirection::Forwards => format!(
-                "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version >= $2 \
-                 ORDER BY stream_version LIMIT $3"
-            ),
-            ReadDirection::Backwards => format!(
-                "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version <= $2 \
-                 ORDER BY stream_version DESC LIMIT $3"
-            ),
-        };
-        let rows = sqlx::query_as::<_, EventRow>(&sql)
-            .bind(stream.as_str())
-            .bind(from)
-            .bind(limit(max))
-            .fetch_all(&self.inner.pool)
-            .await?;
-        decode(rows)
+        self.guarded(async move {
+            let sql = match direction {
+                ReadDirection::Forwards => format!(
+                    "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version >= $2 \
+                     ORDER BY stream_version LIMIT $3"
+                ),
+                ReadDirection::Backwards => format!(
+                    "{SELECT_EVENTS} WHERE stream_id = $1 AND stream_version <= $2 \
+                     ORDER BY stream_version DESC LIMIT $3"
+                ),
+            };
+            let rows = sqlx::query_as::<_, EventRow>(&sql)
+                .bind(stream.as_str())
+                .bind(from)
+                .bind(limit(max))
+                .fetch_all(&self.inner.pool)
+                .await?;
+            decode(rows)
+        })
+        .await
     }
 
     async fn read_all(
@@ -390,54 +410,57 @@ impl EventReader for PgEventStore {
         category: Option<&str>,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        if let Some(category) = category {
-            if !is_valid_category(category) {
-                return Err(Error::InvalidCategory(category.to_owned()));
+        self.guarded(async move {
+            if let Some(category) = category {
+                if !is_valid_category(category) {
+                    return Err(Error::InvalidCategory(category.to_owned()));
+                }
             }
-        }
-        // Two statements on purpose: the read below must take its snapshot after the
-        // watermark was computed.
-        let started = std::time::Instant::now();
-        let safe = self.safe_position().await?;
-        if safe <= after || max == 0 {
-            return Ok(Vec::new());
-        }
-        let watermark = started.elapsed();
-        let rows = match category {
-            None => {
-                sqlx::query_as::<_, EventRow>(&format!(
-                    "{SELECT_EVENTS} WHERE global_position > $1 AND global_position <= $2 \
-                     ORDER BY global_position LIMIT $3"
-                ))
-                .bind(after.0)
-                .bind(safe.0)
-                .bind(limit(max))
-                .fetch_all(&self.inner.pool)
-                .await?
+            // Two statements on purpose: the read below must take its snapshot after the
+            // watermark was computed.
+            let started = std::time::Instant::now();
+            let safe = self.safe_position().await?;
+            if safe <= after || max == 0 {
+                return Ok(Vec::new());
             }
-            Some(category) => {
-                sqlx::query_as::<_, EventRow>(&format!(
-                    "{SELECT_EVENTS} WHERE category = $4 AND global_position > $1 \
-                     AND global_position <= $2 ORDER BY global_position LIMIT $3"
-                ))
-                .bind(after.0)
-                .bind(safe.0)
-                .bind(limit(max))
-                .bind(category)
-                .fetch_all(&self.inner.pool)
-                .await?
-            }
-        };
-        let fetched = started.elapsed();
-        let events = decode(rows);
-        tracing::debug!(
-            after = after.0,
-            watermark_ms = watermark.as_secs_f64() * 1e3,
-            fetch_ms = (fetched - watermark).as_secs_f64() * 1e3,
-            decode_ms = (started.elapsed() - fetched).as_secs_f64() * 1e3,
-            "read_all"
-        );
-        events
+            let watermark = started.elapsed();
+            let rows = match category {
+                None => {
+                    sqlx::query_as::<_, EventRow>(&format!(
+                        "{SELECT_EVENTS} WHERE global_position > $1 AND global_position <= $2 \
+                         ORDER BY global_position LIMIT $3"
+                    ))
+                    .bind(after.0)
+                    .bind(safe.0)
+                    .bind(limit(max))
+                    .fetch_all(&self.inner.pool)
+                    .await?
+                }
+                Some(category) => {
+                    sqlx::query_as::<_, EventRow>(&format!(
+                        "{SELECT_EVENTS} WHERE category = $4 AND global_position > $1 \
+                         AND global_position <= $2 ORDER BY global_position LIMIT $3"
+                    ))
+                    .bind(after.0)
+                    .bind(safe.0)
+                    .bind(limit(max))
+                    .bind(category)
+                    .fetch_all(&self.inner.pool)
+                    .await?
+                }
+            };
+            let fetched = started.elapsed();
+            let events = decode(rows);
+            tracing::debug!(
+                after = after.0,
+                watermark_ms = watermark.as_secs_f64() * 1e3,
+                fetch_ms = (fetched - watermark).as_secs_f64() * 1e3,
+                decode_ms = (started.elapsed() - fetched).as_secs_f64() * 1e3,
+                "read_all"
+            );
+            events
+        })
+        .await
     }
 
     async fn read_all_of_types(
@@ -447,58 +470,68 @@ impl EventReader for PgEventStore {
         event_types: Option<&[String]>,
         max: usize,
     ) -> Result<Page> {
-        // A category read goes by its index; the types are then picked out here.
-        let (Some(types), None) = (event_types, category) else {
-            let events = self.read_all(after, category, max).await?;
-            return Ok(Page::filtered(after, events, event_types));
-        };
-        // As in `read_all`: the watermark first, the rows in a later statement.
-        let safe = self.safe_position().await?;
-        if safe <= after || max == 0 {
-            return Ok(Page {
-                events: Vec::new(),
-                through: after,
-            });
-        }
-        // Every event of the range is read (so the page ends where an unrestricted one
-        // would); only the wanted ones carry their payloads.
-        let rows = sqlx::query_as::<_, EventRow>(
-            "SELECT global_position, stream_id, stream_version, event_id, event_type, \
-             schema_version, CASE WHEN event_type = ANY($4) THEN data END AS data, \
-             CASE WHEN event_type = ANY($4) THEN metadata END AS metadata, recorded_at \
-             FROM eventfold_events WHERE global_position > $1 AND global_position <= $2 \
-             ORDER BY global_position LIMIT $3",
-        )
-        .bind(after.0)
-        .bind(safe.0)
-        .bind(limit(max))
-        .bind(types)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let through = rows.last().map_or(after, |r| Position(r.global_position));
-        let events = rows
-            .into_iter()
-            .filter(EventRow::wanted)
-            .map(RecordedEvent::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { events, through })
+        self.guarded(async move {
+            // A category read goes by its index; the types are then picked out here.
+            let (Some(types), None) = (event_types, category) else {
+                let events = self.read_all(after, category, max).await?;
+                return Ok(Page::filtered(after, events, event_types));
+            };
+            // As in `read_all`: the watermark first, the rows in a later statement.
+            let safe = self.safe_position().await?;
+            if safe <= after || max == 0 {
+                return Ok(Page {
+                    events: Vec::new(),
+                    through: after,
+                });
+            }
+            // Every event of the range is read (so the page ends where an unrestricted one
+            // would); only the wanted ones carry their payloads.
+            let rows = sqlx::query_as::<_, EventRow>(
+                "SELECT global_position, stream_id, stream_version, event_id, event_type, \
+                 schema_version, CASE WHEN event_type = ANY($4) THEN data END AS data, \
+                 CASE WHEN event_type = ANY($4) THEN metadata END AS metadata, recorded_at \
+                 FROM eventfold_events WHERE global_position > $1 AND global_position <= $2 \
+                 ORDER BY global_position LIMIT $3",
+            )
+            .bind(after.0)
+            .bind(safe.0)
+            .bind(limit(max))
+            .bind(types)
+            .fetch_all(&self.inner.pool)
+            .await?;
+            let through = rows.last().map_or(after, |r| Position(r.global_position));
+            let events = rows
+                .into_iter()
+                .filter(EventRow::wanted)
+                .map(RecordedEvent::try_from)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page { events, through })
+        })
+        .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>> {
-        Ok(sqlx::query_scalar(
-            "SELECT max(stream_version) FROM eventfold_events WHERE stream_id = $1",
-        )
-        .bind(stream.as_str())
-        .fetch_one(&self.inner.pool)
-        .await?)
+        self.guarded(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT max(stream_version) FROM eventfold_events WHERE stream_id = $1",
+            )
+            .bind(stream.as_str())
+            .fetch_one(&self.inner.pool)
+            .await?)
+        })
+        .await
     }
 
     async fn head(&self) -> Result<Position> {
-        let head: i64 =
-            sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM eventfold_events")
-                .fetch_one(&self.inner.pool)
-                .await?;
-        Ok(Position(head))
+        self.guarded(async move {
+            let head: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(max(global_position), 0) FROM eventfold_events",
+            )
+            .fetch_one(&self.inner.pool)
+            .await?;
+            Ok(Position(head))
+        })
+        .await
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -631,7 +664,8 @@ impl EventWriter for PgEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult> {
-        group::append(self, stream, expected, events).await
+        self.guarded(async move { group::append(self, stream, expected, events).await })
+            .await
     }
 }
 
@@ -644,7 +678,8 @@ impl PgEventStore {
         &self,
         appends: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<Vec<Result<AppendResult>>> {
-        group::append_group(self, appends).await
+        self.guarded(async move { group::append_group(self, appends).await })
+            .await
     }
 
     /// How group commit has grouped appends so far (`None`: it is off).

@@ -65,7 +65,16 @@ impl IntoResponse for ApiError {
             code: self.status.as_u16(),
             details: &self.details,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 is worth retrying shortly (a store down, a deadline passed, a
+            // read model behind): say when (RFC 9110 §10.2.3).
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

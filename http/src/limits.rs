@@ -291,7 +291,7 @@ pub async fn limit(
         Err(_) => {
             metrics::counter!("eventfold_http_deadline_exceeded_total", "class" => class.label())
                 .increment(1);
-            let mut response = ApiError::new(
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "deadline_exceeded",
                 format!(
@@ -300,11 +300,8 @@ pub async fn limit(
                 ),
             )
             .with_details(json!({ "class": class.label(), "deadline_ms": deadline.as_millis() as u64 }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1u64));
-            response
+            // `Retry-After: 1`, as every 503 in the shape.
+            .into_response()
         }
     }
 }

@@ -122,3 +122,23 @@ impl Error {
         )
     }
 }
+
+impl From<eventfold_event_log::breaker::Open> for Error {
+    fn from(open: eventfold_event_log::breaker::Open) -> Self {
+        Error::Unavailable {
+            store: open.store,
+            reason: open.to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// The database error under this one, if any (the read store's, or the log's).
+    pub fn database_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Sql(e) => Some(e),
+            Error::Log(e) => e.database_error(),
+            _ => None,
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub struct ReadDb {
     /// On PostgreSQL, a pool of the native driver too: for the projections' native
     /// batch forms (arrays bound whole to `UNNEST`), which `sqlx::Any` cannot bind.
     native: Option<sqlx::PgPool>,
+    /// Fails queries fast while the server is unreachable (PostgreSQL; never on SQLite).
+    breaker: eventfold_event_log::Breaker,
 }
 
 const RUNTIME_SCHEMA: &[&str] = &[
@@ -101,10 +103,18 @@ impl ReadDb {
             ),
             Dialect::Sqlite => None,
         };
+        let breaker = match &native {
+            Some(native) => eventfold_event_log::Breaker::postgres(
+                "the read store",
+                (*native.connect_options()).clone(),
+            ),
+            None => eventfold_event_log::Breaker::never(),
+        };
         let db = Self {
             pool,
             dialect,
             native,
+            breaker,
         };
         db.run_schema(RUNTIME_SCHEMA).await?;
         Ok(db)
@@ -113,6 +123,12 @@ impl ReadDb {
     /// The pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The circuit breaker of the store's server: callers that answer users check it
+    /// before a query and report failures to it (see `eventfold_event_log::breaker`).
+    pub fn breaker(&self) -> &eventfold_event_log::Breaker {
+        &self.breaker
     }
 
     /// The engine.

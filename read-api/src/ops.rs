@@ -17,27 +17,36 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 
 /// The stores answer and every projection runs.
 pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -> Response {
-    let log = api.log.head().await.map(|_| "ok").unwrap_or("unreachable");
-    let read_db = sqlx_ping(&api).await;
-    let redis = match &api.redis {
-        None => "off",
-        Some(r) => match r.client.get_multiplexed_async_connection().await {
-            Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
-                Ok(_) => "ok",
-                Err(_) => "unreachable",
-            },
-            Err(_) => "unreachable",
-        },
-    };
-    let clickhouse = match &api.clickhouse {
-        None => "off",
-        Some(target) => {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), target.ping()).await {
-                Ok(true) => "ok",
-                _ => "unreachable",
+    // Every store is asked at once, each for at most `CHECK_TIMEOUT`: the answer comes
+    // within that bound even when a server stops answering (an orchestrator's probe
+    // waits a second or so), and a breaker that is open answers for its store at once.
+    let (log, read_db, redis, clickhouse) = tokio::join!(
+        bounded(async { api.log.head().await.is_ok() }),
+        bounded(sqlx_ping(&api)),
+        async {
+            match &api.redis {
+                None => "off",
+                Some(r) => {
+                    bounded(async {
+                        let Ok(mut conn) = r.client.get_multiplexed_async_connection().await else {
+                            return false;
+                        };
+                        redis::cmd("PING")
+                            .query_async::<String>(&mut conn)
+                            .await
+                            .is_ok()
+                    })
+                    .await
+                }
             }
-        }
-    };
+        },
+        async {
+            match &api.clickhouse {
+                None => "off",
+                Some(target) => bounded(target.ping()).await,
+            }
+        },
+    );
     let statuses = api.board.statuses();
     let not_running: Vec<String> = api
         .expected_projections
@@ -94,11 +103,29 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
     (status, Json(body)).into_response()
 }
 
-async fn sqlx_ping<L>(api: &QueryApi<L>) -> &'static str {
-    match sqlx::query("SELECT 1").execute(api.db.pool()).await {
-        Ok(_) => "ok",
-        Err(_) => "unreachable",
+/// How long readiness waits for one store.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `ok` when `check` says so within [`CHECK_TIMEOUT`], else `unreachable`.
+async fn bounded(check: impl std::future::Future<Output = bool>) -> &'static str {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(true) => "ok",
+        _ => "unreachable",
     }
+}
+
+async fn sqlx_ping<L>(api: &QueryApi<L>) -> bool {
+    let ping = async {
+        sqlx::query("SELECT 1")
+            .execute(api.db.pool())
+            .await
+            .map_err(eventfold_projections::Error::from)
+    };
+    api.db
+        .breaker()
+        .run(ping, eventfold_projections::Error::database_error)
+        .await
+        .is_ok()
 }
 
 /// Prometheus exposition: request latencies, append and degradation counters, and the

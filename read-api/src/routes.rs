@@ -123,8 +123,38 @@ pub(crate) struct ProjectionItem {
     last_error: Option<String>,
 }
 
+impl<L> crate::QueryApi<L> {
+    /// A read-model query behind the read store's circuit breaker: refused at once (503
+    /// `unavailable`, `Retry-After`) while the store does not answer, rather than
+    /// waiting out the pool's timeout; a failure that may mean the store is gone has it
+    /// probed.
+    pub(crate) async fn read<T>(
+        &self,
+        query: impl std::future::Future<Output = eventfold_projections::Result<T>>,
+    ) -> Result<T, ApiError> {
+        self.db
+            .breaker()
+            .run(query, eventfold_projections::Error::database_error)
+            .await
+            .map_err(store_error)
+    }
+
+    /// A failed read-model query as an answer, the breaker told.
+    pub(crate) fn read_failed(&self, error: eventfold_projections::Error) -> ApiError {
+        if let Some(db) = error.database_error() {
+            self.db.breaker().failed(db);
+        }
+        store_error(error)
+    }
+}
+
 fn store_error(error: eventfold_projections::Error) -> ApiError {
-    tracing::error!(%error, "read model query failed");
+    if matches!(error, eventfold_projections::Error::Unavailable { .. }) {
+        // The breaker said so once, when it opened; not again for every request.
+        tracing::debug!(%error, "read model query refused");
+    } else {
+        tracing::error!(%error, "read model query failed");
+    }
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -258,7 +288,7 @@ pub(crate) async fn due<L: EventStore>(
     let (offers, source) =
         voice::due_now(redis, api.voice_redis_budget, &api.db, &user_id, now, limit)
             .await
-            .map_err(store_error)?;
+            .map_err(|error| api.read_failed(error))?;
     if source == voice::Source::Relational && api.redis.is_some() {
         metrics::counter!("eventfold_voice_degraded_total").increment(1);
     }
@@ -281,9 +311,9 @@ pub(crate) async fn reminders<L: EventStore>(
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset);
     consistent(&api, &["reminders.v1"], q.after.as_deref(), &headers).await?;
-    let items = reminders::for_user(&api.db, &user_id, p.limit, p.offset)
-        .await
-        .map_err(store_error)?;
+    let items = api
+        .read(reminders::for_user(&api.db, &user_id, p.limit, p.offset))
+        .await?;
     Ok(paged(items, &p))
 }
 
@@ -298,9 +328,9 @@ pub(crate) async fn user_orders<L: EventStore>(
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset);
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
-    let items = orders::for_user(&api.db, &user_id, p.limit, p.offset)
-        .await
-        .map_err(store_error)?;
+    let items = api
+        .read(orders::for_user(&api.db, &user_id, p.limit, p.offset))
+        .await?;
     Ok(paged(items, &p))
 }
 
@@ -329,9 +359,9 @@ pub(crate) async fn order<L: EventStore>(
 ) -> Answer<orders::OrderView> {
     let order_id = eventfold_http::uuid_path("order_id", &order_id)?.to_string();
     consistent(&api, &["orders.v1"], q.after.as_deref(), &headers).await?;
-    let order = orders::get(&api.db, &order_id)
-        .await
-        .map_err(store_error)?
+    let order = api
+        .read(orders::get(&api.db, &order_id))
+        .await?
         .ok_or_else(|| not_found("order_not_found", "order"))?;
     authorize(&principal, &order.user_id)?;
     Ok(Json(order))
@@ -347,9 +377,7 @@ pub(crate) async fn consumables<L: EventStore>(
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     consistent(&api, &["purchases.v1"], q.after.as_deref(), &headers).await?;
-    let items = purchases::consumables(&api.db, &user_id)
-        .await
-        .map_err(store_error)?;
+    let items = api.read(purchases::consumables(&api.db, &user_id)).await?;
     Ok(Json(Items { items }))
 }
 
@@ -364,9 +392,9 @@ pub(crate) async fn purchases<L: EventStore>(
     authorize(&principal, &user_id)?;
     let p = page(q.limit, q.offset);
     consistent(&api, &["purchases.v1"], q.after.as_deref(), &headers).await?;
-    let items = purchases::for_user(&api.db, &user_id, p.limit, p.offset)
-        .await
-        .map_err(store_error)?;
+    let items = api
+        .read(purchases::for_user(&api.db, &user_id, p.limit, p.offset))
+        .await?;
     Ok(paged(items, &p))
 }
 
@@ -402,9 +430,10 @@ pub(crate) async fn workouts<L: EventStore>(
     let from = q.from.map_or(to - Duration::days(30), |t| t.0);
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
     let items = if from < to {
-        workouts::list(&api.db, &user_id, from, to, p.limit, p.offset)
-            .await
-            .map_err(store_error)?
+        api.read(workouts::list(
+            &api.db, &user_id, from, to, p.limit, p.offset,
+        ))
+        .await?
     } else {
         Vec::new()
     };
@@ -420,9 +449,9 @@ pub(crate) async fn workout<L: EventStore>(
 ) -> Answer<workouts::WorkoutView> {
     let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
-    let w = workouts::get(&api.db, &workout_id)
-        .await
-        .map_err(store_error)?
+    let w = api
+        .read(workouts::get(&api.db, &workout_id))
+        .await?
         .ok_or_else(|| not_found("workout_not_found", "workout"))?;
     authorize(&principal, &w.user_id)?;
     Ok(Json(w))
@@ -437,14 +466,12 @@ pub(crate) async fn route<L: EventStore>(
 ) -> Answer<RouteAnswer> {
     let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
-    let w = workouts::get(&api.db, &workout_id)
-        .await
-        .map_err(store_error)?
+    let w = api
+        .read(workouts::get(&api.db, &workout_id))
+        .await?
         .ok_or_else(|| not_found("workout_not_found", "workout"))?;
     authorize(&principal, &w.user_id)?;
-    let points = workouts::route(&api.db, &workout_id)
-        .await
-        .map_err(store_error)?;
+    let points = api.read(workouts::route(&api.db, &workout_id)).await?;
     Ok(Json(RouteAnswer { workout_id, points }))
 }
 
@@ -458,9 +485,7 @@ pub(crate) async fn stats<L: EventStore>(
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
     consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
-    let stats = workouts::stats(&api.db, &user_id)
-        .await
-        .map_err(store_error)?;
+    let stats = api.read(workouts::stats(&api.db, &user_id)).await?;
     Ok(Json(StatsAnswer { user_id, stats }))
 }
 

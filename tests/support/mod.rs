@@ -492,3 +492,91 @@ impl Drop for OwnClickHouse {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP proxy of the test's own in front of a real server, to take the server away
+/// and bring it back without touching it (others share it): [`TcpProxy::down`] closes
+/// every connection through it and refuses new ones, as a server that died would;
+/// [`TcpProxy::up`] listens again on the same port.
+pub struct TcpProxy {
+    pub port: u16,
+    target: std::net::SocketAddr,
+    listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    pub fn start(target: std::net::SocketAddr) -> TcpProxy {
+        let mut proxy = TcpProxy {
+            port: free_port(),
+            target,
+            listening: Default::default(),
+            connections: Default::default(),
+            acceptor: None,
+        };
+        proxy.up();
+        proxy
+    }
+
+    pub fn up(&mut self) {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        self.listening.store(true, Ordering::SeqCst);
+        let (listening, connections, target) = (
+            self.listening.clone(),
+            self.connections.clone(),
+            self.target,
+        );
+        self.acceptor = Some(std::thread::spawn(move || {
+            while listening.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((client, _)) => client,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let pipes = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                if let Ok(mut all) = connections.lock() {
+                    all.extend([client, server]);
+                }
+                for pipe in pipes {
+                    if let (Ok(mut from), Ok(mut to)) = pipe {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        }));
+    }
+
+    pub fn down(&mut self) {
+        self.listening
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        if let Ok(mut all) = self.connections.lock() {
+            for stream in all.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}

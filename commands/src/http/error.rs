@@ -43,7 +43,15 @@ impl From<CommandError> for ApiError {
             | CommandError::Injected(_)
             | CommandError::Undecodable { .. }
             | CommandError::UnknownEventType { .. } => {
-                tracing::error!(%error, "command failed");
+                if matches!(
+                    error,
+                    CommandError::Store(eventfold_event_log::Error::Unavailable(_))
+                ) {
+                    // The breaker said so once, when it opened; not for every request.
+                    tracing::debug!(%error, "command refused");
+                } else {
+                    tracing::error!(%error, "command failed");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

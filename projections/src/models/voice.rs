@@ -281,6 +281,9 @@ pub async fn due_from_relational(
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<DueOffer>> {
+    // The fallback is the last resort: while the store's breaker is open it would only
+    // wait for the pool, so it answers at once.
+    db.breaker().admit()?;
     let due = models::reminders::due_for_user(db, user_id, now, limit as i64).await?;
     let mut out = Vec::with_capacity(due.len());
     for r in due {

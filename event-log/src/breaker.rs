@@ -1,0 +1,423 @@
+//! A circuit breaker in front of a PostgreSQL server: when the server stops answering,
+//! callers are told so at once instead of each waiting out the pool's acquire timeout.
+//!
+//! sqlx's pool retries a refused connection until its acquire timeout (10 s here), so
+//! without a breaker every request made while the server is down waits 10 s for its
+//! 503, holds its client that long, and a readiness probe (which asks every store) takes
+//! longer than any orchestrator waits. With it:
+//!
+//! - **closed** (the normal state): every operation goes through;
+//! - an operation fails with an error that may mean the server is gone (I/O, pool
+//!   timeout, TLS, protocol, or SQLSTATE classes 08 and 57P): the breaker is
+//!   **suspected** and one probe runs at once, out of band — a fresh connection of its
+//!   own (not the pool, whose connect retries), bounded by [`PROBE_TIMEOUT`];
+//! - the probe fails the same way: the breaker is **open**. Operations fail at once
+//!   with [`Open`] (callers answer 503 with `Retry-After`) and the probe repeats every
+//!   [`PROBE_INTERVAL`];
+//! - a probe connects: the breaker closes, and the next operation goes to the pool.
+//!
+//! Only new operations are refused: one already waiting on the pool is left to finish
+//! or time out (cutting an append in flight would make its outcome unknown). A probe
+//! the server answers with any other error (too many clients, a password refused)
+//! counts as up: the server is there, and failing fast would only hide its answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Connection;
+
+/// How long a probe waits for a connection.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an open breaker probes.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The breaker is open: the server did not answer the last probe.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{store} is unreachable ({reason}); failing fast until it answers again (probed every {} ms)", PROBE_INTERVAL.as_millis())]
+pub struct Open {
+    /// Which store (`the event log`, `the read store`).
+    pub store: &'static str,
+    /// The last probe's error.
+    pub reason: String,
+}
+
+type Probe = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ProbeResult> + Send>> + Send + Sync>;
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// The server answered (a connection, or an error only a live server gives).
+    Up,
+    /// The server did not answer: why.
+    Down(String),
+}
+
+/// A circuit breaker for one server (cheap to clone; clones share the state).
+#[derive(Clone)]
+pub struct Breaker {
+    shared: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    store: &'static str,
+    open: AtomicBool,
+    probing: AtomicBool,
+    reason: std::sync::Mutex<String>,
+    probe: Probe,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("store", &self.shared.as_ref().map(|s| s.store))
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl Breaker {
+    /// A breaker that never opens (an embedded store: there is no server to lose).
+    pub fn never() -> Self {
+        Self { shared: None }
+    }
+
+    /// A breaker for the PostgreSQL server `options` connect to; `store` names it in
+    /// errors and logs.
+    pub fn postgres(store: &'static str, options: PgConnectOptions) -> Self {
+        let options = Arc::new(options);
+        Self::with_probe(store, move || {
+            let options = Arc::clone(&options);
+            Box::pin(async move { probe_postgres(&options).await })
+        })
+    }
+
+    /// A breaker whose probe is `probe` (tests, other servers).
+    pub fn with_probe<F>(store: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Pin<Box<dyn Future<Output = ProbeResult> + Send>> + Send + Sync + 'static,
+    {
+        Self {
+            shared: Some(Arc::new(Shared {
+                store,
+                open: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+                reason: std::sync::Mutex::new(String::new()),
+                probe: Box::new(probe),
+            })),
+        }
+    }
+
+    /// Whether operations are being refused.
+    pub fn is_open(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.open.load(Ordering::Acquire))
+    }
+
+    /// `Ok` when an operation may go to the server; [`Open`] when it would only wait.
+    pub fn admit(&self) -> Result<(), Open> {
+        match &self.shared {
+            Some(s) if s.open.load(Ordering::Acquire) => Err(Open {
+                store: s.store,
+                reason: s
+                    .reason
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `op` behind the breaker: refused at once with [`Open`] while the breaker is
+    /// open; a failure that `database_error` finds a connection error in, or an
+    /// operation abandoned (its future dropped: a deadline, a readiness timeout) after
+    /// waiting at least [`SLOW`], has the server probed.
+    pub async fn run<T, E>(
+        &self,
+        op: impl Future<Output = Result<T, E>>,
+        database_error: impl Fn(&E) -> Option<&sqlx::Error>,
+    ) -> Result<T, E>
+    where
+        E: From<Open>,
+    {
+        self.admit()?;
+        let mut watch = Abandoned {
+            breaker: self,
+            started: std::time::Instant::now(),
+            finished: false,
+        };
+        let outcome = op.await;
+        watch.finished = true;
+        if let Some(error) = outcome.as_ref().err().and_then(database_error) {
+            self.failed(error);
+        }
+        outcome
+    }
+
+    /// An operation failed with `error`: probes the server when the error may mean it
+    /// is gone.
+    pub fn failed(&self, error: &sqlx::Error) {
+        if is_connection_error(error) {
+            self.suspect();
+        }
+    }
+
+    /// Probes the server now (out of band; at most one probe loop at a time). Outside a
+    /// Tokio runtime this does nothing.
+    pub fn suspect(&self) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if shared.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        runtime.spawn(probe_loop(Arc::downgrade(shared)));
+    }
+}
+
+/// How long an operation must have waited for its abandonment to count as a sign that
+/// the server is gone (a pool waiting on a dead server waits its whole timeout).
+pub const SLOW: Duration = Duration::from_millis(500);
+
+/// Suspects the server when dropped before the operation finished, after [`SLOW`].
+struct Abandoned<'a> {
+    breaker: &'a Breaker,
+    started: std::time::Instant,
+    finished: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.started.elapsed() >= SLOW {
+            self.breaker.suspect();
+        }
+    }
+}
+
+/// Probes until the server answers; ends early when every breaker handle is dropped.
+async fn probe_loop(shared: Weak<Shared>) {
+    loop {
+        let Some(probe) = shared.upgrade().map(|s| (s.probe)()) else {
+            return;
+        };
+        let result = probe.await;
+        let Some(s) = shared.upgrade() else { return };
+        match result {
+            ProbeResult::Up => {
+                if s.open.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(
+                        store = s.store,
+                        "reachable again: the circuit breaker closed"
+                    );
+                }
+                s.probing.store(false, Ordering::Release);
+                return;
+            }
+            ProbeResult::Down(reason) => {
+                if let Ok(mut r) = s.reason.lock() {
+                    r.clone_from(&reason);
+                }
+                if !s.open.swap(true, Ordering::AcqRel) {
+                    tracing::error!(store = s.store, %reason, "unreachable: the circuit breaker opened; requests fail fast until it answers");
+                }
+            }
+        }
+        drop(s);
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// One probe: a connection of its own, bounded by [`PROBE_TIMEOUT`].
+async fn probe_postgres(options: &PgConnectOptions) -> ProbeResult {
+    match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
+        Err(_) => ProbeResult::Down(format!(
+            "no connection within {} ms",
+            PROBE_TIMEOUT.as_millis()
+        )),
+        Ok(Ok(conn)) => {
+            // Closing politely may itself stall on a dying server; dropping is enough.
+            drop(tokio::time::timeout(PROBE_TIMEOUT, conn.close()).await);
+            ProbeResult::Up
+        }
+        Ok(Err(error)) if is_connection_error(&error) => ProbeResult::Down(error.to_string()),
+        Ok(Err(_)) => ProbeResult::Up,
+    }
+}
+
+/// Whether `error` may mean the server is gone (rather than refusing one statement):
+/// I/O, TLS and protocol errors, a pool timeout, a crashed worker, and the SQLSTATE
+/// classes 08 (connection exception) and 57P (the server shutting down or starting).
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn scripted(up: Arc<AtomicBool>, probes: Arc<AtomicUsize>) -> Breaker {
+        Breaker::with_probe("the test store", move || {
+            let up = Arc::clone(&up);
+            let probes = Arc::clone(&probes);
+            Box::pin(async move {
+                probes.fetch_add(1, Ordering::SeqCst);
+                if up.load(Ordering::SeqCst) {
+                    ProbeResult::Up
+                } else {
+                    ProbeResult::Down("refused".into())
+                }
+            })
+        })
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached in 2 s");
+    }
+
+    #[tokio::test]
+    async fn opens_when_the_probe_fails_and_closes_when_it_succeeds() {
+        let (up, probes) = (Arc::new(AtomicBool::new(false)), Arc::default());
+        let breaker = scripted(Arc::clone(&up), Arc::clone(&probes));
+        assert!(breaker.admit().is_ok(), "closed until something fails");
+        breaker.suspect();
+        until(|| breaker.is_open()).await;
+        let open = breaker.admit().expect_err("open: fail fast");
+        assert!(open.to_string().contains("refused"), "{open}");
+        up.store(true, Ordering::SeqCst);
+        until(|| !breaker.is_open()).await;
+        assert!(breaker.admit().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_suspicion_the_probe_clears_never_opens_it() {
+        let (up, probes) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let breaker = scripted(up, Arc::clone(&probes));
+        breaker.suspect();
+        until(|| probes.load(Ordering::SeqCst) == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!breaker.is_open());
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "one probe, then done");
+    }
+
+    #[tokio::test]
+    async fn many_suspicions_run_one_probe_loop() {
+        let (up, probes) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let breaker = scripted(up, Arc::clone(&probes));
+        for _ in 0..100 {
+            breaker.suspect();
+        }
+        until(|| breaker.is_open()).await;
+        tokio::time::sleep(PROBE_INTERVAL / 2).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "one loop, not a hundred");
+    }
+
+    #[tokio::test]
+    async fn run_refuses_while_open_and_suspects_on_slow_abandonment() {
+        let (up, probes) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let breaker = scripted(up, Arc::clone(&probes));
+        fn none(_: &Open) -> Option<&sqlx::Error> {
+            None
+        }
+        // Abandoned quickly (a client gone): no probe.
+        let quick = breaker.run(std::future::pending::<Result<(), Open>>(), none);
+        assert!(tokio::time::timeout(Duration::from_millis(10), quick)
+            .await
+            .is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 0);
+        // Abandoned after waiting past `SLOW`: the server is probed, found down.
+        let slow = breaker.run(std::future::pending::<Result<(), Open>>(), none);
+        assert!(tokio::time::timeout(SLOW + Duration::from_millis(50), slow)
+            .await
+            .is_err());
+        until(|| breaker.is_open()).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let refused = breaker
+            .run(
+                async {
+                    ran.store(true, Ordering::SeqCst);
+                    Ok::<_, Open>(())
+                },
+                none,
+            )
+            .await;
+        assert!(refused.is_err(), "open: refused");
+        assert!(!ran.load(Ordering::SeqCst), "and not run");
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_is_down_and_a_live_server_is_up() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        let refused = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres");
+        assert!(matches!(
+            probe_postgres(&refused).await,
+            ProbeResult::Down(_)
+        ));
+        let url = std::env::var("EVENTFOLD_TEST_POSTGRES").unwrap_or_else(|_| {
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_owned()
+        });
+        let live: PgConnectOptions = url.parse().expect("the test server's URL");
+        assert_eq!(probe_postgres(&live).await, ProbeResult::Up);
+        // A database that does not exist: the server answered, so it is up.
+        assert_eq!(
+            probe_postgres(&live.database("eventfold_no_such_database")).await,
+            ProbeResult::Up
+        );
+    }
+
+    #[test]
+    fn what_counts_as_the_server_being_gone() {
+        assert!(is_connection_error(&sqlx::Error::PoolTimedOut));
+        assert!(is_connection_error(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+        assert!(!is_connection_error(&sqlx::Error::ColumnNotFound(
+            "x".into()
+        )));
+        assert!(breaker_never_opens());
+    }
+
+    fn breaker_never_opens() -> bool {
+        let b = Breaker::never();
+        b.suspect();
+        b.admit().is_ok() && !b.is_open()
+    }
+}
