@@ -227,6 +227,31 @@ fn an_unsupported_database_url_is_reported() {
     );
 }
 
+/// A PostgreSQL that does not answer is named with its own error (after the wait a
+/// server still starting gets), not as sqlx's "pool timed out".
+#[test]
+fn an_unreachable_postgres_is_reported_with_its_own_error() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "status"])
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/x?sslmode=disable"),
+        )
+        .current_dir(&s.0)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("pool timed out"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn the_demo_runs_on_the_embedded_default() {
     let s = Scratch::new();

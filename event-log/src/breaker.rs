@@ -233,6 +233,54 @@ async fn probe_loop(shared: Weak<Shared>) {
     }
 }
 
+/// Waits up to `within` for the server to take a connection, as sqlx's pool does for
+/// its first one (a server still starting refuses, and is retried), but answers with
+/// the server's own error: the pool would say only "pool timed out while waiting for
+/// an open connection", after which a user does not know whether the host, the port,
+/// or the server is at fault. Errors other than a refusal are returned at once.
+pub async fn first_connection(
+    options: &PgConnectOptions,
+    within: Duration,
+) -> Result<(), sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let error = match tokio::time::timeout(left, PgConnection::connect_with(options)).await {
+            Ok(Ok(conn)) => {
+                drop(tokio::time::timeout(PROBE_TIMEOUT, conn.close()).await);
+                return Ok(());
+            }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer from {}:{} within {} s",
+                        options.get_host(),
+                        options.get_port(),
+                        within.as_secs()
+                    ),
+                )))
+            }
+        };
+        let refused = matches!(&error, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if !refused || tokio::time::Instant::now() + backoff >= deadline {
+            return Err(error);
+        }
+        if backoff == Duration::from_millis(50) {
+            tracing::warn!(
+                host = options.get_host(),
+                port = options.get_port(),
+                "PostgreSQL refused the connection; retrying for up to {} s in case it is starting",
+                within.as_secs()
+            );
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// One probe: a connection of its own, bounded by [`PROBE_TIMEOUT`].
 async fn probe_postgres(options: &PgConnectOptions) -> ProbeResult {
     match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
@@ -399,6 +447,26 @@ mod tests {
         assert_eq!(
             probe_postgres(&live.database("eventfold_no_such_database")).await,
             ProbeResult::Up
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_connection_names_the_server_s_own_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        let refused = PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres");
+        let started = std::time::Instant::now();
+        let error = first_connection(&refused, Duration::from_millis(400))
+            .await
+            .expect_err("nobody listens");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(
+            error.to_string().to_lowercase().contains("refused"),
+            "{error}"
         );
     }
 

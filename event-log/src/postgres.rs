@@ -49,6 +49,9 @@ mod group_writer;
 
 use group_writer::PgGroupWriter;
 
+/// How long a connection may take: the pool's acquire timeout, and how long a server
+/// still starting is waited for.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The NOTIFY channel appends are announced on.
 const CHANNEL: &str = "eventfold_events";
 /// Shortest time between two NOTIFYs: what a subscriber in another process may wait
@@ -97,9 +100,10 @@ impl PgEventStore {
         group: GroupCommit,
     ) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        crate::breaker::first_connection(&options, CONNECT_TIMEOUT).await?;
         let pool = Self::pool_options()
             .max_connections(max_connections.unwrap_or(16))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self::from_pool_with(pool, Limits::default(), group))

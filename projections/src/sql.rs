@@ -71,6 +71,13 @@ impl ReadDb {
             Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
+        if dialect == Dialect::Postgres {
+            // The server's own error (refused, unknown host) rather than the pool's
+            // "pool timed out" after 10 s of retries.
+            let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+            eventfold_event_log::breaker::first_connection(&options, Duration::from_secs(10))
+                .await?;
+        }
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
