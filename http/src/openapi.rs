@@ -265,10 +265,14 @@ pub fn document(title: &str, version: &str, description: &str, routes: &[&[Route
         }
         responses.insert(route.status.to_string(), ok);
         for status in route.errors {
-            responses.insert(
-                status.to_string(),
-                json!({"description": reason(*status), "content": {"application/json": {"schema": error}}}),
-            );
+            let mut answer = json!({"description": reason(*status), "content": {"application/json": {"schema": error}}});
+            if matches!(*status, 429 | 503) {
+                answer["headers"] = json!({"Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "required": true,
+                    "schema": {"type": "integer", "minimum": 1}}});
+            }
+            responses.insert(status.to_string(), answer);
         }
         let mut operation = json!({
             "summary": route.summary,
