@@ -124,9 +124,23 @@ async fn append(
     let expected: ExpectedVersion = args.expected_version.parse()?;
     let data = eventfold_event_schemas::json::parse_unique(args.data.as_bytes())
         .context("--data is not valid JSON")?;
-    let result = store
-        .append(&stream, expected, &[NewEvent::new(args.event_type, data)])
-        .await?;
+    let event = NewEvent::new(args.event_type, data);
+    // A type of the domain's catalogue must carry what its schema says: an event the
+    // aggregates and read models cannot decode would stop every command on its stream
+    // and be parked by every projection. Types the catalogue does not know are the
+    // engine's users' own and are stored as they are.
+    if let Err(error) = eventfold_event_schemas::DomainEvent::decode(
+        &event.event_type,
+        event.schema_version,
+        &event.data,
+    ) {
+        anyhow::bail!(
+            "--data is not a valid {} (schema version {}): {error}",
+            event.event_type,
+            event.schema_version
+        );
+    }
+    let result = store.append(&stream, expected, &[event]).await?;
     writeln!(out, "{}", serde_json::to_string(&result)?)?;
     Ok(())
 }

@@ -93,7 +93,7 @@ fn appended_events_can_be_read_and_tailed() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 13] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &[
                 "streams",
@@ -175,6 +175,32 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
                 r#"{"a":"x\u0000y"}"#,
             ],
             "NUL character",
+        ),
+        // A type of the domain's catalogue with data its schema does not describe: it
+        // used to be stored, and every command on the stream answered 503 after.
+        (
+            &[
+                "streams",
+                "append",
+                "purchases-u1",
+                "--type",
+                "PurchaseRecorded",
+                "--data",
+                r#"{"x":1}"#,
+            ],
+            "--data is not a valid PurchaseRecorded (schema version 1)",
+        ),
+        (
+            &[
+                "streams",
+                "append",
+                "purchases-u1",
+                "--type",
+                "PurchaseRecorded",
+                "--data",
+                r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":-1,"unit_price":1,"currency":"RUB","purchased_at":"2026-01-01T00:00:00Z"}"#,
+            ],
+            "not a valid PurchaseRecorded",
         ),
         // An as-of label becomes part of table names and Redis keys: refused, not
         // rewritten (`a-b` used to become `ab`, and a long one was cut to 63 bytes).

@@ -155,10 +155,15 @@ fn store_error(error: eventfold_projections::Error) -> ApiError {
     } else {
         tracing::error!(%error, "read model query failed");
     }
+    let store = match error {
+        eventfold_projections::Error::Redis(_) => "Redis",
+        eventfold_projections::Error::Log(_) => "the event log",
+        _ => "the read store",
+    };
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
-        "the read store is unavailable; retry later",
+        format!("{store} is unavailable; retry later"),
     )
 }
 

@@ -38,11 +38,19 @@ impl From<CommandError> for ApiError {
             CommandError::Store(store) if store.is_client_error() => {
                 ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", message)
             }
-            CommandError::Store(_)
-            | CommandError::Slots(_)
-            | CommandError::Injected(_)
-            | CommandError::Undecodable { .. }
-            | CommandError::UnknownEventType { .. } => {
+            CommandError::Undecodable { stream, .. }
+            | CommandError::UnknownEventType { stream, .. } => {
+                // Not an outage: retrying cannot help until the stream is repaired or
+                // a version that reads it is deployed.
+                tracing::error!(%error, "command failed: its stream is unreadable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unreadable_stream",
+                    format!("stream {stream} holds an event this server cannot read; the command was not run"),
+                )
+                .with_details(json!({ "stream": stream }))
+            }
+            CommandError::Store(_) | CommandError::Slots(_) | CommandError::Injected(_) => {
                 if matches!(
                     error,
                     CommandError::Store(eventfold_event_log::Error::Unavailable(_))

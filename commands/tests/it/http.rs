@@ -613,3 +613,75 @@ async fn a_retried_purchase_answers_the_first_attempts_reminder_and_reserves_not
     }
     Ok(())
 }
+
+/// A stream holding an event the command side cannot decode (written by something
+/// else, or by a newer version) answers 500 `unreadable_stream` naming the stream — not
+/// 503 "the event log is unavailable; retry later", which a client would retry forever —
+/// and the command appends nothing.
+#[tokio::test]
+async fn a_stream_this_server_cannot_read_is_named_not_reported_as_an_outage() -> anyhow::Result<()>
+{
+    use eventfold_event_log::EventWriter;
+    use eventfold_event_schemas::{ExpectedVersion, NewEvent};
+
+    let db = SqliteTestDb::new().await?;
+    let app = app(db.store.clone());
+    let stream = StreamId::new("purchases-u9")?;
+    db.store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            &[NewEvent::new("PurchaseRecorded", json!({"x": 1}))],
+        )
+        .await?;
+    let workout = StreamId::new(format!("workout-{}", crate::edge::ID))?;
+    db.store
+        .append(
+            &workout,
+            ExpectedVersion::NoStream,
+            &[NewEvent::new("SomethingElse", json!({}))],
+        )
+        .await?;
+    let buy = call(
+        &app,
+        As::User("u9"),
+        "/api/v1/purchases",
+        json!({"user_id": "u9", "sku": "S", "title": "T", "category": "coffee",
+               "quantity": 1, "unit_price": 100}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        buy.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        buy.body
+    );
+    assert_eq!(buy.body["error"], "unreadable_stream", "{}", buy.body);
+    assert_eq!(
+        buy.body["details"]["stream"], "purchases-u9",
+        "{}",
+        buy.body
+    );
+    let pause = call(
+        &app,
+        As::Service,
+        &format!("/api/v1/workouts/{}/pause", crate::edge::ID),
+        json!({}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        pause.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        pause.body
+    );
+    assert_eq!(pause.body["error"], "unreadable_stream", "{}", pause.body);
+    let stored = db
+        .store
+        .read_stream(&stream, ReadDirection::Forwards, 0, 10)
+        .await?;
+    assert_eq!(stored.len(), 1, "nothing appended");
+    Ok(())
+}
