@@ -199,6 +199,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             None
         }
     };
+    let retention = config.route_retention_months()?;
     let clickhouse = match &config.clickhouse_url {
         Some(url) => {
             let database = config.clickhouse_database.as_deref().unwrap_or("eventfold");
@@ -206,7 +207,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             report.push(format!(
                 "clickhouse: {} (database {database}): analytics on (workout facts, route points kept {} months, purchase facts, re-order funnel)",
                 crate::redact(url),
-                config.route_retention_months.unwrap_or(6)
+                retention
             ));
             Some(target)
         }
@@ -249,6 +250,17 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
     });
     let mut auth = AuthConfig::default();
     if let Some(secret) = &config.jwt_secret {
+        // An empty HS256 key signs tokens anyone can make (the environment cannot give
+        // one — empty means unset — but the file can).
+        if secret.is_empty() {
+            anyhow::bail!("jwt_secret is empty: anyone could sign a token; set a long random secret or leave it out");
+        }
+        if secret.len() < 32 {
+            tracing::warn!(
+                bytes = secret.len(),
+                "EVENTFOLD_JWT_SECRET is shorter than 32 bytes (HS256 wants at least 256 bits): tokens signed with it can be guessed"
+            );
+        }
         auth = auth.with_jwt_secret(secret.as_bytes());
     }
     if let Some(keys) = &config.api_keys {
@@ -384,7 +396,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         nats,
         kafka,
         leases,
-        clickhouse: clickhouse.map(|t| (t, config.route_retention_months.unwrap_or(6))),
+        clickhouse: clickhouse.map(|t| (t, retention)),
     })
 }
 

@@ -227,6 +227,19 @@ impl Config {
         limits
     }
 
+    /// Months of route points ClickHouse keeps (default 6). Zero is refused: it would
+    /// not turn the retention off, as `0` does for rate limits and deadlines, but drop
+    /// every month before the current one.
+    pub(crate) fn route_retention_months(&self) -> anyhow::Result<u32> {
+        match self.route_retention_months.unwrap_or(6) {
+            0 => anyhow::bail!(
+                "EVENTFOLD_ROUTE_RETENTION_MONTHS / route_retention_months must be 1 or more: \
+                 route points older than that many months are dropped (0 would keep only the current month)"
+            ),
+            months => Ok(months),
+        }
+    }
+
     /// The slot planner: the default with the configured capacity.
     pub(crate) fn slot_planner(&self) -> anyhow::Result<eventfold_domain::slotting::SlotPlanner> {
         let defaults = eventfold_domain::slotting::SlotPlanner::default();
@@ -266,6 +279,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_retention_of_zero_months_is_refused_not_taken_as_off() {
+        let zero: Config = toml::from_str("route_retention_months = 0\n").expect("valid TOML");
+        let error = zero
+            .route_retention_months()
+            .expect_err("0 would drop every past month");
+        assert!(error.to_string().contains("must be 1 or more"), "{error}");
+        assert_eq!(Config::default().route_retention_months().ok(), Some(6));
+        let one: Config = toml::from_str("route_retention_months = 1\n").expect("valid TOML");
+        assert_eq!(one.route_retention_months().ok(), Some(1));
+    }
 
     #[test]
     fn the_file_overrides_only_what_it_names() {

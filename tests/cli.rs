@@ -427,3 +427,35 @@ fn redis_models_replay_from_the_command_line() {
         }
     }
 }
+
+/// Settings that would quietly do harm stop `serve` before it listens: an empty JWT
+/// secret in the file (tokens anyone can sign) and a route retention of 0 months (it
+/// would not turn retention off, as `0` does for limits, but drop every past month).
+#[test]
+fn serve_refuses_settings_that_would_quietly_do_harm() {
+    let s = Scratch::new();
+    let file = s.0.join("eventfold.toml");
+    std::fs::write(&file, "jwt_secret = \"\"\n").expect("write the file");
+    let file = file.display().to_string();
+    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
+        (&["--config", &file, "serve"], &[], "jwt_secret is empty"),
+        (
+            &["serve"],
+            &[("EVENTFOLD_ROUTE_RETENTION_MONTHS", "0")],
+            "must be 1 or more",
+        ),
+    ];
+    for (args, env, message) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("DATABASE_URL", s.url())
+            .env("EVENTFOLD_LISTEN", "127.0.0.1:0")
+            .current_dir(&s.0)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} {env:?} should fail");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("listening on"), "{}", stdout(&out));
+    }
+}
