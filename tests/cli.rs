@@ -437,7 +437,9 @@ fn serve_refuses_settings_that_would_quietly_do_harm() {
     let file = s.0.join("eventfold.toml");
     std::fs::write(&file, "jwt_secret = \"\"\n").expect("write the file");
     let file = file.display().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
+    // (arguments, environment, what stderr says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 2] = [
         (&["--config", &file, "serve"], &[], "jwt_secret is empty"),
         (
             &["serve"],
