@@ -40,15 +40,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// (Types of the user's own: the domain's catalogue types must match their schemas,
+/// see `bad_input_exits_non_zero_with_a_clear_message`.)
 #[test]
 fn appended_events_can_be_read_and_tailed() {
     let s = Scratch::new();
     let appended = s.run(&[
         "streams",
         "append",
-        "order-1",
+        "note-1",
         "--type",
-        "OrderDrafted",
+        "NoteDrafted",
         "--data",
         r#"{"sku":"caps"}"#,
     ]);
@@ -61,9 +63,9 @@ fn appended_events_can_be_read_and_tailed() {
     let second = s.run(&[
         "streams",
         "append",
-        "order-1",
+        "note-1",
         "--type",
-        "OrderPlaced",
+        "NoteFiled",
         "--data",
         "{}",
         "--expected-version",
@@ -71,20 +73,20 @@ fn appended_events_can_be_read_and_tailed() {
     ]);
     assert!(second.status.success(), "{}", stderr(&second));
 
-    let read = s.run(&["streams", "read", "order-1"]);
+    let read = s.run(&["streams", "read", "note-1"]);
     assert!(read.status.success(), "{}", stderr(&read));
     let lines: Vec<serde_json::Value> = stdout(&read)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["event_type"], "OrderDrafted");
+    assert_eq!(lines[0]["event_type"], "NoteDrafted");
     assert_eq!(lines[0]["data"]["sku"], "caps");
 
-    let backwards = s.run(&["streams", "read", "order-1", "--backwards", "--limit", "1"]);
-    assert!(stdout(&backwards).contains("OrderPlaced"));
+    let backwards = s.run(&["streams", "read", "note-1", "--backwards", "--limit", "1"]);
+    assert!(stdout(&backwards).contains("NoteFiled"));
 
-    let tail = s.run(&["streams", "tail", "--category", "order", "--limit", "2"]);
+    let tail = s.run(&["streams", "tail", "--category", "note", "--limit", "2"]);
     assert!(tail.status.success(), "{}", stderr(&tail));
     assert_eq!(stdout(&tail).lines().count(), 2);
 }
