@@ -320,10 +320,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    fn scripted(up: Arc<AtomicBool>, probes: Arc<AtomicUsize>) -> Breaker {
-        Breaker::with_probe("the test store", move || {
-            let up = Arc::clone(&up);
-            let probes = Arc::clone(&probes);
+    /// A breaker whose probe finds the server as `up` says, counting its probes.
+    fn scripted(up: bool) -> (Breaker, Arc<AtomicBool>, Arc<AtomicUsize>) {
+        let (up, probes) = (Arc::new(AtomicBool::new(up)), Arc::new(AtomicUsize::new(0)));
+        let (server, count) = (Arc::clone(&up), Arc::clone(&probes));
+        let breaker = Breaker::with_probe("the test store", move || {
+            let (up, probes) = (Arc::clone(&server), Arc::clone(&count));
             Box::pin(async move {
                 probes.fetch_add(1, Ordering::SeqCst);
                 if up.load(Ordering::SeqCst) {
@@ -332,7 +334,19 @@ mod tests {
                     ProbeResult::Down("refused".into())
                 }
             })
-        })
+        });
+        (breaker, up, probes)
+    }
+
+    /// Options for a port nobody listens on.
+    fn refused() -> PgConnectOptions {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
     }
 
     async fn until(what: impl Fn() -> bool) {
@@ -347,8 +361,7 @@ mod tests {
 
     #[tokio::test]
     async fn opens_when_the_probe_fails_and_closes_when_it_succeeds() {
-        let (up, probes) = (Arc::new(AtomicBool::new(false)), Arc::default());
-        let breaker = scripted(Arc::clone(&up), Arc::clone(&probes));
+        let (breaker, up, _) = scripted(false);
         assert!(breaker.admit().is_ok(), "closed until something fails");
         breaker.suspect();
         until(|| breaker.is_open()).await;
@@ -361,11 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_suspicion_the_probe_clears_never_opens_it() {
-        let (up, probes) = (
-            Arc::new(AtomicBool::new(true)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let breaker = scripted(up, Arc::clone(&probes));
+        let (breaker, _, probes) = scripted(true);
         breaker.suspect();
         until(|| probes.load(Ordering::SeqCst) == 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -375,11 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn many_suspicions_run_one_probe_loop() {
-        let (up, probes) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let breaker = scripted(up, Arc::clone(&probes));
+        let (breaker, _, probes) = scripted(false);
         for _ in 0..100 {
             breaker.suspect();
         }
@@ -390,11 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_refuses_while_open_and_suspects_on_slow_abandonment() {
-        let (up, probes) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicUsize::new(0)),
-        );
-        let breaker = scripted(up, Arc::clone(&probes));
+        let (breaker, _, probes) = scripted(false);
         fn none(_: &Open) -> Option<&sqlx::Error> {
             None
         }
@@ -427,13 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_port_is_down_and_a_live_server_is_up() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("its address").port();
-        drop(listener);
-        let refused = PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username("postgres");
+        let refused = refused();
         assert!(matches!(
             probe_postgres(&refused).await,
             ProbeResult::Down(_)
@@ -452,13 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_first_connection_names_the_server_s_own_error() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("its address").port();
-        drop(listener);
-        let refused = PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username("postgres");
+        let refused = refused();
         let started = std::time::Instant::now();
         let error = first_connection(&refused, Duration::from_millis(400))
             .await
