@@ -18,7 +18,16 @@ pub struct ApiError {
     pub message: String,
     /// Structured context.
     pub details: Value,
+    /// What went wrong inside, for the log, never for the client (see [`ErrorCause`]).
+    pub cause: Option<String>,
 }
+
+/// The cause of a 5xx answer, carried in the response's extensions to the middleware
+/// that logs each failed request once, with its route and its correlation and trace
+/// ids (`eventfold_read_api::observe`). Logging where the error arises would print it
+/// outside the request's span, which is off at the default log level.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
 
 /// The body of every error answer, as the OpenAPI document describes it.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -42,7 +51,14 @@ impl ApiError {
             error,
             message: message.into(),
             details: json!({}),
+            cause: None,
         }
+    }
+
+    /// Adds the cause the log gets (not the client).
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// Adds details.
@@ -66,6 +82,9 @@ impl IntoResponse for ApiError {
             details: &self.details,
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(ErrorCause(cause));
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 is worth retrying shortly (a store down, a deadline passed, a
             // read model behind): say when (RFC 9110 §10.2.3).

@@ -20,7 +20,7 @@ pub use edge::{
     check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
     Timestamp, MAX_HEADER_BYTES, MAX_URI_BYTES, YEARS,
 };
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCause};
 pub use headers::{correlation_header, single_header, text_header, uuid_header};
 pub use input::{
     uuid_path, Amount, Bounded, Currency, Id, IsoWeek, Name, Text, Title, MAX_SAFE_INTEGER,

@@ -30,12 +30,12 @@ fn clickhouse<L>(api: &QueryApi<L>) -> Result<&ClickHouseTarget, ApiError> {
 }
 
 fn unavailable(error: eventfold_projections::Error) -> ApiError {
-    tracing::warn!(%error, "analytics query failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
         "ClickHouse is unavailable; retry later",
     )
+    .with_cause(&error)
 }
 
 /// `?weeks=&after=`.

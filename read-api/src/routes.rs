@@ -149,12 +149,6 @@ impl<L> crate::QueryApi<L> {
 }
 
 fn store_error(error: eventfold_projections::Error) -> ApiError {
-    if matches!(error, eventfold_projections::Error::Unavailable { .. }) {
-        // The breaker said so once, when it opened; not again for every request.
-        tracing::debug!(%error, "read model query refused");
-    } else {
-        tracing::error!(%error, "read model query failed");
-    }
     let store = match error {
         eventfold_projections::Error::Redis(_) => "Redis",
         eventfold_projections::Error::Log(_) => "the event log",
@@ -165,6 +159,7 @@ fn store_error(error: eventfold_projections::Error) -> ApiError {
         "unavailable",
         format!("{store} is unavailable; retry later"),
     )
+    .with_cause(&error)
 }
 
 pub(crate) fn authorize(principal: &Principal, user_id: &str) -> Result<(), ApiError> {

@@ -47,7 +47,9 @@ impl Server {
             )
             .env("EVENTFOLD_CONSISTENCY_WAIT_MS", "3000")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr.log")).expect("stderr file"),
+            ))
             .spawn()
             .expect("spawn eventfold serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -71,6 +73,15 @@ impl Server {
             dir,
             startup,
         }
+    }
+
+    /// What it has logged so far (JSON lines: stderr is not a terminal).
+    pub fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("stderr.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {

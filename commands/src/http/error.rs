@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::CommandError;
 
 impl From<CommandError> for ApiError {
+    /// 5xx answers carry their cause for the request log ([`eventfold_http::ErrorCause`]).
     fn from(error: CommandError) -> Self {
         let message = error.to_string();
         match &error {
@@ -42,29 +43,21 @@ impl From<CommandError> for ApiError {
             | CommandError::UnknownEventType { stream, .. } => {
                 // Not an outage: retrying cannot help until the stream is repaired or
                 // a version that reads it is deployed.
-                tracing::error!(%error, "command failed: its stream is unreadable");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "unreadable_stream",
                     format!("stream {stream} holds an event this server cannot read; the command was not run"),
                 )
                 .with_details(json!({ "stream": stream }))
+                .with_cause(&error)
             }
             CommandError::Store(_) | CommandError::Slots(_) | CommandError::Injected(_) => {
-                if matches!(
-                    error,
-                    CommandError::Store(eventfold_event_log::Error::Unavailable(_))
-                ) {
-                    // The breaker said so once, when it opened; not for every request.
-                    tracing::debug!(%error, "command refused");
-                } else {
-                    tracing::error!(%error, "command failed");
-                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
                     "the event log is unavailable; retry later",
                 )
+                .with_cause(&error)
             }
         }
     }
