@@ -27,10 +27,16 @@ pub struct Applier<K> {
 /// this event failing.
 fn store_down(error: &Error) -> bool {
     match error {
-        Error::Sql(e) => !matches!(
-            e,
-            sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
-        ),
+        Error::Sql(sqlx::Error::Database(db)) => {
+            // What a server says while it goes away, starts, or has no room: not this
+            // event's fault. Counted against the event, a restart that takes longer than
+            // its few attempts (crash recovery answers 57P03 for seconds) parked good
+            // events.
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+            })
+        }
+        Error::Sql(e) => !matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)),
         Error::Redis(e) => {
             e.is_io_error()
                 || e.is_connection_refusal()
