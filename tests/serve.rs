@@ -809,6 +809,32 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
             "queries never failed fast: {body}"
         );
     }
+    // Both breakers say so in the metrics (the read store's opens on the query's
+    // failure above; its probe may still be on its way).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let metrics = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let open = ["event_log", "read_models"].iter().all(|store| {
+            metrics.contains(&format!(
+                "eventfold_store_breaker_open{{store=\"{store}\"}} 1"
+            ))
+        });
+        if open {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "breakers not open in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, body, _, took) = send("/readyz", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["stores"]["event_log"], "unreachable", "{body}");
@@ -837,6 +863,18 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("eventfold_store_breaker_open{store=\"event_log\"} 0"),
+        "{metrics}"
+    );
     let users: Vec<String> = db
         .store
         .read_all(Position::START, None, 1000)

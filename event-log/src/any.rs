@@ -108,6 +108,10 @@ impl EventReader for AnyEventStore {
     fn changes(&self) -> watch::Receiver<u64> {
         dispatch!(self, s => s.changes())
     }
+
+    fn breaker(&self) -> Option<&crate::Breaker> {
+        dispatch!(self, s => s.breaker())
+    }
 }
 
 impl EventWriter for AnyEventStore {

@@ -159,11 +159,6 @@ impl PgEventStore {
         &self.inner.pool
     }
 
-    /// The store's circuit breaker: open while the server does not answer.
-    pub fn breaker(&self) -> &crate::Breaker {
-        &self.inner.breaker
-    }
-
     /// Runs one operation behind the circuit breaker ([`crate::Breaker::run`]).
     async fn guarded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         self.inner.breaker.run(op, Error::database_error).await
@@ -536,6 +531,10 @@ impl EventReader for PgEventStore {
             Ok(Position(head))
         })
         .await
+    }
+
+    fn breaker(&self) -> Option<&crate::Breaker> {
+        Some(&self.inner.breaker)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

@@ -103,6 +103,12 @@ pub trait EventReader: Send + Sync {
     /// process, and (on Postgres) notifications from other processes. Subscriptions also
     /// poll, so a missed wake-up delays but never loses events.
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// The circuit breaker of the log's server, if it has one (PostgreSQL): open while
+    /// the server does not answer (see [`crate::breaker`]).
+    fn breaker(&self) -> Option<&crate::Breaker> {
+        None
+    }
 }
 
 /// Appending to the log.

@@ -131,6 +131,16 @@ async fn sqlx_ping<L>(api: &QueryApi<L>) -> bool {
 /// Prometheus exposition: request latencies, append and degradation counters, and the
 /// projections' checkpoints and lag (measured now).
 pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) -> Response {
+    // 1 while a store's circuit breaker is open (its server found unreachable).
+    for (store, breaker) in [
+        ("event_log", api.log.breaker()),
+        ("read_models", Some(api.db.breaker())),
+    ] {
+        if let Some(breaker) = breaker {
+            metrics::gauge!("eventfold_store_breaker_open", "store" => store)
+                .set(f64::from(u8::from(breaker.is_open())));
+        }
+    }
     for status in api.board.statuses() {
         let labels = [("projection", status.name.clone())];
         metrics::gauge!("eventfold_projection_checkpoint", &labels).set(status.checkpoint.0 as f64);
