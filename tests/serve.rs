@@ -809,18 +809,15 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
             "queries never failed fast: {body}"
         );
     }
+    let metrics = || async {
+        let response = client.get(server.url("/metrics")).send().await;
+        response.expect("metrics").text().await.expect("text")
+    };
     // Both breakers say so in the metrics (the read store's opens on the query's
     // failure above; its probe may still be on its way).
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let metrics = client
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = metrics().await;
         let open = ["event_log", "read_models"].iter().all(|store| {
             metrics.contains(&format!(
                 "eventfold_store_breaker_open{{store=\"{store}\"}} 1"
@@ -863,14 +860,7 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics().await;
     assert!(
         metrics.contains("eventfold_store_breaker_open{store=\"event_log\"} 0"),
         "{metrics}"
