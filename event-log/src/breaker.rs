@@ -246,13 +246,10 @@ pub async fn first_connection(
     let mut backoff = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let error = match tokio::time::timeout(left, PgConnection::connect_with(options)).await {
-            Ok(Ok(conn)) => {
-                drop(tokio::time::timeout(PROBE_TIMEOUT, conn.close()).await);
-                return Ok(());
-            }
-            Ok(Err(error)) => error,
-            Err(_) => {
+        let error = match connect_within(options, left).await {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(error)) => error,
+            None => {
                 return Err(sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!(
@@ -283,18 +280,31 @@ pub async fn first_connection(
 
 /// One probe: a connection of its own, bounded by [`PROBE_TIMEOUT`].
 async fn probe_postgres(options: &PgConnectOptions) -> ProbeResult {
-    match tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(options)).await {
-        Err(_) => ProbeResult::Down(format!(
+    match connect_within(options, PROBE_TIMEOUT).await {
+        None => ProbeResult::Down(format!(
             "no connection within {} ms",
             PROBE_TIMEOUT.as_millis()
         )),
+        Some(Err(error)) if is_connection_error(&error) => ProbeResult::Down(error.to_string()),
+        Some(_) => ProbeResult::Up,
+    }
+}
+
+/// One connection of its own, opened and closed again; `None` when none came within
+/// `within`.
+async fn connect_within(
+    options: &PgConnectOptions,
+    within: Duration,
+) -> Option<Result<(), sqlx::Error>> {
+    match tokio::time::timeout(within, PgConnection::connect_with(options)).await {
+        Err(_) => None,
+        Ok(Err(error)) => Some(Err(error)),
         Ok(Ok(conn)) => {
-            // Closing politely may itself stall on a dying server; dropping is enough.
+            // Closing politely may itself stall on a dying server: bounded, and
+            // dropping the connection is enough if it does.
             drop(tokio::time::timeout(PROBE_TIMEOUT, conn.close()).await);
-            ProbeResult::Up
+            Some(Ok(()))
         }
-        Ok(Err(error)) if is_connection_error(&error) => ProbeResult::Down(error.to_string()),
-        Ok(Err(_)) => ProbeResult::Up,
     }
 }
 
@@ -308,11 +318,29 @@ pub fn is_connection_error(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| server_gone(&code)),
         _ => false,
     }
+}
+
+/// PostgreSQL's SQLSTATE classes of a server going away: 08 (connection exception)
+/// and 57P (shutting down, starting up).
+fn server_gone(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
+}
+
+/// Whether a database error code says the server, not the statement, failed:
+/// PostgreSQL's SQLSTATE classes 08 (connection), 57P (shutting down, starting up) and
+/// 53 (no room: connections, memory, disk); SQLite's primary codes BUSY, LOCKED, IOERR
+/// and FULL (its codes are numbers below 5 digits, extended ones carrying the primary
+/// in their low byte).
+pub fn server_unavailable(code: &str) -> bool {
+    if code.len() < 5 {
+        return code
+            .parse::<u32>()
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
+    }
+    server_gone(code) || code.starts_with("53")
 }
 
 #[cfg(test)]
@@ -457,6 +485,19 @@ mod tests {
             error.to_string().to_lowercase().contains("refused"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn codes_that_mean_the_server_not_the_event() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "53100", "5", "517", "6", "10", "13",
+        ] {
+            assert!(server_unavailable(code), "{code}");
+        }
+        // A constraint, a syntax error, a type error: the event's (or the model's) fault.
+        for code in ["23505", "42601", "22P02", "40001", "1", "19", "2067"] {
+            assert!(!server_unavailable(code), "{code}");
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@ fn store_down(error: &Error) -> bool {
             // event's fault. Counted against the event, a restart that takes longer than
             // its few attempts (crash recovery answers 57P03 for seconds) parked good
             // events.
-            db.code().is_some_and(|code| server_unavailable(&code))
+            db.code()
+                .is_some_and(|code| eventfold_event_log::breaker::server_unavailable(&code))
         }
         Error::Sql(e) => !matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)),
         Error::Redis(e) => {
@@ -44,20 +45,6 @@ fn store_down(error: &Error) -> bool {
         Error::Log(_) | Error::Unavailable { .. } | Error::Injected(_) | Error::Held(_) => true,
         _ => false,
     }
-}
-
-/// Whether a database error code says the server, not the statement, failed:
-/// PostgreSQL's SQLSTATE classes 08 (connection), 57P (shutting down, starting up) and
-/// 53 (no room: connections, memory, disk); SQLite's primary codes BUSY, LOCKED, IOERR
-/// and FULL (its codes are numbers below 5 digits, extended ones carrying the primary
-/// in their low byte).
-fn server_unavailable(code: &str) -> bool {
-    if code.len() < 5 {
-        return code
-            .parse::<u32>()
-            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
-    }
-    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
 }
 
 impl<K: Sink> Applier<K> {
@@ -284,24 +271,6 @@ impl<K: Sink> Applier<K> {
                 }
                 Err(error) => return Err(error),
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::server_unavailable;
-
-    #[test]
-    fn codes_that_mean_the_server_not_the_event() {
-        for code in [
-            "08006", "08001", "57P01", "57P03", "53300", "53100", "5", "517", "6", "10", "13",
-        ] {
-            assert!(server_unavailable(code), "{code}");
-        }
-        // A constraint, a syntax error, a type error: the event's (or the model's) fault.
-        for code in ["23505", "42601", "22P02", "40001", "1", "19", "2067"] {
-            assert!(!server_unavailable(code), "{code}");
         }
     }
 }
