@@ -121,6 +121,15 @@ impl Error {
                 | Error::Held(_)
         )
     }
+
+    /// The database error under this one, if any (the read store's, or the log's).
+    pub fn database_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            Error::Sql(e) => Some(e),
+            Error::Log(e) => e.database_error(),
+            _ => None,
+        }
+    }
 }
 
 impl From<eventfold_event_log::breaker::Open> for Error {
@@ -128,17 +137,6 @@ impl From<eventfold_event_log::breaker::Open> for Error {
         Error::Unavailable {
             store: open.store,
             reason: open.to_string(),
-        }
-    }
-}
-
-impl Error {
-    /// The database error under this one, if any (the read store's, or the log's).
-    pub fn database_error(&self) -> Option<&sqlx::Error> {
-        match self {
-            Error::Sql(e) => Some(e),
-            Error::Log(e) => e.database_error(),
-            _ => None,
         }
     }
 }
