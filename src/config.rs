@@ -1,6 +1,7 @@
 //! Configuration: an optional TOML file, overridden by environment variables.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use eventfold_http::{Cors, EdgeLimits, RouteClass};
@@ -53,6 +54,15 @@ pub(crate) struct Config {
     /// `EVENTFOLD_CORS_ORIGINS`: `*` or `https://a.example,https://b.example`; off
     /// when unset.
     pub(crate) cors_origins: Option<String>,
+    /// `EVENTFOLD_MAX_CONNECTIONS`: client connections held at once (default 10000,
+    /// lowered to fit the open-files limit).
+    pub(crate) max_connections: Option<usize>,
+    /// `EVENTFOLD_HEADER_TIMEOUT_MS`: how long a client may take to send a request's
+    /// head, and how long an idle kept-alive connection stays open (default 30000).
+    pub(crate) header_timeout_ms: Option<u64>,
+    /// `EVENTFOLD_SHUTDOWN_GRACE_MS`: how long a shutdown waits for the requests under
+    /// way (default 20000).
+    pub(crate) shutdown_grace_ms: Option<u64>,
     /// `[limits.commands]`, `[limits.voice]`, `[limits.queries]`: rate limits and
     /// deadlines per route class (see [`Config::edge_limits`]).
     #[serde(default)]
@@ -162,6 +172,23 @@ impl Config {
                     .context("EVENTFOLD_ROUTE_RETENTION_MONTHS must be a number of months")?,
             );
         }
+        if let Some(n) = env("EVENTFOLD_MAX_CONNECTIONS") {
+            config.max_connections = Some(
+                n.parse()
+                    .context("EVENTFOLD_MAX_CONNECTIONS must be a number of connections")?,
+            );
+        }
+        for (name, slot) in [
+            ("EVENTFOLD_HEADER_TIMEOUT_MS", &mut config.header_timeout_ms),
+            ("EVENTFOLD_SHUTDOWN_GRACE_MS", &mut config.shutdown_grace_ms),
+        ] {
+            if let Some(ms) = env(name) {
+                *slot = Some(
+                    ms.parse()
+                        .with_context(|| format!("{name} must be milliseconds"))?,
+                );
+            }
+        }
         if let Some(ms) = env("EVENTFOLD_CONSISTENCY_WAIT_MS") {
             config.consistency_wait_ms = Some(
                 ms.parse()
@@ -240,6 +267,38 @@ impl Config {
         }
     }
 
+    /// The server's bounds on connections: the defaults of
+    /// [`eventfold_http::ServeOptions`] with the file's and the environment's values.
+    /// Zero connections or a zero head timeout are refused: the one would serve nobody,
+    /// the other (no bound at all) lets a client that never finishes its request hold
+    /// its connection forever.
+    pub(crate) fn serve_options(&self) -> anyhow::Result<eventfold_http::ServeOptions> {
+        let defaults = eventfold_http::ServeOptions::default();
+        let max_connections = match self.max_connections {
+            Some(0) => {
+                anyhow::bail!("EVENTFOLD_MAX_CONNECTIONS / max_connections must be 1 or more")
+            }
+            Some(n) => n,
+            None => defaults.max_connections,
+        };
+        let header_timeout = match self.header_timeout_ms {
+            Some(0) => anyhow::bail!(
+                "EVENTFOLD_HEADER_TIMEOUT_MS / header_timeout_ms must be 1 or more: without a \
+                 bound a client that never finishes a request holds its connection forever"
+            ),
+            Some(ms) => Duration::from_millis(ms),
+            None => defaults.header_timeout,
+        };
+        let grace = self
+            .shutdown_grace_ms
+            .map_or(defaults.grace, Duration::from_millis);
+        Ok(eventfold_http::ServeOptions {
+            max_connections,
+            header_timeout,
+            grace,
+        })
+    }
+
     /// The slot planner: the default with the configured capacity.
     pub(crate) fn slot_planner(&self) -> anyhow::Result<eventfold_domain::slotting::SlotPlanner> {
         let defaults = eventfold_domain::slotting::SlotPlanner::default();
@@ -290,6 +349,29 @@ mod tests {
         assert_eq!(Config::default().route_retention_months().ok(), Some(6));
         let one: Config = toml::from_str("route_retention_months = 1\n").expect("valid TOML");
         assert_eq!(one.route_retention_months().ok(), Some(1));
+    }
+
+    #[test]
+    fn connection_bounds_come_from_the_file_and_zero_is_refused() {
+        let defaults = eventfold_http::ServeOptions::default();
+        assert_eq!(Config::default().serve_options().ok(), Some(defaults));
+        let given: Config = toml::from_str(
+            "max_connections = 50\nheader_timeout_ms = 1500\nshutdown_grace_ms = 0\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(
+            given.serve_options().ok(),
+            Some(eventfold_http::ServeOptions {
+                max_connections: 50,
+                header_timeout: Duration::from_millis(1500),
+                grace: Duration::ZERO,
+            })
+        );
+        for refused in ["max_connections = 0\n", "header_timeout_ms = 0\n"] {
+            let config: Config = toml::from_str(refused).expect("valid TOML");
+            let error = config.serve_options().expect_err(refused);
+            assert!(error.to_string().contains("1 or more"), "{error}");
+        }
     }
 
     #[test]

@@ -66,6 +66,17 @@ pub(crate) async fn run(
     database_url: &str,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
+    let mut options = config.serve_options()?;
+    let budget = eventfold_http::connection_budget(options.max_connections);
+    if budget.lowered {
+        tracing::warn!(
+            asked = options.max_connections,
+            held = budget.max_connections,
+            open_files = budget.open_files,
+            "the connection limit was lowered to fit the open-files limit (raise `ulimit -n`)"
+        );
+    }
+    options.max_connections = budget.max_connections;
     let app = app::build(&config, database_url).await?;
     let listen = config
         .listen
@@ -96,11 +107,25 @@ pub(crate) async fn run(
     }
     writeln!(out, "projections: {}", app.projections.names().join(", "))?;
     writeln!(out, "reactions: {}", app.reaction_names().join(", "))?;
+    writeln!(
+        out,
+        "connections: at most {}{}, request heads within {} ms (idle connections closed after as long), shutdown grace {} ms",
+        options.max_connections,
+        if budget.lowered { " (lowered to fit the open-files limit)" } else { "" },
+        options.header_timeout.as_millis(),
+        options.grace.as_millis()
+    )?;
     writeln!(out, "listening on http://{}", listener.local_addr()?)?;
     out.flush()?;
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let stopped = eventfold_http::serve(listener, app.router, options, shutdown_signal()).await;
+    if stopped.cut > 0 {
+        writeln!(
+            out,
+            "shutting down: {} connection(s) still answering after {} ms were closed",
+            stopped.cut,
+            options.grace.as_millis()
+        )?;
+    }
     // In-flight requests have finished; let the projectors finish their batch (each
     // commits its checkpoint with its writes) and stop.
     writeln!(out, "shutting down: stopping projectors")?;

@@ -247,3 +247,171 @@ async fn a_failed_request_is_logged_with_its_route_ids_and_cause() {
         "{line}"
     );
 }
+
+/// Reads what the server sends until it closes the connection (or `within` passes:
+/// then `None`).
+fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// A connection that has sent half a request head.
+fn half_a_request(server: &Server) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: eventfold\r\n")
+        .expect("write");
+    stream
+}
+
+/// A client that opens connections and never finishes a request (or leaves a
+/// kept-alive one idle) held each of them forever — enough of them use up the
+/// process's open files. Both are closed once the head timeout passes.
+#[test]
+fn a_request_head_never_finished_and_an_idle_connection_are_closed_after_the_head_timeout() {
+    use std::io::Write;
+    let server = Server::start_with(None, &[("EVENTFOLD_HEADER_TIMEOUT_MS", "500")]);
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("request heads within 500 ms")),
+        "{:?}",
+        server.startup
+    );
+    let mut half = half_a_request(&server);
+    let mut idle =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: eventfold\r\n\r\n")
+        .expect("write");
+    let started = std::time::Instant::now();
+    let answered = read_until_closed(&mut idle, Duration::from_secs(10))
+        .expect("the idle kept-alive connection is closed");
+    assert!(
+        String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answered)
+    );
+    read_until_closed(&mut half, Duration::from_secs(10))
+        .expect("the half-sent request's connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Past `EVENTFOLD_MAX_CONNECTIONS` the server stops accepting: a new connection
+/// waits (in the kernel's queue) until one of those held closes, and is then served.
+#[test]
+fn connections_past_the_limit_wait_until_one_closes() {
+    use std::io::Write;
+    let server = Server::start_with(
+        None,
+        &[
+            ("EVENTFOLD_MAX_CONNECTIONS", "3"),
+            ("EVENTFOLD_HEADER_TIMEOUT_MS", "60000"),
+        ],
+    );
+    assert!(
+        server.startup.iter().any(|l| l.contains("at most 3")),
+        "{:?}",
+        server.startup
+    );
+    let mut held: Vec<_> = (0..3).map(|_| half_a_request(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: eventfold\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    assert_eq!(
+        read_until_closed(&mut fourth, Duration::from_secs(1)),
+        None,
+        "a fourth connection is not served while three are held"
+    );
+    drop(held.remove(0));
+    let answered = read_until_closed(&mut fourth, Duration::from_secs(10))
+        .expect("served once a connection closed");
+    assert!(
+        String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answered)
+    );
+}
+
+/// SIGTERM: a request under way is answered (here a command whose body is still
+/// arriving when the signal comes), and a client that never finishes its request does
+/// not hold the shutdown beyond `EVENTFOLD_SHUTDOWN_GRACE_MS` (it waited for it
+/// without end).
+#[test]
+fn a_shutdown_answers_the_request_under_way_and_waits_for_no_one_beyond_its_grace() {
+    use std::io::Write;
+    let mut server = Server::start_with(
+        None,
+        &[
+            ("EVENTFOLD_HEADER_TIMEOUT_MS", "60000"),
+            ("EVENTFOLD_SHUTDOWN_GRACE_MS", "3000"),
+        ],
+    );
+    let _never_finished = half_a_request(&server);
+    let body = serde_json::to_vec(&json!({
+        "user_id": "u1", "sku": "SKU-1", "title": "Capsules", "category": "coffee",
+        "quantity": 1, "unit_price": 1000
+    }))
+    .expect("json");
+    let mut under_way =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    let head = format!(
+        "POST /api/v1/purchases HTTP/1.1\r\nHost: eventfold\r\nContent-Type: application/json\r\n\
+         X-Api-Key: {SERVICE_KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    under_way.write_all(head.as_bytes()).expect("write head");
+    under_way.write_all(&body[..10]).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    under_way
+        .write_all(&body[10..])
+        .expect("the rest of the body");
+    let answered = read_until_closed(&mut under_way, Duration::from_secs(10))
+        .expect("the request under way is answered");
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(answered.starts_with("HTTP/1.1 201"), "{answered}");
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "stopped after {took:?}: the grace is 3 s"
+    );
+}

@@ -4,7 +4,9 @@
 //! the one error shape of the API ([`ApiError`]: `{"error", "message", "code",
 //! "details"}`), and the edge every route shares ([`harden`]: control characters refused
 //! in paths, queries and JSON strings, bodies that are JSON objects, [`Timestamp`]s in
-//! years 1970–9999, every error status in the error shape, panics answered with 500).
+//! years 1970–9999, every error status in the error shape, panics answered with 500),
+//! and the server loop ([`serve`]: connections bounded in number, in the time a request
+//! head may take and in how long a shutdown waits for them).
 
 mod auth;
 mod edge;
@@ -14,6 +16,7 @@ mod input;
 mod limits;
 pub mod openapi;
 mod principal;
+mod server;
 
 pub use auth::{request_digest, AuthConfig, Caller, Claims, RequestDigest};
 pub use edge::{
@@ -27,6 +30,10 @@ pub use input::{
 };
 pub use limits::{limit, ClassLimits, Cors, EdgeLimits, Limiter, RouteClass};
 pub use principal::{Principal, Role};
+pub use server::{
+    connection_budget, serve, Budget, ServeOptions, Stopped, DEFAULT_GRACE, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, FILES_KEPT,
+};
 
 /// A random (v4) UUID from the thread's fast generator, not a `getrandom` system call
 /// per id: correlation and trace ids are made on every request.

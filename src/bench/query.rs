@@ -327,7 +327,13 @@ async fn run_in(
     let listener = crate::serve::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let router = app.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    // The server `serve` runs, with its bounds.
+    let server = tokio::spawn(eventfold_http::serve(
+        listener,
+        router,
+        eventfold_http::ServeOptions::default(),
+        std::future::pending(),
+    ));
 
     // Every user has a reminder due now.
     let now = chrono::Utc::now();
@@ -578,7 +584,13 @@ async fn hold_rate(
                 let Ok(_permit) = in_flight.acquire_owned().await else {
                     return (due.elapsed(), false);
                 };
-                let ok = matches!(client.get(url).header("x-api-key", KEY).send().await, Ok(r) if r.status().is_success());
+                // The whole answer, body included: the latency of an answer the caller
+                // can use, and a connection hyper may reuse (one dropped mid-body is
+                // closed).
+                let ok = match client.get(url).header("x-api-key", KEY).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
                 (due.elapsed(), ok)
             });
             if sent.send(task).is_err() {
