@@ -602,6 +602,8 @@ pub struct FunnelRow {
 /// Reminders scheduled → offered → accepted → orders placed, by category and slot hour.
 pub async fn funnel(target: &ClickHouseTarget) -> Result<Vec<FunnelRow>> {
     // One JOIN per SELECT (ClickHouse 18.16): the sku's category, then the placed orders.
+    // Every joined subquery has an alias: current ClickHouse (its analyzer, the default
+    // since 24.3) refuses a JOIN of subqueries without (code 206, ALIAS_REQUIRED).
     target
         .client()
         .query(
@@ -613,12 +615,12 @@ pub async fn funnel(target: &ClickHouseTarget) -> Result<Vec<FunnelRow>> {
                      anyIf(user_id, stage = 'scheduled') AS user_id, anyIf(sku, stage = 'scheduled') AS sku, \
                      maxIf(slot_hour, stage = 'scheduled') AS slot_hour \
                    FROM ch_funnel FINAL WHERE stage != 'placed' GROUP BY key HAVING s = 1 \
-                 ) ANY LEFT JOIN ( \
+                 ) AS reminders ANY LEFT JOIN ( \
                    SELECT user_id, sku, argMax(category, version) AS category FROM ch_funnel_skus FINAL GROUP BY user_id, sku \
-                 ) USING (user_id, sku) \
-               ) ANY LEFT JOIN ( \
+                 ) AS skus USING (user_id, sku) \
+               ) AS offered ANY LEFT JOIN ( \
                  SELECT key AS order_id, toUInt64(1) AS p FROM ch_funnel FINAL WHERE stage = 'placed' \
-               ) USING (order_id) \
+               ) AS placed USING (order_id) \
              ) GROUP BY category, slot_hour ORDER BY category, slot_hour",
         )
         .fetch_all()
