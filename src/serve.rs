@@ -118,18 +118,20 @@ pub(crate) async fn run(
     writeln!(out, "listening on http://{}", listener.local_addr()?)?;
     out.flush()?;
     let stopped = eventfold_http::serve(listener, app.router, options, shutdown_signal()).await;
+    // From here on output is best effort: a closed stdout (the reader of a pipe gone)
+    // must not cut the projectors' stop short.
     if stopped.cut > 0 {
-        writeln!(
+        let _ = writeln!(
             out,
             "shutting down: {} connection(s) still answering after {} ms were closed",
             stopped.cut,
             options.grace.as_millis()
-        )?;
+        );
     }
     // In-flight requests have finished; let the projectors finish their batch (each
     // commits its checkpoint with its writes) and stop.
-    writeln!(out, "shutting down: stopping projectors")?;
-    out.flush()?;
+    let _ = writeln!(out, "shutting down: stopping projectors");
+    let _ = out.flush();
     stop.send(true).ok();
     while let Some(done) = projectors.join_next().await {
         match done {
@@ -158,7 +160,7 @@ pub(crate) async fn run(
     if let Some(retention) = retention {
         let _ = retention.await;
     }
-    writeln!(out, "stopped")?;
+    let _ = writeln!(out, "stopped");
     Ok(())
 }
 
