@@ -373,7 +373,8 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
                 axum::routing::get(move || {
                     let document = document.clone();
                     async move { axum::Json(document.as_ref().clone()) }
-                }),
+                })
+                .route_layer(middleware::from_fn(eventfold_http::no_query)),
             )
             .route_layer(middleware::from_fn(eventfold_read_api::observe))
             .fallback(|| async { ApiError::no_route() }),

@@ -564,3 +564,82 @@ async fn a_body_that_repeats_a_key_is_refused_and_appends_nothing() {
     );
     assert!(server.terminate().success());
 }
+
+/// A query parameter a route does not define is refused with 400 on every route of the
+/// OpenAPI document — commands included, which take none: a client sending
+/// `?dry_run=true` or `?idempotency_key=…` to a command had it carried out as an
+/// ordinary, unkeyed command — and nothing is appended. (`/healthz`, `/readyz` and
+/// `/metrics` take whatever probes and scrapers add.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_query_parameter_is_refused_on_every_route_and_appends_nothing() {
+    let mut server = Server::start(None);
+    let client = Client::new();
+    let document: Value = client
+        .get(server.url("/api/v1/openapi.json"))
+        .header("x-api-key", SERVICE_KEY)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("the document");
+    let paths = document["paths"].as_object().expect("paths");
+    let mut tried = 0;
+    for (template, operations) in paths {
+        if matches!(template.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            continue;
+        }
+        let path = template
+            .replace("{user_id}", "u1")
+            .replace("{sport}", "running")
+            .replace("{week}", "2026-W10")
+            .replace("{device_id}", "spk-1")
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "6b1f8e3a-2f4c-4d6e-9a1b-3c5d7e9f0a2b"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().expect("operations").keys() {
+            let url = server.url(&format!("{path}?dry_run=true"));
+            let request = match method.as_str() {
+                "get" => client.get(url),
+                "post" => client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body("{}"),
+                other => panic!("{other} {template}: a method this test does not know"),
+            };
+            let response = request
+                .header("x-api-key", SERVICE_KEY)
+                .send()
+                .await
+                .expect("send");
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {template}: {body}"
+            );
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("dry_run")),
+                "{method} {template}: the parameter is not named: {body}"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried >= 30, "only {tried} operations in the document");
+    let (s, status) = get(&client, &server, "/api/v1/projections", "service").await;
+    assert_eq!(s, StatusCode::OK, "{status}");
+    for item in status["items"].as_array().expect("items") {
+        assert_eq!(item["head"], 0, "something was appended: {status}");
+    }
+    assert!(server.terminate().success());
+}

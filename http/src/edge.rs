@@ -241,6 +241,29 @@ pub async fn edge(request: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
+/// Middleware for routes that take no query parameters (every command route, the
+/// projections' status, the OpenAPI document): a query is refused with 400
+/// `invalid_query` naming its first parameter, not ignored — a client that sends
+/// `?dry_run=true` or `?idempotency_key=…` to a command must not have it carried out as
+/// an ordinary, unkeyed command.
+pub async fn no_query(request: Request, next: Next) -> Response {
+    match request.uri().query().filter(|q| !q.is_empty()) {
+        None => next.run(request).await,
+        Some(query) => {
+            let first = query.split('&').next().unwrap_or_default();
+            let name = first.split('=').next().unwrap_or_default();
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("this route takes no query parameters (got `{name}`)"),
+            )
+            .with_details(json!({ "parameter": name }))
+            .into_response()
+        }
+    }
+}
+
 /// The answer to a handler that panicked: 500 in the error shape; the panic is logged.
 /// Use with `tower_http::catch_panic::CatchPanicLayer::custom`.
 pub fn panic_answer(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {

@@ -20,8 +20,8 @@ mod server;
 
 pub use auth::{request_digest, AuthConfig, Caller, Claims, RequestDigest};
 pub use edge::{
-    check_json, check_text, edge, harden, harden_with, json_body, panic_answer, EdgeConfig,
-    Timestamp, MAX_HEADER_BYTES, MAX_URI_BYTES, YEARS,
+    check_json, check_text, edge, harden, harden_with, json_body, no_query, panic_answer,
+    EdgeConfig, Timestamp, MAX_HEADER_BYTES, MAX_URI_BYTES, YEARS,
 };
 pub use error::{ApiError, ErrorBody, ErrorCause};
 pub use headers::{correlation_header, single_header, text_header, uuid_header};

@@ -151,6 +151,7 @@ impl RouteDoc {
 pub const ROUTES: &[RouteDoc] =
     &[
         RouteDoc::new("GET", "/api/v1/openapi.json", "This document", "operations")
+            .errors(&[400])
             .answers(200, schema::<serde_json::Value>),
     ];
 

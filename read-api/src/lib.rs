@@ -189,7 +189,11 @@ pub fn router<L: EventStore>(api: QueryApi<L>) -> Router {
             get(analytics::leaderboard::<L>),
         )
         .route("/api/v1/analytics/funnel", get(analytics::funnel::<L>))
-        .route("/api/v1/projections", get(routes::projections::<L>))
+        .route(
+            "/api/v1/projections",
+            get(routes::projections::<L>)
+                .route_layer(axum::middleware::from_fn(eventfold_http::no_query)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<L>))
         .route("/metrics", get(ops::metrics::<L>))

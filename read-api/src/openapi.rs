@@ -140,7 +140,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "operations",
     )
     .authenticated()
-    .errors(&[401, 429, 503])
+    .errors(&[400, 401, 429, 503])
     .answers(200, schema::<Items<ProjectionItem>>),
     RouteDoc::new("GET", "/healthz", "Liveness", "operations")
         .answers(200, schema::<serde_json::Value>),

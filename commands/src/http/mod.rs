@@ -231,6 +231,8 @@ pub fn router<S: EventStore>(api: CommandApi<S>) -> Router {
         )
         .route("/api/v1/catalog/prices", post(routes::set_price::<S>))
         .route_layer(axum::middleware::from_fn(digest))
+        // No command takes query parameters: one sent is refused, never ignored.
+        .route_layer(axum::middleware::from_fn(eventfold_http::no_query))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api)
 }
