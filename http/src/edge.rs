@@ -278,6 +278,7 @@ pub fn panic_answer(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
         "internal",
         "internal error; it has been logged",
     )
+    .with_cause(format_args!("panic: {what}"))
     .into_response()
 }
 

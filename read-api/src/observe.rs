@@ -1,11 +1,13 @@
 //! Per-request observability: correlation ids, tracing spans, latency histograms.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
@@ -51,7 +53,16 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let trace_id = eventfold_http::fresh_uuid();
     let span = tracing::info_span!("request", %method, %route, %correlation_id, %trace_id);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // A handler that panics is answered here, inside the request's span, so that the
+    // panic and the failed request are logged with the route and the ids (the outer
+    // panic catcher of `eventfold_http::harden` knows neither).
+    let mut response = match AssertUnwindSafe(next.run(request).instrument(span.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => span.in_scope(|| eventfold_http::panic_answer(panic)),
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status();
     span.in_scope(|| {
@@ -92,4 +103,57 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-correlation-id", value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// A handler that panics is answered 500 in the error shape by `observe` itself:
+    /// the answer carries the request's correlation id and the panic as its cause (what
+    /// the "request failed" line logs), where the outer catcher knew neither.
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_and_logged_with_its_request() {
+        let app = eventfold_http::harden(
+            axum::Router::new()
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if true {
+                            panic!("the handler broke");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .route_layer(axum::middleware::from_fn(observe)),
+        );
+        let response = app
+            .oneshot(
+                Request::builder()
+                    .uri("/boom")
+                    .header("x-correlation-id", "7d444840-9dc0-11d1-b245-5ffdce74fad2")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 500);
+        assert_eq!(
+            response
+                .headers()
+                .get("x-correlation-id")
+                .and_then(|v| v.to_str().ok()),
+            Some("7d444840-9dc0-11d1-b245-5ffdce74fad2")
+        );
+        assert_eq!(
+            response
+                .extensions()
+                .get::<eventfold_http::ErrorCause>()
+                .map(|c| c.0.as_str()),
+            Some("panic: the handler broke")
+        );
+    }
 }
