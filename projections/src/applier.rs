@@ -47,6 +47,19 @@ fn store_down(error: &Error) -> bool {
     }
 }
 
+/// Whether the database rolled the transaction back for a conflict with another one
+/// (SQLSTATE class 40: serialization failure, deadlock; 55P03 lock not available):
+/// not this event's fault, and a retry can succeed. Counted against the event, a run of
+/// conflicts parked a good one.
+fn conflict(error: &Error) -> bool {
+    match error {
+        Error::Sql(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code.starts_with("40") || code == "55P03"),
+        _ => false,
+    }
+}
+
 impl<K: Sink> Applier<K> {
     /// An applier reporting to `board`.
     pub fn new(sink: K, options: RunnerOptions, board: StatusBoard) -> Self {
@@ -205,6 +218,8 @@ impl<K: Sink> Applier<K> {
                     Some(error.to_string()),
                 );
                 tracing::warn!(projection = self.sink.name(), %error, "store unavailable; retrying");
+            } else if conflict(&error) {
+                tracing::debug!(projection = self.sink.name(), %error, "rolled back for a conflict; retrying");
             } else {
                 failures += 1;
                 if failures >= self.options.max_attempts {

@@ -1,6 +1,7 @@
 //! The read store going away is retried without end, never counted against an event:
 //! errors a server gives while it shuts down, starts up or drops connections
-//! (SQLSTATE classes 08, 53 and 57P) would otherwise park good events.
+//! (SQLSTATE classes 08, 53 and 57P) would otherwise park good events. A transaction
+//! rolled back for a conflict with another (class 40, 55P03) is retried the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,7 +88,8 @@ impl Sink for Flaky {
 }
 
 #[tokio::test]
-async fn a_server_shutting_down_or_starting_up_parks_nothing() -> anyhow::Result<()> {
+async fn a_server_shutting_down_or_starting_up_or_a_conflicting_transaction_parks_nothing(
+) -> anyhow::Result<()> {
     let db = PgTestDb::new().await?;
     let event = NewEvent::new(
         "PriceChanged",
@@ -105,8 +107,11 @@ async fn a_server_shutting_down_or_starting_up_parks_nothing() -> anyhow::Result
     // More failures in a row than the attempts an event gets before it is parked.
     let failures = options.max_attempts as usize * 3;
     // 57P01 admin shutdown, 57P03 starting up, 08006 connection failure, 53300 too
-    // many connections.
-    for code in ["57P01", "57P03", "08006", "53300"] {
+    // many connections; and transactions rolled back for a conflict with another:
+    // 40001 serialization failure, 40P01 deadlock, 55P03 lock not available.
+    for code in [
+        "57P01", "57P03", "08006", "53300", "40001", "40P01", "55P03",
+    ] {
         let sink = Flaky {
             pool: sqlx::PgPool::connect_with(db.options.clone()).await?,
             code,
