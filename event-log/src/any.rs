@@ -101,6 +101,14 @@ impl EventReader for AnyEventStore {
         dispatch!(self, s => s.stream_version(stream).await)
     }
 
+    async fn version_of_event(
+        &self,
+        stream: &StreamId,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<StreamVersion>> {
+        dispatch!(self, s => s.version_of_event(stream, event_id).await)
+    }
+
     async fn head(&self) -> Result<Position> {
         dispatch!(self, s => s.head().await)
     }

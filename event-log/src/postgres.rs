@@ -521,6 +521,23 @@ impl EventReader for PgEventStore {
         .await
     }
 
+    async fn version_of_event(
+        &self,
+        stream: &StreamId,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<StreamVersion>> {
+        self.guarded(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT stream_version FROM eventfold_events WHERE event_id = $1 AND stream_id = $2",
+            )
+            .bind(event_id)
+            .bind(stream.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await?)
+        })
+        .await
+    }
+
     async fn head(&self) -> Result<Position> {
         self.guarded(async move {
             let head: i64 = sqlx::query_scalar(

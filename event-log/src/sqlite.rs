@@ -232,6 +232,20 @@ impl EventReader for SqliteEventStore {
         .await?)
     }
 
+    async fn version_of_event(
+        &self,
+        stream: &StreamId,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<StreamVersion>> {
+        Ok(sqlx::query_scalar(
+            "SELECT stream_version FROM eventfold_events WHERE event_id = ?1 AND stream_id = ?2",
+        )
+        .bind(event_id)
+        .bind(stream.as_str())
+        .fetch_optional(&self.inner.reader)
+        .await?)
+    }
+
     async fn head(&self) -> Result<Position> {
         let head: i64 =
             sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM eventfold_events")

@@ -96,6 +96,32 @@ pub trait EventReader: Send + Sync {
         stream: &StreamId,
     ) -> impl Future<Output = Result<Option<StreamVersion>>> + Send;
 
+    /// The version at which `stream` holds the event `event_id`, `None` when it holds
+    /// no such event. (What a command retried with its idempotency key asks: its events'
+    /// ids are derived from the key. The stores answer from their unique index on event
+    /// ids; this default reads the stream.)
+    fn version_of_event(
+        &self,
+        stream: &StreamId,
+        event_id: uuid::Uuid,
+    ) -> impl Future<Output = Result<Option<StreamVersion>>> + Send {
+        async move {
+            let mut from = 0;
+            loop {
+                let page = self
+                    .read_stream(stream, ReadDirection::Forwards, from, 1000)
+                    .await?;
+                if let Some(found) = page.iter().find(|r| r.event_id == event_id) {
+                    return Ok(Some(found.stream_version));
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => from = last.stream_version + 1,
+                    _ => return Ok(None),
+                }
+            }
+        }
+    }
+
     /// The position of the newest committed event ([`Position::START`] when empty).
     fn head(&self) -> impl Future<Output = Result<Position>> + Send;
 

@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
                 the_same_event_id_elsewhere_is_an_error,
                 bad_input_is_rejected_with_typed_errors_and_writes_nothing,
                 head_and_stream_version_follow_appends,
+                an_event_is_found_by_its_id_in_its_stream_only,
                 subscriptions_catch_up_then_follow_live,
                 subscriptions_filter_by_category_and_start_after_a_checkpoint,
                 reads_restricted_to_types_move_past_the_others,
@@ -481,6 +482,36 @@ async fn head_and_stream_version_follow_appends<S: EventStore>(store: S) -> anyh
     let r = append_n(&store, &s, 3).await?;
     assert_eq!(store.stream_version(&s).await?, Some(2));
     assert_eq!(store.head().await?, r.last_position);
+    Ok(())
+}
+
+async fn an_event_is_found_by_its_id_in_its_stream_only<S: EventStore>(
+    store: S,
+) -> anyhow::Result<()> {
+    let s = stream("workout-w1");
+    append_n(&store, &s, 3).await?;
+    append_n(&store, &stream("workout-w2"), 2).await?;
+    let stored = store.read_stream(&s, ReadDirection::Forwards, 0, 10).await?;
+    for record in &stored {
+        assert_eq!(
+            store.version_of_event(&s, record.event_id).await?,
+            Some(record.stream_version)
+        );
+        assert_eq!(
+            store
+                .version_of_event(&stream("workout-w2"), record.event_id)
+                .await?,
+            None,
+            "found in a stream that does not hold it"
+        );
+    }
+    assert_eq!(store.version_of_event(&s, uuid::Uuid::new_v4()).await?, None);
+    assert_eq!(
+        store
+            .version_of_event(&stream("workout-none"), stored[0].event_id)
+            .await?,
+        None
+    );
     Ok(())
 }
 
