@@ -4,6 +4,7 @@
 mod concurrency;
 mod edge;
 mod http;
+mod long_streams;
 mod property;
 mod retries;
 mod support;

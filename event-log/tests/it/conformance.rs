@@ -491,7 +491,9 @@ async fn an_event_is_found_by_its_id_in_its_stream_only<S: EventStore>(
     let s = stream("workout-w1");
     append_n(&store, &s, 3).await?;
     append_n(&store, &stream("workout-w2"), 2).await?;
-    let stored = store.read_stream(&s, ReadDirection::Forwards, 0, 10).await?;
+    let stored = store
+        .read_stream(&s, ReadDirection::Forwards, 0, 10)
+        .await?;
     for record in &stored {
         assert_eq!(
             store.version_of_event(&s, record.event_id).await?,
@@ -505,7 +507,10 @@ async fn an_event_is_found_by_its_id_in_its_stream_only<S: EventStore>(
             "found in a stream that does not hold it"
         );
     }
-    assert_eq!(store.version_of_event(&s, uuid::Uuid::new_v4()).await?, None);
+    assert_eq!(
+        store.version_of_event(&s, uuid::Uuid::new_v4()).await?,
+        None
+    );
     assert_eq!(
         store
             .version_of_event(&stream("workout-none"), stored[0].event_id)
