@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 mod append;
+mod commands;
 pub(crate) mod project;
 mod query;
 mod relay;
@@ -18,6 +19,9 @@ pub(crate) enum BenchCommand {
     /// Appends of ~300-byte events by 1, 8 and 32 writers, single and in batches of 100,
     /// against PostgreSQL and SQLite, each beside plain INSERTs of the same rows.
     Append(append::AppendBenchArgs),
+    /// Workout updates on a stream of 1,000 and 10,000 events beside the same update on
+    /// a workout just started (PostgreSQL): what a long stream costs a command.
+    Commands(commands::CommandsBenchArgs),
     /// Folding a pre-filled log (200k events by default) into the relational and Redis
     /// read models, beside the raw read speed of the same log.
     Project(project::ProjectBenchArgs),
@@ -42,6 +46,7 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     match command {
         BenchCommand::Append(args) => append::run(database_url, args, out).await,
+        BenchCommand::Commands(args) => commands::run(database_url, args, out).await,
         BenchCommand::Project(args) => project::run(database_url, args, out).await,
         BenchCommand::Query(args) => query::run(database_url, args, out).await,
         BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
