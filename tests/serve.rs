@@ -331,25 +331,7 @@ async fn auth_health_metrics_and_the_openapi_document() {
     // Every documented route answers (no fallback 404).
     for (path, item) in paths {
         for method in item.as_object().expect("methods").keys() {
-            let concrete = path
-                .replace("{id}", "00000000-0000-0000-0000-000000000000")
-                .replace("{order_id}", "x")
-                .replace("{workout_id}", "x")
-                .replace("{user_id}", "u1")
-                .replace("{device_id}", "d1")
-                .replace("{sport}", "running");
-            let request = if method == "post" {
-                client.post(server.url(&concrete)).json(&json!({}))
-            } else {
-                client.get(server.url(&concrete))
-            };
-            let response = request
-                .header("x-api-key", SERVICE_KEY)
-                .send()
-                .await
-                .expect("send");
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let (status, body) = call_documented(&client, &server, method, &concrete(path)).await;
             assert!(
                 body["error"] != "not_found"
                     || status != StatusCode::NOT_FOUND

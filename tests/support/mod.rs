@@ -169,6 +169,47 @@ pub async fn get(client: &Client, server: &Server, path: &str, who: &str) -> (St
     )
 }
 
+/// A path of the OpenAPI document with a plausible value in each parameter (UUIDs
+/// for the ids that are UUIDs).
+pub fn concrete(template: &str) -> String {
+    template
+        .replace("{user_id}", "u1")
+        .replace("{sport}", "running")
+        .replace("{week}", "2026-W10")
+        .replace("{device_id}", "spk-1")
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "6b1f8e3a-2f4c-4d6e-9a1b-3c5d7e9f0a2b"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Calls one operation of the document (`get` or `post`, a `{}` body) as the service.
+pub async fn call_documented(
+    client: &Client,
+    server: &Server,
+    method: &str,
+    path: &str,
+) -> (StatusCode, Value) {
+    let request = match method {
+        "post" => client.post(server.url(path)).json(&serde_json::json!({})),
+        "get" => client.get(server.url(path)),
+        other => panic!("{other} {path}: a method the tests do not call"),
+    };
+    let response = request
+        .header("x-api-key", SERVICE_KEY)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 pub fn chrono_like_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
