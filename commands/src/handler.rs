@@ -186,6 +186,31 @@ impl<S: EventStore> CommandHandler<S> {
         Ok(folded)
     }
 
+    /// The stream's current state (read as [`execute`](Self::execute) reads it: what
+    /// came after the kept state).
+    pub(crate) async fn state<A: Aggregate>(&self, stream: &StreamId) -> Result<A::State>
+    where
+        A::State: Send + Sync + 'static,
+    {
+        Ok(self.fold::<A>(stream).await?.state)
+    }
+
+    /// The event at `version` of `stream`, if the stream has one there.
+    pub(crate) async fn event_at(
+        &self,
+        stream: &StreamId,
+        version: i64,
+    ) -> Result<Option<DomainEvent>> {
+        let page = self
+            .store
+            .read_stream(stream, ReadDirection::Forwards, version, 1)
+            .await?;
+        match page.first() {
+            Some(record) if record.stream_version == version => Ok(Some(decode(stream, record)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The first outcome of a keyed command already carried out on `stream`: its first
     /// event is found by its (derived) id, and what follows it read.
     async fn replayed(

@@ -278,24 +278,20 @@ impl<S: EventStore> CommandService<S> {
         stored_at: Option<i64>,
         write: bool,
     ) -> Result<Option<PlannedReminder>> {
-        let loaded = self.handler.load::<PurchaseHistory>(purchases).await?;
+        let history = self.handler.state::<PurchaseHistory>(purchases).await?;
         // Plan from the purchase as the log holds it, not as this request says: a retry
         // (same Idempotency-Key), or the loser of two racing attempts, carries its own
         // server-stamped `purchased_at`; the stored one is the first attempt's. So every
         // attempt finds (or, after a crash between the two appends, makes) the same
         // reminder and answers what the first attempt answered.
-        let stored = stored_at.and_then(|version| {
-            loaded
-                .records
-                .iter()
-                .find(|r| r.stream_version == version)
-                .and_then(|r| DomainEvent::from_recorded(r).ok().flatten())
-        });
+        let stored = match stored_at {
+            Some(version) => self.handler.event_at(purchases, version).await?,
+            None => None,
+        };
         let purchase = match &stored {
             Some(DomainEvent::PurchaseRecorded(p)) => p,
             _ => requested,
         };
-        let history = loaded.state;
         let Some(sku) = history.skus.get(&purchase.sku) else {
             return Ok(None);
         };
@@ -394,7 +390,7 @@ impl<S: EventStore> CommandService<S> {
         // append replayed, or re-appended the same event id, a no-op) answers the plan
         // that did.
         let (due_at, slot) = if planned.is_none() {
-            match self.handler.load::<Reminder>(&s).await?.state.plan {
+            match self.handler.state::<Reminder>(&s).await?.plan {
                 Some(plan) => (plan.due_at, plan.slot),
                 None => (due_at, slot),
             }
@@ -524,14 +520,14 @@ impl<S: EventStore> CommandService<S> {
 
     async fn current_price(&self, sku: &str) -> Result<Option<PriceChanged>> {
         let s = stream("price", sku)?;
-        Ok(self.handler.load::<PriceEntry>(&s).await?.state.current)
+        Ok(self.handler.state::<PriceEntry>(&s).await?.current)
     }
 
     /// The user says yes: the reminder is accepted and an order drafted at the catalog's
     /// current price. An unavailable or unknown sku is refused with the reason.
     pub async fn accept(&self, ctx: &CommandContext, reminder_id: Uuid) -> Result<AcceptOutcome> {
         let s = stream("reminder", reminder_id)?;
-        let before = self.handler.load::<Reminder>(&s).await?.state;
+        let before = self.handler.state::<Reminder>(&s).await?;
         let plan = before.plan.clone().ok_or(DomainError::ReminderNotFound)?;
         authorize(&ctx.principal, &plan.user_id, "reminder")?;
         let price = self.current_price(&plan.sku).await?;
@@ -558,9 +554,8 @@ impl<S: EventStore> CommandService<S> {
             .await?;
         let draft = self
             .handler
-            .load::<Order>(&stream("order", order_id)?)
+            .state::<Order>(&stream("order", order_id)?)
             .await?
-            .state
             .draft
             .ok_or(DomainError::OrderNotFound)?;
         Ok(AcceptOutcome {

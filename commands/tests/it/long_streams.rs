@@ -203,3 +203,46 @@ async fn a_keyed_retry_answers_its_first_outcome_however_far_the_stream_moved() 
     }
     Ok(())
 }
+
+/// A purchase reads the user's purchase history as a command does — what it gained —
+/// also where the reminder's planning needs the history and the purchase as stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_reads_only_what_the_history_gained() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let read = Arc::new(AtomicUsize::new(0));
+    let app = app(Counting {
+        inner: db.store.clone(),
+        read: Arc::clone(&read),
+    });
+    let purchase = |sku: String| {
+        json!({"user_id": "u1", "sku": sku, "title": "Capsules", "category": "coffee",
+               "quantity": 1, "unit_price": 1000})
+    };
+    for i in 0..150 {
+        let a = call(
+            &app,
+            As::User("u1"),
+            "/api/v1/purchases",
+            purchase(format!("SKU-{i}")),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+    let before = read.load(Ordering::SeqCst);
+    let a = call(
+        &app,
+        As::User("u1"),
+        "/api/v1/purchases",
+        purchase("SKU-LAST".to_owned()),
+        Some("last"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let last = read.load(Ordering::SeqCst) - before;
+    assert!(
+        last <= 10,
+        "a purchase on a 150-purchase history read {last} events"
+    );
+    Ok(())
+}
