@@ -415,3 +415,81 @@ fn a_shutdown_answers_the_request_under_way_and_waits_for_no_one_beyond_its_grac
         "stopped after {took:?}: the grace is 3 s"
     );
 }
+
+/// Redis stops answering under `serve` (the process frozen: its socket still accepts).
+/// Without a breaker every leaderboard request waited out Redis's response timeout
+/// (twice: the retry on a fresh connection) for its 503; with it, once a probe finds
+/// Redis frozen, leaderboards are refused at once — 503 naming Redis — the metrics say
+/// so, and they answer again shortly after Redis thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_frozen_leaderboards_fail_fast_and_answer_again_when_it_thaws() {
+    use std::time::Instant;
+    let redis = OwnRedis::start();
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
+    let mut server = Server::start_with(
+        Some(db.url()),
+        &[
+            ("REDIS_URL", redis.url.as_str()),
+            ("EVENTFOLD_REDIS_PREFIX", prefix.as_str()),
+        ],
+    );
+    let client = Client::new();
+    let path = "/api/v1/leaderboards/running";
+    let (s, body) = get(&client, &server, path, "service").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let metrics = || async {
+        let response = client.get(server.url("/metrics")).send().await;
+        response.expect("metrics").text().await.expect("text")
+    };
+
+    redis.freeze();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut fast = 0;
+    while fast < 5 {
+        let started = Instant::now();
+        let (s, body) = get(&client, &server, path, "service").await;
+        let took = started.elapsed();
+        if s == StatusCode::SERVICE_UNAVAILABLE && took < Duration::from_millis(200) {
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Redis")),
+                "{body}"
+            );
+            fast += 1;
+        } else {
+            fast = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaderboards still wait for a frozen Redis: {s} after {took:?}: {body}"
+        );
+    }
+    assert!(
+        metrics()
+            .await
+            .contains("eventfold_store_breaker_open{store=\"redis\"} 1"),
+        "the breaker is not shown open"
+    );
+
+    redis.thaw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = get(&client, &server, path, "service").await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after Redis thawed: {s} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metrics()
+        .await
+        .contains("eventfold_store_breaker_open{store=\"redis\"} 0"));
+    assert!(server.terminate().success());
+}

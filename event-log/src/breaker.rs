@@ -145,6 +145,22 @@ impl Breaker {
     where
         E: From<Open>,
     {
+        self.run_with(op, |error| {
+            database_error(error).is_some_and(is_connection_error)
+        })
+        .await
+    }
+
+    /// [`run`](Self::run) for any server: `gone` says which failures may mean the
+    /// server is gone.
+    pub async fn run_with<T, E>(
+        &self,
+        op: impl Future<Output = Result<T, E>>,
+        gone: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        E: From<Open>,
+    {
         self.admit()?;
         let mut watch = Abandoned {
             breaker: self,
@@ -153,8 +169,8 @@ impl Breaker {
         };
         let outcome = op.await;
         watch.finished = true;
-        if let Some(error) = outcome.as_ref().err().and_then(database_error) {
-            self.failed(error);
+        if outcome.as_ref().err().is_some_and(gone) {
+            self.suspect();
         }
         outcome
     }

@@ -31,7 +31,9 @@ pub use applier::Applier;
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use lease::{lease_key, owners, Leases};
-pub use redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
+pub use redis_sink::{
+    breaker_for as redis_breaker, scan_keys, RedisKeys, RedisProjection, RedisSink,
+};
 pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{
     handed_over, handed_over_at, source_checkpoint, with_prefix, FailPoint, PgBatch, PgTx,

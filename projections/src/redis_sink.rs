@@ -349,6 +349,86 @@ pub(crate) async fn shared(client: &Client) -> Result<MultiplexedConnection> {
     Ok(conn)
 }
 
+/// One circuit breaker per Redis server, shared by every query to it (see
+/// [`eventfold_event_log::Breaker`]): while the server does not answer its probe (a
+/// `PING` on a connection of its own within the probe's bound), queries are refused at
+/// once instead of each waiting for its response timeout.
+static BREAKERS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, eventfold_event_log::Breaker>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The breaker of `client`'s server.
+pub fn breaker_for(client: &Client) -> eventfold_event_log::Breaker {
+    use eventfold_event_log::breaker::{ProbeResult, PROBE_TIMEOUT};
+    BREAKERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(server_of(client))
+        .or_insert_with(|| {
+            let client = client.clone();
+            eventfold_event_log::Breaker::with_probe("Redis", move || {
+                let client = client.clone();
+                Box::pin(async move {
+                    let ping = async {
+                        let mut conn = connect(&client).await?;
+                        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+                        Ok::<_, Error>(pong)
+                    };
+                    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+                        Ok(Ok(_)) => ProbeResult::Up,
+                        // The server answered, with an error of its own (loading,
+                        // authentication): it is there.
+                        Ok(Err(Error::Redis(e))) if !gone(&e) => ProbeResult::Up,
+                        Ok(Err(e)) => ProbeResult::Down(e.to_string()),
+                        Err(_) => ProbeResult::Down(format!(
+                            "no answer to PING within {} ms",
+                            PROBE_TIMEOUT.as_millis()
+                        )),
+                    }
+                })
+            })
+        })
+        .clone()
+}
+
+/// Whether a Redis error may mean the server is gone (or frozen).
+fn gone(error: &redis::RedisError) -> bool {
+    broken(error) || error.is_connection_refusal()
+}
+
+/// A query on the connection shared by every query to `client`'s server, behind its
+/// breaker: refused at once while the breaker is open; retried once on a fresh
+/// connection when the shared one is broken; a failure that may mean the server is
+/// gone, or a query abandoned after waiting [`eventfold_event_log::breaker::SLOW`], has
+/// the server probed.
+pub(crate) async fn query<T, F, Fut>(client: &Client, op: F) -> Result<T>
+where
+    F: Fn(MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let attempts = async {
+        let mut attempt = 0;
+        loop {
+            match op(shared(client).await?).await {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    evict(client);
+                    attempt += 1;
+                    if attempt > 1 || !broken(&error) {
+                        return Err(Error::Redis(error));
+                    }
+                }
+            }
+        }
+    };
+    breaker_for(client)
+        .run_with(attempts, |error| match error {
+            Error::Redis(e) => gone(e),
+            _ => false,
+        })
+        .await
+}
+
 /// Forgets the shared connection after a failure, so the next query reconnects.
 pub(crate) fn evict(client: &Client) {
     SHARED

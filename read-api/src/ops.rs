@@ -27,12 +27,19 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
             match &api.redis {
                 None => "off",
                 Some(r) => {
+                    let breaker = eventfold_projections::redis_breaker(&r.client);
                     bounded(async {
-                        let Ok(mut conn) = r.client.get_multiplexed_async_connection().await else {
-                            return false;
+                        // An open breaker answers at once; a ping that fails has the
+                        // server probed like any query.
+                        let ping = async {
+                            let mut conn = r.client.get_multiplexed_async_connection().await?;
+                            redis::cmd("PING").query_async::<String>(&mut conn).await
                         };
-                        redis::cmd("PING")
-                            .query_async::<String>(&mut conn)
+                        breaker
+                            .run_with(
+                                async { ping.await.map_err(eventfold_projections::Error::Redis) },
+                                |_| true,
+                            )
                             .await
                             .is_ok()
                     })
@@ -132,9 +139,14 @@ async fn sqlx_ping<L>(api: &QueryApi<L>) -> bool {
 /// projections' checkpoints and lag (measured now).
 pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) -> Response {
     // 1 while a store's circuit breaker is open (its server found unreachable).
+    let redis = api
+        .redis
+        .as_ref()
+        .map(|r| eventfold_projections::redis_breaker(&r.client));
     for (store, breaker) in [
         ("event_log", api.log.breaker()),
         ("read_models", Some(api.db.breaker())),
+        ("redis", redis.as_ref()),
     ] {
         if let Some(breaker) = breaker {
             metrics::gauge!("eventfold_store_breaker_open", "store" => store)

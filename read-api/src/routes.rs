@@ -149,9 +149,10 @@ impl<L> crate::QueryApi<L> {
 }
 
 fn store_error(error: eventfold_projections::Error) -> ApiError {
-    let store = match error {
+    let store = match &error {
         eventfold_projections::Error::Redis(_) => "Redis",
         eventfold_projections::Error::Log(_) => "the event log",
+        eventfold_projections::Error::Unavailable { store, .. } => store,
         _ => "the read store",
     };
     ApiError::new(

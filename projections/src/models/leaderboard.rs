@@ -6,7 +6,7 @@ use redis::{AsyncCommands, Pipeline};
 use serde::Serialize;
 
 use super::iso_week;
-use crate::redis_sink::{broken, evict, shared, RedisKeys, RedisProjection};
+use crate::redis_sink::{RedisKeys, RedisProjection};
 use crate::runtime::Projection;
 use crate::Result;
 
@@ -63,20 +63,11 @@ pub async fn top(
     n: isize,
 ) -> Result<Vec<Place>> {
     let key = keys.key(format!("lb:{sport}:{week}"));
-    let mut attempt = 0;
-    let entries: Vec<(String, f64)> = loop {
-        let mut conn = shared(client).await?;
-        match conn.zrevrange_withscores(&key, 0, n - 1).await {
-            Ok(entries) => break entries,
-            Err(error) => {
-                evict(client);
-                attempt += 1;
-                if attempt > 1 || !broken(&error) {
-                    return Err(error.into());
-                }
-            }
-        }
-    };
+    let entries: Vec<(String, f64)> = crate::redis_sink::query(client, |mut conn| {
+        let key = &key;
+        async move { conn.zrevrange_withscores(key, 0, n - 1).await }
+    })
+    .await?;
     Ok(entries
         .into_iter()
         .enumerate()

@@ -10,7 +10,7 @@ use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 use redis::{Pipeline, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::redis_sink::{broken, evict, shared, RedisKeys, RedisProjection};
+use crate::redis_sink::{RedisKeys, RedisProjection};
 use crate::runtime::Projection;
 use crate::sql::{from_millis, millis, ReadDb};
 use crate::{models, Result};
@@ -228,20 +228,11 @@ pub async fn due_from_redis(
         .arg(millis(now))
         .arg(limit)
         .arg(keys.key("price:"));
-    let mut attempt = 0;
-    let raw: Vec<String> = loop {
-        let mut conn = shared(client).await?;
-        match invocation.invoke_async(&mut conn).await {
-            Ok(raw) => break raw,
-            Err(error) => {
-                evict(client);
-                attempt += 1;
-                if attempt > 1 || !broken(&error) {
-                    return Err(error.into());
-                }
-            }
-        }
-    };
+    let raw: Vec<String> = crate::redis_sink::query(client, |mut conn| {
+        let invocation = &invocation;
+        async move { invocation.invoke_async(&mut conn).await }
+    })
+    .await?;
     let mut out = Vec::new();
     for chunk in raw.chunks_exact(4) {
         let Ok(offer) = serde_json::from_str::<Offer>(&chunk[2]) else {
@@ -323,6 +314,10 @@ pub async fn due_now(
             Some(budget) => tokio::time::timeout(budget, answer)
                 .await
                 .unwrap_or_else(|_| {
+                    // Too short a wait for the breaker to count it as abandoned:
+                    // have the server probed here (a frozen server opens it, and the
+                    // voice route then answers from the relational model at once).
+                    crate::redis_sink::breaker_for(client).suspect();
                     Err(crate::Error::Redis(redis::RedisError::from((
                         redis::ErrorKind::IoError,
                         "no answer within the voice route's Redis budget",
