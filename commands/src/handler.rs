@@ -84,6 +84,10 @@ struct Folded<St> {
     state: St,
     version: Option<i64>,
     last_position: Position,
+    /// The events read on top of the kept state (the whole stream when none was kept).
+    read: Vec<RecordedEvent>,
+    /// Whether `read` is the whole stream.
+    whole: bool,
 }
 
 /// A stream's decoded events with their records.
@@ -147,12 +151,16 @@ impl<S: EventStore> CommandHandler<S> {
                 state: c.state.clone(),
                 version: Some(c.version),
                 last_position: c.last_position,
+                read: Vec::new(),
+                whole: false,
             });
         let from_kept = kept.as_ref().and_then(|k| k.version);
         let mut folded = kept.unwrap_or_else(|| Folded {
             state: A::State::default(),
             version: None,
             last_position: Position::START,
+            read: Vec::new(),
+            whole: true,
         });
         loop {
             let from = folded.version.map_or(0, |v| v + 1);
@@ -166,7 +174,9 @@ impl<S: EventStore> CommandHandler<S> {
                 folded.version = Some(record.stream_version);
                 folded.last_position = record.global_position;
             }
-            if page.len() < 1000 {
+            let last_page = page.len() < 1000;
+            folded.read.extend(page);
+            if last_page {
                 break;
             }
         }
@@ -195,12 +205,29 @@ impl<S: EventStore> CommandHandler<S> {
         Ok(self.fold::<A>(stream).await?.state)
     }
 
-    /// The event at `version` of `stream`, if the stream has one there.
-    pub(crate) async fn event_at(
+    /// The stream's current state, and the event at `version` if the stream has one
+    /// there (found among the events just read, else read).
+    pub(crate) async fn state_and_event_at<A: Aggregate>(
         &self,
         stream: &StreamId,
-        version: i64,
-    ) -> Result<Option<DomainEvent>> {
+        version: Option<i64>,
+    ) -> Result<(A::State, Option<DomainEvent>)>
+    where
+        A::State: Send + Sync + 'static,
+    {
+        let folded = self.fold::<A>(stream).await?;
+        let Some(version) = version else {
+            return Ok((folded.state, None));
+        };
+        let event = match folded.read.iter().find(|r| r.stream_version == version) {
+            Some(record) => Some(decode(stream, record)?),
+            None => self.event_at(stream, version).await?,
+        };
+        Ok((folded.state, event))
+    }
+
+    /// The event at `version` of `stream`, if the stream has one there.
+    async fn event_at(&self, stream: &StreamId, version: i64) -> Result<Option<DomainEvent>> {
         let page = self
             .store
             .read_stream(stream, ReadDirection::Forwards, version, 1)
@@ -250,7 +277,15 @@ impl<S: EventStore> CommandHandler<S> {
         let ids = EventIds::new(ctx, stream);
         for attempt in 0..MAX_ATTEMPTS {
             let loaded = self.fold::<A>(stream).await?;
-            if let Some(outcome) = self.replayed(stream, &ids).await? {
+            // A keyed command already carried out: its first event is among the events
+            // just read, or (read on top of a kept state) looked up by id — after the
+            // read, so that the look-up sees at least what the state holds.
+            let replayed = match ids.replay(stream, &loaded.read)? {
+                Some(outcome) => Some(outcome),
+                None if loaded.whole => None,
+                None => self.replayed(stream, &ids).await?,
+            };
+            if let Some(outcome) = replayed {
                 return Ok(outcome);
             }
             let events = decide(&loaded.state)?;

@@ -278,16 +278,15 @@ impl<S: EventStore> CommandService<S> {
         stored_at: Option<i64>,
         write: bool,
     ) -> Result<Option<PlannedReminder>> {
-        let history = self.handler.state::<PurchaseHistory>(purchases).await?;
         // Plan from the purchase as the log holds it, not as this request says: a retry
         // (same Idempotency-Key), or the loser of two racing attempts, carries its own
         // server-stamped `purchased_at`; the stored one is the first attempt's. So every
         // attempt finds (or, after a crash between the two appends, makes) the same
         // reminder and answers what the first attempt answered.
-        let stored = match stored_at {
-            Some(version) => self.handler.event_at(purchases, version).await?,
-            None => None,
-        };
+        let (history, stored) = self
+            .handler
+            .state_and_event_at::<PurchaseHistory>(purchases, stored_at)
+            .await?;
         let purchase = match &stored {
             Some(DomainEvent::PurchaseRecorded(p)) => p,
             _ => requested,
