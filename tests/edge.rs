@@ -244,19 +244,8 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_voice_route_answers_within_its_deadline_when_redis_stalls_or_the_wait_is_long() {
-    let redis = OwnRedis::start();
-    let db = eventfold_event_log::testing::PgTestDb::new()
-        .await
-        .expect("test database");
-    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
-    let mut server = Server::start_with(
-        Some(db.url()),
-        &[
-            ("REDIS_URL", redis.url.as_str()),
-            ("EVENTFOLD_REDIS_PREFIX", prefix.as_str()),
-            ("EVENTFOLD_TIMEOUT_VOICE_MS", "150"),
-        ],
-    );
+    let (redis, _db, mut server) =
+        serve_with_own_redis(&[("EVENTFOLD_TIMEOUT_VOICE_MS", "150")]).await;
     let client = Client::new();
     let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders/due", "u1").await;
     assert_eq!(s, StatusCode::OK, "{body}");

@@ -424,18 +424,7 @@ fn a_shutdown_answers_the_request_under_way_and_waits_for_no_one_beyond_its_grac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_frozen_leaderboards_fail_fast_and_answer_again_when_it_thaws() {
     use std::time::Instant;
-    let redis = OwnRedis::start();
-    let db = eventfold_event_log::testing::PgTestDb::new()
-        .await
-        .expect("test database");
-    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
-    let mut server = Server::start_with(
-        Some(db.url()),
-        &[
-            ("REDIS_URL", redis.url.as_str()),
-            ("EVENTFOLD_REDIS_PREFIX", prefix.as_str()),
-        ],
-    );
+    let (redis, _db, mut server) = serve_with_own_redis(&[]).await;
     let client = Client::new();
     let path = "/api/v1/leaderboards/running";
     let (s, body) = get(&client, &server, path, "service").await;

@@ -240,6 +240,26 @@ pub fn rfc3339(secs: &str) -> String {
     )
 }
 
+/// `serve` on a PostgreSQL database and a Redis server of the test's own (a fresh key
+/// prefix), with `env` besides; the database and Redis live as long as the result.
+pub async fn serve_with_own_redis(
+    env: &[(&str, &str)],
+) -> (OwnRedis, eventfold_event_log::testing::PgTestDb, Server) {
+    let redis = OwnRedis::start();
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
+    let mut all = vec![
+        ("REDIS_URL", redis.url.as_str()),
+        ("EVENTFOLD_REDIS_PREFIX", prefix.as_str()),
+    ];
+    all.extend_from_slice(env);
+    let server = Server::start_with(Some(db.url()), &all);
+    // In this order the server is dropped (killed) first, then the database and Redis.
+    (redis, db, server)
+}
+
 /// A `redis-server` of the test's own on a free port, so that it can be frozen.
 pub struct OwnRedis {
     pub child: Child,
