@@ -32,7 +32,8 @@ pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use lease::{lease_key, owners, Leases};
 pub use redis_sink::{
-    breaker_for as redis_breaker, scan_keys, RedisKeys, RedisProjection, RedisSink,
+    breaker_for as redis_breaker, ping as redis_ping, scan_keys, RedisKeys, RedisProjection,
+    RedisSink,
 };
 pub use registry::{Model, Registry, StoreKind};
 pub use runtime::{

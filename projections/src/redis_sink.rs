@@ -429,6 +429,15 @@ where
         .await
 }
 
+/// `PING` as a query ([`query`]): on the shared connection, behind the breaker.
+pub async fn ping(client: &Client) -> Result<()> {
+    query(client, |mut conn| async move {
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    })
+    .await
+    .map(drop)
+}
+
 /// Forgets the shared connection after a failure, so the next query reconnects.
 pub(crate) fn evict(client: &Client) {
     SHARED

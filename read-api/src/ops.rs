@@ -26,24 +26,11 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
         async {
             match &api.redis {
                 None => "off",
+                // Like any query: an open breaker answers at once, a failure has the
+                // server probed.
                 Some(r) => {
-                    let breaker = eventfold_projections::redis_breaker(&r.client);
-                    bounded(async {
-                        // An open breaker answers at once; a ping that fails has the
-                        // server probed like any query.
-                        let ping = async {
-                            let mut conn = r.client.get_multiplexed_async_connection().await?;
-                            redis::cmd("PING").query_async::<String>(&mut conn).await
-                        };
-                        breaker
-                            .run_with(
-                                async { ping.await.map_err(eventfold_projections::Error::Redis) },
-                                |_| true,
-                            )
-                            .await
-                            .is_ok()
-                    })
-                    .await
+                    bounded(async { eventfold_projections::redis_ping(&r.client).await.is_ok() })
+                        .await
                 }
             }
         },
