@@ -619,7 +619,12 @@ async fn summary(app: &app::App, out: &mut impl Write) -> anyhow::Result<()> {
             .fetch_one(pool)
             .await?;
     writeln!(out, "   workouts: {workouts} completed")?;
-    let top: Vec<(String, f64, i64)> = sqlx::query_as("SELECT user_id, total_distance_m, workouts FROM rm_workout_stats ORDER BY total_distance_m DESC LIMIT 3").fetch_all(pool).await?;
+    let top: Vec<(String, f64, i64)> = sqlx::query_as(
+        "SELECT user_id, SUM(distance_m) AS distance, COUNT(*) AS workouts FROM rm_workouts \
+         WHERE status = 'completed' GROUP BY user_id ORDER BY distance DESC, user_id LIMIT 3",
+    )
+    .fetch_all(pool)
+    .await?;
     for (i, (user, distance, n)) in top.iter().enumerate() {
         writeln!(
             out,

@@ -19,7 +19,7 @@ pub(crate) enum ProjectionsCommand {
     /// Delete a read model and its checkpoint: it is rebuilt from the log by the next
     /// `serve` (or at once by a running one). Asks for the name to be typed unless --yes.
     Reset {
-        /// The projection, e.g. `workouts.v1`.
+        /// The projection, e.g. `workouts.v2`.
         name: String,
         /// Do not ask.
         #[arg(long)]

@@ -15,7 +15,7 @@ use eventfold_replay::{rebuild_model, Label, Progress, SwapReport, Target};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
-    /// Projections to rebuild, e.g. `workouts.v1` or `voice_due.v1` (Redis models need
+    /// Projections to rebuild, e.g. `workouts.v2` or `voice_due.v1` (Redis models need
     /// `--redis-url`/`REDIS_URL`).
     names: Vec<String>,
     /// Rebuild every projection (the Redis ones too when Redis is configured).

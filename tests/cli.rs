@@ -207,24 +207,24 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         // An as-of label becomes part of table names and Redis keys: refused, not
         // rewritten (`a-b` used to become `ab`, and a long one was cut to 63 bytes).
         (
-            &["replay", "workouts.v1", "--to", "0", "--as", "a-b"],
+            &["replay", "workouts.v2", "--to", "0", "--as", "a-b"],
             "as-of label \"a-b\" must be 1 to 24 ASCII letters",
         ),
         (
-            &["replay", "workouts.v1", "--to", "0", "--as", &long_label],
+            &["replay", "workouts.v2", "--to", "0", "--as", &long_label],
             "as-of label",
         ),
         (
-            &["replay", "workouts.v1", "--to", "0", "--as", ""],
+            &["replay", "workouts.v2", "--to", "0", "--as", ""],
             "as-of label",
         ),
         (
-            &["replay", "workouts.v1", "--to", "9223372036854775807"],
+            &["replay", "workouts.v2", "--to", "9223372036854775807"],
             "is beyond the log's head",
         ),
         // Without a window the rebuild would replace the live model: `--as` is a mistake.
         (
-            &["replay", "workouts.v1", "--as", "audit"],
+            &["replay", "workouts.v2", "--as", "audit"],
             "--as names an as-of build",
         ),
     ];
@@ -307,7 +307,7 @@ fn replay_and_reset_work_from_the_command_line() {
         .output()
         .expect("run");
     assert!(demo.status.success(), "{}", stderr(&demo));
-    let replay = s.run(&["replay", "workouts.v1", "reminders.v1"]);
+    let replay = s.run(&["replay", "workouts.v2", "reminders.v1"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert!(
         stdout(&replay).contains("verified against the live model, swapped in"),
@@ -322,19 +322,19 @@ fn replay_and_reset_work_from_the_command_line() {
     );
     let unknown = s.run(&["replay", "nothing.v1"]);
     assert!(!unknown.status.success() && stderr(&unknown).contains("unknown projection"));
-    let unconfirmed = s.run(&["projections", "reset", "workouts.v1"]);
+    let unconfirmed = s.run(&["projections", "reset", "workouts.v2"]);
     assert!(
         !unconfirmed.status.success() && stderr(&unconfirmed).contains("--yes"),
         "{}",
         stderr(&unconfirmed)
     );
-    let reset = s.run(&["projections", "reset", "workouts.v1", "--yes"]);
+    let reset = s.run(&["projections", "reset", "workouts.v2", "--yes"]);
     assert!(reset.status.success(), "{}", stderr(&reset));
     let status = s.run(&["projections", "status", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     let workouts = rows
         .as_array()
-        .and_then(|r| r.iter().find(|p| p["name"] == "workouts.v1"))
+        .and_then(|r| r.iter().find(|p| p["name"] == "workouts.v2"))
         .expect("row")
         .clone();
     assert_eq!(workouts["state"], "never_ran");

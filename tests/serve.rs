@@ -438,6 +438,147 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The upgrade `workouts.v1` → `workouts.v2` on a store that `v1` built: `serve`
+/// rebuilds the model into `v2`'s tables (its rows keyed differently, stats summed
+/// when asked), swaps them in, and drops the two tables `v2` retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_ones() {
+    let dir = std::env::temp_dir().join(format!("eventfold-v1-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let demo = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["demo", "--users", "20"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run demo");
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+    let (user, completed): (String, i64) = sqlx::query_as(
+        "SELECT user_id, COUNT(*) FROM rm_workouts WHERE status = 'completed' \
+         GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a user with completed workouts");
+    let (workouts, points): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM rm_workouts), (SELECT COUNT(*) FROM rm_workout_points)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    // What `workouts.v1` left in the store: its four tables (as it created them),
+    // with contents of its own, and its checkpoint.
+    for statement in [
+        "DROP TABLE rm_workouts",
+        "DROP TABLE rm_workout_points",
+        "CREATE TABLE rm_workouts (
+            workout_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, sport TEXT NOT NULL, status TEXT NOT NULL,
+            started_at BIGINT NOT NULL, ended_at BIGINT, goal_distance_m DOUBLE PRECISION,
+            distance_m DOUBLE PRECISION NOT NULL, active_seconds BIGINT NOT NULL,
+            avg_speed_mps DOUBLE PRECISION, max_heart_rate BIGINT, last_heart_rate BIGINT,
+            last_speed_mps DOUBLE PRECISION, updates BIGINT NOT NULL, points BIGINT NOT NULL)",
+        "CREATE INDEX rm_workouts_user ON rm_workouts (user_id, started_at)",
+        "CREATE TABLE rm_workout_points (
+            workout_id TEXT NOT NULL, position BIGINT NOT NULL, idx BIGINT NOT NULL,
+            lat DOUBLE PRECISION NOT NULL, lon DOUBLE PRECISION NOT NULL, at BIGINT NOT NULL,
+            PRIMARY KEY (workout_id, position, idx))",
+        "CREATE TABLE rm_workout_stats (
+            user_id TEXT PRIMARY KEY, workouts BIGINT NOT NULL, total_seconds BIGINT NOT NULL,
+            total_distance_m DOUBLE PRECISION NOT NULL, longest_distance_m DOUBLE PRECISION NOT NULL,
+            longest_seconds BIGINT NOT NULL, fastest_avg_speed_mps DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE rm_workout_weeks (
+            user_id TEXT NOT NULL, week TEXT NOT NULL, workouts BIGINT NOT NULL,
+            distance_m DOUBLE PRECISION NOT NULL, seconds BIGINT NOT NULL, PRIMARY KEY (user_id, week))",
+        "INSERT INTO rm_workouts VALUES ('built-by-v1', 'u', 'running', 'completed', 0, 0, NULL, 1.0, 1, 1.0, NULL, NULL, NULL, 0, 0)",
+        "INSERT INTO rm_workout_stats VALUES ('u', 1, 1, 1.0, 1.0, 1, 1.0)",
+        "INSERT INTO rm_workout_weeks VALUES ('u', '2026-W01', 1, 1.0, 1)",
+        "UPDATE eventfold_checkpoints SET name = 'workouts.v1' WHERE name = 'workouts.v2'",
+    ] {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+
+    let server = Server::start(Some(url.clone()));
+    assert!(
+        server
+            .startup
+            .iter()
+            .any(|l| l.contains("version bump: workouts.v2 replaces workouts.v1")),
+        "{:?}",
+        server.startup
+    );
+    let client = Client::new();
+    let mut ready = false;
+    for _ in 0..300 {
+        let response = client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if response.status() == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "never ready after the version-bump rebuild");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%rm_workout%' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    assert_eq!(tables, ["rm_workout_points", "rm_workouts"], "{tables:?}");
+    let rebuilt: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM rm_workouts), (SELECT COUNT(*) FROM rm_workout_points)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        rebuilt,
+        (workouts, points),
+        "the rebuilt tables hold v2's rows"
+    );
+    let response = client
+        .get(server.url(&format!("/api/v1/users/{user}/workout-stats")))
+        .bearer_auth(token(&user))
+        .send()
+        .await
+        .expect("stats");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["stats"]["workouts"], completed, "{body}");
+    assert!(
+        body["stats"]["weekly"]
+            .as_array()
+            .is_some_and(|weeks| !weeks.is_empty()),
+        "{body}"
+    );
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM eventfold_checkpoints ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .expect("names");
+    assert!(
+        names.contains(&"workouts.v2".to_owned())
+            && !names
+                .iter()
+                .any(|n| n == "workouts.v1" || n.starts_with("shadow_")),
+        "{names:?}"
+    );
+    pool.close().await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A purchase whose request died between its append and its reminder's (the events of
 /// the purchase are in the log, no reminder is) gets its reminder from the
 /// `reminder_planner.v1` reaction; replaying the reaction from the start (its checkpoint

@@ -61,6 +61,11 @@ pub trait RelationalProjection: Projection {
     fn schema(&self) -> &'static [&'static str];
     /// The tables it owns.
     fn tables(&self) -> &'static [&'static str];
+    /// Tables an earlier version owned that this one no longer has: dropped once this
+    /// version, rebuilt after a version bump, is swapped in.
+    fn retired(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Applies one event inside the batch's transaction.
     async fn apply(
         &self,
@@ -97,7 +102,15 @@ pub trait RelationalProjection: Projection {
 pub struct PgTx<'t> {
     tx: Transaction<'t, sqlx::Postgres>,
     prefix: &'t str,
+    /// What the batch before left for this one (see [`PgTx::take_kept`]).
+    kept: Option<Kept>,
+    /// What this batch leaves for the next one, once it has committed.
+    keep: Option<Kept>,
 }
+
+/// What a projection keeps in memory from one batch for the next: rows as it wrote
+/// them, so that the next batch need not read them back.
+pub(crate) type Kept = Box<dyn std::any::Any + Send>;
 
 impl PgTx<'_> {
     /// `sql` aimed at this sink's tables (see [`SqlTx::sql`]).
@@ -108,6 +121,24 @@ impl PgTx<'_> {
     /// Where to run statements.
     pub fn conn(&mut self) -> &mut sqlx::PgConnection {
         &mut self.tx
+    }
+
+    /// What this projection [`keep`](Self::keep)s from the batch before, when this
+    /// batch follows it on the same sink (the checkpoint it committed is where this
+    /// one begins) — so it holds exactly what the tables hold. `None` for the first
+    /// batch, after any failure, or when the batch before kept something else.
+    pub fn take_kept<T: std::any::Any + Send>(&mut self) -> Option<T> {
+        self.kept
+            .take()
+            .and_then(|kept| kept.downcast::<T>().ok())
+            .map(|kept| *kept)
+    }
+
+    /// Leaves `value` for the next batch of this sink; it is handed over only if this
+    /// batch commits. Whatever it describes must be what this batch wrote (or read)
+    /// inside its transaction.
+    pub fn keep<T: std::any::Any + Send>(&mut self, value: T) {
+        self.keep = Some(Box::new(value));
     }
 }
 

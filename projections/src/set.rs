@@ -282,13 +282,17 @@ impl<L: EventStore> ProjectionSet<L> {
     }
 
     /// Forgets the previous versions of a bumped projection once the new one has been
-    /// rebuilt and swapped in: their checkpoints and parked events.
+    /// rebuilt and swapped in: their checkpoints and parked events, and the tables they
+    /// had that the new one does not ([`crate::RelationalProjection::retired`]).
     pub async fn forget_previous(&self, bump: &VersionBump) -> Result<()> {
         let Some(store) = self.stores.of(bump.store) else {
             return Ok(());
         };
         for old in &bump.previous {
             store.forget(old).await?;
+        }
+        if let Some(model) = self.registry.get(bump.name) {
+            store.retire(model).await?;
         }
         Ok(())
     }

@@ -429,7 +429,7 @@ pub(crate) async fn workouts<L: EventStore>(
     let to = q.to.map_or_else(|| Utc::now() + Duration::days(1), |t| t.0);
     // Inside the accepted years, 30 days back cannot leave the calendar.
     let from = q.from.map_or(to - Duration::days(30), |t| t.0);
-    consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
+    consistent(&api, &["workouts.v2"], q.after.as_deref(), &headers).await?;
     let items = if from < to {
         api.read(workouts::list(
             &api.db, &user_id, from, to, p.limit, p.offset,
@@ -449,7 +449,7 @@ pub(crate) async fn workout<L: EventStore>(
     headers: HeaderMap,
 ) -> Answer<workouts::WorkoutView> {
     let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
-    consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
+    consistent(&api, &["workouts.v2"], q.after.as_deref(), &headers).await?;
     let w = api
         .read(workouts::get(&api.db, &workout_id))
         .await?
@@ -466,7 +466,7 @@ pub(crate) async fn route<L: EventStore>(
     headers: HeaderMap,
 ) -> Answer<RouteAnswer> {
     let workout_id = eventfold_http::uuid_path("workout_id", &workout_id)?.to_string();
-    consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
+    consistent(&api, &["workouts.v2"], q.after.as_deref(), &headers).await?;
     let w = api
         .read(workouts::get(&api.db, &workout_id))
         .await?
@@ -485,7 +485,7 @@ pub(crate) async fn stats<L: EventStore>(
 ) -> Answer<StatsAnswer> {
     let user_id = user(user_id)?;
     authorize(&principal, &user_id)?;
-    consistent(&api, &["workouts.v1"], q.after.as_deref(), &headers).await?;
+    consistent(&api, &["workouts.v2"], q.after.as_deref(), &headers).await?;
     let stats = api.read(workouts::stats(&api.db, &user_id)).await?;
     Ok(Json(StatsAnswer { user_id, stats }))
 }

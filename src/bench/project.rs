@@ -204,9 +204,9 @@ pub(crate) async fn raw_read(
     Ok((read, started.elapsed()))
 }
 
-/// A sink that takes the events `workouts.v1` takes and writes nothing: what the runner
+/// A sink that takes the events `workouts.v2` takes and writes nothing: what the runner
 /// itself costs a model — the log read through the subscription, the decoding, the
-/// batches — before any write (the floor under `workouts.v1`'s row).
+/// batches — before any write (the floor under `workouts.v2`'s row).
 #[derive(Debug, Default)]
 struct ReadOnly {
     checkpoint: std::sync::atomic::AtomicI64,
@@ -316,7 +316,7 @@ async fn run_in(
         args.batch,
     )
     .await?;
-    row("workouts.v1", "postgres", took, out)?;
+    row("workouts.v2", "postgres", took, out)?;
     let took = fold(&store, ReadOnly::default(), head, args.batch).await?;
     row("(runner alone)", "none", took, out)?;
     let took = fold(

@@ -218,7 +218,7 @@ async fn run_in(
     .await?;
     let (build, total) =
         timed(|p| rebuild(&store, &db, WorkoutsProjection, swap(), p, never())).await?;
-    row("workouts.v1", "postgres", build, total, out)?;
+    row("workouts.v2", "postgres", build, total, out)?;
     let client = redis::Client::open(args.redis.as_str())?;
     let keys = RedisKeys::new(format!("eventfold-bench:{}:", Uuid::new_v4().simple()));
     match client.get_multiplexed_async_connection().await {

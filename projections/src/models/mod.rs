@@ -7,7 +7,7 @@
 //! | `orders.v1` | relational | orders with lines |
 //! | `purchases.v1` | relational | purchases and consumables per user |
 //! | `catalog.v1` | relational | current price and availability per sku |
-//! | `workouts.v1` | relational | summary/details, list per period, route, stats, weeks |
+//! | `workouts.v2` | relational | summary/details, list per period, route, stats, weeks |
 //! | `voice_due.v1` | Redis | the voice answer in one round trip |
 //! | `leaderboards.v1` | Redis | distance tops per sport and ISO week |
 //! | `workout_facts.v1`, `route_points.v1`, `purchase_facts.v1`, `reorder_funnel.v1` | ClickHouse | analytics (see [`analytics`]) |

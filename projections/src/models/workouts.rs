@@ -1,5 +1,13 @@
-//! `workouts.v1`: summary/details, the list per user and period, route points, stats
+//! `workouts.v2`: summary/details, the list per user and period, route points, stats
 //! (total time, distance, average speed, records) and weekly activity.
+//!
+//! Two tables: a row per workout and a row per route point. A user's stats and weeks
+//! are summed from their completed workouts when asked (`v1` kept them in two more
+//! tables, upserted for every completion: a third of the rows it wrote, and a read of
+//! those rows before every batch). A route point is keyed by its workout's position in
+//! the log (the position of its `WorkoutStarted`) rather than by the workout's id, so
+//! the points of the workouts under way land at the end of the key's index instead of
+//! at random places in it.
 
 use eventfold_event_schemas::{DomainEvent, RecordedEvent};
 
@@ -19,7 +27,7 @@ pub struct WorkoutsProjection;
 
 impl Projection for WorkoutsProjection {
     fn name(&self) -> &'static str {
-        "workouts.v1"
+        "workouts.v2"
     }
     fn handles(&self, event_type: &str) -> bool {
         event_type.starts_with("Workout")
@@ -30,34 +38,31 @@ impl Projection for WorkoutsProjection {
 impl RelationalProjection for WorkoutsProjection {
     fn schema(&self) -> &'static [&'static str] {
         &[
+            // `position`: of the workout's `WorkoutStarted` in the log, its route's key;
+            // `week`: the ISO week it was completed in (NULL until then).
             "CREATE TABLE IF NOT EXISTS rm_workouts (
                 workout_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, sport TEXT NOT NULL, status TEXT NOT NULL,
                 started_at BIGINT NOT NULL, ended_at BIGINT, goal_distance_m DOUBLE PRECISION,
                 distance_m DOUBLE PRECISION NOT NULL, active_seconds BIGINT NOT NULL,
                 avg_speed_mps DOUBLE PRECISION, max_heart_rate BIGINT, last_heart_rate BIGINT,
-                last_speed_mps DOUBLE PRECISION, updates BIGINT NOT NULL, points BIGINT NOT NULL)",
+                last_speed_mps DOUBLE PRECISION, updates BIGINT NOT NULL, points BIGINT NOT NULL,
+                position BIGINT NOT NULL, week TEXT)",
             "CREATE INDEX IF NOT EXISTS rm_workouts_user ON rm_workouts (user_id, started_at)",
+            // `position`: of the `WorkoutUpdated` that carried the point; `idx`: its
+            // place among that event's points.
             "CREATE TABLE IF NOT EXISTS rm_workout_points (
-                workout_id TEXT NOT NULL, position BIGINT NOT NULL, idx BIGINT NOT NULL,
+                workout_position BIGINT NOT NULL, position BIGINT NOT NULL, idx BIGINT NOT NULL,
                 lat DOUBLE PRECISION NOT NULL, lon DOUBLE PRECISION NOT NULL, at BIGINT NOT NULL,
-                PRIMARY KEY (workout_id, position, idx))",
-            "CREATE TABLE IF NOT EXISTS rm_workout_stats (
-                user_id TEXT PRIMARY KEY, workouts BIGINT NOT NULL, total_seconds BIGINT NOT NULL,
-                total_distance_m DOUBLE PRECISION NOT NULL, longest_distance_m DOUBLE PRECISION NOT NULL,
-                longest_seconds BIGINT NOT NULL, fastest_avg_speed_mps DOUBLE PRECISION NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS rm_workout_weeks (
-                user_id TEXT NOT NULL, week TEXT NOT NULL, workouts BIGINT NOT NULL,
-                distance_m DOUBLE PRECISION NOT NULL, seconds BIGINT NOT NULL, PRIMARY KEY (user_id, week))",
+                PRIMARY KEY (workout_position, position, idx))",
         ]
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &[
-            "rm_workouts",
-            "rm_workout_points",
-            "rm_workout_stats",
-            "rm_workout_weeks",
-        ]
+        &["rm_workouts", "rm_workout_points"]
+    }
+
+    fn retired(&self) -> &'static [&'static str] {
+        &["rm_workout_stats", "rm_workout_weeks"]
     }
 
     async fn apply(
@@ -92,12 +97,41 @@ impl PgBatch for WorkoutsProjection {
         tx: &mut PgTx<'_>,
         events: &[(&RecordedEvent, &DomainEvent)],
     ) -> Result<()> {
-        let touched = touched(events);
-        let loaded = pg::load(tx, &touched).await?;
-        let changes = fold_in_memory(events, loaded)?;
-        pg::write(tx, &changes).await
+        // The workouts under way after the batch before are kept in memory (as it
+        // wrote them): only the others are read.
+        let mut workouts: Loaded = tx.take_kept().unwrap_or_default();
+        let missing: Vec<String> = touched(events)
+            .into_iter()
+            .filter(|id| !workouts.contains_key(id))
+            .collect();
+        workouts.extend(pg::load(tx, &missing).await?);
+        let existed: std::collections::HashSet<String> = workouts.keys().cloned().collect();
+        let changes = fold_in_memory(events, &mut workouts)?;
+        pg::write(tx, &changes, &existed).await?;
+        // What the next batch may find here: the workouts still under way.
+        let Changes {
+            workouts: changed, ..
+        } = changes;
+        workouts.extend(
+            changed
+                .into_iter()
+                .filter(|(_, w)| matches!(w.status, "active" | "paused")),
+        );
+        workouts.retain(|_, w| matches!(w.status, "active" | "paused"));
+        if workouts.len() > KEEP {
+            let over: Vec<String> = workouts.keys().skip(KEEP).cloned().collect();
+            for id in over {
+                workouts.remove(&id);
+            }
+        }
+        tx.keep(workouts);
+        Ok(())
     }
 }
+
+/// At most this many workouts under way are kept in memory between batches (the rest
+/// are read when their next event comes).
+const KEEP: usize = 10_000;
 
 /// A row of `rm_workouts`.
 #[derive(Debug, Clone)]
@@ -116,31 +150,16 @@ struct Workout {
     last_speed_mps: Option<f64>,
     updates: i64,
     points: i64,
-}
-
-/// A row of `rm_workout_stats`.
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    workouts: i64,
-    total_seconds: i64,
-    total_distance_m: f64,
-    longest_distance_m: f64,
-    longest_seconds: i64,
-    fastest_avg_speed_mps: f64,
-}
-
-/// A row of `rm_workout_weeks`.
-#[derive(Debug, Clone, Copy)]
-struct Week {
-    workouts: i64,
-    distance_m: f64,
-    seconds: i64,
+    /// Of its `WorkoutStarted` in the log: its route points' key.
+    position: i64,
+    /// The ISO week it was completed in.
+    week: Option<String>,
 }
 
 /// A row of `rm_workout_points`.
 #[derive(Debug, Clone)]
 struct Point {
-    workout_id: String,
+    workout_position: i64,
     position: i64,
     idx: i64,
     lat: f64,
@@ -183,16 +202,13 @@ fn nullable_doubles(list: &str, width: usize, columns: &[usize]) -> String {
     out
 }
 
-/// The rows a batch must read: the workouts it touches that may already exist, and the
-/// users of completed workouts. A workout whose first event in the batch is its
-/// stream's first event (`WorkoutStarted` at version 0 of `workout-{id}`, the only
-/// event that creates its row) cannot have a row yet: it is not read. In a rebuild
-/// that is most of them.
-fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
+/// The workouts a batch must read: those it touches that may already exist. A workout
+/// whose first event in the batch is its stream's first event (`WorkoutStarted` at
+/// version 0 of `workout-{id}`, the only event that creates its row) cannot have a row
+/// yet: it is not read. In a rebuild that is most of them.
+fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut ids = std::collections::BTreeSet::new();
-    let mut users = std::collections::BTreeSet::new();
-    let mut weeks = std::collections::BTreeSet::new();
     for (record, event) in events {
         let id = match event {
             DomainEvent::WorkoutStarted(e) => e.workout_id,
@@ -200,11 +216,7 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
             DomainEvent::WorkoutPaused(e) => e.workout_id,
             DomainEvent::WorkoutResumed(e) => e.workout_id,
             DomainEvent::WorkoutCancelled(e) => e.workout_id,
-            DomainEvent::WorkoutCompleted(e) => {
-                users.insert(e.user_id.clone());
-                weeks.insert((e.user_id.clone(), iso_week(e.completed_at)));
-                e.workout_id
-            }
+            DomainEvent::WorkoutCompleted(e) => e.workout_id,
             _ => continue,
         };
         let id = id.to_string();
@@ -218,49 +230,26 @@ fn touched(events: &[(&RecordedEvent, &DomainEvent)]) -> Touched {
             ids.insert(id);
         }
     }
-    Touched {
-        ids: ids.into_iter().collect(),
-        users: users.into_iter().collect(),
-        weeks: weeks.into_iter().collect(),
-    }
+    ids.into_iter().collect()
 }
 
-/// The rows a batch may change: workouts (not those it creates), users' stats, and the
-/// (user, ISO week) rows of the weeks its completions fall in.
-struct Touched {
-    ids: Vec<String>,
-    users: Vec<String>,
-    weeks: Vec<(String, String)>,
-}
-
-/// The rows a batch reads before folding.
-#[derive(Debug, Default)]
-struct Loaded {
-    workouts: std::collections::HashMap<String, Workout>,
-    stats: std::collections::HashMap<String, Stats>,
-    weeks: std::collections::HashMap<(String, String), Week>,
-}
+/// The workouts a batch read before folding.
+type Loaded = std::collections::HashMap<String, Workout>;
 
 /// The rows a batch writes.
 #[derive(Debug, Default)]
 struct Changes {
     workouts: Vec<(String, Workout)>,
     points: Vec<Point>,
-    stats: Vec<(String, Stats)>,
-    weeks: Vec<((String, String), Week)>,
 }
 
 /// Folds a batch over the rows it read: every event applied in memory — in order,
 /// with the same arithmetic as one statement per event — each changed row once.
-fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> Result<Changes> {
-    let Loaded {
-        mut workouts,
-        mut stats,
-        mut weeks,
-    } = loaded;
+fn fold_in_memory(
+    events: &[(&RecordedEvent, &DomainEvent)],
+    workouts: &mut Loaded,
+) -> Result<Changes> {
     let mut changed = std::collections::BTreeSet::new();
-    let mut changed_stats = std::collections::BTreeSet::new();
-    let mut changed_weeks = std::collections::BTreeSet::new();
     let mut points = Vec::new();
     for (record, event) in events {
         match event {
@@ -284,6 +273,8 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
                             last_speed_mps: None,
                             updates: 0,
                             points: 0,
+                            position: record.global_position.0,
+                            week: None,
                         },
                     );
                     changed.insert(id);
@@ -307,7 +298,7 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
                 w.points += e.points.len() as i64;
                 for (i, p) in e.points.iter().enumerate() {
                     points.push(Point {
-                        workout_id: id.clone(),
+                        workout_position: w.position,
                         position: record.global_position.0,
                         idx: i as i64,
                         lat: p.lat,
@@ -318,13 +309,13 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
                 changed.insert(id);
             }
             DomainEvent::WorkoutPaused(e) => {
-                set_status(&mut workouts, &mut changed, e.workout_id, "paused", None)
+                set_status(workouts, &mut changed, e.workout_id, "paused", None)
             }
             DomainEvent::WorkoutResumed(e) => {
-                set_status(&mut workouts, &mut changed, e.workout_id, "active", None)
+                set_status(workouts, &mut changed, e.workout_id, "active", None)
             }
             DomainEvent::WorkoutCancelled(e) => set_status(
-                &mut workouts,
+                workouts,
                 &mut changed,
                 e.workout_id,
                 "cancelled",
@@ -338,69 +329,19 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
                     w.distance_m = e.distance_m;
                     w.active_seconds = e.active_seconds;
                     w.avg_speed_mps = Some(e.avg_speed_mps);
+                    w.week = Some(iso_week(e.completed_at));
                     changed.insert(id);
                 }
-                stats
-                    .entry(e.user_id.clone())
-                    .and_modify(|s| {
-                        s.workouts += 1;
-                        s.total_seconds += e.active_seconds;
-                        s.total_distance_m += e.distance_m;
-                        if e.distance_m > s.longest_distance_m {
-                            s.longest_distance_m = e.distance_m;
-                        }
-                        if e.active_seconds > s.longest_seconds {
-                            s.longest_seconds = e.active_seconds;
-                        }
-                        if e.avg_speed_mps > s.fastest_avg_speed_mps {
-                            s.fastest_avg_speed_mps = e.avg_speed_mps;
-                        }
-                    })
-                    .or_insert(Stats {
-                        workouts: 1,
-                        total_seconds: e.active_seconds,
-                        total_distance_m: e.distance_m,
-                        longest_distance_m: e.distance_m,
-                        longest_seconds: e.active_seconds,
-                        fastest_avg_speed_mps: e.avg_speed_mps,
-                    });
-                changed_stats.insert(e.user_id.clone());
-                let week = (e.user_id.clone(), iso_week(e.completed_at));
-                weeks
-                    .entry(week.clone())
-                    .and_modify(|w| {
-                        w.workouts += 1;
-                        w.distance_m += e.distance_m;
-                        w.seconds += e.active_seconds;
-                    })
-                    .or_insert(Week {
-                        workouts: 1,
-                        distance_m: e.distance_m,
-                        seconds: e.active_seconds,
-                    });
-                changed_weeks.insert(week);
             }
             _ => {}
         }
     }
-    let take = |changed: std::collections::BTreeSet<String>,
-                rows: &mut std::collections::HashMap<String, Workout>| {
-        changed
-            .into_iter()
-            .filter_map(|id| rows.remove(&id).map(|w| (id, w)))
-            .collect::<Vec<_>>()
-    };
     Ok(Changes {
-        workouts: take(changed, &mut workouts),
+        workouts: changed
+            .into_iter()
+            .filter_map(|id| workouts.remove(&id).map(|w| (id, w)))
+            .collect(),
         points,
-        stats: changed_stats
-            .into_iter()
-            .filter_map(|u| stats.remove(&u).map(|s| (u, s)))
-            .collect(),
-        weeks: changed_weeks
-            .into_iter()
-            .filter_map(|k| weeks.remove(&k).map(|w| (k, w)))
-            .collect(),
     })
 }
 
@@ -408,17 +349,8 @@ fn fold_in_memory(events: &[(&RecordedEvent, &DomainEvent)], loaded: Loaded) -> 
 /// one read of the rows it touches, multi-row upserts. One event per call gives the
 /// same result (the runner isolates a poison event that way).
 async fn fold(tx: &mut SqlTx<'_>, events: &[(&RecordedEvent, &DomainEvent)]) -> Result<()> {
-    let Touched { ids, users, weeks } = touched(events);
-    let workouts = load_workouts(tx, &ids).await?;
-    let (stats, weeks) = load_user_rows(tx, &users, &weeks).await?;
-    let changes = fold_in_memory(
-        events,
-        Loaded {
-            workouts,
-            stats,
-            weeks,
-        },
-    )?;
+    let mut workouts = load_workouts(tx, &touched(events)).await?;
+    let changes = fold_in_memory(events, &mut workouts)?;
     write_portable(tx, &changes).await
 }
 
@@ -431,8 +363,9 @@ async fn write_portable(tx: &mut SqlTx<'_>, changes: &Changes) -> Result<()> {
              goal_distance_m = excluded.goal_distance_m, distance_m = excluded.distance_m, \
              active_seconds = excluded.active_seconds, avg_speed_mps = excluded.avg_speed_mps, \
              max_heart_rate = excluded.max_heart_rate, last_heart_rate = excluded.last_heart_rate, \
-             last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points",
-            nullable_doubles(&placeholders(chunk.len(), 15), 15, &[7, 10, 13])
+             last_speed_mps = excluded.last_speed_mps, updates = excluded.updates, points = excluded.points, \
+             position = excluded.position, week = excluded.week",
+            nullable_doubles(&placeholders(chunk.len(), 17), 17, &[7, 10, 13])
         );
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql);
@@ -452,69 +385,28 @@ async fn write_portable(tx: &mut SqlTx<'_>, changes: &Changes) -> Result<()> {
                 .bind(w.last_heart_rate)
                 .bind(w.last_speed_mps.unwrap_or(f64::NAN))
                 .bind(w.updates)
-                .bind(w.points);
+                .bind(w.points)
+                .bind(w.position)
+                .bind(w.week.clone());
         }
         query.execute(tx.conn()).await?;
     }
     for chunk in changes.points.chunks(ROWS * 2) {
         let sql = format!(
-            "INSERT INTO rm_workout_points (workout_id, position, idx, lat, lon, at) VALUES {} \
-             ON CONFLICT (workout_id, position, idx) DO NOTHING",
+            "INSERT INTO rm_workout_points (workout_position, position, idx, lat, lon, at) VALUES {} \
+             ON CONFLICT (workout_position, position, idx) DO NOTHING",
             placeholders(chunk.len(), 6)
         );
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql);
         for p in chunk {
             query = query
-                .bind(p.workout_id.clone())
+                .bind(p.workout_position)
                 .bind(p.position)
                 .bind(p.idx)
                 .bind(p.lat)
                 .bind(p.lon)
                 .bind(p.at);
-        }
-        query.execute(tx.conn()).await?;
-    }
-    for chunk in changes.stats.chunks(ROWS) {
-        let sql = format!(
-            "INSERT INTO rm_workout_stats (user_id, workouts, total_seconds, total_distance_m, \
-             longest_distance_m, longest_seconds, fastest_avg_speed_mps) VALUES {} \
-             ON CONFLICT (user_id) DO UPDATE SET workouts = excluded.workouts, \
-             total_seconds = excluded.total_seconds, total_distance_m = excluded.total_distance_m, \
-             longest_distance_m = excluded.longest_distance_m, longest_seconds = excluded.longest_seconds, \
-             fastest_avg_speed_mps = excluded.fastest_avg_speed_mps",
-            placeholders(chunk.len(), 7)
-        );
-        let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
-        for (user, s) in chunk {
-            query = query
-                .bind(user.clone())
-                .bind(s.workouts)
-                .bind(s.total_seconds)
-                .bind(s.total_distance_m)
-                .bind(s.longest_distance_m)
-                .bind(s.longest_seconds)
-                .bind(s.fastest_avg_speed_mps);
-        }
-        query.execute(tx.conn()).await?;
-    }
-    for chunk in changes.weeks.chunks(ROWS) {
-        let sql = format!(
-            "INSERT INTO rm_workout_weeks (user_id, week, workouts, distance_m, seconds) VALUES {} \
-             ON CONFLICT (user_id, week) DO UPDATE SET workouts = excluded.workouts, \
-             distance_m = excluded.distance_m, seconds = excluded.seconds",
-            placeholders(chunk.len(), 5)
-        );
-        let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
-        for ((user, week), w) in chunk {
-            query = query
-                .bind(user.clone())
-                .bind(week.clone())
-                .bind(w.workouts)
-                .bind(w.distance_m)
-                .bind(w.seconds);
         }
         query.execute(tx.conn()).await?;
     }
@@ -557,39 +449,15 @@ fn workout_of(r: &impl ModelRow) -> Result<(String, Workout)> {
             last_speed_mps: r.opt_float("last_speed_mps")?,
             updates: r.int("updates")?,
             points: r.int("points")?,
-        },
-    ))
-}
-
-/// A `rm_workout_stats` row, from either driver.
-fn stats_of(r: &impl ModelRow) -> Result<(String, Stats)> {
-    Ok((
-        r.text("user_id")?,
-        Stats {
-            workouts: r.int("workouts")?,
-            total_seconds: r.int("total_seconds")?,
-            total_distance_m: r.float("total_distance_m")?,
-            longest_distance_m: r.float("longest_distance_m")?,
-            longest_seconds: r.int("longest_seconds")?,
-            fastest_avg_speed_mps: r.float("fastest_avg_speed_mps")?,
-        },
-    ))
-}
-
-/// A `rm_workout_weeks` row, from either driver.
-fn week_of(r: &impl ModelRow) -> Result<((String, String), Week)> {
-    Ok((
-        (r.text("user_id")?, r.text("week")?),
-        Week {
-            workouts: r.int("workouts")?,
-            distance_m: r.float("distance_m")?,
-            seconds: r.int("seconds")?,
+            position: r.int("position")?,
+            week: r.opt_text("week")?,
         },
     ))
 }
 
 const WORKOUT_COLUMNS: &str = "workout_id, user_id, sport, status, started_at, ended_at, goal_distance_m, \
-     distance_m, active_seconds, avg_speed_mps, max_heart_rate, last_heart_rate, last_speed_mps, updates, points";
+     distance_m, active_seconds, avg_speed_mps, max_heart_rate, last_heart_rate, last_speed_mps, updates, points, \
+     position, week";
 
 async fn load_workouts(
     tx: &mut SqlTx<'_>,
@@ -612,57 +480,6 @@ async fn load_workouts(
         }
     }
     Ok(out)
-}
-
-type UserRows = (
-    std::collections::HashMap<String, Stats>,
-    std::collections::HashMap<(String, String), Week>,
-);
-
-async fn load_user_rows(
-    tx: &mut SqlTx<'_>,
-    users: &[String],
-    touched_weeks: &[(String, String)],
-) -> Result<UserRows> {
-    let mut stats = std::collections::HashMap::new();
-    let mut weeks = std::collections::HashMap::new();
-    for chunk in users.chunks(ROWS * 2) {
-        let list = in_list(chunk.len());
-        let sql = format!(
-            "SELECT user_id, workouts, total_seconds, total_distance_m, longest_distance_m, \
-             longest_seconds, fastest_avg_speed_mps FROM rm_workout_stats WHERE user_id IN ({list})"
-        );
-        let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
-        for user in chunk {
-            query = query.bind(user.clone());
-        }
-        for r in query.fetch_all(tx.conn()).await? {
-            let (user, row) = stats_of(&r)?;
-            stats.insert(user, row);
-        }
-    }
-    // Only the weeks the batch's completions fall in, not the users' whole history.
-    for chunk in touched_weeks.chunks(ROWS) {
-        let list = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT user_id, week, workouts, distance_m, seconds FROM rm_workout_weeks \
-             WHERE (user_id, week) IN (VALUES {list})"
-        );
-        let sql = tx.sql(&sql).into_owned();
-        let mut query = sqlx::query(&sql);
-        for (user, week) in chunk {
-            query = query.bind(user.clone()).bind(week.clone());
-        }
-        for r in query.fetch_all(tx.conn()).await? {
-            let (key, row) = week_of(&r)?;
-            weeks.insert(key, row);
-        }
-    }
-    Ok((stats, weeks))
 }
 
 #[cfg(test)]

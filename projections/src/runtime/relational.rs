@@ -5,7 +5,8 @@ use std::sync::Arc;
 use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
 
 use super::{
-    source_checkpoint, with_prefix, FailPoint, PgBatch, PgTx, RelationalProjection, Sink, SqlTx,
+    source_checkpoint, with_prefix, FailPoint, Kept, PgBatch, PgTx, RelationalProjection, Sink,
+    SqlTx,
 };
 use crate::sql::{millis, Dialect, ReadDb};
 use crate::{Error, Result};
@@ -30,6 +31,9 @@ pub struct RelationalSink<P: ?Sized = dyn RelationalProjection> {
     checkpoint_name: String,
     /// Whom its parked events are listed under: the projection's name, prefixed.
     park_name: String,
+    /// What the projection kept from the last batch this sink committed on
+    /// PostgreSQL's native path, and the checkpoint that batch moved to.
+    kept: Arc<std::sync::Mutex<Option<(Position, Kept)>>>,
 }
 
 impl<P: ?Sized> Clone for RelationalSink<P> {
@@ -41,6 +45,8 @@ impl<P: ?Sized> Clone for RelationalSink<P> {
             prefix: self.prefix.clone(),
             checkpoint_name: self.checkpoint_name.clone(),
             park_name: self.park_name.clone(),
+            // A clone is a sink of its own: it does not take what another committed.
+            kept: Arc::default(),
         }
     }
 }
@@ -69,6 +75,7 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             prefix: prefix.to_owned(),
             park_name: checkpoint_name.clone(),
             checkpoint_name,
+            kept: Arc::default(),
         }
     }
 
@@ -120,9 +127,19 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         events: &[(&RecordedEvent, &DomainEvent)],
         to: Position,
     ) -> Result<()> {
+        // What the last committed batch kept, if this batch begins where it ended;
+        // taken out either way, and put back only by a batch that commits.
+        let kept = self
+            .kept
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.take())
+            .and_then(|(at, kept)| (at == from).then_some(kept));
         let mut tx = PgTx {
             tx: pool.begin_with(crate::sql::PG_BATCH_BEGIN).await?,
             prefix: &self.prefix,
+            kept,
+            keep: None,
         };
         let moved = sqlx::query(MOVE_CHECKPOINT)
             .bind(to.0)
@@ -136,7 +153,11 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         if !events.is_empty() {
             self.fail_point.trip()?;
         }
+        let keep = tx.keep.take();
         tx.tx.commit().await?;
+        if let (Some(keep), Ok(mut kept)) = (keep, self.kept.lock()) {
+            *kept = Some((to, keep));
+        }
         Ok(())
     }
 }

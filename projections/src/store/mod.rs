@@ -201,6 +201,13 @@ pub trait ReadStore: Send + Sync + std::fmt::Debug {
     /// was swapped in).
     async fn forget(&self, name: &str) -> Result<()>;
 
+    /// Drops what earlier versions of `model` owned that it no longer has (after it
+    /// was rebuilt and swapped in for them). Nothing by default.
+    async fn retire(&self, model: &Model) -> Result<()> {
+        let _ = model;
+        Ok(())
+    }
+
     /// Verifies the shadow build against the live model at a common checkpoint (taking
     /// the tail into the shadow with `catch_up` while the live model is held still),
     /// then swaps it in atomically. A mismatch keeps both and fails.

@@ -178,6 +178,17 @@ impl ReadStore for RelationalStore {
         Ok(())
     }
 
+    async fn retire(&self, model: &Model) -> Result<()> {
+        for table in self.projection(model)?.retired() {
+            for prefix in ["", SHADOW, "old_"] {
+                sqlx::query(&format!("DROP TABLE IF EXISTS {prefix}{table}"))
+                    .execute(self.db.pool())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn swap(
         &self,
         model: &Model,

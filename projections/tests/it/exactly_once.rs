@@ -105,3 +105,83 @@ async fn a_projector_killed_again_and_again_ends_exactly_where_a_clean_one_does(
     runner.run_until(Some(head)).await?;
     assert_totals(&db).await
 }
+
+/// A sink keeps the workouts under way in memory from one batch to the next, as it
+/// wrote them. Another sink of the same model that applies a batch in between (a
+/// second runner, before the first finds its checkpoint moved) changes those rows: the
+/// first sink's next batch, which no longer follows its own, must read them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> anyhow::Result<()> {
+    use eventfold_event_log::EventWriter;
+    use eventfold_event_schemas::catalogue::{GeoPoint, WorkoutStarted, WorkoutUpdated};
+    use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, Position};
+    use eventfold_event_schemas::{RecordedEvent, StreamId};
+    use uuid::Uuid;
+
+    let pg = PgTestDb::new().await?;
+    let id = Uuid::new_v4();
+    let at = crate::support::now();
+    let mut events: Vec<DomainEvent> = vec![WorkoutStarted {
+        workout_id: id,
+        user_id: "kept".into(),
+        sport: "running".into(),
+        goal_distance_m: None,
+        started_at: at,
+    }
+    .into()];
+    for k in 1..=3 {
+        events.push(
+            WorkoutUpdated {
+                workout_id: id,
+                distance_m: Some(f64::from(k) * 100.0),
+                heart_rate: None,
+                speed_mps: None,
+                points: vec![GeoPoint {
+                    lat: 55.0,
+                    lon: 37.0 + f64::from(k),
+                    at,
+                }],
+                updated_at: at,
+            }
+            .into(),
+        );
+    }
+    let new: Vec<_> = events
+        .iter()
+        .map(|e| e.to_new_event(Uuid::new_v4(), EventMetadata::default()))
+        .collect();
+    pg.store
+        .append(
+            &StreamId::from_parts("workout", id)?,
+            ExpectedVersion::NoStream,
+            &new,
+        )
+        .await?;
+    let recorded = pg.store.read_all(Position::START, None, 10).await?;
+    let decoded: Vec<(RecordedEvent, DomainEvent)> = recorded
+        .into_iter()
+        .map(|r| {
+            let event = DomainEvent::from_recorded(&r)?.expect("a known type");
+            Ok((r, event))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let at_ = |i: usize| decoded[i].0.global_position;
+
+    let db = ReadDb::connect(&pg.url()).await?;
+    let first = RelationalSink::new(db.clone(), WorkoutsProjection);
+    let second = RelationalSink::new(db.clone(), WorkoutsProjection);
+    first.setup().await?;
+    // The first sink starts the workout and takes its first update (and keeps it) …
+    first.apply(Position::START, &decoded[0..2], at_(1)).await?;
+    // … another takes the second update …
+    second.apply(at_(1), &decoded[2..3], at_(2)).await?;
+    // … and the first, applying the third, must fold it over the second's row.
+    first.apply(at_(2), &decoded[3..4], at_(3)).await?;
+    let view = workouts::get(&db, &id.to_string())
+        .await?
+        .expect("the workout");
+    assert_eq!((view.updates, view.points), (3, 3), "{view:?}");
+    assert_eq!(view.distance_m, 300.0);
+    assert_eq!(workouts::route(&db, &id.to_string()).await?.len(), 3);
+    Ok(())
+}

@@ -74,7 +74,7 @@ async fn with_stop_a_poison_event_is_parked_and_the_projection_stops_before_it(
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].0, bad.0);
     assert!(parked[0].1.contains("WorkoutUpdated"), "{}", parked[0].1);
-    let status = board.status("workouts.v1").expect("status");
+    let status = board.status("workouts.v2").expect("status");
     assert_eq!(
         (status.parked, status.state),
         (1, eventfold_projections::ProjectionState::Stopped)

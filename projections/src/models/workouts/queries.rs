@@ -1,4 +1,4 @@
-//! The queries of `workouts.v1`: what the read routes answer from its tables.
+//! The queries of `workouts.v2`: what the read routes answer from its tables.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -108,7 +108,9 @@ pub struct RoutePoint {
 /// A workout's route, in recording order.
 pub async fn route(db: &ReadDb, workout_id: &str) -> Result<Vec<RoutePoint>> {
     let rows = sqlx::query(
-        "SELECT lat, lon, at FROM rm_workout_points WHERE workout_id = $1 ORDER BY position, idx",
+        "SELECT p.lat, p.lon, p.at FROM rm_workouts w \
+         JOIN rm_workout_points p ON p.workout_position = w.position \
+         WHERE w.workout_id = $1 ORDER BY p.position, p.idx",
     )
     .bind(workout_id)
     .fetch_all(db.pool())
@@ -158,36 +160,47 @@ pub struct WeekActivity {
     pub seconds: i64,
 }
 
-/// A user's stats; `None` before their first completed workout.
+/// A user's stats; `None` before their first completed workout. Summed from their
+/// completed workouts (found through `rm_workouts_user`).
 pub async fn stats(db: &ReadDb, user_id: &str) -> Result<Option<WorkoutStats>> {
-    let Some(r) = sqlx::query(
-        "SELECT workouts, total_seconds, total_distance_m, longest_distance_m, longest_seconds, fastest_avg_speed_mps \
-         FROM rm_workout_stats WHERE user_id = $1",
+    let r = sqlx::query(
+        "SELECT COUNT(*) AS workouts, CAST(COALESCE(SUM(active_seconds), 0) AS BIGINT) AS total_seconds, \
+         COALESCE(SUM(distance_m), 0.0) AS total_distance_m, \
+         COALESCE(MAX(distance_m), 0.0) AS longest_distance_m, \
+         CAST(COALESCE(MAX(active_seconds), 0) AS BIGINT) AS longest_seconds, \
+         COALESCE(MAX(avg_speed_mps), 0.0) AS fastest_avg_speed_mps \
+         FROM rm_workouts WHERE user_id = $1 AND status = 'completed'",
     )
     .bind(user_id)
-    .fetch_optional(db.pool())
-    .await?
-    else {
+    .fetch_one(db.pool())
+    .await?;
+    let workouts: i64 = r.try_get("workouts")?;
+    if workouts == 0 {
         return Ok(None);
-    };
-    let weekly = sqlx::query("SELECT week, workouts, distance_m, seconds FROM rm_workout_weeks WHERE user_id = $1 ORDER BY week DESC LIMIT 12")
-        .bind(user_id)
-        .fetch_all(db.pool())
-        .await?
-        .iter()
-        .map(|w| {
-            Ok(WeekActivity {
-                week: w.try_get("week")?,
-                workouts: w.try_get("workouts")?,
-                distance_m: w.try_get("distance_m")?,
-                seconds: w.try_get("seconds")?,
-            })
+    }
+    let weekly = sqlx::query(
+        "SELECT week, COUNT(*) AS workouts, COALESCE(SUM(distance_m), 0.0) AS distance_m, \
+         CAST(COALESCE(SUM(active_seconds), 0) AS BIGINT) AS seconds \
+         FROM rm_workouts WHERE user_id = $1 AND status = 'completed' AND week IS NOT NULL \
+         GROUP BY week ORDER BY week DESC LIMIT 12",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|w| {
+        Ok(WeekActivity {
+            week: w.try_get("week")?,
+            workouts: w.try_get("workouts")?,
+            distance_m: w.try_get("distance_m")?,
+            seconds: w.try_get("seconds")?,
         })
-        .collect::<Result<Vec<_>>>()?;
+    })
+    .collect::<Result<Vec<_>>>()?;
     let total_seconds: i64 = r.try_get("total_seconds")?;
     let total_distance_m: f64 = r.try_get("total_distance_m")?;
     Ok(Some(WorkoutStats {
-        workouts: r.try_get("workouts")?,
+        workouts,
         total_seconds,
         total_distance_m,
         average_speed_mps: if total_seconds > 0 {
