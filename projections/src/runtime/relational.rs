@@ -16,6 +16,34 @@ use crate::{Error, Result};
 const MOVE_CHECKPOINT: &str = "UPDATE eventfold_checkpoints SET position = $1, updated_at = $2 \
      WHERE name = $3 AND position = $4";
 
+/// The SQLSTATE [`begin_and_move`] raises when the checkpoint was not where the batch
+/// began.
+const MOVED: &str = "EF001";
+
+/// A batch's first round trip on PostgreSQL's native path: `BEGIN`, the transaction's
+/// settings (its commit does not wait for the WAL, see `PG_BATCH_BEGIN`) and the
+/// checkpoint's compare-and-set move from `from` to `to`, which takes the checkpoint
+/// row's lock before any write (so a second runner of the projection waits here, then
+/// fails) and raises [`MOVED`] when the row was not at `from` — all as one simple query,
+/// which can carry no bound parameters: the name goes in hex, the positions are numbers.
+fn begin_and_move(name: &str, from: Position, to: Position) -> String {
+    use std::fmt::Write as _;
+    let hex = name.bytes().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    format!(
+        "{}; DO $move$ BEGIN UPDATE eventfold_checkpoints SET position = {}, updated_at = {} \
+         WHERE name = convert_from(decode('{hex}', 'hex'), 'UTF8') AND position = {}; \
+         IF NOT FOUND THEN RAISE EXCEPTION USING ERRCODE = '{MOVED}', \
+         MESSAGE = 'the checkpoint moved'; END IF; END $move$",
+        crate::sql::PG_BATCH_BEGIN,
+        to.0,
+        millis(chrono::Utc::now()),
+        from.0,
+    )
+}
+
 /// A relational projection with its checkpoint in the same database.
 ///
 /// Guarantee: a batch's writes and its checkpoint move commit in one transaction, so a
@@ -135,30 +163,73 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             .ok()
             .and_then(|mut kept| kept.take())
             .and_then(|(at, kept)| (at == from).then_some(kept));
+        let mut conn = CloseUnlessFinished(pool.acquire().await?, false);
+        let outcome = self
+            .native_batch(&mut conn.0, native, kept, from, events, to)
+            .await;
+        // Not cancelled mid-way: the connection goes back to the pool, unless the
+        // transaction failed inside its first round trip and left it open.
+        conn.1 = outcome.is_ok();
+        outcome?
+    }
+
+    /// [`apply_native`](Self::apply_native) on `conn`: `Err` when the batch's
+    /// transaction failed to begin (the connection is left inside it), else the batch's
+    /// own outcome.
+    async fn native_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        native: &dyn PgBatch,
+        kept: Option<Kept>,
+        from: Position,
+        events: &[(&RecordedEvent, &DomainEvent)],
+        to: Position,
+    ) -> Result<Result<()>> {
+        let tx = match sqlx::Connection::begin_with(
+            conn,
+            begin_and_move(&self.checkpoint_name, from, to),
+        )
+        .await
+        {
+            Ok(tx) => tx,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(MOVED) => {
+                return Err(Error::CheckpointMoved(self.projection.name().to_owned()))
+            }
+            Err(other) => return Err(other.into()),
+        };
         let mut tx = PgTx {
-            tx: pool.begin_with(crate::sql::PG_BATCH_BEGIN).await?,
+            tx,
             prefix: &self.prefix,
             kept,
             keep: None,
         };
-        let moved = sqlx::query(MOVE_CHECKPOINT)
-            .bind(to.0)
-            .bind(millis(chrono::Utc::now()))
-            .bind(&self.checkpoint_name)
-            .bind(from.0)
-            .execute(tx.conn())
-            .await?;
-        self.moved(moved.rows_affected())?;
-        native.apply_batch(&mut tx, events).await?;
-        if !events.is_empty() {
-            self.fail_point.trip()?;
+        Ok(async {
+            native.apply_batch(&mut tx, events).await?;
+            if !events.is_empty() {
+                self.fail_point.trip()?;
+            }
+            let keep = tx.keep.take();
+            tx.tx.commit().await?;
+            if let (Some(keep), Ok(mut kept)) = (keep, self.kept.lock()) {
+                *kept = Some((to, keep));
+            }
+            Ok(())
         }
-        let keep = tx.keep.take();
-        tx.tx.commit().await?;
-        if let (Some(keep), Ok(mut kept)) = (keep, self.kept.lock()) {
-            *kept = Some((to, keep));
+        .await)
+    }
+}
+
+/// A pooled connection that is closed, not returned to the pool, unless its user
+/// marks it finished (`.1`): a batch cancelled while its first round trip is under way
+/// (waiting for the checkpoint row's lock, say) would leave the server inside the
+/// batch's transaction, holding that lock, on a connection the pool hands out again.
+struct CloseUnlessFinished(sqlx::pool::PoolConnection<sqlx::Postgres>, bool);
+
+impl Drop for CloseUnlessFinished {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.close_on_drop();
         }
-        Ok(())
     }
 }
 

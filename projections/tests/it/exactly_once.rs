@@ -185,3 +185,45 @@ async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> an
     assert_eq!(workouts::route(&db, &id.to_string()).await?.len(), 3);
     Ok(())
 }
+
+/// Two sinks of one model apply the same batches at the same moment (two runners
+/// during a lease hand-over): each batch commits once, the other sink is told the
+/// checkpoint moved — on PostgreSQL's native path that is raised inside the batch's
+/// first round trip, and the connection it failed on is not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applied_by_two_sinks_at_once_commits_once() -> anyhow::Result<()> {
+    use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+    use eventfold_projections::Error;
+
+    let pg = PgTestDb::new().await?;
+    append_completed_workouts(&pg.store, WORKOUTS, USERS).await?;
+    let recorded = pg.store.read_all(Position::START, None, 10_000).await?;
+    let decoded: Vec<(RecordedEvent, DomainEvent)> = recorded
+        .into_iter()
+        .map(|r| {
+            let event = DomainEvent::from_recorded(&r)?.expect("a known type");
+            Ok((r, event))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    let first = RelationalSink::new(db.clone(), WorkoutsProjection);
+    let second = RelationalSink::new(db.clone(), WorkoutsProjection);
+    first.setup().await?;
+    let mut from = Position::START;
+    let mut moved = 0;
+    for batch in decoded.chunks(11) {
+        let to = batch.last().expect("a batch").0.global_position;
+        let (a, b) = tokio::join!(first.apply(from, batch, to), second.apply(from, batch, to));
+        match (a, b) {
+            (Ok(()), Err(Error::CheckpointMoved(_))) | (Err(Error::CheckpointMoved(_)), Ok(())) => {
+                moved += 1
+            }
+            (Ok(()), Ok(())) => anyhow::bail!("both sinks applied the batch ending at {to}"),
+            (a, b) => anyhow::bail!("unexpected outcome: {a:?} / {b:?}"),
+        }
+        from = to;
+    }
+    assert_eq!(moved, decoded.chunks(11).count());
+    assert_eq!(first.checkpoint().await?, from);
+    assert_totals(&db).await
+}
