@@ -344,20 +344,7 @@ async fn auth_health_metrics_and_the_openapi_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
-    let dir = std::env::temp_dir().join(format!("eventfold-bump-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let url = format!("sqlite://{}", dir.join("log.db").display());
-    let demo = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["demo", "--users", "20"])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("run demo");
-    assert!(
-        demo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
+    let (dir, url) = demo_store("bump");
     // The stored reminders model was built by an older version, with other contents.
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
     sqlx::query(
@@ -394,20 +381,10 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
         server.startup
     );
     let client = Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        let response = client
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz");
-        if response.status() == StatusCode::OK {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "never ready after the version-bump rebuild");
+    assert!(
+        ready_within(&client, &server, Duration::from_secs(30)).await,
+        "never ready after the version-bump rebuild"
+    );
     let stale: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM rm_reminders WHERE title = 'built by v0'")
             .fetch_one(&pool)
@@ -443,20 +420,7 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
 /// when asked), swaps them in, and drops the two tables `v2` retired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_ones() {
-    let dir = std::env::temp_dir().join(format!("eventfold-v1-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let url = format!("sqlite://{}", dir.join("log.db").display());
-    let demo = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["demo", "--users", "20"])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("run demo");
-    assert!(
-        demo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
+    let (dir, url) = demo_store("v1");
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
     let (user, completed): (String, i64) = sqlx::query_as(
         "SELECT user_id, COUNT(*) FROM rm_workouts WHERE status = 'completed' \
@@ -515,20 +479,10 @@ async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_on
         server.startup
     );
     let client = Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        let response = client
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz");
-        if response.status() == StatusCode::OK {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "never ready after the version-bump rebuild");
+    assert!(
+        ready_within(&client, &server, Duration::from_secs(30)).await,
+        "never ready after the version-bump rebuild"
+    );
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%rm_workout%' ORDER BY name",
     )

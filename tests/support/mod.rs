@@ -652,3 +652,40 @@ impl Drop for TcpProxy {
         self.down();
     }
 }
+
+/// A SQLite store in a temporary folder of its own (`eventfold-{label}-…`), filled by
+/// `eventfold demo --users 20`: the folder (remove it) and the store's URL.
+pub fn demo_store(label: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("eventfold-{label}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["demo", "--users", "20"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("run demo");
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    (dir, url)
+}
+
+/// Whether `/readyz` answers 200 within `limit` (asked every 100 ms).
+pub async fn ready_within(client: &Client, server: &Server, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        let response = client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if response.status() == StatusCode::OK {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

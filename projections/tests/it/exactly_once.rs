@@ -114,8 +114,8 @@ async fn a_projector_killed_again_and_again_ends_exactly_where_a_clean_one_does(
 async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> anyhow::Result<()> {
     use eventfold_event_log::EventWriter;
     use eventfold_event_schemas::catalogue::{GeoPoint, WorkoutStarted, WorkoutUpdated};
+    use eventfold_event_schemas::StreamId;
     use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, Position};
-    use eventfold_event_schemas::{RecordedEvent, StreamId};
     use uuid::Uuid;
 
     let pg = PgTestDb::new().await?;
@@ -157,14 +157,7 @@ async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> an
             &new,
         )
         .await?;
-    let recorded = pg.store.read_all(Position::START, None, 10).await?;
-    let decoded: Vec<(RecordedEvent, DomainEvent)> = recorded
-        .into_iter()
-        .map(|r| {
-            let event = DomainEvent::from_recorded(&r)?.expect("a known type");
-            Ok((r, event))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let decoded = decoded_log(&pg.store).await?;
     let at_ = |i: usize| decoded[i].0.global_position;
 
     let db = ReadDb::connect(&pg.url()).await?;
@@ -192,19 +185,12 @@ async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> an
 /// first round trip, and the connection it failed on is not handed out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applied_by_two_sinks_at_once_commits_once() -> anyhow::Result<()> {
-    use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
+    use eventfold_event_schemas::Position;
     use eventfold_projections::Error;
 
     let pg = PgTestDb::new().await?;
     append_completed_workouts(&pg.store, WORKOUTS, USERS).await?;
-    let recorded = pg.store.read_all(Position::START, None, 10_000).await?;
-    let decoded: Vec<(RecordedEvent, DomainEvent)> = recorded
-        .into_iter()
-        .map(|r| {
-            let event = DomainEvent::from_recorded(&r)?.expect("a known type");
-            Ok((r, event))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let decoded = decoded_log(&pg.store).await?;
     let db = ReadDb::connect(&pg.url()).await?;
     let first = RelationalSink::new(db.clone(), WorkoutsProjection);
     let second = RelationalSink::new(db.clone(), WorkoutsProjection);
@@ -226,4 +212,25 @@ async fn a_batch_applied_by_two_sinks_at_once_commits_once() -> anyhow::Result<(
     assert_eq!(moved, decoded.chunks(11).count());
     assert_eq!(first.checkpoint().await?, from);
     assert_totals(&db).await
+}
+
+/// The whole log (up to 10,000 events), each event decoded.
+async fn decoded_log(
+    store: &impl EventReader,
+) -> anyhow::Result<
+    Vec<(
+        eventfold_event_schemas::RecordedEvent,
+        eventfold_event_schemas::DomainEvent,
+    )>,
+> {
+    use eventfold_event_schemas::{DomainEvent, Position};
+    store
+        .read_all(Position::START, None, 10_000)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let event = DomainEvent::from_recorded(&r)?.expect("a known type");
+            Ok((r, event))
+        })
+        .collect()
 }
