@@ -16,6 +16,8 @@ mod observe;
 mod openapi;
 mod ops;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

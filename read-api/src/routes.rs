@@ -225,6 +225,23 @@ pub(crate) async fn consistent<L: EventStore>(
     after: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
+    // A model rebuilt for a version bump is not served from until it is swapped in:
+    // its tables (or keys) still hold what the previous version built, in that
+    // version's shape.
+    for name in names {
+        if let Some(status) = api
+            .board
+            .status(name)
+            .filter(|s| s.state == ProjectionState::Rebuilding)
+        {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rebuilding",
+                format!("the read model {name} is being rebuilt; retry later"),
+            )
+            .with_details(json!({ "projection": name, "why": status.last_error })));
+        }
+    }
     let token = requested(after, headers)?;
     if let Some(token) = token {
         let behind = names.iter().any(|n| api.board.checkpoint_of(n) < token);
@@ -273,7 +290,13 @@ pub(crate) async fn due<L: EventStore>(
         && api
             .board
             .status("voice_due.v1")
-            .is_none_or(|s| s.state != ProjectionState::Retrying);
+            // Rebuilt for a version bump: its keys hold what the previous version built.
+            .is_none_or(|s| {
+                !matches!(
+                    s.state,
+                    ProjectionState::Retrying | ProjectionState::Rebuilding
+                )
+            });
     let names: &[&str] = if redis_healthy {
         &["voice_due.v1"]
     } else {
