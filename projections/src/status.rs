@@ -138,6 +138,14 @@ impl StatusBoard {
         self.entries().get(name).cloned()
     }
 
+    /// One projection's state (`Idle` when the board does not know it), without
+    /// copying its status.
+    pub fn state_of(&self, name: &str) -> ProjectionState {
+        self.entries()
+            .get(name)
+            .map_or_else(Default::default, |s| s.state)
+    }
+
     /// The lowest checkpoint among `names` (what a query over them may rely on).
     pub fn checkpoint_of(&self, name: &str) -> Position {
         self.entries()
