@@ -145,6 +145,43 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         }
     }
 
+    /// Begins a portable batch's transaction with its checkpoint moved from `from` to
+    /// `to` first (it takes the write lock at once on SQLite, and fails fast if another
+    /// runner of this projection moved it): on PostgreSQL in one round trip
+    /// ([`begin_and_move`]), on SQLite as `BEGIN` and the compare-and-set update.
+    async fn begin_and_move(
+        &self,
+        from: Position,
+        to: Position,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        if self.db.dialect() == Dialect::Postgres {
+            return match self
+                .db
+                .pool()
+                .begin_with(begin_and_move(&self.checkpoint_name, from, to))
+                .await
+            {
+                Ok(tx) => Ok(tx),
+                // The connection goes back to the pool with a `ROLLBACK` queued (see
+                // vendor/sqlx-postgres/PATCHED.md).
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(MOVED) => {
+                    Err(Error::CheckpointMoved(self.projection.name().to_owned()))
+                }
+                Err(other) => Err(other.into()),
+            };
+        }
+        let mut tx = self.db.begin_batch().await?;
+        let moved = sqlx::query(MOVE_CHECKPOINT)
+            .bind(to.0)
+            .bind(millis(chrono::Utc::now()))
+            .bind(&self.checkpoint_name)
+            .bind(from.0)
+            .execute(&mut *tx)
+            .await?;
+        self.moved(moved.rows_affected())?;
+        Ok(tx)
+    }
+
     /// The batch through PostgreSQL's native driver: checkpoint, the projection's
     /// native fold, commit — one transaction.
     async fn apply_native(
@@ -301,20 +338,10 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
             return self.apply_native(pool, native, from, &events, to).await;
         }
         let mut tx = SqlTx {
-            tx: self.db.begin_batch().await?,
+            tx: self.begin_and_move(from, to).await?,
             dialect: self.db.dialect(),
             prefix: &self.prefix,
         };
-        // The checkpoint first: it takes the write lock at once (SQLite) and fails fast
-        // if another runner of this projection moved it.
-        let moved = sqlx::query(MOVE_CHECKPOINT)
-            .bind(to.0)
-            .bind(millis(chrono::Utc::now()))
-            .bind(&self.checkpoint_name)
-            .bind(from.0)
-            .execute(tx.conn())
-            .await?;
-        self.moved(moved.rows_affected())?;
         self.projection.apply_batch(&mut tx, &events).await?;
         if !events.is_empty() {
             self.fail_point.trip()?;

@@ -181,19 +181,77 @@ async fn rows_kept_between_batches_are_not_used_after_another_sink_wrote() -> an
 
 /// Two sinks of one model apply the same batches at the same moment (two runners
 /// during a lease hand-over): each batch commits once, the other sink is told the
-/// checkpoint moved — on PostgreSQL's native path that is raised inside the batch's
-/// first round trip, and the connection it failed on is not handed out again.
+/// checkpoint moved — on PostgreSQL that is raised inside the batch's first round
+/// trip, and the connection it failed on is not handed out inside a transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applied_by_two_sinks_at_once_commits_once() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    two_sinks_at_once(&pg, &db, WorkoutsProjection).await
+}
+
+/// The same through the portable path on PostgreSQL (the models without a native
+/// form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applied_by_two_portable_sinks_at_once_commits_once() -> anyhow::Result<()> {
+    let pg = PgTestDb::new().await?;
+    let db = ReadDb::connect(&pg.url()).await?;
+    two_sinks_at_once(&pg, &db, Portable).await
+}
+
+/// `workouts.v2` without its native PostgreSQL form.
+#[derive(Debug, Clone, Copy)]
+struct Portable;
+
+impl eventfold_projections::Projection for Portable {
+    fn name(&self) -> &'static str {
+        WorkoutsProjection.name()
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        WorkoutsProjection.handles(event_type)
+    }
+}
+
+#[eventfold_projections::async_trait]
+impl eventfold_projections::RelationalProjection for Portable {
+    fn schema(&self) -> &'static [&'static str] {
+        WorkoutsProjection.schema()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        WorkoutsProjection.tables()
+    }
+    async fn apply(
+        &self,
+        tx: &mut eventfold_projections::SqlTx<'_>,
+        event: &eventfold_event_schemas::DomainEvent,
+        record: &eventfold_event_schemas::RecordedEvent,
+    ) -> eventfold_projections::Result<()> {
+        WorkoutsProjection.apply(tx, event, record).await
+    }
+    async fn apply_batch(
+        &self,
+        tx: &mut eventfold_projections::SqlTx<'_>,
+        events: &[(
+            &eventfold_event_schemas::RecordedEvent,
+            &eventfold_event_schemas::DomainEvent,
+        )],
+    ) -> eventfold_projections::Result<()> {
+        WorkoutsProjection.apply_batch(tx, events).await
+    }
+}
+
+async fn two_sinks_at_once<P: eventfold_projections::RelationalProjection + Clone>(
+    pg: &PgTestDb,
+    db: &ReadDb,
+    projection: P,
+) -> anyhow::Result<()> {
     use eventfold_event_schemas::Position;
     use eventfold_projections::Error;
 
-    let pg = PgTestDb::new().await?;
     append_completed_workouts(&pg.store, WORKOUTS, USERS).await?;
     let decoded = decoded_log(&pg.store).await?;
-    let db = ReadDb::connect(&pg.url()).await?;
-    let first = RelationalSink::new(db.clone(), WorkoutsProjection);
-    let second = RelationalSink::new(db.clone(), WorkoutsProjection);
+    let first = RelationalSink::new(db.clone(), projection.clone());
+    let second = RelationalSink::new(db.clone(), projection);
     first.setup().await?;
     let mut from = Position::START;
     let mut moved = 0;
@@ -211,7 +269,7 @@ async fn a_batch_applied_by_two_sinks_at_once_commits_once() -> anyhow::Result<(
     }
     assert_eq!(moved, decoded.chunks(11).count());
     assert_eq!(first.checkpoint().await?, from);
-    assert_totals(&db).await
+    assert_totals(db).await
 }
 
 /// The whole log (up to 10,000 events), each event decoded.
