@@ -87,9 +87,9 @@ impl RelationalProjection for WorkoutsProjection {
     }
 }
 
-/// On PostgreSQL: the same fold, the rows it touches read with `= ANY($1)` (one array
-/// bound whole) and written with one `UNNEST` statement per table — a batch's columns
-/// bound as arrays, NULLs as NULLs.
+/// On PostgreSQL: the same fold over the workouts kept from the batch before and the
+/// others it touches (read by key, one statement), written with one statement over
+/// `UNNEST`ed arrays for both tables — NULLs as NULLs.
 #[async_trait::async_trait]
 impl PgBatch for WorkoutsProjection {
     async fn apply_batch(
@@ -105,18 +105,10 @@ impl PgBatch for WorkoutsProjection {
             .filter(|id| !workouts.contains_key(id))
             .collect();
         workouts.extend(pg::load(tx, &missing).await?);
-        let existed: std::collections::HashSet<String> = workouts.keys().cloned().collect();
         let changes = fold_in_memory(events, &mut workouts)?;
-        pg::write(tx, &changes, &existed).await?;
+        pg::write(tx, &changes).await?;
         // What the next batch may find here: the workouts still under way.
-        let Changes {
-            workouts: changed, ..
-        } = changes;
-        workouts.extend(
-            changed
-                .into_iter()
-                .filter(|(_, w)| matches!(w.status, "active" | "paused")),
-        );
+        workouts.extend(changes.workouts.into_iter().map(|(id, w, _)| (id, w)));
         workouts.retain(|_, w| matches!(w.status, "active" | "paused"));
         if workouts.len() > KEEP {
             let over: Vec<String> = workouts.keys().skip(KEEP).cloned().collect();
@@ -239,7 +231,9 @@ type Loaded = std::collections::HashMap<String, Workout>;
 /// The rows a batch writes.
 #[derive(Debug, Default)]
 struct Changes {
-    workouts: Vec<(String, Workout)>,
+    /// Each changed workout, and whether the batch created its row (its
+    /// `WorkoutStarted` is in the batch) rather than changed one that existed.
+    workouts: Vec<(String, Workout, bool)>,
     points: Vec<Point>,
 }
 
@@ -250,6 +244,7 @@ fn fold_in_memory(
     workouts: &mut Loaded,
 ) -> Result<Changes> {
     let mut changed = std::collections::BTreeSet::new();
+    let mut created = std::collections::HashSet::new();
     let mut points = Vec::new();
     for (record, event) in events {
         match event {
@@ -277,6 +272,7 @@ fn fold_in_memory(
                             week: None,
                         },
                     );
+                    created.insert(id.clone());
                     changed.insert(id);
                 }
             }
@@ -339,7 +335,10 @@ fn fold_in_memory(
     Ok(Changes {
         workouts: changed
             .into_iter()
-            .filter_map(|id| workouts.remove(&id).map(|w| (id, w)))
+            .filter_map(|id| {
+                let created = created.contains(&id);
+                workouts.remove(&id).map(|w| (id, w, created))
+            })
             .collect(),
         points,
     })
@@ -369,7 +368,7 @@ async fn write_portable(tx: &mut SqlTx<'_>, changes: &Changes) -> Result<()> {
         );
         let sql = tx.sql(&sql).into_owned();
         let mut query = sqlx::query(&sql);
-        for (id, w) in chunk {
+        for (id, w, _) in chunk {
             query = query
                 .bind(id.clone())
                 .bind(w.user_id.clone())

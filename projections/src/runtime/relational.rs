@@ -20,7 +20,7 @@ const MOVE_CHECKPOINT: &str = "UPDATE eventfold_checkpoints SET position = $1, u
 /// began.
 const MOVED: &str = "EF001";
 
-/// A batch's first round trip on PostgreSQL's native path: `BEGIN`, the transaction's
+/// A batch's first round trip on PostgreSQL (native and portable paths): `BEGIN`, its
 /// settings (its commit does not wait for the WAL, see `PG_BATCH_BEGIN`) and the
 /// checkpoint's compare-and-set move from `from` to `to`, which takes the checkpoint
 /// row's lock before any write (so a second runner of the projection waits here, then
@@ -155,20 +155,8 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         to: Position,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         if self.db.dialect() == Dialect::Postgres {
-            return match self
-                .db
-                .pool()
-                .begin_with(begin_and_move(&self.checkpoint_name, from, to))
-                .await
-            {
-                Ok(tx) => Ok(tx),
-                // The connection goes back to the pool with a `ROLLBACK` queued (see
-                // vendor/sqlx-postgres/PATCHED.md).
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(MOVED) => {
-                    Err(Error::CheckpointMoved(self.projection.name().to_owned()))
-                }
-                Err(other) => Err(other.into()),
-            };
+            let sql = begin_and_move(&self.checkpoint_name, from, to);
+            return self.begun(self.db.pool().begin_with(sql).await);
         }
         let mut tx = self.db.begin_batch().await?;
         let moved = sqlx::query(MOVE_CHECKPOINT)
@@ -200,72 +188,36 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
             .ok()
             .and_then(|mut kept| kept.take())
             .and_then(|(at, kept)| (at == from).then_some(kept));
-        let mut conn = CloseUnlessFinished(pool.acquire().await?, false);
-        let outcome = self
-            .native_batch(&mut conn.0, native, kept, from, events, to)
-            .await;
-        // Not cancelled mid-way: the connection goes back to the pool, unless the
-        // transaction failed inside its first round trip and left it open.
-        conn.1 = outcome.is_ok();
-        outcome?
-    }
-
-    /// [`apply_native`](Self::apply_native) on `conn`: `Err` when the batch's
-    /// transaction failed to begin (the connection is left inside it), else the batch's
-    /// own outcome.
-    async fn native_batch(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        native: &dyn PgBatch,
-        kept: Option<Kept>,
-        from: Position,
-        events: &[(&RecordedEvent, &DomainEvent)],
-        to: Position,
-    ) -> Result<Result<()>> {
-        let tx = match sqlx::Connection::begin_with(
-            conn,
-            begin_and_move(&self.checkpoint_name, from, to),
-        )
-        .await
-        {
-            Ok(tx) => tx,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(MOVED) => {
-                return Err(Error::CheckpointMoved(self.projection.name().to_owned()))
-            }
-            Err(other) => return Err(other.into()),
-        };
+        let sql = begin_and_move(&self.checkpoint_name, from, to);
         let mut tx = PgTx {
-            tx,
+            tx: self.begun(pool.begin_with(sql).await)?,
             prefix: &self.prefix,
             kept,
             keep: None,
         };
-        Ok(async {
-            native.apply_batch(&mut tx, events).await?;
-            if !events.is_empty() {
-                self.fail_point.trip()?;
-            }
-            let keep = tx.keep.take();
-            tx.tx.commit().await?;
-            if let (Some(keep), Ok(mut kept)) = (keep, self.kept.lock()) {
-                *kept = Some((to, keep));
-            }
-            Ok(())
+        native.apply_batch(&mut tx, events).await?;
+        if !events.is_empty() {
+            self.fail_point.trip()?;
         }
-        .await)
+        let keep = tx.keep.take();
+        tx.tx.commit().await?;
+        if let (Some(keep), Ok(mut kept)) = (keep, self.kept.lock()) {
+            *kept = Some((to, keep));
+        }
+        Ok(())
     }
-}
 
-/// A pooled connection that is closed, not returned to the pool, unless its user
-/// marks it finished (`.1`): a batch cancelled while its first round trip is under way
-/// (waiting for the checkpoint row's lock, say) would leave the server inside the
-/// batch's transaction, holding that lock, on a connection the pool hands out again.
-struct CloseUnlessFinished(sqlx::pool::PoolConnection<sqlx::Postgres>, bool);
-
-impl Drop for CloseUnlessFinished {
-    fn drop(&mut self) {
-        if !self.1 {
-            self.0.close_on_drop();
+    /// A transaction [`begin_and_move`] began, or [`Error::CheckpointMoved`] when its
+    /// move found the checkpoint elsewhere. A `BEGIN` that failed, or whose future was
+    /// dropped, leaves its connection with a `ROLLBACK` queued before the pool hands it
+    /// out again (vendor/sqlx-postgres/PATCHED.md).
+    fn begun<T>(&self, begun: std::result::Result<T, sqlx::Error>) -> Result<T> {
+        match begun {
+            Ok(tx) => Ok(tx),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(MOVED) => {
+                Err(Error::CheckpointMoved(self.projection.name().to_owned()))
+            }
+            Err(other) => Err(other.into()),
         }
     }
 }

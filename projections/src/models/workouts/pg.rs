@@ -62,25 +62,21 @@ const WRITE: &str = "WITH batch AS (SELECT * FROM UNNEST(\
      SELECT (SELECT COUNT(*) FROM started) + (SELECT COUNT(*) FROM updated) \
      + (SELECT COUNT(*) FROM points)";
 
-/// Writes a batch's changes; `existed`: the workouts that had a row before it.
-pub(super) async fn write(
-    tx: &mut PgTx<'_>,
-    changes: &Changes,
-    existed: &std::collections::HashSet<String>,
-) -> Result<()> {
+/// Writes a batch's changes.
+pub(super) async fn write(tx: &mut PgTx<'_>, changes: &Changes) -> Result<()> {
     let (w, p) = (&changes.workouts, &changes.points);
     if w.is_empty() && p.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Workout) -> Option<f64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
-    let int = |f: fn(&Workout) -> Option<i64>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
-    let text = |f: fn(&Workout) -> Option<&str>| w.iter().map(|(_, x)| f(x)).collect::<Vec<_>>();
+    let col = |f: fn(&Workout) -> Option<f64>| w.iter().map(|(_, x, _)| f(x)).collect::<Vec<_>>();
+    let int = |f: fn(&Workout) -> Option<i64>| w.iter().map(|(_, x, _)| f(x)).collect::<Vec<_>>();
+    let text = |f: fn(&Workout) -> Option<&str>| w.iter().map(|(_, x, _)| f(x)).collect::<Vec<_>>();
     // Plain inserts of points: a point is keyed by its event's position, and a batch
     // is applied exactly once, so a conflict is a broken guarantee and fails loudly
     // rather than being skipped.
     let sql = tx.sql(WRITE).into_owned();
     let _: i64 = sqlx::query_scalar(&sql)
-        .bind(w.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(w.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
         .bind(text(|x| Some(&x.user_id)))
         .bind(text(|x| Some(&x.sport)))
         .bind(text(|x| Some(x.status)))
@@ -97,11 +93,7 @@ pub(super) async fn write(
         .bind(int(|x| Some(x.points)))
         .bind(int(|x| Some(x.position)))
         .bind(text(|x| x.week.as_deref()))
-        .bind(
-            w.iter()
-                .map(|(id, _)| existed.contains(id))
-                .collect::<Vec<_>>(),
-        )
+        .bind(w.iter().map(|(_, _, created)| !created).collect::<Vec<_>>())
         .bind(p.iter().map(|x| x.workout_position).collect::<Vec<_>>())
         .bind(p.iter().map(|x| x.position).collect::<Vec<_>>())
         .bind(p.iter().map(|x| x.idx).collect::<Vec<_>>())
