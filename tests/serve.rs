@@ -398,18 +398,7 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
         total > 0 && stale == 0,
         "{stale} of {total} rows still from v0"
     );
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM eventfold_checkpoints ORDER BY name")
-            .fetch_all(&pool)
-            .await
-            .expect("names");
-    assert!(
-        names.contains(&"reminders.v1".to_owned())
-            && !names
-                .iter()
-                .any(|n| n == "reminders.v0" || n.starts_with("shadow_")),
-        "{names:?}"
-    );
+    assert_bump_forgotten(&pool, "reminders.v1", "reminders.v0").await;
     pool.close().await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
@@ -516,18 +505,7 @@ async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_on
             .is_some_and(|weeks| !weeks.is_empty()),
         "{body}"
     );
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM eventfold_checkpoints ORDER BY name")
-            .fetch_all(&pool)
-            .await
-            .expect("names");
-    assert!(
-        names.contains(&"workouts.v2".to_owned())
-            && !names
-                .iter()
-                .any(|n| n == "workouts.v1" || n.starts_with("shadow_")),
-        "{names:?}"
-    );
+    assert_bump_forgotten(&pool, "workouts.v2", "workouts.v1").await;
     pool.close().await;
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
@@ -786,4 +764,19 @@ async fn every_consumable_purchase_has_exactly_one_reminder_across_a_kill_9() {
         );
     }
     drop(restarted);
+}
+
+/// After a version bump's swap the store keeps the new version's checkpoint only: the
+/// old version's and the shadow build's are gone.
+async fn assert_bump_forgotten(pool: &sqlx::SqlitePool, new: &str, old: &str) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM eventfold_checkpoints ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .expect("names");
+    assert!(
+        names.iter().any(|n| n == new)
+            && !names.iter().any(|n| n == old || n.starts_with("shadow_")),
+        "{names:?}"
+    );
 }
