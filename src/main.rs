@@ -48,29 +48,21 @@ struct Cli {
     #[arg(long, env = "REDIS_URL", global = true)]
     redis_url: Option<String>,
 
-    /// Prefix of every Redis key Eventfold writes.
-    #[arg(
-        long,
-        env = "EVENTFOLD_REDIS_PREFIX",
-        default_value = "eventfold:",
-        global = true
-    )]
-    redis_prefix: String,
+    /// Prefix of every Redis key Eventfold writes [default: eventfold:].
+    #[arg(long, env = "EVENTFOLD_REDIS_PREFIX", global = true)]
+    redis_prefix: Option<String>,
 
     /// ClickHouse's HTTP interface for the analytics read models (off when unset).
     #[arg(long, env = "CLICKHOUSE_URL", global = true)]
     clickhouse_url: Option<String>,
 
-    /// The ClickHouse database the analytics live in.
-    #[arg(
-        long,
-        env = "EVENTFOLD_CLICKHOUSE_DATABASE",
-        default_value = "eventfold",
-        global = true
-    )]
-    clickhouse_database: String,
+    /// The ClickHouse database the analytics live in [default: eventfold].
+    #[arg(long, env = "EVENTFOLD_CLICKHOUSE_DATABASE", global = true)]
+    clickhouse_database: Option<String>,
 
-    /// Optional TOML configuration file; environment variables override it.
+    /// Optional TOML configuration file, read by every command but `demo` and `bench`;
+    /// environment variables and command-line flags override it. A file given but not
+    /// readable, or not valid, is an error.
     #[arg(long, env = "EVENTFOLD_CONFIG", global = true)]
     config: Option<std::path::PathBuf>,
 
@@ -193,17 +185,54 @@ async fn cli_set(
         .with_clickhouse(projections::clickhouse_target(clickhouse.0, clickhouse.1)?))
 }
 
+impl Cli {
+    /// The settings every command but `demo` and `bench` runs with: the configuration
+    /// file (if any), the environment over it, and the command line over both — one
+    /// resolution, so that no command reads one source and ignores another.
+    fn settings(&self) -> anyhow::Result<config::Config> {
+        let config = config::Config::load(self.config.as_deref())?;
+        Ok(self.over(config))
+    }
+
+    /// `config` with this command line's global flags (or their environment
+    /// variables, which clap reads) over it.
+    fn over(&self, mut config: config::Config) -> config::Config {
+        let flags = [
+            (&self.database_url, &mut config.database_url),
+            (&self.redis_url, &mut config.redis_url),
+            (&self.redis_prefix, &mut config.redis_prefix),
+            (&self.clickhouse_url, &mut config.clickhouse_url),
+            (&self.clickhouse_database, &mut config.clickhouse_database),
+        ];
+        for (flag, setting) in flags {
+            if let Some(value) = flag {
+                *setting = Some(value.clone());
+            }
+        }
+        config
+    }
+}
+
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    let database_url = cli
+    // The demo runs on its own fresh file unless told otherwise, and the benches make
+    // scratch databases: neither takes the configuration file's stores.
+    let config = match &cli.command {
+        Command::Demo(_) | Command::Bench(_) => cli.over(config::Config::default()),
+        _ => cli.settings()?,
+    };
+    let database_url = config
         .database_url
         .clone()
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let redis = (cli.redis_url.as_deref(), cli.redis_prefix.as_str());
+    let redis = (
+        config.redis_url.as_deref(),
+        config.redis_prefix.as_deref().unwrap_or("eventfold:"),
+    );
     let clickhouse = (
-        cli.clickhouse_url.as_deref(),
-        cli.clickhouse_database.as_str(),
+        config.clickhouse_url.as_deref(),
+        config.clickhouse_database.as_deref().unwrap_or("eventfold"),
     );
     match cli.command {
         Command::Migrate => {
@@ -217,33 +246,20 @@ async fn run() -> anyhow::Result<()> {
                 redact(&database_url)
             )?;
         }
-        Command::Serve => {
-            let config = config::Config::load(cli.config.as_deref())?;
-            let url = config.database_url.clone().unwrap_or(database_url);
-            serve::run(config, &url, &mut out).await?;
-        }
-        Command::Relay => {
-            let config = config::Config::load(cli.config.as_deref())?;
-            let url = config.database_url.clone().unwrap_or(database_url);
-            relay::run_command(&config, &url, &mut out).await?;
-        }
+        Command::Serve => serve::run(config, &database_url, &mut out).await?,
+        Command::Relay => relay::run_command(&config, &database_url, &mut out).await?,
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;
             streams::run(&store, command, &mut out).await?;
         }
         Command::Replay(args) => {
             let store = open_store(&database_url).await?;
-            let redis = projections::redis_target(cli.redis_url.as_deref(), &cli.redis_prefix)?;
-            let clickhouse = projections::clickhouse_target(
-                cli.clickhouse_url.as_deref(),
-                &cli.clickhouse_database,
-            )?;
+            let redis = projections::redis_target(redis.0, redis.1)?;
+            let clickhouse = projections::clickhouse_target(clickhouse.0, clickhouse.1)?;
             replay::run(&store, &database_url, redis, clickhouse, args, &mut out).await?;
         }
         Command::Project(args) => {
-            let config = config::Config::load(cli.config.as_deref())?;
-            let url = config.database_url.clone().unwrap_or(database_url);
-            let set = cli_set(&url, redis, clickhouse).await?;
+            let set = cli_set(&database_url, redis, clickhouse).await?;
             worker::run(&config, set, args, &mut out).await?;
         }
         Command::Projections(command) => {
@@ -259,6 +275,34 @@ async fn run() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_flags_win_over_the_configuration_file() {
+        let cli = Cli::parse_from([
+            "eventfold",
+            "--redis-url",
+            "redis://flag",
+            "--redis-prefix",
+            "flag:",
+            "--clickhouse-url",
+            "http://flag:8123",
+            "--clickhouse-database",
+            "flag",
+            "serve",
+        ]);
+        let file = config::Config {
+            redis_url: Some("redis://file".into()),
+            redis_prefix: Some("file:".into()),
+            clickhouse_url: Some("http://file:8123".into()),
+            clickhouse_database: Some("file".into()),
+            ..config::Config::default()
+        };
+        let settings = cli.over(file);
+        assert_eq!(settings.redis_url.as_deref(), Some("redis://flag"));
+        assert_eq!(settings.redis_prefix.as_deref(), Some("flag:"));
+        assert_eq!(settings.clickhouse_url.as_deref(), Some("http://flag:8123"));
+        assert_eq!(settings.clickhouse_database.as_deref(), Some("flag"));
+    }
 
     #[test]
     fn redacts_passwords_only() {

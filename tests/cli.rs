@@ -280,6 +280,80 @@ fn an_unreachable_postgres_is_reported_with_its_own_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Every command reads the configuration file, and reads it the same way: its stores
+/// are used unless the environment or a flag says otherwise (before, only `serve`,
+/// `relay` and `project` read it — `replay` and `projections` ran against the default
+/// database, silently — and `serve` let the file win over `--database-url`). A file
+/// given but missing or invalid is an error, whatever the command.
+#[test]
+fn every_command_takes_its_stores_from_the_configuration_file() {
+    let s = Scratch::new();
+    let config = s.0.join("eventfold.toml");
+    let from_file = s.0.join("from-file.db");
+    std::fs::write(
+        &config,
+        format!("database_url = \"sqlite://{}\"\n", from_file.display()),
+    )
+    .expect("config file");
+    let config = config.display().to_string();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("EVENTFOLD_CONFIG")
+            .current_dir(&s.0)
+            .output()
+            .expect("run eventfold")
+    };
+    let appended = run(&[
+        "--config",
+        &config,
+        "streams",
+        "append",
+        "note-1",
+        "--type",
+        "NoteDrafted",
+        "--data",
+        r#"{"sku":"caps"}"#,
+    ]);
+    assert!(appended.status.success(), "{}", stderr(&appended));
+    assert!(from_file.exists(), "the file's database was not used");
+    assert!(
+        !s.0.join("eventfold.db").exists(),
+        "the default database was used"
+    );
+    for args in [
+        &["streams", "read", "note-1"][..],
+        &["projections", "status"],
+        &["replay", "reminders.v1"],
+    ] {
+        let out = run(&[&["--config", config.as_str()][..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            !s.0.join("eventfold.db").exists(),
+            "{args:?} used the default database"
+        );
+    }
+    let read = run(&["--config", &config, "streams", "read", "note-1"]);
+    assert!(stdout(&read).contains("NoteDrafted"), "{}", stdout(&read));
+    // A flag wins over the file.
+    let flagged = s.0.join("flag.db");
+    let url = format!("sqlite://{}", flagged.display());
+    let out = run(&["--config", &config, "--database-url", &url, "migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(flagged.exists(), "--database-url lost to the file");
+    // A file that is not there, or not valid, stops every command.
+    std::fs::write(s.0.join("bad.toml"), "database_urll = 1\n").expect("bad file");
+    for file in ["missing.toml", "bad.toml"] {
+        for args in [&["migrate"][..], &["projections", "status"], &["serve"]] {
+            let out = run(&[&["--config", file][..], args].concat());
+            assert!(!out.status.success(), "{file} {args:?} ran");
+            let err = stderr(&out);
+            assert!(err.contains(file), "{file} {args:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn the_demo_runs_on_the_embedded_default() {
     let s = Scratch::new();
