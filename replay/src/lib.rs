@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
 use eventfold_projections::{
-    CatchUp, Model, Namespace, ReadDb, ReadStore, RedisKeys, RedisProjection, RedisStore,
-    RelationalProjection, RelationalStore, Runner, RunnerOptions, Sink, StatusBoard,
+    handed_over_at, CatchUp, Model, Namespace, ReadDb, ReadStore, RedisKeys, RedisProjection,
+    RedisStore, RelationalProjection, RelationalStore, Runner, RunnerOptions, Sink, StatusBoard,
 };
 
 pub use eventfold_projections::{
@@ -203,6 +203,19 @@ pub async fn rebuild_model<L: EventStore>(
     stop: impl Future<Output = ()>,
 ) -> Result<Option<SwapReport>> {
     let namespace = target.namespace();
+    if let Target::Swap { .. } = target {
+        // A model projector workers took over follows the relay's topics: a build from
+        // the log must not replace it (the swap checks again, atomically). Said before
+        // a long build, not after it.
+        let live = store.sink(model, &Namespace::Live)?.checkpoint().await?;
+        if let Some(at) = handed_over_at(live) {
+            return Err(eventfold_projections::Error::FedFromKafka {
+                name: model.name().to_owned(),
+                position: at.0,
+            }
+            .into());
+        }
+    }
     let shadow = store.sink(model, &namespace)?;
     shadow.setup().await?;
     let progress: &(dyn Fn(Progress) + Sync) = &progress;

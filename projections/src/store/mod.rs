@@ -34,7 +34,7 @@ pub use relational::{RelationalStore, SHADOW};
 
 use crate::registry::{Model, StoreKind};
 use crate::runtime::Sink;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Where a sink writes: the live model, a shadow build (verified and swapped over the
 /// live one), a named as-of build (never swapped), or the kept replaced model.
@@ -291,5 +291,18 @@ impl LiveWatch {
         }
         self.moved_at.elapsed() < Duration::from_millis(500)
             && self.started.elapsed() < Duration::from_secs(60)
+    }
+}
+
+/// [`Error::FedFromKafka`] when the live checkpoint says projector workers took the
+/// model over: its tables follow the relay's topics, not the log, and a model built
+/// from the log must not replace them (`projections reset` hands it back first).
+pub(crate) fn fed_from_kafka(name: &str, live: Position) -> Result<()> {
+    match crate::runtime::handed_over_at(live) {
+        Some(at) => Err(Error::FedFromKafka {
+            name: name.to_owned(),
+            position: at.0,
+        }),
+        None => Ok(()),
     }
 }

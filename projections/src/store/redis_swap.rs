@@ -19,7 +19,7 @@ use eventfold_event_schemas::Position;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 
-use super::{CatchUp, LiveWatch, SwapReport};
+use super::{fed_from_kafka, CatchUp, LiveWatch, SwapReport};
 use crate::redis_sink::{scan_keys, RedisKeys, RedisProjection, RedisSink};
 use crate::runtime::Sink;
 use crate::{Error, Result};
@@ -157,6 +157,7 @@ pub(crate) async fn verify_and_swap(
     for _ in 0..50 {
         let mut live_at = position(&mut conn, &live_checkpoint).await?;
         let shadow_at = position(&mut conn, &shadow_checkpoint).await?.unwrap_or(0);
+        fed_from_kafka(name, Position(live_at.unwrap_or(0)))?;
         // A live model behind the shadow and moving is waited for (see the relational
         // swap); one that never ran is simply replaced.
         while live_at.is_some_and(|at| shadow_at > at && watch.keep_waiting(at)) {
@@ -204,6 +205,9 @@ async fn swap_held(
     let shadow_checkpoint = shadow.keys().checkpoint(name);
     let live_at = position(conn, &live_checkpoint).await?;
     let mut shadow_at = position(conn, &shadow_checkpoint).await?.unwrap_or(0);
+    // Taken over by projector workers meanwhile (the `WATCH` below sees any later
+    // change): not the log's to replace.
+    fed_from_kafka(name, Position(live_at.unwrap_or(0)))?;
     if let Some(live_at) = live_at.filter(|l| *l > shadow_at) {
         // The tail that arrived since the last catch-up: a few events.
         let sink: Arc<dyn Sink> = Arc::new(shadow.clone());

@@ -7,7 +7,7 @@ use eventfold_event_schemas::Position;
 
 use super::checksum::table_checksum;
 use super::relational::SHADOW;
-use super::{CatchUp, LiveWatch, SwapReport};
+use super::{fed_from_kafka, CatchUp, LiveWatch, SwapReport};
 use crate::runtime::{with_prefix, RelationalProjection, RelationalSink, Sink};
 use crate::sql::{Dialect, ReadDb};
 use crate::{Error, Result};
@@ -51,6 +51,7 @@ pub(crate) async fn verify_and_swap(
     for _ in 0..50 {
         let (mut live_at, shadow_at) =
             (position(db, name).await?, position(db, &shadow_name).await?);
+        fed_from_kafka(name, live_at)?;
         // A live model behind the shadow and moving (a running `serve` catching up) is
         // waited for, to compare at the same checkpoint.
         while shadow_at > live_at && watch.keep_waiting(live_at.0) {
@@ -78,6 +79,12 @@ pub(crate) async fn verify_and_swap(
             .bind(n.to_owned())
         };
         let live_now = read(name).fetch_one(&mut *tx).await?;
+        // Taken over by projector workers while the shadow was built: swapping the log's
+        // build in would hand it back to the log behind the workers' backs.
+        if let Err(error) = fed_from_kafka(name, Position(live_now)) {
+            tx.rollback().await?;
+            return Err(error);
+        }
         if postgres && position(db, &shadow_name).await?.0 < live_now {
             // PostgreSQL: with the live model held, the shadow takes the last events on
             // other connections — a tail of a few batches, so a busy log cannot keep

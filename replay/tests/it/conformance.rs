@@ -7,7 +7,10 @@
 //! 2. re-apply after those failed batches leaves nothing twice: a clean shadow build
 //!    of the same log is compared with the live model at the same checkpoint and
 //!    swapped in (the swap refuses a mismatch);
-//! 3. reset deletes the model and its checkpoint, and the runner rebuilds it from 0 to
+//! 3. a model projector workers took over (its live checkpoint handed over) is not
+//!    replaced by a build from the log: the rebuild refuses before it builds anything,
+//!    the swap refuses too, and the live model keeps its data and its hand-over;
+//! 4. reset deletes the model and its checkpoint, and the runner rebuilds it from 0 to
 //!    the same result, compared again by a second swap.
 
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use std::time::Duration;
 
 use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::EventStore;
+use eventfold_event_schemas::Position;
 use eventfold_projections::{
-    models, Namespace, ReadDb, ReadStore, RelationalStore, Runner, RunnerOptions, Sink,
-    StatusBoard, StoreKind,
+    handed_over, models, CatchUp, Namespace, ReadDb, ReadStore, RelationalStore, Runner,
+    RunnerOptions, Sink, StatusBoard, StoreKind,
 };
 use eventfold_replay::{rebuild_model, Target};
 
@@ -54,6 +58,20 @@ async fn swap<S: EventStore>(
     Ok(())
 }
 
+/// A tail that is never needed: the swaps it is given refuse before any catch-up.
+struct NoTail;
+
+#[eventfold_projections::async_trait]
+impl CatchUp for NoTail {
+    async fn catch_up(
+        &self,
+        _sink: Arc<dyn Sink>,
+        to: Position,
+    ) -> eventfold_projections::Result<Position> {
+        Ok(to)
+    }
+}
+
 /// Every check, for every registered model of `store`'s kind.
 async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::Result<()> {
     let head = log.head().await?;
@@ -86,6 +104,45 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
             "{name}: checkpoint after swap"
         );
         assert!(!after.rebuilding, "{name}: a shadow is left behind");
+
+        // Projector workers take it over at its checkpoint.
+        live.apply(head, &[], handed_over(head)).await?;
+        let refused = rebuild_model(
+            log,
+            store,
+            model,
+            Target::Swap { keep_old: false },
+            |_| {},
+            std::future::pending(),
+        )
+        .await;
+        assert!(
+            matches!(
+                refused,
+                Err(eventfold_replay::Error::Projection(
+                    eventfold_projections::Error::FedFromKafka { .. }
+                ))
+            ),
+            "{name}: a model fed from Kafka was rebuilt from the log: {refused:?}"
+        );
+        assert!(
+            !store.progress(model).await?.rebuilding,
+            "{name}: the refused rebuild built a shadow first"
+        );
+        // Taken over while a shadow was built: the swap itself refuses.
+        let refused = store.swap(model, false, &NoTail).await;
+        assert!(
+            matches!(
+                refused,
+                Err(eventfold_projections::Error::FedFromKafka { .. })
+            ),
+            "{name}: a model fed from Kafka was swapped: {refused:?}"
+        );
+        assert_eq!(
+            live.checkpoint().await?,
+            handed_over(head),
+            "{name}: the hand-over was undone"
+        );
 
         let deleted = store.reset(model).await?;
         assert!(
