@@ -93,16 +93,24 @@ pub(crate) async fn run(
             let bumps = set.version_bumps().await?;
             let mut rows = Vec::new();
             for p in progress {
-                let checkpoint = p.checkpoint.unwrap_or_default();
+                // Taken over by projector workers: the live checkpoint is a hand-over
+                // marker, and the lag is theirs to tell (per partition), not the log's.
+                let kafka = p.checkpoint.and_then(eventfold_projections::handed_over_at);
+                let checkpoint = kafka.or(p.checkpoint).unwrap_or_default();
                 let lag = measure_lag(set.log(), checkpoint).await?;
+                let measured = kafka.is_none();
                 rows.push(serde_json::json!({
-                    "name": p.name, "store": p.store, "checkpoint": p.checkpoint, "head": lag.head,
-                    "lag_events": lag.events, "lag_seconds": lag.seconds, "parked": p.parked,
+                    "name": p.name, "store": p.store, "checkpoint": p.checkpoint.map(|_| checkpoint),
+                    "head": lag.head,
+                    "lag_events": measured.then_some(lag.events),
+                    "lag_seconds": measured.then_some(lag.seconds), "parked": p.parked,
+                    "fed_from_kafka_since": kafka,
                     "version_bump_from": bumps.iter().find(|b| b.name == p.name).map(|b| b.previous.clone()),
                     "owner": owner_of(p.name),
                     "state": if bumps.iter().any(|b| b.name == p.name) { "version_bump_pending" }
                         else if p.rebuilding { "rebuilding" }
                         else if p.checkpoint.is_none() { "never_ran" }
+                        else if kafka.is_some() { "fed_from_kafka" }
                         else if p.parked > 0 { "parked_events" }
                         else if lag.events == 0 { "caught_up" } else { "behind" },
                 }));
@@ -134,15 +142,19 @@ pub(crate) async fn run(
                 for r in rows {
                     writeln!(
                         out,
-                        "{:<20} {:<11} {:>11} {:>11} {:>10} {:>10.1} {:>7}  {:<22} {}",
+                        "{:<20} {:<11} {:>11} {:>11} {:>10} {:>10} {:>7}  {:<22} {}",
                         r["name"].as_str().unwrap_or_default(),
                         r["store"].as_str().unwrap_or_default(),
                         r["checkpoint"]
                             .as_i64()
                             .map_or("-".to_owned(), |c| c.to_string()),
                         r["head"].to_string(),
-                        r["lag_events"].to_string(),
-                        r["lag_seconds"].as_f64().unwrap_or_default(),
+                        r["lag_events"]
+                            .as_i64()
+                            .map_or("-".to_owned(), |l| l.to_string()),
+                        r["lag_seconds"]
+                            .as_f64()
+                            .map_or("-".to_owned(), |l| format!("{l:.1}")),
                         r["parked"].to_string(),
                         r["state"].as_str().unwrap_or_default(),
                         r["owner"].as_str().unwrap_or("-"),

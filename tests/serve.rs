@@ -780,3 +780,87 @@ async fn assert_bump_forgotten(pool: &sqlx::SqlitePool, new: &str, old: &str) {
         "{names:?}"
     );
 }
+
+/// A model projector workers took over (its live checkpoint is a hand-over marker) is
+/// reported as fed from Kafka, with no lag, by `projections status`,
+/// `/api/v1/projections` and `/metrics` — before, the marker was read as a position and
+/// the model showed the whole log (and more) behind, which an alert on lag would page on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
+    let (dir, url) = demo_store("kafka-status");
+    let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+    let at: i64 = sqlx::query_scalar(
+        "SELECT position FROM eventfold_checkpoints WHERE name = 'reminders.v1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("checkpoint");
+    assert!(at > 0, "the demo applied nothing");
+    // What `eventfold project --from kafka` does when it takes the model over.
+    sqlx::query("UPDATE eventfold_checkpoints SET position = $1 WHERE name = 'reminders.v1'")
+        .bind(-1 - at)
+        .execute(&pool)
+        .await
+        .expect("hand over");
+    pool.close().await;
+
+    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("status");
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == "reminders.v1"))
+        .expect("row")
+        .clone();
+    assert_eq!(row["state"], "fed_from_kafka", "{row}");
+    assert_eq!(row["fed_from_kafka_since"], at, "{row}");
+    assert_eq!(row["checkpoint"], at, "{row}");
+    assert!(row["lag_events"].is_null(), "{row}");
+
+    let server = Server::start(Some(url.clone()));
+    let client = Client::new();
+    let mut item = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = get(&client, &server, "/api/v1/projections", "service").await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        item = body["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|p| p["name"] == "reminders.v1"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if item["state"] == "standby" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(item["state"], "standby", "{item}");
+    assert_eq!(item["fed_from_kafka_since"], at, "{item}");
+    assert_eq!(item["checkpoint"], at, "{item}");
+    assert!(item["lag_events"].is_null(), "{item}");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{projection=\"reminders.v1\"}}")))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        line("eventfold_projection_fed_from_kafka").as_deref(),
+        Some("eventfold_projection_fed_from_kafka{projection=\"reminders.v1\"} 1"),
+        "{metrics}"
+    );
+    let lag = line("eventfold_projection_lag_events").expect("a lag line");
+    assert!(lag.ends_with("NaN"), "{lag}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -505,7 +505,9 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 if target.is_some() {
                     return Err(error);
                 }
-                // Stand by while the workers feed it; a reset hands it back.
+                // Stand by while the workers feed it; a reset hands it back. The board
+                // holds the hand-over marker, so status and metrics say so.
+                self.applier.board.set_checkpoint(name, checkpoint, None);
                 self.applier.board.set_state(
                     name,
                     ProjectionState::Standby,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use eventfold_event_log::EventStore;
-use eventfold_projections::{measure_lag, ProjectionState, StoreKind};
+use eventfold_projections::{handed_over_at, measure_lag, ProjectionState, StoreKind};
 use serde_json::json;
 
 use crate::QueryApi;
@@ -142,8 +142,22 @@ pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) 
     }
     for status in api.board.statuses() {
         let labels = [("projection", status.name.clone())];
-        metrics::gauge!("eventfold_projection_checkpoint", &labels).set(status.checkpoint.0 as f64);
-        if let Ok(lag) = measure_lag(&api.log, status.checkpoint).await {
+        // A model projector workers took over: its live checkpoint is a hand-over
+        // marker, and its lag is not the log's to measure (no lag is exported for it,
+        // rather than the whole log).
+        let kafka = handed_over_at(status.checkpoint);
+        metrics::gauge!("eventfold_projection_fed_from_kafka", &labels)
+            .set(f64::from(u8::from(kafka.is_some())));
+        metrics::gauge!("eventfold_projection_checkpoint", &labels)
+            .set(kafka.unwrap_or(status.checkpoint).0 as f64);
+        if kafka.is_some() {
+            for gauge in [
+                "eventfold_projection_lag_events",
+                "eventfold_projection_lag_seconds",
+            ] {
+                metrics::gauge!(gauge, &labels).set(f64::NAN);
+            }
+        } else if let Ok(lag) = measure_lag(&api.log, status.checkpoint).await {
             metrics::gauge!("eventfold_projection_lag_events", &labels).set(lag.events as f64);
             metrics::gauge!("eventfold_projection_lag_seconds", &labels).set(lag.seconds);
         }

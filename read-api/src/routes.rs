@@ -9,7 +9,7 @@ use eventfold_event_log::EventStore;
 use eventfold_http::{ApiError, Caller, Principal};
 use eventfold_http::{Bounded, Name};
 use eventfold_projections::models::{leaderboard, orders, purchases, reminders, voice, workouts};
-use eventfold_projections::{measure_lag, ProjectionState};
+use eventfold_projections::{handed_over_at, measure_lag, ProjectionState};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -109,14 +109,19 @@ pub(crate) struct ProjectionItem {
     state: String,
     /// The process that runs it (its lease holder): `eventfold HOST pid PID`.
     owner: Option<String>,
-    /// The last applied position.
+    /// The last position applied from the log (for a model fed from Kafka: where the
+    /// projector workers took it over).
     checkpoint: i64,
     /// The log's head.
     head: i64,
-    /// Events behind.
-    lag_events: i64,
-    /// Seconds behind.
-    lag_seconds: f64,
+    /// Events behind; `null` for a model fed from Kafka (its progress is in its
+    /// per-partition checkpoints, which the log cannot measure: see the workers).
+    lag_events: Option<i64>,
+    /// Seconds behind; `null` for a model fed from Kafka.
+    lag_seconds: Option<f64>,
+    /// Set when projector workers took the model over from the log, at this position
+    /// (`projections reset` hands it back).
+    fed_from_kafka_since: Option<i64>,
     /// Events parked (failed for good, skipped).
     parked: u64,
     /// The last error, if any.
@@ -559,7 +564,8 @@ pub(crate) async fn projections<L: EventStore>(
 ) -> Answer<Items<ProjectionItem>> {
     let mut items = Vec::new();
     for status in api.board.statuses() {
-        let lag = measure_lag(&api.log, status.checkpoint)
+        let kafka = handed_over_at(status.checkpoint);
+        let lag = measure_lag(&api.log, kafka.unwrap_or(status.checkpoint))
             .await
             .map_err(store_error)?;
         let state = serde_json::to_value(status.state)
@@ -570,10 +576,11 @@ pub(crate) async fn projections<L: EventStore>(
             name: status.name,
             state,
             owner: status.owner,
-            checkpoint: status.checkpoint.0,
+            checkpoint: kafka.unwrap_or(status.checkpoint).0,
             head: lag.head.0,
-            lag_events: lag.events,
-            lag_seconds: lag.seconds,
+            lag_events: kafka.is_none().then_some(lag.events),
+            lag_seconds: kafka.is_none().then_some(lag.seconds),
+            fed_from_kafka_since: kafka.map(|at| at.0),
             parked: status.parked,
             last_error: status.last_error,
         });
