@@ -862,5 +862,15 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
     );
     let lag = line("eventfold_projection_lag_events").expect("a lag line");
     assert!(lag.ends_with("NaN"), "{lag}");
+    // Read-your-writes cannot be told for it: said at once, not after the bounded wait.
+    let started = std::time::Instant::now();
+    let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders?after=1", "u1").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "fed_from_kafka", "{body}");
+    assert_eq!(body["details"]["fed_from_kafka_since"], at, "{body}");
+    assert!(started.elapsed() < Duration::from_millis(500), "it waited");
+    // Without a token it answers from the workers' model.
+    let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders", "u1").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let _ = std::fs::remove_dir_all(dir);
 }

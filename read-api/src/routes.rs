@@ -246,6 +246,23 @@ pub(crate) async fn consistent<L: EventStore>(
     }
     let token = requested(after, headers)?;
     if let Some(token) = token {
+        // A model projector workers feed from Kafka: its progress is in per-partition
+        // checkpoints this process does not follow, so no wait could tell whether it
+        // holds the caller's write (before, every such read waited out its bound and
+        // answered 503 `not_caught_up`, which invites retries that cannot succeed).
+        let fed = names
+            .iter()
+            .find_map(|name| handed_over_at(api.board.checkpoint_of(name)).map(|at| (*name, at)));
+        if let Some((name, at)) = fed {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "fed_from_kafka",
+                format!(
+                    "the read model {name} is fed from Kafka by projector workers (since position {at}): this process cannot tell whether it holds position {token}; read without `after`"
+                ),
+            )
+            .with_details(json!({ "projection": name, "token": token, "fed_from_kafka_since": at })));
+        }
         let behind = names.iter().any(|n| api.board.checkpoint_of(n) < token);
         // Only a position the log has reached was ever answered to a command: a token
         // ahead of the head was not issued by this log, and waiting cannot help.
