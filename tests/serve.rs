@@ -342,6 +342,21 @@ async fn auth_health_metrics_and_the_openapi_document() {
     }
 }
 
+/// `name`'s row of `eventfold projections status --json` on the log at `url`.
+fn status_row(url: &str, name: &str) -> Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "status", "--json"])
+        .env("DATABASE_URL", url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("status");
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
+    rows.as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {name}: {rows}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
     let (dir, url) = demo_store("bump");
@@ -357,19 +372,8 @@ async fn a_version_bump_is_rebuilt_at_start_up_and_swapped_in() {
         .execute(&pool)
         .await
         .expect("old contents");
-    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["projections", "status", "--json"])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("status");
-    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
-    let reminders = rows
-        .as_array()
-        .and_then(|r| r.iter().find(|p| p["name"] == "reminders.v1"))
-        .expect("row")
-        .clone();
-    assert_eq!(reminders["state"], "version_bump_pending", "{rows}");
+    let reminders = status_row(&url, "reminders.v1");
+    assert_eq!(reminders["state"], "version_bump_pending", "{reminders}");
 
     let server = Server::start(Some(url.clone()));
     assert!(
@@ -804,18 +808,7 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
         .expect("hand over");
     pool.close().await;
 
-    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["projections", "status", "--json"])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("status");
-    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
-    let row = rows
-        .as_array()
-        .and_then(|r| r.iter().find(|p| p["name"] == "reminders.v1"))
-        .expect("row")
-        .clone();
+    let row = status_row(&url, "reminders.v1");
     assert_eq!(row["state"], "fed_from_kafka", "{row}");
     assert_eq!(row["fed_from_kafka_since"], at, "{row}");
     assert_eq!(row["checkpoint"], at, "{row}");

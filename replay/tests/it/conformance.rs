@@ -35,12 +35,13 @@ fn options() -> RunnerOptions {
     }
 }
 
-async fn swap<S: EventStore>(
+/// A full rebuild of `model` from `log`, swapped in over the live model.
+async fn rebuild_and_swap<S: EventStore>(
     log: &S,
     store: &dyn ReadStore,
     model: &eventfold_projections::Model,
-) -> anyhow::Result<()> {
-    let report = rebuild_model(
+) -> eventfold_replay::Result<Option<eventfold_replay::SwapReport>> {
+    rebuild_model(
         log,
         store,
         model,
@@ -48,8 +49,17 @@ async fn swap<S: EventStore>(
         |_| {},
         std::future::pending(),
     )
-    .await?
-    .expect("a swap report");
+    .await
+}
+
+async fn swap<S: EventStore>(
+    log: &S,
+    store: &dyn ReadStore,
+    model: &eventfold_projections::Model,
+) -> anyhow::Result<()> {
+    let report = rebuild_and_swap(log, store, model)
+        .await?
+        .expect("a swap report");
     assert!(
         report.verified_against_live,
         "{}: the rebuilt model was not compared with the live one",
@@ -107,15 +117,7 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
 
         // Projector workers take it over at its checkpoint.
         live.apply(head, &[], handed_over(head)).await?;
-        let refused = rebuild_model(
-            log,
-            store,
-            model,
-            Target::Swap { keep_old: false },
-            |_| {},
-            std::future::pending(),
-        )
-        .await;
+        let refused = rebuild_and_swap(log, store, model).await;
         assert!(
             matches!(
                 refused,
