@@ -181,10 +181,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
     )];
     let redis = match &config.redis_url {
         Some(url) => {
-            let prefix = config
-                .redis_prefix
-                .clone()
-                .unwrap_or_else(|| "eventfold:".to_owned());
+            let prefix = config.redis_prefix()?;
             report.push(format!(
                 "redis: {} (keys under {prefix:?}): voice cache and leaderboards on",
                 crate::redact(url)

@@ -254,6 +254,24 @@ impl Config {
         limits
     }
 
+    /// The prefix of every Redis key (default `eventfold:`), checked: an empty one, or
+    /// one with spaces or control characters, is refused.
+    pub(crate) fn redis_prefix(&self) -> anyhow::Result<String> {
+        let prefix = self.redis_prefix.as_deref().unwrap_or("eventfold:");
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            anyhow::bail!(
+                "EVENTFOLD_REDIS_PREFIX / redis_prefix {prefix:?}: use 1 to 100 characters, \
+                 no spaces or control characters, e.g. `eventfold:` (every key Eventfold \
+                 writes, scans and deletes — on a reset or a swap — begins with it; an empty \
+                 one would reach other applications' keys in the same Redis database)"
+            );
+        }
+        Ok(prefix.to_owned())
+    }
+
     /// Months of route points ClickHouse keeps (default 6). Zero is refused: it would
     /// not turn the retention off, as `0` does for rate limits and deadlines, but drop
     /// every month before the current one.

@@ -226,10 +226,8 @@ async fn run() -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let redis = (
-        config.redis_url.as_deref(),
-        config.redis_prefix.as_deref().unwrap_or("eventfold:"),
-    );
+    let redis_prefix = config.redis_prefix()?;
+    let redis = (config.redis_url.as_deref(), redis_prefix.as_str());
     let clickhouse = (
         config.clickhouse_url.as_deref(),
         config.clickhouse_database.as_deref().unwrap_or("eventfold"),

@@ -513,10 +513,32 @@ fn serve_refuses_settings_that_would_quietly_do_harm() {
     let file = s.0.join("eventfold.toml");
     std::fs::write(&file, "jwt_secret = \"\"\n").expect("write the file");
     let file = file.display().to_string();
+    let empty_prefix = s.0.join("empty-prefix.toml");
+    std::fs::write(&empty_prefix, "redis_prefix = \"\"\n").expect("write the file");
+    let empty_prefix = empty_prefix.display().to_string();
     // (arguments, environment, what stderr says)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 2] = [
+    let cases: [Case<'_>; 4] = [
         (&["--config", &file, "serve"], &[], "jwt_secret is empty"),
+        // Every key Eventfold scans and deletes begins with the prefix: an empty one
+        // would reach other applications' keys.
+        (
+            &["--config", &empty_prefix, "serve"],
+            &[("REDIS_URL", "redis://127.0.0.1:6379")],
+            "EVENTFOLD_REDIS_PREFIX",
+        ),
+        (
+            &[
+                "--redis-prefix",
+                "",
+                "projections",
+                "reset",
+                "voice_due.v1",
+                "--yes",
+            ],
+            &[("REDIS_URL", "redis://127.0.0.1:6379")],
+            "EVENTFOLD_REDIS_PREFIX",
+        ),
         (
             &["serve"],
             &[("EVENTFOLD_ROUTE_RETENTION_MONTHS", "0")],
