@@ -187,7 +187,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
                 crate::redact(url)
             ));
             Some(RedisTarget {
-                client: redis::Client::open(url.as_str())?,
+                client: crate::projections::redis_client(url)?,
                 keys: RedisKeys::new(prefix),
             })
         }

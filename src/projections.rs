@@ -34,10 +34,21 @@ pub(crate) fn redis_target(
 ) -> anyhow::Result<Option<RedisTarget>> {
     Ok(match redis_url {
         Some(url) => Some(RedisTarget {
-            client: redis::Client::open(url)?,
+            client: redis_client(url)?,
             keys: RedisKeys::new(redis_prefix),
         }),
         None => None,
+    })
+}
+
+/// A client of the Redis server at `url`, or an error naming the setting and the form
+/// it takes (redis's own says only "did not parse").
+pub(crate) fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
+    redis::Client::open(url).map_err(|error| {
+        anyhow::anyhow!(
+            "REDIS_URL {:?} is not a Redis URL ({error}): use redis://[user:password@]host[:port][/db]",
+            crate::redact(url)
+        )
     })
 }
 

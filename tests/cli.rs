@@ -95,7 +95,16 @@ fn appended_events_can_be_read_and_tailed() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 15] = [
+    let cases: [(&[&str], &str); 16] = [
+        (
+            &[
+                "--redis-url",
+                "redis://127.0.0.1:99999",
+                "projections",
+                "status",
+            ],
+            "is not a Redis URL",
+        ),
         (
             &[
                 "streams",
