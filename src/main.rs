@@ -186,6 +186,37 @@ async fn cli_set(
 }
 
 impl Cli {
+    /// Treats a global setting whose environment variable is set but empty
+    /// (`DATABASE_URL=` in a compose file) as unset, as the configuration file's
+    /// environment overrides do: it falls back to the file, then the default, instead
+    /// of being an empty URL or an empty key prefix. An empty value given as a flag
+    /// stays, and is refused where it makes no sense.
+    fn unset_empty_environment(&mut self, matches: &clap::ArgMatches) {
+        let from_empty_env = |id: &str, value: &Option<String>| {
+            value.as_deref() == Some("")
+                && matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable)
+        };
+        for (id, value) in [
+            ("database_url", &mut self.database_url),
+            ("redis_url", &mut self.redis_url),
+            ("redis_prefix", &mut self.redis_prefix),
+            ("clickhouse_url", &mut self.clickhouse_url),
+            ("clickhouse_database", &mut self.clickhouse_database),
+        ] {
+            if from_empty_env(id, value) {
+                *value = None;
+            }
+        }
+        if self
+            .config
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+            && matches.value_source("config") == Some(clap::parser::ValueSource::EnvVariable)
+        {
+            self.config = None;
+        }
+    }
+
     /// The settings every command but `demo` and `bench` runs with: the configuration
     /// file (if any), the environment over it, and the command line over both — one
     /// resolution, so that no command reads one source and ignores another.
@@ -214,7 +245,9 @@ impl Cli {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    cli.unset_empty_environment(&matches);
     let mut out = std::io::stdout().lock();
     // The demo runs on its own fresh file unless told otherwise, and the benches make
     // scratch databases: neither takes the configuration file's stores.

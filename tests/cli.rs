@@ -345,6 +345,23 @@ fn every_command_takes_its_stores_from_the_configuration_file() {
     }
     let read = run(&["--config", &config, "streams", "read", "note-1"]);
     assert!(stdout(&read).contains("NoteDrafted"), "{}", stdout(&read));
+    // An environment variable set but empty is unset: the file's database is used, and
+    // the default key prefix (not an empty one, which is refused).
+    let empty_env = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["--config", &config, "streams", "read", "note-1"])
+        .env("DATABASE_URL", "")
+        .env("EVENTFOLD_REDIS_PREFIX", "")
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env_remove("EVENTFOLD_CONFIG")
+        .current_dir(&s.0)
+        .output()
+        .expect("run eventfold");
+    assert!(empty_env.status.success(), "{}", stderr(&empty_env));
+    assert!(
+        stdout(&empty_env).contains("NoteDrafted"),
+        "{}",
+        stdout(&empty_env)
+    );
     // A flag wins over the file.
     let flagged = s.0.join("flag.db");
     let url = format!("sqlite://{}", flagged.display());
