@@ -116,6 +116,8 @@ pub(crate) async fn run(
                     "lag_events": measured.then_some(lag.events),
                     "lag_seconds": measured.then_some(lag.seconds), "parked": p.parked,
                     "fed_from_kafka_since": kafka,
+                    // What each Kafka partition's feed has applied (projector workers).
+                    "partitions": p.sources,
                     "version_bump_from": bumps.iter().find(|b| b.name == p.name).map(|b| b.previous.clone()),
                     "owner": owner_of(p.name),
                     "state": if bumps.iter().any(|b| b.name == p.name) { "version_bump_pending" }
@@ -170,6 +172,11 @@ pub(crate) async fn run(
                         r["state"].as_str().unwrap_or_default(),
                         r["owner"].as_str().unwrap_or("-"),
                     )?;
+                    if let Some(partitions) = r["partitions"].as_object() {
+                        for (partition, position) in partitions {
+                            writeln!(out, "  └ fed from {partition}: applied through {position}")?;
+                        }
+                    }
                 }
             }
         }

@@ -806,10 +806,24 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
         .execute(&pool)
         .await
         .expect("hand over");
+    // One partition's feed, as a worker keeps it.
+    sqlx::query(
+        "INSERT INTO eventfold_checkpoints (name, position, updated_at) \
+         VALUES ('reminders.v1@eventfold.reminder#0', $1, 0)",
+    )
+    .bind(at + 7)
+    .execute(&pool)
+    .await
+    .expect("a partition's checkpoint");
     pool.close().await;
 
     let row = status_row(&url, "reminders.v1");
     assert_eq!(row["state"], "fed_from_kafka", "{row}");
+    assert_eq!(
+        row["partitions"],
+        json!({"eventfold.reminder#0": at + 7}),
+        "{row}"
+    );
     assert_eq!(row["fed_from_kafka_since"], at, "{row}");
     assert_eq!(row["checkpoint"], at, "{row}");
     assert!(row["lag_events"].is_null(), "{row}");

@@ -311,6 +311,7 @@ impl<L: EventStore> ProjectionSet<L> {
                         checkpoint: None,
                         parked: 0,
                         rebuilding: false,
+                        sources: Default::default(),
                     });
                 }
                 other => out.push(other?),

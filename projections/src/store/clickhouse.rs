@@ -447,6 +447,9 @@ impl ReadStore for ClickHouseStore {
             checkpoint,
             parked,
             rebuilding,
+            // Fed by workers beside the log-fed runner (idempotent), never handed over;
+            // their partition checkpoints are not listed here.
+            sources: Default::default(),
         })
     }
 

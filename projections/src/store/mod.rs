@@ -134,6 +134,11 @@ pub struct StoredProgress {
     pub parked: u64,
     /// A replay's shadow build of it exists (running, or interrupted and resumable).
     pub rebuilding: bool,
+    /// The checkpoints of its other feeds ([`ReadStore::source_sink`]): for a model
+    /// projector workers took over, the global position each Kafka partition has
+    /// applied (`{topic}#{partition}` → position). Empty for a model fed from the log
+    /// alone.
+    pub sources: std::collections::BTreeMap<String, i64>,
 }
 
 /// Brings a sink up to a position by folding the log (the replay's runner); a swap

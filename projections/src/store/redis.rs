@@ -106,12 +106,41 @@ impl ReadStore for RedisStore {
         let rebuilding: bool = conn
             .exists(self.keys_of(&Namespace::Shadow).checkpoint(name))
             .await?;
+        // The feeds' checkpoints: `{prefix}checkpoint:{name}@{source}`.
+        let feeds = self
+            .keys
+            .checkpoint(&crate::runtime::source_checkpoint(name, ""));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", crate::redis_sink::glob_escape(&feeds)))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut sources = std::collections::BTreeMap::new();
+        for key in keys {
+            let position: Option<i64> = conn.get(&key).await?;
+            if let (Some(source), Some(position)) = (key.strip_prefix(&feeds), position) {
+                sources.insert(source.to_owned(), position);
+            }
+        }
         Ok(StoredProgress {
             name,
             store: StoreKind::Redis.as_str(),
             checkpoint: checkpoint.map(Position),
             parked,
             rebuilding,
+            sources,
         })
     }
 

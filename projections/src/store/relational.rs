@@ -111,12 +111,28 @@ impl ReadStore for RelationalStore {
         .await?;
         let parked: i64 = row.try_get("parked")?;
         let shadows: i64 = row.try_get("shadows")?;
+        // The feeds' rows are `{name}@{source}`, found by prefix here (a few dozen rows
+        // at most; `LIKE` would read the `_` in the names as a wildcard).
+        let feeds = crate::runtime::source_checkpoint(name, "");
+        let sources: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, position FROM eventfold_checkpoints")
+                .fetch_all(self.db.pool())
+                .await?;
         Ok(StoredProgress {
             name,
             store: StoreKind::Relational.as_str(),
             checkpoint: row.try_get::<Option<i64>, _>("position")?.map(Position),
             parked: parked.max(0) as u64,
             rebuilding: shadows > 0,
+            sources: sources
+                .into_iter()
+                .filter_map(|(n, p)| {
+                    Some((
+                        n.strip_prefix(&feeds).filter(|s| !s.is_empty())?.to_owned(),
+                        p,
+                    ))
+                })
+                .collect(),
         })
     }
 

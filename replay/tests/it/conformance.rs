@@ -115,8 +115,17 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
         );
         assert!(!after.rebuilding, "{name}: a shadow is left behind");
 
-        // Projector workers take it over at its checkpoint.
+        // Projector workers take it over at its checkpoint; one partition's feed has
+        // applied a little (its checkpoint is listed with the model's progress).
         live.apply(head, &[], handed_over(head)).await?;
+        let feed = store.source_sink(model, "relay.test#3")?;
+        feed.setup().await?;
+        feed.apply(feed.checkpoint().await?, &[], head).await?;
+        assert_eq!(
+            store.progress(model).await?.sources,
+            [("relay.test#3".to_owned(), head.0)].into(),
+            "{name}: the partition's feed is not listed"
+        );
         let refused = rebuild_and_swap(log, store, model).await;
         assert!(
             matches!(
