@@ -201,8 +201,8 @@ impl Worker {
         }
     }
 
-    /// Applies one batch of messages, partition by partition, model by model; returns
-    /// the next offset of each partition.
+    /// Applies one batch of messages, every (model, partition) feed at once; returns the
+    /// next offset of each partition.
     async fn apply(
         &mut self,
         batch: Vec<rdkafka::message::OwnedMessage>,
@@ -231,31 +231,69 @@ impl Worker {
                 }
             }
         }
+        // Every (model, partition) feed of the batch at once, each on a task of its
+        // own: a feed applies its partition's records in order with its own sink and
+        // checkpoint, independent of the others (the log-fed runner runs its models
+        // side by side too; before, a worker applied them one after another).
+        let mut work = tokio::task::JoinSet::new();
         for ((topic, partition), records) in partitions {
-            let mut fresh = vec![false; records.len()];
+            let records = Arc::new(records);
             for model in 0..self.fed.len() {
-                let applied = self.feed(model, &topic, partition, &records).await?;
-                for (flag, new) in fresh.iter_mut().zip(applied) {
-                    *flag |= new;
+                let key = self.open_feed(model, &topic, partition).await?;
+                let Some(mut feed) = self.feeds.remove(&key) else {
+                    anyhow::bail!("no feed for {topic}#{partition}");
+                };
+                let taken_over_at = self.fed[model].taken_over_at;
+                let records = records.clone();
+                work.spawn(async move {
+                    let applied = feed_records(&mut feed, &key, &records, taken_over_at).await;
+                    (key, feed, applied)
+                });
+            }
+        }
+        let mut fresh: BTreeMap<(String, i32), Vec<bool>> = BTreeMap::new();
+        let mut failed = None;
+        while let Some(done) = work.join_next().await {
+            let (key, feed, applied) = match done {
+                Ok(done) => done,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => anyhow::bail!("a feed's task was cancelled: {error}"),
+            };
+            let partition = (key.1.clone(), key.2);
+            // Put back before anything else: a feed that failed keeps its checkpoint.
+            self.feeds.insert(key, feed);
+            match applied {
+                Ok(applied) => {
+                    let flags = fresh
+                        .entry(partition)
+                        .or_insert_with(|| vec![false; applied.len()]);
+                    for (flag, new) in flags.iter_mut().zip(applied) {
+                        *flag |= new;
+                    }
+                }
+                Err(error) => {
+                    failed.get_or_insert(error);
                 }
             }
-            let fresh = fresh.iter().filter(|f| **f).count() as u64;
-            self.stats.fresh += fresh;
-            self.applied
-                .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
         }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        let fresh = fresh.values().flatten().filter(|f| **f).count() as u64;
+        self.stats.fresh += fresh;
+        self.applied
+            .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
         Ok(offsets)
     }
 
-    /// Feeds one partition's records to one model; says which were beyond its
-    /// checkpoint (applied now).
-    async fn feed(
+    /// The feed of one model from one partition, opened (its checkpoint read) the
+    /// first time; its key.
+    async fn open_feed(
         &mut self,
         model: usize,
         topic: &str,
         partition: i32,
-        records: &[RecordedEvent],
-    ) -> anyhow::Result<Vec<bool>> {
+    ) -> anyhow::Result<(usize, String, i32)> {
         let key = (model, topic.to_owned(), partition);
         if !self.feeds.contains_key(&key) {
             let fed = &self.fed[model];
@@ -288,46 +326,53 @@ impl Worker {
                 },
             );
         }
-        let taken_over_at = self.fed[model].taken_over_at;
-        let Some(feed) = self.feeds.get_mut(&key) else {
-            anyhow::bail!("no feed for {topic}#{partition}");
-        };
-        loop {
-            // Beyond the checkpoint and beyond every earlier record of the batch: a
-            // relay's duplicates come after the originals with lower positions.
-            let mut high = feed.checkpoint;
-            let mut kept = Vec::new();
-            let flags: Vec<bool> = records
-                .iter()
-                .map(|r| {
-                    let new = r.global_position > high;
-                    if new {
-                        high = r.global_position;
-                        kept.push(r.clone());
-                    }
-                    new
-                })
-                .collect();
-            if kept.is_empty() {
+        Ok(key)
+    }
+}
+
+/// Feeds one partition's records to one model; says which were beyond its checkpoint
+/// (applied now).
+async fn feed_records(
+    feed: &mut Feed,
+    (_, topic, partition): &(usize, String, i32),
+    records: &[RecordedEvent],
+    taken_over_at: Position,
+) -> anyhow::Result<Vec<bool>> {
+    loop {
+        // Beyond the checkpoint and beyond every earlier record of the batch: a
+        // relay's duplicates come after the originals with lower positions.
+        let mut high = feed.checkpoint;
+        let mut kept = Vec::new();
+        let flags: Vec<bool> = records
+            .iter()
+            .map(|r| {
+                let new = r.global_position > high;
+                if new {
+                    high = r.global_position;
+                    kept.push(r.clone());
+                }
+                new
+            })
+            .collect();
+        if kept.is_empty() {
+            return Ok(flags);
+        }
+        match feed.applier.apply_batch(feed.checkpoint, kept).await {
+            Ok(checkpoint) => {
+                feed.checkpoint = checkpoint;
                 return Ok(flags);
             }
-            match feed.applier.apply_batch(feed.checkpoint, kept).await {
-                Ok(checkpoint) => {
-                    feed.checkpoint = checkpoint;
-                    return Ok(flags);
-                }
-                // Another worker applied part of it (a rebalance moved the partition):
-                // read its checkpoint and skip what it did.
-                Err(Error::CheckpointMoved(_)) => {
-                    tracing::info!(
-                        topic,
-                        partition,
-                        "checkpoint moved by another worker; resuming from it"
-                    );
-                    feed.checkpoint = resume(&feed.applier, taken_over_at).await?;
-                }
-                Err(error) => return Err(error.into()),
+            // Another worker applied part of it (a rebalance moved the partition):
+            // read its checkpoint and skip what it did.
+            Err(Error::CheckpointMoved(_)) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    "checkpoint moved by another worker; resuming from it"
+                );
+                feed.checkpoint = resume(&feed.applier, taken_over_at).await?;
             }
+            Err(error) => return Err(error.into()),
         }
     }
 }

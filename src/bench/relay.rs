@@ -338,8 +338,18 @@ async fn run_in(
     let applied = worker.applied();
     let all = read as u64;
     let started = Instant::now();
+    // When the first events were applied, and how many: before it the worker waits for
+    // the group to assign it partitions (a join, seconds, paid once per worker start).
+    let first = std::cell::Cell::new(None);
     let done = async {
-        while applied.load(std::sync::atomic::Ordering::Relaxed) < all {
+        loop {
+            let now = applied.load(std::sync::atomic::Ordering::Relaxed);
+            if now > 0 && first.get().is_none() {
+                first.set(Some((started.elapsed(), now)));
+            }
+            if now >= all {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -364,6 +374,25 @@ async fn run_in(
         kafka_fed_time.as_secs_f64(),
         kafka_fed_rate / log_fed_rate
     )?;
+    if let Some((joined, early)) = first.get() {
+        // The fold itself: from the first batch applied to the last.
+        let rest = (all.saturating_sub(early)) as f64;
+        let folding = kafka_fed_time.saturating_sub(joined).as_secs_f64();
+        if rest > 0.0 && folding > 0.0 {
+            let rate = rest / folding;
+            writeln!(
+                out,
+                "{:<44} {folding:>8.2} {rate:>12.0} {:>8.2}",
+                "  of which folding (after its first batch)",
+                rate / log_fed_rate
+            )?;
+        }
+        writeln!(
+            out,
+            "  (the first {early} events were applied {:.2} s after the worker started: the consumer group's join, paid once per start)",
+            joined.as_secs_f64()
+        )?;
+    }
     worker_db.pool().close().await;
     db.pool().close().await;
     store.pool().close().await;
