@@ -166,6 +166,8 @@ impl Worker {
             }
             let first = tokio::select! {
                 () = &mut shutdown => return Ok(()),
+                // Nothing arriving (no partitions yet, brokers away): still tell.
+                () = tokio::time::sleep(Duration::from_secs(2).saturating_sub(told.elapsed())) => continue,
                 message = consumer.recv() => message,
             };
             let mut batch = Vec::with_capacity(self.batch);
@@ -525,6 +527,11 @@ pub(crate) async fn run_command(
         settings.prefix
     )?;
     out.flush()?;
+    let waiting = format!(
+        "no message yet: waiting for {} to assign this worker partitions of {}* (group {group}), \
+         or for the relay to publish",
+        settings.brokers, settings.prefix
+    );
     let board = StatusBoard::default();
     let mut worker = Worker::start(settings, group, models, board).await?;
     for fed in &worker.fed {
@@ -538,13 +545,19 @@ pub(crate) async fn run_command(
     let started = Instant::now();
     let result = worker
         .run(crate::serve::shutdown_signal(), |stats| {
-            let _ = writeln!(
-                out,
-                "{} messages, {} applied ({:.0}/s)",
-                stats.received,
-                stats.fresh,
-                stats.fresh as f64 / started.elapsed().as_secs_f64().max(1e-3)
-            );
+            // Nothing received at all: say what it waits for (brokers unreachable, a
+            // group still joining, topics not created yet) rather than "0 messages".
+            let _ = if stats.received == 0 {
+                writeln!(out, "{waiting}")
+            } else {
+                writeln!(
+                    out,
+                    "{} messages, {} applied ({:.0}/s)",
+                    stats.received,
+                    stats.fresh,
+                    stats.fresh as f64 / started.elapsed().as_secs_f64().max(1e-3)
+                )
+            };
             let _ = out.flush();
         })
         .await;

@@ -380,6 +380,43 @@ fn every_command_takes_its_stores_from_the_configuration_file() {
     }
 }
 
+/// A Kafka-fed worker that receives nothing says what it waits for, every two seconds,
+/// instead of printing "0 messages" (or nothing at all while no partition is assigned).
+#[test]
+fn a_worker_that_receives_nothing_says_what_it_waits_for() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args([
+            "project",
+            "--from",
+            "kafka",
+            "--group",
+            "g",
+            "--projection",
+            "reminders.v1",
+        ])
+        .env("DATABASE_URL", s.url())
+        .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
+        .current_dir(&s.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("its output");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("no message yet: waiting for 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(!text.contains("0 messages, 0 applied (0/s)"), "{text}");
+}
+
 #[test]
 fn the_demo_runs_on_the_embedded_default() {
     let s = Scratch::new();
