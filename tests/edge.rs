@@ -603,3 +603,63 @@ async fn an_unknown_query_parameter_is_refused_on_every_route_and_appends_nothin
     }
     assert!(server.terminate().success());
 }
+
+/// The voice route asked to read one's own write while projector workers feed its
+/// Redis model from Kafka answers from the relational models (which this process
+/// follows), not 422 `fed_from_kafka`: a spoken "yes" is followed by "what is due".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_route_reads_your_writes_from_the_relational_models_when_redis_is_fed_from_kafka()
+{
+    let prefix = format!("eventfold-test:{}:", uuid::Uuid::new_v4().simple());
+    let (redis, _db, mut server) =
+        serve_with_own_redis(&[("EVENTFOLD_REDIS_PREFIX", prefix.as_str())]).await;
+    let client = Client::new();
+    assert!(ready_within(&client, &server, Duration::from_secs(30)).await);
+    // Workers take the Redis voice model over (what `project --from kafka` does).
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("{prefix}checkpoint:voice_due.v1");
+    let at: Option<i64> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("checkpoint");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(-1 - at.unwrap_or(0))
+        .query_async(&mut conn)
+        .await
+        .expect("hand over");
+    // A write; the Redis model's runner finds its checkpoint handed over and stands by.
+    let (s, body, token) = post(
+        &client,
+        &server,
+        "/api/v1/devices/d7/activations",
+        "u1",
+        json!({"user_id": "u1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let token = token.expect("a consistency token");
+    let mut answer = (StatusCode::OK, Value::Null);
+    for _ in 0..50 {
+        answer = get(
+            &client,
+            &server,
+            &format!("/api/v1/users/u1/reminders/due?after={token}"),
+            "u1",
+        )
+        .await;
+        if answer.1["source"] == "relational" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, body) = answer;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["source"], "relational", "{body}");
+    assert!(server.terminate().success());
+}

@@ -306,12 +306,16 @@ pub(crate) async fn due<L: EventStore>(
     authorize(&principal, &user_id)?;
     let limit = Bounded::or(q.limit, 3usize);
     // Rebuilt for a version bump, the Redis model's keys hold what the previous
-    // version built: answered from the relational models meanwhile.
+    // version built: answered from the relational models meanwhile. So is a read of
+    // one's own write when projector workers feed the Redis model from Kafka (this
+    // process cannot tell whether it holds the write; the relational models may).
     let redis_healthy = api.redis.is_some()
         && !matches!(
             api.board.state_of("voice_due.v1"),
             ProjectionState::Retrying | ProjectionState::Rebuilding
-        );
+        )
+        && !(q.after.is_some()
+            && handed_over_at(api.board.checkpoint_of("voice_due.v1")).is_some());
     let names: &[&str] = if redis_healthy {
         &["voice_due.v1"]
     } else {
