@@ -106,32 +106,21 @@ impl ReadStore for RedisStore {
         let rebuilding: bool = conn
             .exists(self.keys_of(&Namespace::Shadow).checkpoint(name))
             .await?;
-        // The feeds' checkpoints: `{prefix}checkpoint:{name}@{source}`.
-        let feeds = self
-            .keys
-            .checkpoint(&crate::runtime::source_checkpoint(name, ""));
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", crate::redis_sink::glob_escape(&feeds)))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        // The feeds' checkpoints, `{prefix}checkpoint:{name}@{source}`: found with the
+        // port's key scan, read in one round trip.
+        let family = format!("checkpoint:{}", crate::runtime::source_checkpoint(name, ""));
+        let feeds: Vec<String> = scan_keys(&mut conn, &self.keys, &[&family])
+            .await?
+            .into_iter()
+            .collect();
         let mut sources = std::collections::BTreeMap::new();
-        for key in keys {
-            let position: Option<i64> = conn.get(&key).await?;
-            if let (Some(source), Some(position)) = (key.strip_prefix(&feeds), position) {
-                sources.insert(source.to_owned(), position);
+        if !feeds.is_empty() {
+            let keys: Vec<String> = feeds.iter().map(|f| self.keys.key(f)).collect();
+            let positions: Vec<Option<i64>> = conn.mget(&keys).await?;
+            for (feed, position) in feeds.iter().zip(positions) {
+                if let (Some(source), Some(position)) = (feed.strip_prefix(&family), position) {
+                    sources.insert(source.to_owned(), position);
+                }
             }
         }
         Ok(StoredProgress {
