@@ -9,6 +9,7 @@ use eventfold_event_log::{
     AnyEventStore, EventReader, EventStore, EventWriter, ReadDirection, SubscriptionOptions,
     STREAM_END,
 };
+use eventfold_event_schemas::catalogue::EVENT_TYPES;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StreamsCommand {
@@ -61,6 +62,11 @@ pub(crate) struct AppendArgs {
     /// `any`, `no_stream`, `stream_exists` or a version number.
     #[arg(long, default_value = "any")]
     expected_version: String,
+    /// The shape `--data` has: by default the current schema version of a type of the
+    /// domain's catalogue (1 for any other type). An older version of a catalogue type
+    /// is stored as it is and upcast whenever it is read.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    schema_version: Option<i32>,
 }
 
 pub(crate) async fn run(
@@ -124,7 +130,18 @@ async fn append(
     let expected: ExpectedVersion = args.expected_version.parse()?;
     let data = eventfold_event_schemas::json::parse_unique(args.data.as_bytes())
         .context("--data is not valid JSON")?;
-    let event = NewEvent::new(args.event_type, data);
+    let current = EVENT_TYPES
+        .iter()
+        .find(|(name, _)| *name == args.event_type)
+        .map(|&(_, version)| version);
+    let schema_version = args.schema_version.or(current).unwrap_or(1);
+    if let Some(current) = current.filter(|&current| schema_version > current) {
+        anyhow::bail!(
+            "--schema-version {schema_version}: {} has schema versions 1 to {current}",
+            args.event_type
+        );
+    }
+    let event = NewEvent::new(args.event_type, data).with_schema_version(schema_version);
     // A type of the domain's catalogue must carry what its schema says: an event the
     // aggregates and read models cannot decode would stop every command on its stream
     // and be parked by every projection. Types the catalogue does not know are the

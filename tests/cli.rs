@@ -91,11 +91,66 @@ fn appended_events_can_be_read_and_tailed() {
     assert_eq!(stdout(&tail).lines().count(), 2);
 }
 
+/// A type of the domain's catalogue is appended in its current shape by default, and in
+/// an older one when `--schema-version` says so (it was appended at version 1 whatever
+/// its current version: a `PurchaseRecorded` could only be written in its old shape).
+#[test]
+fn catalogue_events_are_appended_at_their_current_schema_version() {
+    let s = Scratch::new();
+    let current = s.run(&[
+        "streams",
+        "append",
+        "purchases-u1",
+        "--type",
+        "PurchaseRecorded",
+        "--data",
+        r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":1,"unit_price":250,"currency":"EUR","purchased_at":"2026-01-01T00:00:00Z"}"#,
+    ]);
+    assert!(current.status.success(), "{}", stderr(&current));
+    let older = s.run(&[
+        "streams",
+        "append",
+        "purchases-u1",
+        "--type",
+        "PurchaseRecorded",
+        "--schema-version",
+        "1",
+        "--data",
+        r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":1,"price":2.5,"purchased_at":"2026-01-01T00:00:00Z"}"#,
+    ]);
+    assert!(older.status.success(), "{}", stderr(&older));
+    let beyond = s.run(&[
+        "streams",
+        "append",
+        "purchases-u1",
+        "--type",
+        "PurchaseRecorded",
+        "--schema-version",
+        "1",
+        "--data",
+        r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":1,"price":1e300,"purchased_at":"2026-01-01T00:00:00Z"}"#,
+    ]);
+    assert!(!beyond.status.success());
+    assert!(
+        stderr(&beyond).contains("beyond what minor units can hold"),
+        "{}",
+        stderr(&beyond)
+    );
+
+    let read = s.run(&["streams", "read", "purchases-u1"]);
+    let versions: Vec<i64> = stdout(&read)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .map(|event| event["schema_version"].as_i64().expect("a schema version"))
+        .collect();
+    assert_eq!(versions, [2, 1]);
+}
+
 #[test]
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 16] = [
+    let cases: [(&[&str], &str); 18] = [
         (
             &[
                 "--redis-url",
@@ -199,7 +254,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
                 "--data",
                 r#"{"x":1}"#,
             ],
-            "--data is not a valid PurchaseRecorded (schema version 1)",
+            "--data is not a valid PurchaseRecorded (schema version 2)",
         ),
         (
             &[
@@ -212,6 +267,35 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
                 r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":-1,"unit_price":1,"currency":"RUB","purchased_at":"2026-01-01T00:00:00Z"}"#,
             ],
             "not a valid PurchaseRecorded",
+        ),
+        // A schema version the catalogue does not have yet, or none at all.
+        (
+            &[
+                "streams",
+                "append",
+                "purchases-u1",
+                "--type",
+                "PurchaseRecorded",
+                "--data",
+                "{}",
+                "--schema-version",
+                "3",
+            ],
+            "--schema-version 3: PurchaseRecorded has schema versions 1 to 2",
+        ),
+        (
+            &[
+                "streams",
+                "append",
+                "order-1",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--schema-version",
+                "0",
+            ],
+            "--schema-version",
         ),
         // An as-of label becomes part of table names and Redis keys: refused, not
         // rewritten (`a-b` used to become `ab`, and a long one was cut to 63 bytes).

@@ -29,10 +29,15 @@ fn purchase_recorded_v1_to_v2(data: Value) -> Result<Value, serde_json::Error> {
         rest: Map<String, Value>,
     }
     let V1 { price, mut rest } = serde_json::from_value(data)?;
-    rest.insert(
-        "unit_price".into(),
-        Value::from((price * 100.0).round() as i64),
-    );
+    // Checked, not `as`: a cast would turn a price beyond i64's minor units into
+    // i64::MAX without a word.
+    let minor = (price * 100.0).round();
+    if !(minor.is_finite() && minor >= i64::MIN as f64 && minor < i64::MAX as f64) {
+        return Err(serde::de::Error::custom(format!(
+            "price {price} is beyond what minor units can hold"
+        )));
+    }
+    rest.insert("unit_price".into(), Value::from(minor as i64));
     rest.insert("currency".into(), Value::from("RUB"));
     Ok(Value::Object(rest))
 }
