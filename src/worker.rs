@@ -22,10 +22,14 @@
 //! the group read it for other read models) the worker stops with an error instead of
 //! building a partial model.
 //!
-//! **Taking a model over from the log.** The first worker marks the model's log-fed
-//! checkpoint as handed over at position P ([`handed_over`]): a `serve` running it from
-//! the log stands by (its next compare-and-set fails, so no batch lands twice), and
-//! every partition starts beyond P. `eventfold projections reset NAME` hands it back.
+//! **Taking a model over from the log.** When the first Eventfold event reaches it from
+//! Kafka, a worker marks the model's log-fed checkpoint as handed over at position P
+//! ([`handed_over`]; a later worker finds the mark and takes its P): a `serve` running
+//! it from the log stands by (its next compare-and-set fails, so no batch lands twice),
+//! and every partition starts beyond P. Not before: a worker that never receives
+//! anything (brokers unreachable, a mistyped address, a relay not running) leaves the
+//! models to the log (it used to take them over as it started, and `serve` stopped
+//! feeding them until a rebuild). `eventfold projections reset NAME` hands one back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,11 +46,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::relay::KafkaSettings;
 
-/// A model a worker feeds, with its store and where it was taken over from the log.
+/// A model a worker feeds, with its store and where it was taken over from the log
+/// (once the first event arrived).
 struct Fed {
     model: Model,
     store: Arc<dyn ReadStore>,
-    taken_over_at: Position,
+    taken_over_at: Option<Position>,
 }
 
 /// One partition's feed of one model.
@@ -65,6 +70,9 @@ pub(crate) struct WorkerStats {
     pub(crate) fresh: u64,
     /// Messages that are not an Eventfold envelope (skipped, logged).
     pub(crate) foreign: u64,
+    /// The models taken over from the log so far, each with the position it was taken
+    /// over at, in the order they were.
+    pub(crate) taken_over: Vec<(String, Position)>,
 }
 
 /// A Kafka-fed projector.
@@ -86,8 +94,9 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// A worker of `group` feeding `models` (each with its store). Takes every model
-    /// over from the log (see the module's docs).
+    /// A worker of `group` feeding `models` (each with its store), their stores set
+    /// up. It takes them over from the log when the first event arrives (see the
+    /// module's docs).
     pub(crate) async fn start(
         settings: KafkaSettings,
         group: &str,
@@ -97,11 +106,10 @@ impl Worker {
         let mut fed = Vec::new();
         for (model, store) in models {
             store.setup(&model).await?;
-            let taken_over_at = take_over(&model, store.as_ref()).await?;
             fed.push(Fed {
                 model,
                 store,
-                taken_over_at,
+                taken_over_at: None,
             });
         }
         Ok(Self {
@@ -233,6 +241,9 @@ impl Worker {
                 }
             }
         }
+        if !partitions.is_empty() {
+            self.take_over().await?;
+        }
         // Every (model, partition) feed of the batch at once, each on a task of its
         // own: a feed applies its partition's records in order with its own sink and
         // checkpoint, independent of the others (the log-fed runner runs its models
@@ -245,7 +256,7 @@ impl Worker {
                 let Some(mut feed) = self.feeds.remove(&key) else {
                     anyhow::bail!("no feed for {topic}#{partition}");
                 };
-                let taken_over_at = self.fed[model].taken_over_at;
+                let taken_over_at = self.fed[model].taken_over_at.unwrap_or(Position::START);
                 let records = records.clone();
                 work.spawn(async move {
                     let applied = feed_records(&mut feed, &key, &records, taken_over_at).await;
@@ -288,6 +299,19 @@ impl Worker {
         Ok(offsets)
     }
 
+    /// Takes over from the log every model not taken over yet (the first events have
+    /// arrived).
+    async fn take_over(&mut self) -> eventfold_projections::Result<()> {
+        for fed in self.fed.iter_mut().filter(|f| f.taken_over_at.is_none()) {
+            let at = take_over(&fed.model, fed.store.as_ref()).await?;
+            fed.taken_over_at = Some(at);
+            self.stats
+                .taken_over
+                .push((fed.model.name().to_owned(), at));
+        }
+        Ok(())
+    }
+
     /// The feed of one model from one partition, opened (its checkpoint read) the
     /// first time; its key.
     async fn open_feed(
@@ -303,7 +327,7 @@ impl Worker {
                 .store
                 .source_sink(&fed.model, &format!("{topic}#{partition}"))?;
             let applier = Applier::new(sink, self.options.clone(), self.board.clone());
-            let checkpoint = resume(&applier, fed.taken_over_at).await?;
+            let checkpoint = resume(&applier, fed.taken_over_at.unwrap_or(Position::START)).await?;
             let first = self
                 .first_offsets
                 .get(&(topic.to_owned(), partition))
@@ -529,22 +553,19 @@ pub(crate) async fn run_command(
     out.flush()?;
     let waiting = format!(
         "no message yet: waiting for {} to assign this worker partitions of {}* (group {group}), \
-         or for the relay to publish",
+         or for the relay to publish; until then the log feeds the models",
         settings.brokers, settings.prefix
     );
     let board = StatusBoard::default();
     let mut worker = Worker::start(settings, group, models, board).await?;
-    for fed in &worker.fed {
-        writeln!(
-            out,
-            "{}: fed from Kafka beyond position {}",
-            fed.model.name(),
-            fed.taken_over_at.0
-        )?;
-    }
     let started = Instant::now();
+    let mut told = 0;
     let result = worker
         .run(crate::serve::shutdown_signal(), |stats| {
+            for (name, at) in stats.taken_over.iter().skip(told) {
+                let _ = writeln!(out, "{name}: fed from Kafka beyond position {}", at.0);
+            }
+            told = stats.taken_over.len();
             // Nothing received at all: say what it waits for (brokers unreachable, a
             // group still joining, topics not created yet) rather than "0 messages".
             let _ = if stats.received == 0 {
@@ -562,6 +583,15 @@ pub(crate) async fn run_command(
         })
         .await;
     let stats = worker.stats();
+    for (name, at) in stats.taken_over.iter().skip(told) {
+        writeln!(out, "{name}: fed from Kafka beyond position {}", at.0)?;
+    }
+    if stats.taken_over.is_empty() {
+        writeln!(
+            out,
+            "nothing arrived from Kafka: the models were left to the log, not taken over"
+        )?;
+    }
     writeln!(
         out,
         "stopped after {:.1} s: {} messages, {} applied, {} skipped (already applied or duplicates), {} not Eventfold events",

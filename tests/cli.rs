@@ -499,6 +499,17 @@ fn a_worker_that_receives_nothing_says_what_it_waits_for() {
         "{text}"
     );
     assert!(!text.contains("0 messages, 0 applied (0/s)"), "{text}");
+    // Nothing arrived: the model stays with the log (it used to be taken over as the
+    // worker started, and `serve` stopped feeding it until a rebuild).
+    assert!(!text.contains("fed from Kafka"), "{text}");
+    let status = s.run(&["projections", "status"]);
+    let row = stdout(&status)
+        .lines()
+        .find(|l| l.starts_with("reminders.v1 "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(!row.is_empty(), "{}", stdout(&status));
+    assert!(!row.contains("fed_from_kafka"), "{row}");
 }
 
 #[test]
