@@ -47,6 +47,29 @@ fn store_down(error: &Error) -> bool {
     }
 }
 
+/// Whether the read store refused a statement for its schema rather than for the
+/// event: PostgreSQL's SQLSTATE class 42 (a table, column or function missing, no
+/// privilege) and 3F000 (no such schema); SQLite's "no such table", "no such column",
+/// "has no column named". Events reach statements as bound parameters, so none of
+/// these is ever an event's fault; counted against the event, a dropped table parked a
+/// good event and, once a restart had created the table again, the model went on
+/// without the rows it had lost.
+pub(crate) fn schema_broken(error: &Error) -> bool {
+    let Error::Sql(sqlx::Error::Database(db)) = error else {
+        return false;
+    };
+    let Some(code) = db.code() else { return false };
+    if code.len() == 5 {
+        return code.starts_with("42") || code == "3F000";
+    }
+    // SQLite's SQLITE_ERROR (1) says little by itself: its message says what failed.
+    let message = db.message();
+    code == "1"
+        && (message.starts_with("no such table")
+            || message.starts_with("no such column")
+            || message.contains("has no column named"))
+}
+
 /// Whether the database rolled the transaction back for a conflict with another one
 /// (SQLSTATE class 40: serialization failure, deadlock; 55P03 lock not available):
 /// not this event's fault, and a retry can succeed. Counted against the event, a run of
@@ -156,7 +179,11 @@ impl<K: Sink> Applier<K> {
                 Ok(to)
             }
             // Not the events' fault: the caller resynchronises or stops.
-            Err(error @ (Error::CheckpointMoved(_) | Error::Stopped { .. })) => Err(error),
+            Err(
+                error @ (Error::CheckpointMoved(_)
+                | Error::Stopped { .. }
+                | Error::SchemaBroken { .. }),
+            ) => Err(error),
             Err(error) if events.len() <= 1 => match events.into_iter().next() {
                 Some((record, _)) => {
                     let at = self.poisoned(from, &record, &error.to_string()).await?;
@@ -197,6 +224,12 @@ impl<K: Sink> Applier<K> {
                     | Error::Stopped { .. }
                     | Error::Poison { .. }),
                 ) => return Err(error),
+                Err(error) if schema_broken(&error) => {
+                    return Err(Error::SchemaBroken {
+                        projection: self.sink.name().to_owned(),
+                        reason: error.to_string(),
+                    })
+                }
                 Err(Error::Held(_)) => {
                     // A replay is swapping this model: wait without counting failures
                     // and without backing off far (the hold lasts a moment).

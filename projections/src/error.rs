@@ -64,6 +64,18 @@ pub enum Error {
         /// Where the workers took over.
         position: i64,
     },
+    /// The read store refused a statement for its schema, not for the event: a table or
+    /// column the model needs is missing (dropped by hand, a partial restore) or the
+    /// store's user may not touch it. Retrying the statement cannot help and parking the
+    /// event would be wrong: the runner sets the model up again (which rebuilds a model
+    /// whose tables were lost) and retries, saying why on the status board.
+    #[error("{projection}: the read store's schema does not fit the model: {reason}")]
+    SchemaBroken {
+        /// The projection.
+        projection: String,
+        /// What the store said.
+        reason: String,
+    },
     /// An injected failure (tests of crash recovery).
     #[error("injected failure: {0}")]
     Injected(&'static str),

@@ -538,6 +538,10 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                         );
                         continue 'resync;
                     }
+                    Err(Error::SchemaBroken { reason, .. }) => {
+                        self.schema_broken(&reason).await;
+                        continue 'resync;
+                    }
                     done => return done,
                 }
             }
@@ -572,10 +576,38 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                         );
                         continue 'resync;
                     }
+                    Err(Error::SchemaBroken { reason, .. }) => {
+                        self.schema_broken(&reason).await;
+                        continue 'resync;
+                    }
                     Err(error) => return Err(error),
                 };
             }
         }
+    }
+
+    /// The store refused a statement for its schema (a table dropped by hand, say): says
+    /// so, waits a moment, and lets the caller set the model up again — which rebuilds a
+    /// model whose tables were lost from the log; anything else (a column missing from a
+    /// table that is there, no privilege) stays on the board until someone acts.
+    async fn schema_broken(&self, reason: &str) {
+        let name = self.applier.sink.name();
+        tracing::warn!(
+            projection = name,
+            reason,
+            "the read store's schema does not fit the model; setting it up again \
+             (`eventfold projections reset {name}` rebuilds it from the log)"
+        );
+        self.applier
+            .board
+            .set_state(name, ProjectionState::Retrying, Some(reason.to_owned()));
+        let options = &self.applier.options;
+        tokio::time::sleep(
+            Duration::from_secs(1)
+                .min(options.max_backoff)
+                .max(options.backoff),
+        )
+        .await;
     }
 
     /// Catches up from `checkpoint` to `target`: the log is read by a task of its own

@@ -120,6 +120,77 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         &self.projection
     }
 
+    /// A live model whose tables are gone while its checkpoint says it applied events
+    /// (a table dropped by hand, a partial restore) would go on, its tables created
+    /// again empty, from where the checkpoint was: a model missing every row it had.
+    /// Its checkpoint, its feeds' checkpoints, its parked events and the rows of its
+    /// tables still there are deleted instead, so that it is rebuilt from the log.
+    async fn forget_lost_model(&self, conn: &mut sqlx::AnyConnection) -> Result<()>
+    where
+        P: RelationalProjection,
+    {
+        // Shadow builds and Kafka feeds of the live model are not its owner.
+        if !self.prefix.is_empty() || self.checkpoint_name != self.projection.name() {
+            return Ok(());
+        }
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM eventfold_checkpoints WHERE name = $1")
+                .bind(&self.checkpoint_name)
+                .fetch_optional(&mut *conn)
+                .await?;
+        // Nothing applied yet, or fed from Kafka (the workers' feeds own it).
+        let Some(at) = at.filter(|at| *at > 0) else {
+            return Ok(());
+        };
+        let mut lost = Vec::new();
+        let mut kept = Vec::new();
+        for table in self.projection.tables() {
+            let found: i64 = sqlx::query_scalar(match self.db.dialect() {
+                // The table the model's statements would find, by the search path.
+                Dialect::Postgres => {
+                    "SELECT COUNT(*) FROM (SELECT to_regclass($1) AS t) AS found WHERE t IS NOT NULL"
+                }
+                Dialect::Sqlite => {
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+                }
+            })
+            .bind(*table)
+            .fetch_one(&mut *conn)
+            .await?;
+            if found == 0 {
+                lost.push(*table);
+            } else {
+                kept.push(*table);
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let name = self.projection.name();
+        tracing::warn!(
+            projection = name,
+            checkpoint = at,
+            lost = %lost.join(", "),
+            "the model's tables are gone while its checkpoint says it applied events \
+             through {at}: rebuilding it from the log"
+        );
+        for table in kept {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1 OR name LIKE $2")
+            .bind(name)
+            .bind(format!("{name}@%"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     /// The name of its checkpoint row.
     pub fn checkpoint_name(&self) -> &str {
         &self.checkpoint_name
@@ -241,6 +312,7 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
             // One transaction holding the DDL lock (see `lock_ddl`).
             let mut tx = self.db.pool().begin().await?;
             crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
+            self.forget_lost_model(&mut tx).await?;
             for statement in self.projection.schema() {
                 sqlx::query(&with_prefix(&self.prefix, statement))
                     .execute(&mut *tx)
@@ -252,6 +324,9 @@ impl<P: RelationalProjection + ?Sized> Sink for RelationalSink<P> {
             // EXISTS` that only reads and a later one that writes would upgrade a read
             // snapshot to a write, which fails at once (SQLITE_BUSY) if anyone wrote
             // meanwhile.
+            let mut conn = self.db.pool().acquire().await?;
+            self.forget_lost_model(&mut conn).await?;
+            drop(conn);
             for statement in self.projection.schema() {
                 sqlx::query(&with_prefix(&self.prefix, statement))
                     .execute(self.db.pool())

@@ -3,6 +3,7 @@
 
 mod clickhouse;
 mod exactly_once;
+mod lost_tables;
 mod outage;
 mod poison;
 mod redis_models;
