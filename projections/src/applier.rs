@@ -48,13 +48,23 @@ fn store_down(error: &Error) -> bool {
 }
 
 /// Whether the read store refused a statement for its schema rather than for the
-/// event: PostgreSQL's SQLSTATE class 42 (a table, column or function missing, no
+/// event: ClickHouse's unknown table, database, column or identifier; PostgreSQL's
+/// SQLSTATE class 42 (a table, column or function missing, no
 /// privilege) and 3F000 (no such schema); SQLite's "no such table", "no such column",
 /// "has no column named". Events reach statements as bound parameters, so none of
 /// these is ever an event's fault; counted against the event, a dropped table parked a
 /// good event and, once a restart had created the table again, the model went on
 /// without the rows it had lost.
 pub(crate) fn schema_broken(error: &Error) -> bool {
+    if let Error::ClickHouse(message) = error {
+        // ClickHouse's UNKNOWN_TABLE (60), UNKNOWN_DATABASE (81), NO_SUCH_COLUMN_IN_TABLE
+        // (16), UNKNOWN_IDENTIFIER (47): "Code: 60, e.displayText() = …" on 18.16,
+        // "Code: 60. DB::Exception: …" on current releases.
+        return message.split("Code: ").skip(1).any(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            matches!(digits.as_str(), "16" | "47" | "60" | "81")
+        });
+    }
     let Error::Sql(sqlx::Error::Database(db)) = error else {
         return false;
     };

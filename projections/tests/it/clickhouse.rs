@@ -265,3 +265,82 @@ async fn a_month_of_purchases_past_64_bits_is_summed_exactly() -> anyhow::Result
     assert_eq!(months[0].spent, exact);
     Ok(())
 }
+
+/// A data table dropped under a ClickHouse model — while its runner runs, and while none
+/// does — is not the events' fault: nothing is parked, and the model is rebuilt from
+/// the log, answering what a model built from scratch answers (it used to park the
+/// events and, set up again, go on with its table empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_is_rebuilt_from_the_log() -> anyhow::Result<()> {
+    use eventfold_projections::{Runner, Sink};
+    use std::time::Duration;
+
+    let db = PgTestDb::new().await?;
+    let ch = ChTestDb::new().await?;
+    let scenario = run_scenario(db.store.clone()).await?;
+    let first = scenario.workouts[0].to_string();
+    let set = projections_into(&db, &ch).await?;
+    set.catch_up().await?;
+
+    // Under a running runner.
+    let (model, store) = set.model("workout_facts.v1")?;
+    let sink = store.sink(model, &Namespace::Live)?;
+    let options = RunnerOptions {
+        poll_interval: Duration::from_millis(50),
+        max_attempts: 2,
+        ..RunnerOptions::default()
+    };
+    let runner = Runner::new(
+        db.store.clone(),
+        sink.clone(),
+        options,
+        StatusBoard::default(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let live = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    ch.target.run("DROP TABLE ch_workout_facts").await?;
+    crate::support::append_completed_workouts(&db.store, 6, 3).await?;
+    let head = db.store.head().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink.checkpoint().await.ok() != Some(head) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workout_facts.v1 stayed at {:?}, not {head}",
+            sink.checkpoint().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    live.await??;
+
+    // While nothing runs.
+    ch.target.run("DROP TABLE ch_route_points").await?;
+    crate::support::append_completed_workouts(&db.store, 2, 1).await?;
+    set.catch_up().await?;
+
+    let fresh = ChTestDb::new().await?;
+    projections_into(&db, &fresh).await?.catch_up().await?;
+    assert_eq!(
+        answers(&ch.target, &first).await?,
+        answers(&fresh.target, &first).await?
+    );
+    for model in ["workout_facts.v1", "route_points.v1"] {
+        let parked: u64 = ch
+            .target
+            .client()
+            .query(&format!(
+                "SELECT count() FROM ch_parked__{}",
+                model.split('.').next().unwrap_or(model)
+            ))
+            .fetch_one()
+            .await?;
+        assert_eq!(parked, 0, "{model} parked events");
+    }
+    Ok(())
+}

@@ -103,6 +103,58 @@ impl ClickHouseSink {
         format!("{}{table}", self.prefix)
     }
 
+    /// A live model whose data tables are gone while its checkpoint says it applied
+    /// events would go on, its tables created again empty, from that checkpoint: every
+    /// table of the model (checkpoint and parked events too) is dropped instead, so that
+    /// it is rebuilt from the log.
+    async fn forget_lost_model(&self) -> Result<()> {
+        let name = self.projection.name();
+        // Shadow builds and Kafka feeds of the live model are not its owner.
+        if !self.prefix.is_empty() || self.checkpoint_name != name {
+            return Ok(());
+        }
+        let checkpoints = checkpoint_table(name);
+        if !self.target.exists(&checkpoints).await? {
+            return Ok(());
+        }
+        let mut lost = Vec::new();
+        for table in self.projection.tables() {
+            if !self.target.exists(table).await? {
+                lost.push(*table);
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let at = self.checkpoint().await?;
+        if at.0 <= 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            projection = name,
+            checkpoint = at.0,
+            lost = %lost.join(", "),
+            "the model's tables are gone while its checkpoint says it applied events \
+             through {}: rebuilding it from the log",
+            at.0
+        );
+        let mut tables: Vec<String> = self
+            .projection
+            .tables()
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        tables.push(parked_table(name));
+        // The checkpoint last: a crash before it finds the loss again.
+        tables.push(checkpoints);
+        for table in tables {
+            self.target
+                .run(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn held(&self) -> Result<bool> {
         if !self.prefix.is_empty() {
             return Ok(false);
@@ -138,6 +190,7 @@ impl Sink for ClickHouseSink {
                  ENGINE = MergeTree ORDER BY name",
             )
             .await?;
+        self.forget_lost_model().await?;
         for statement in self.projection.schema() {
             self.target
                 .run(&statement.replace("ch_", &format!("{}ch_", self.prefix)))
