@@ -346,17 +346,20 @@ fn server_gone(code: &str) -> bool {
 }
 
 /// Whether a database error code says the server, not the statement, failed:
-/// PostgreSQL's SQLSTATE classes 08 (connection), 57P (shutting down, starting up) and
-/// 53 (no room: connections, memory, disk); SQLite's primary codes BUSY, LOCKED, IOERR
-/// and FULL (its codes are numbers below 5 digits, extended ones carrying the primary
-/// in their low byte).
+/// PostgreSQL's SQLSTATE classes 08 (connection), 57P (shutting down, starting up), 53
+/// (no room: connections, memory, disk) and 58 (I/O), and 25006 (the server only
+/// reads: a standby after a failover, `default_transaction_read_only`); SQLite's
+/// primary codes BUSY, LOCKED, READONLY, IOERR and FULL (its codes are numbers below 5
+/// digits, extended ones carrying the primary in their low byte). Counted against an
+/// event, a server that only read for a while used up the event's attempts and parked
+/// it.
 pub fn server_unavailable(code: &str) -> bool {
     if code.len() < 5 {
         return code
             .parse::<u32>()
-            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13));
     }
-    server_gone(code) || code.starts_with("53")
+    server_gone(code) || code.starts_with("53") || code.starts_with("58") || code == "25006"
 }
 
 #[cfg(test)]
@@ -506,7 +509,8 @@ mod tests {
     #[test]
     fn codes_that_mean_the_server_not_the_event() {
         for code in [
-            "08006", "08001", "57P01", "57P03", "53300", "53100", "5", "517", "6", "10", "13",
+            "08006", "08001", "57P01", "57P03", "53300", "53100", "58030", "25006", "5", "517",
+            "6", "8", "1032", "10", "13",
         ] {
             assert!(server_unavailable(code), "{code}");
         }

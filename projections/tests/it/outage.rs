@@ -1,6 +1,7 @@
 //! The read store going away is retried without end, never counted against an event:
 //! errors a server gives while it shuts down, starts up or drops connections
-//! (SQLSTATE classes 08, 53 and 57P) would otherwise park good events. A transaction
+//! (SQLSTATE classes 08, 53, 57P and 58, and 25006 from a server that only reads)
+//! would otherwise park good events. A transaction
 //! rolled back for a conflict with another (class 40, 55P03) is retried the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -107,10 +108,11 @@ async fn a_server_shutting_down_or_starting_up_or_a_conflicting_transaction_park
     // More failures in a row than the attempts an event gets before it is parked.
     let failures = options.max_attempts as usize * 3;
     // 57P01 admin shutdown, 57P03 starting up, 08006 connection failure, 53300 too
-    // many connections; and transactions rolled back for a conflict with another:
+    // many connections, 58030 I/O error, 25006 a server that only reads (a standby
+    // after a failover); and transactions rolled back for a conflict with another:
     // 40001 serialization failure, 40P01 deadlock, 55P03 lock not available.
     for code in [
-        "57P01", "57P03", "08006", "53300", "40001", "40P01", "55P03",
+        "57P01", "57P03", "08006", "53300", "58030", "25006", "40001", "40P01", "55P03",
     ] {
         let sink = Flaky {
             pool: sqlx::PgPool::connect_with(db.options.clone()).await?,
