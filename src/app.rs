@@ -238,6 +238,9 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         }
     };
     let kafka = config.kafka()?;
+    if let Some(settings) = &kafka {
+        crate::relay::claim_destination(db.pool(), &settings.prefix, false).await?;
+    }
     report.push(match &kafka {
         Some(settings) => format!(
             "kafka: {} (topics {}{{category}}, {} partitions): the log is relayed to Kafka",

@@ -82,7 +82,7 @@ enum Command {
     /// Rebuild read models from the log: shadow build, verify, swap (or an as-of build).
     Replay(replay::ReplayArgs),
     /// Relay the log to Kafka (KAFKA_BROKERS), alone; `serve` relays too when it is set.
-    Relay,
+    Relay(relay::RelayArgs),
     /// Feed read models without the HTTP API: from the relay's Kafka topics in a
     /// consumer group (workers on other machines), or from the log.
     Project(worker::ProjectArgs),
@@ -278,7 +278,7 @@ async fn run() -> anyhow::Result<()> {
             )?;
         }
         Command::Serve => serve::run(config, &database_url, &mut out).await?,
-        Command::Relay => relay::run_command(&config, &database_url, &mut out).await?,
+        Command::Relay(args) => relay::run_command(&config, &database_url, args, &mut out).await?,
         Command::Streams(command) => {
             let store = open_store(&database_url).await?;
             streams::run(&store, command, &mut out).await?;

@@ -519,11 +519,100 @@ pub(crate) fn runner<L: eventfold_event_log::EventStore>(
     Runner::new(log, relay, options, board)
 }
 
+/// Where the relay has published the log: the topic prefix, kept beside its checkpoint
+/// (table `eventfold_relay_destination`). The checkpoint says how far the log went out,
+/// not where to: with the prefix changed, the relay would go on from its checkpoint
+/// into new topics that lack every event before it, and a worker building a model from
+/// them would build it without a word. The first run (or the first since this check)
+/// records the prefix; a relay that has published nothing yet may change it; otherwise
+/// a different prefix is refused, unless `from_start` republishes the whole log to the
+/// new topics (the checkpoint back to 0: the old topics keep what they have, and
+/// consumers skip the copies by position).
+pub(crate) async fn claim_destination(
+    pool: &sqlx::AnyPool,
+    prefix: &str,
+    from_start: bool,
+) -> anyhow::Result<ClaimedDestination> {
+    ReactionProgress::new(pool.clone(), RELAY).setup().await?;
+    let mut tx = pool.begin().await?;
+    let dialect = if tx.backend_name() == "PostgreSQL" {
+        eventfold_projections::Dialect::Postgres
+    } else {
+        eventfold_projections::Dialect::Sqlite
+    };
+    eventfold_projections::lock_ddl(&mut tx, dialect).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS eventfold_relay_destination (name TEXT PRIMARY KEY, topic_prefix TEXT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT topic_prefix FROM eventfold_relay_destination WHERE name = $1")
+            .bind(RELAY)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
+            .bind(RELAY)
+            .fetch_one(&mut *tx)
+            .await?;
+    let claimed = match stored.as_deref() {
+        _ if from_start => {
+            sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = 0 WHERE name = $1")
+                .bind(RELAY)
+                .execute(&mut *tx)
+                .await?;
+            ClaimedDestination::FromStart { was: checkpoint }
+        }
+        Some(stored) if stored == prefix => ClaimedDestination::Same,
+        Some(stored) if checkpoint > 0 => anyhow::bail!(
+            "the relay has published the log through position {checkpoint} to topics \
+             {stored}{{category}}, and the topic prefix is now {prefix:?}: topics under it would \
+             lack those {checkpoint} positions. Set EVENTFOLD_KAFKA_TOPIC_PREFIX (or \
+             kafka_topic_prefix) back to {stored:?}, or run `eventfold relay --from-start` once \
+             to publish the whole log again under the new prefix"
+        ),
+        _ => ClaimedDestination::Same,
+    };
+    sqlx::query(
+        "INSERT INTO eventfold_relay_destination (name, topic_prefix) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET topic_prefix = excluded.topic_prefix",
+    )
+    .bind(RELAY)
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// What [`claim_destination`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimedDestination {
+    /// The prefix is the one the relay published under (or it published nothing yet).
+    Same,
+    /// The relay starts from the log's start again; it had published through `was`.
+    FromStart {
+        /// The checkpoint it had.
+        was: i64,
+    },
+}
+
+/// `eventfold relay`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RelayArgs {
+    /// Publish the whole log again from its start (after changing the topic prefix: the
+    /// new topics get every event; the old ones keep theirs).
+    #[arg(long)]
+    from_start: bool,
+}
+
 /// `eventfold relay`: the relay alone, until Ctrl-C or SIGTERM, printing its progress.
 /// It takes the same lease as a `serve`'s relay: one relays, the others stand by.
 pub(crate) async fn run_command(
     config: &crate::config::Config,
     database_url: &str,
+    args: RelayArgs,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     use eventfold_event_log::EventReader;
@@ -534,6 +623,15 @@ pub(crate) async fn run_command(
     };
     let store = crate::open_store(database_url).await?;
     let db = eventfold_projections::ReadDb::connect(database_url).await?;
+    if let ClaimedDestination::FromStart { was } =
+        claim_destination(db.pool(), &settings.prefix, args.from_start).await?
+    {
+        writeln!(
+            out,
+            "publishing the log again from its start under {}{{category}} (the relay had published through position {was})",
+            settings.prefix
+        )?;
+    }
     let board = StatusBoard::default();
     let leases = eventfold_projections::Leases::start(&db, crate::app::owner_name(), board.clone());
     let relay = Relay::new(settings.clone(), db.pool().clone(), board.clone())?;
