@@ -278,13 +278,17 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
     report.push(describe_limits(&limits, &cors));
     let board = StatusBoard::default();
     let leases = eventfold_projections::Leases::start(&db, owner_name(), board.clone());
-    report.push(if leases.shared() {
-        format!(
+    report.push(match (leases.shared(), db.sqlite_file()) {
+        (true, Some(file)) => format!(
+            "leases: one serve at a time runs the projections and reactions on this SQLite file (this one: {:?}, when it holds the lock on {}-eventfold.lock); another stands by and takes over within seconds of its death",
+            leases.owner(),
+            file.display()
+        ),
+        (true, None) => format!(
             "leases: each projection and reaction runs in one process at a time across every serve on this database (this one: {:?}); another takes over within seconds of its death",
             leases.owner()
-        )
-    } else {
-        "leases: SQLite is one process by design: run a single serve on this file".to_owned()
+        ),
+        (false, _) => "leases: an in-memory SQLite database has one process".to_owned(),
     });
     let projections = ProjectionSet::new(
         store.clone(),

@@ -93,14 +93,7 @@ pub(crate) async fn run(
             let mut names: Vec<&str> = progress.iter().map(|p| p.name).collect();
             names.extend(crate::reactions::REACTIONS);
             let owners = eventfold_projections::owners(set.db(), &names).await?;
-            let owner_of = |name: &str| match set.db().dialect() {
-                eventfold_projections::Dialect::Sqlite => {
-                    serde_json::json!("a single serve (SQLite)")
-                }
-                eventfold_projections::Dialect::Postgres => {
-                    serde_json::json!(owners.get(name))
-                }
-            };
+            let owner_of = |name: &str| serde_json::json!(owners.get(name));
             let bumps = set.version_bumps().await?;
             let mut rows = Vec::new();
             for p in progress {

@@ -1,5 +1,6 @@
-//! Several `serve` processes on one PostgreSQL: each projection and reaction runs in one
-//! of them at a time (a lease), and another takes over within 5 s when that one dies.
+//! Several `serve` processes on one PostgreSQL (or one SQLite file): each projection and
+//! reaction runs in one of them at a time (a lease), and another takes over within 5 s
+//! when that one dies.
 
 mod support;
 
@@ -226,4 +227,40 @@ async fn a_killed_owner_s_projections_resume_in_the_other_serve_within_5_s() {
     }
     assert_eq!(content(&db.url()).await, content(&single.url()).await);
     drop((b, one));
+}
+
+/// Two `serve` on one SQLite file: the one holding the file's lease lock runs every
+/// projection and reaction, the other stands by (naming the owner) and takes over within
+/// 5 s of its death. Before, both ran everything side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_sqlite_file_one_serve_runs_and_the_other_takes_over_within_5_s() {
+    let dir = std::env::temp_dir().join(format!("eventfold-lease-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    let client = Client::new();
+    let mut a = Server::start(Some(url.clone()));
+    let a_pid = a.child.id();
+    wait_until_all(&client, &a, "running", a_pid, Duration::from_secs(10)).await;
+    let b = Server::start(Some(url.clone()));
+    assert!(
+        b.startup
+            .iter()
+            .any(|l| l.starts_with("leases: one serve at a time")),
+        "{:?}",
+        b.startup
+    );
+    wait_until_all(&client, &b, "standby", a_pid, Duration::from_secs(10)).await;
+    price(&client, &a).await;
+    // Commands through the standby are projected by the owner.
+    let via_b = RwLock::new(b.base.clone());
+    commands(&client, &via_b, 0).await;
+
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let took = wait_until_all(&client, &b, "running", b.child.id(), Duration::from_secs(5)).await;
+    eprintln!("takeover after the kill: {took:?}");
+    // The planner now runs in B: a purchase's answer carries its reminder again.
+    commands(&client, &via_b, 1).await;
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
 }

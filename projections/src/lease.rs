@@ -12,8 +12,12 @@
 //! Who owns what is read from `pg_locks` joined with `pg_stat_activity`, so
 //! `projections status` in any process, or a stopped one, can say it.
 //!
-//! SQLite is one process by design (one writer, a file): every lease is held at once and
-//! the owner is "this process".
+//! On SQLite (one writer, a file) the process holding an exclusive lock on a file beside
+//! the database (`{database}-eventfold.lock`, the holder's description written in it)
+//! holds every lease at once; other processes on the same file stand by, try every
+//! second, and take over when the holder dies (the operating system releases the lock
+//! with the process, `kill -9` included). Before, every `serve` on one file ran every
+//! projection and reaction side by side. In memory there is only this process.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -75,12 +79,21 @@ impl Leases {
             wanted: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
         });
-        let exclusive = match db.native_pg() {
-            None => false,
-            Some(pool) => {
+        let exclusive = match (db.native_pg(), db.sqlite_file()) {
+            (Some(pool), _) => {
                 tokio::spawn(keep(pool.clone(), owner.clone(), shared.clone(), board));
                 true
             }
+            (None, Some(file)) => {
+                tokio::spawn(keep_file(
+                    lock_file(file),
+                    owner.clone(),
+                    shared.clone(),
+                    board,
+                ));
+                true
+            }
+            (None, None) => false,
         };
         Self {
             owner,
@@ -94,7 +107,8 @@ impl Leases {
         &self.owner
     }
 
-    /// Whether leases exclude other processes (PostgreSQL) or there is only one (SQLite).
+    /// Whether leases exclude other processes (PostgreSQL, a SQLite file) or there is
+    /// only one (SQLite in memory).
     pub fn shared(&self) -> bool {
         self.exclusive
     }
@@ -269,8 +283,109 @@ async fn owners_on(conn: &mut sqlx::PgConnection) -> Result<BTreeMap<i32, String
     Ok(by_key)
 }
 
-/// Who holds the lease of each of `names` now (PostgreSQL; empty on SQLite).
+/// The lock file of the SQLite database `file`.
+fn lock_file(file: &std::path::Path) -> std::path::PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push("-eventfold.lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the lock on `path` if no other process holds it, and writes `owner` in it;
+/// `None` while another holds it.
+fn try_lock_file(path: &std::path::Path, owner: &str) -> std::io::Result<Option<std::fs::File>> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.write_all(owner.as_bytes())?;
+            file.flush()?;
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
+}
+
+/// Who holds the lock on `path` (what the holder wrote in it), if anyone does.
+fn lock_holder(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    match file.try_lock() {
+        // Free: nobody runs the projections now (the lock goes with `file`).
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => std::fs::read_to_string(path)
+            .ok()
+            .map(|owner| owner.trim().to_owned())
+            .filter(|owner| !owner.is_empty()),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
+/// The SQLite keeper: tries the database's lock file every tick (or when a lease is
+/// first wanted) and, once it holds it, holds every wanted lease until the process
+/// ends.
+async fn keep_file(
+    path: std::path::PathBuf,
+    owner: String,
+    shared: Arc<Shared>,
+    board: StatusBoard,
+) {
+    let mut held: Option<std::fs::File> = None;
+    let mut warned = false;
+    loop {
+        if held.is_none() {
+            match try_lock_file(&path, &owner) {
+                Ok(file) => held = file,
+                Err(error) if !warned => {
+                    warned = true;
+                    tracing::warn!(path = %path.display(), %error, "cannot use the lease lock file; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+        let holder = if held.is_some() {
+            Some(owner.clone())
+        } else {
+            lock_holder(&path)
+        };
+        let names: Vec<&'static str> = {
+            let wanted = shared.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            for sender in wanted.values() {
+                sender.send_if_modified(|now| {
+                    let changed = *now != held.is_some();
+                    *now = held.is_some();
+                    changed
+                });
+            }
+            wanted.keys().copied().collect()
+        };
+        for name in names {
+            board.set_owner(name, holder.clone());
+        }
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Who holds the lease of each of `names` now (PostgreSQL's advisory locks, or the
+/// SQLite file's lock: the same holder for every name).
 pub async fn owners(db: &ReadDb, names: &[&str]) -> Result<BTreeMap<String, String>> {
+    if let Some(file) = db.sqlite_file() {
+        return Ok(match lock_holder(&lock_file(file)) {
+            Some(holder) => names
+                .iter()
+                .map(|name| ((*name).to_owned(), holder.clone()))
+                .collect(),
+            None => BTreeMap::new(),
+        });
+    }
     let Some(pool) = db.native_pg() else {
         return Ok(BTreeMap::new());
     };

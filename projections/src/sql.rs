@@ -39,6 +39,9 @@ pub struct ReadDb {
     native: Option<sqlx::PgPool>,
     /// Fails queries fast while the server is unreachable (PostgreSQL; never on SQLite).
     breaker: eventfold_event_log::Breaker,
+    /// On SQLite, the database file (`None` in memory): the leases' lock file is kept
+    /// beside it.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 const RUNTIME_SCHEMA: &[&str] = &[
@@ -78,6 +81,15 @@ impl ReadDb {
             eventfold_event_log::breaker::first_connection(&options, Duration::from_secs(10))
                 .await?;
         }
+        let sqlite_file = match dialect {
+            Dialect::Sqlite => {
+                let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+                let file = options.get_filename();
+                (file.as_os_str() != ":memory:" && !url.contains("mode=memory"))
+                    .then(|| file.to_path_buf())
+            }
+            Dialect::Postgres => None,
+        };
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
@@ -122,6 +134,7 @@ impl ReadDb {
             dialect,
             native,
             breaker,
+            sqlite_file,
         };
         db.run_schema(RUNTIME_SCHEMA).await?;
         Ok(db)
@@ -130,6 +143,11 @@ impl ReadDb {
     /// The pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// On SQLite, the database file (`None` in memory and on PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.sqlite_file.as_deref()
     }
 
     /// The circuit breaker of the store's server: callers that answer users check it
