@@ -123,8 +123,8 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
     /// A live model whose tables are gone while its checkpoint says it applied events
     /// (a table dropped by hand, a partial restore) would go on, its tables created
     /// again empty, from where the checkpoint was: a model missing every row it had.
-    /// Its checkpoint, its feeds' checkpoints, its parked events and the rows of its
-    /// tables still there are deleted instead, so that it is rebuilt from the log.
+    /// Its checkpoint, its Kafka feeds' checkpoints, its parked events and the rows of
+    /// its tables still there are deleted instead, so that it is rebuilt from the log.
     async fn forget_lost_model(&self, conn: &mut sqlx::AnyConnection) -> Result<()>
     where
         P: RelationalProjection,
@@ -138,8 +138,12 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
                 .bind(&self.checkpoint_name)
                 .fetch_optional(&mut *conn)
                 .await?;
-        // Nothing applied yet, or fed from Kafka (the workers' feeds own it).
-        let Some(at) = at.filter(|at| *at > 0) else {
+        // Nothing applied yet. A model fed from Kafka (its checkpoint a hand-over marker)
+        // whose tables are lost is handed back to the log the same way: its partition
+        // feeds' checkpoints go too, so a worker taking it over again starts from its
+        // partitions' first offsets — or refuses, naming them, if its group has read past
+        // them — instead of going on from where the lost rows ended.
+        let Some(at) = at.filter(|at| *at != 0) else {
             return Ok(());
         };
         let mut lost = Vec::new();

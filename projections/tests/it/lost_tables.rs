@@ -133,6 +133,67 @@ async fn a_dropped_table_is_rebuilt_from_the_log<S: EventStore>(
     Ok(())
 }
 
+/// A model Kafka-fed workers took over (its checkpoint a hand-over marker, its progress
+/// in per-partition checkpoints) whose table is lost is handed back to the log, its
+/// partition checkpoints gone: a worker taking it over again starts from the
+/// partitions' first offsets (or refuses), instead of going on from where the lost rows
+/// ended.
+async fn a_kafka_fed_model_that_lost_its_table_goes_back_to_the_log<S: EventStore>(
+    store: S,
+    url: &str,
+) -> anyhow::Result<()> {
+    let db = ReadDb::connect(url).await?;
+    let sink = RelationalSink::new(db.clone(), RemindersProjection);
+    sink.setup().await?;
+    remind(&store, 3).await?;
+    Runner::new(
+        store.clone(),
+        sink.clone(),
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .run_until(Some(store.head().await?))
+    .await?;
+    // Taken over at 3; a partition feed applied through 9.
+    let marker = eventfold_projections::handed_over(eventfold_event_schemas::Position(3));
+    sqlx::query("UPDATE eventfold_checkpoints SET position = $1 WHERE name = 'reminders.v1'")
+        .bind(marker.0)
+        .execute(db.pool())
+        .await?;
+    sqlx::query(
+        "INSERT INTO eventfold_checkpoints (name, position, updated_at) \
+         VALUES ('reminders.v1@eventfold.reminder#0', 9, 0)",
+    )
+    .execute(db.pool())
+    .await?;
+    sqlx::query("DROP TABLE rm_reminders")
+        .execute(db.pool())
+        .await?;
+
+    sink.setup().await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, position FROM eventfold_checkpoints ORDER BY name")
+            .fetch_all(db.pool())
+            .await?;
+    assert_eq!(rows, [("reminders.v1".to_owned(), 0)]);
+    assert_eq!(reminders(&db).await, Some(0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_fed_model_that_lost_its_table_goes_back_to_the_log_on_postgres(
+) -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    a_kafka_fed_model_that_lost_its_table_goes_back_to_the_log(db.store.clone(), &db.url()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_fed_model_that_lost_its_table_goes_back_to_the_log_on_sqlite() -> anyhow::Result<()>
+{
+    let db = SqliteTestDb::new().await?;
+    a_kafka_fed_model_that_lost_its_table_goes_back_to_the_log(db.store.clone(), &db.url).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_table_is_rebuilt_from_the_log_on_postgres() -> anyhow::Result<()> {
     let db = PgTestDb::new().await?;
