@@ -186,8 +186,15 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
                 "redis: {} (keys under {prefix:?}): voice cache and leaderboards on",
                 crate::redact(url)
             ));
+            let client = crate::projections::redis_client(url)?;
+            if let Some(policy) = crate::projections::evicting_policy(&client).await {
+                tracing::warn!(%policy, "Redis evicts keys under memory pressure: read-model keys can vanish while their checkpoint stays");
+                report.push(format!(
+                    "redis: WARNING maxmemory-policy is {policy}: under memory pressure Redis drops read-model keys while their checkpoint stays, and the models answer without them; set maxmemory-policy noeviction (or give Redis the memory) — `eventfold replay` rebuilds a model that lost keys"
+                ));
+            }
             Some(RedisTarget {
-                client: crate::projections::redis_client(url)?,
+                client,
                 keys: RedisKeys::new(prefix),
             })
         }

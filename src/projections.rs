@@ -52,6 +52,29 @@ pub(crate) fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
     })
 }
 
+/// The server's `maxmemory-policy` when it evicts keys that have no expiry (the
+/// `allkeys-*` policies): such a Redis drops read-model keys under memory pressure
+/// while their checkpoint stays, and the model answers without them. `None` when the
+/// policy keeps them, or the server cannot be asked within a second (down, or `CONFIG`
+/// disabled, as on some managed services).
+pub(crate) async fn evicting_policy(client: &redis::Client) -> Option<String> {
+    let ask = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        let answer: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        answer.get(1).cloned()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
+        .filter(|policy| policy.starts_with("allkeys-"))
+}
+
 /// The ClickHouse analytics' server and database, when configured.
 pub(crate) fn clickhouse_target(
     url: Option<&str>,

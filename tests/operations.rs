@@ -482,3 +482,43 @@ async fn with_redis_frozen_leaderboards_fail_fast_and_answer_again_when_it_thaws
         .contains("eventfold_store_breaker_open{store=\"redis\"} 0"));
     assert!(server.terminate().success());
 }
+
+/// A Redis that evicts keys without an expiry under memory pressure (`allkeys-*`) would
+/// drop read-model keys while their checkpoint stays: `serve` says so at start-up, and
+/// says nothing with the default `noeviction`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_warns_about_a_redis_that_evicts_read_model_keys() {
+    let redis = OwnRedis::start();
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let env = [("REDIS_URL", redis.url.as_str())];
+    let quiet = Server::start_with(Some(db.url()), &env);
+    assert!(
+        !quiet.startup.iter().any(|l| l.contains("maxmemory-policy")),
+        "{:?}",
+        quiet.startup
+    );
+    drop(quiet);
+    let set = Command::new("redis-cli")
+        .args([
+            "-u",
+            &redis.url,
+            "CONFIG",
+            "SET",
+            "maxmemory-policy",
+            "allkeys-lru",
+        ])
+        .output()
+        .expect("redis-cli");
+    assert!(set.status.success(), "{set:?}");
+    let warned = Server::start_with(Some(db.url()), &env);
+    assert!(
+        warned
+            .startup
+            .iter()
+            .any(|l| l.starts_with("redis: WARNING maxmemory-policy is allkeys-lru")),
+        "{:?}",
+        warned.startup
+    );
+}
