@@ -5,41 +5,14 @@
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::EventStore;
-use eventfold_event_schemas::catalogue::ReminderScheduled;
-use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
 use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::{ReadDb, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard};
-use uuid::Uuid;
 
-async fn remind(store: &impl EventStore, n: usize) -> anyhow::Result<()> {
+async fn remind(store: &impl EventStore, n: u32) -> anyhow::Result<()> {
     for i in 0..n {
-        let reminder_id = Uuid::new_v4();
-        let event: DomainEvent = ReminderScheduled {
-            reminder_id,
-            user_id: format!("u{}", i % 3),
-            sku: "SKU-1".into(),
-            title: "Coffee".into(),
-            quantity: 1,
-            last_unit_price: 1000,
-            currency: "RUB".into(),
-            due_at: Utc
-                .with_ymd_and_hms(2026, 11, 3, 9, 0, 0)
-                .single()
-                .unwrap_or_default(),
-            slot: 0,
-        }
-        .into();
-        let new = event.to_new_event(Uuid::new_v4(), EventMetadata::default());
-        store
-            .append(
-                &StreamId::new(format!("reminder-{reminder_id}"))?,
-                ExpectedVersion::Any,
-                &[new],
-            )
-            .await?;
+        crate::support::schedule_reminder(store, i).await?;
     }
     Ok(())
 }

@@ -155,6 +155,38 @@ pub async fn run_scenario<S: EventStore>(store: S) -> anyhow::Result<Scenario> {
     })
 }
 
+/// Appends one `ReminderScheduled` for user `u{user % 3}` (sku `SKU-1`, due
+/// 2026-11-03 09:00), straight to the log.
+pub async fn schedule_reminder<S: EventStore>(store: &S, user: u32) -> anyhow::Result<()> {
+    use eventfold_event_schemas::catalogue::ReminderScheduled;
+    use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
+    let reminder_id = Uuid::new_v4();
+    let event: DomainEvent = ReminderScheduled {
+        reminder_id,
+        user_id: format!("u{}", user % 3),
+        sku: "SKU-1".into(),
+        title: "Coffee".into(),
+        quantity: 1,
+        last_unit_price: 1000,
+        currency: "RUB".into(),
+        due_at: Utc
+            .with_ymd_and_hms(2026, 11, 3, 9, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        slot: 0,
+    }
+    .into();
+    let new = event.to_new_event(Uuid::new_v4(), EventMetadata::default());
+    store
+        .append(
+            &StreamId::new(format!("reminder-{reminder_id}"))?,
+            ExpectedVersion::Any,
+            &[new],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Appends `workouts` completed 1 km runs spread over `users` users, straight to the log.
 pub async fn append_completed_workouts<S: EventStore>(
     store: &S,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::EventStore;
-use eventfold_event_schemas::catalogue::{ReminderScheduled, WorkoutStarted};
+use eventfold_event_schemas::catalogue::WorkoutStarted;
 use eventfold_event_schemas::{DomainEvent, EventMetadata, ExpectedVersion, StreamId};
 use eventfold_projections::models::reminders::RemindersProjection;
 use eventfold_projections::{ReadDb, RelationalSink, Runner, RunnerOptions, Sink, StatusBoard};
@@ -51,22 +51,7 @@ async fn checkpoint_reaches_the_head_past_other_types<S: EventStore>(
     url: &str,
 ) -> anyhow::Result<()> {
     for i in 0..30u32 {
-        let reminder_id = Uuid::new_v4();
-        let scheduled = ReminderScheduled {
-            reminder_id,
-            user_id: format!("u{}", i % 3),
-            sku: "SKU-1".into(),
-            title: "Coffee".into(),
-            quantity: 1,
-            last_unit_price: 1000,
-            currency: "RUB".into(),
-            due_at: Utc
-                .with_ymd_and_hms(2026, 11, 3, 9, 0, 0)
-                .single()
-                .unwrap_or_default(),
-            slot: 0,
-        };
-        append(&store, format!("reminder-{reminder_id}"), scheduled.into()).await?;
+        crate::support::schedule_reminder(&store, i).await?;
         workouts(&store, 2).await?;
     }
     // The log ends with 50 events the model does not handle.
