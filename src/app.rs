@@ -50,20 +50,28 @@ impl App {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinSet<eventfold_projections::Result<()>> {
         let mut set = tokio::task::JoinSet::new();
-        let planner =
-            crate::reactions::ReminderPlanner::new(self.service.clone(), self.read_pool.clone());
         let options = RunnerOptions {
-            // One purchase that cannot be planned must not hold the others back.
+            // One purchase that cannot be planned (or "yes" whose order cannot be
+            // drafted) must not hold the others back.
             poison: eventfold_projections::PoisonPolicy::Skip,
             ..RunnerOptions::default()
         };
-        let runner = eventfold_projections::Runner::new(
-            self.store.clone(),
-            planner,
-            options.clone(),
-            self.board.clone(),
-        );
-        {
+        for reaction in [
+            crate::reactions::ServiceReaction::planner(
+                self.service.clone(),
+                self.read_pool.clone(),
+            ),
+            crate::reactions::ServiceReaction::drafter(
+                self.service.clone(),
+                self.read_pool.clone(),
+            ),
+        ] {
+            let runner = eventfold_projections::Runner::new(
+                self.store.clone(),
+                reaction,
+                options.clone(),
+                self.board.clone(),
+            );
             let (shutdown, leases, board) =
                 (shutdown.clone(), self.leases.clone(), self.board.clone());
             set.spawn(async move { leases.run(&runner, &board, shutdown).await });
@@ -142,7 +150,10 @@ impl App {
 
     /// The reactions this process runs.
     pub(crate) fn reaction_names(&self) -> Vec<&'static str> {
-        let mut names = vec![crate::reactions::REMINDER_PLANNER];
+        let mut names = vec![
+            crate::reactions::REMINDER_PLANNER,
+            crate::reactions::ORDER_DRAFTER,
+        ];
         if self.nats.is_some() {
             names.push(crate::notify::DISPATCHER);
         }

@@ -8,6 +8,12 @@
 //! appends with ids derived from the purchase, so it is exactly-once in effect though
 //! at-least-once in execution; its checkpoint (table `eventfold_reaction_checkpoints`)
 //! moves after the effects.
+//!
+//! `order_drafter.v1` does the same for the re-order's "yes": the request appends the
+//! reminder's acceptance, then drafts its order; a request that died between the two
+//! left an accepted reminder with no order until the speaker said "yes" again. The
+//! reaction drafts the order of every `ReorderAccepted` whose order does not exist (the
+//! order's id comes from the reminder; an existing order is left as it is).
 
 use std::sync::Arc;
 
@@ -20,9 +26,13 @@ use eventfold_projections::{async_trait, lock_ddl, Dialect, Error, FailPoint, Re
 /// The reminder planner's name on the status board.
 pub(crate) const REMINDER_PLANNER: &str = "reminder_planner.v1";
 
+/// The order drafter's name on the status board.
+pub(crate) const ORDER_DRAFTER: &str = "order_drafter.v1";
+
 /// Every reaction of this build, as named on the status board.
 pub(crate) const REACTIONS: &[&str] = &[
     REMINDER_PLANNER,
+    ORDER_DRAFTER,
     crate::notify::DISPATCHER,
     crate::relay::RELAY,
 ];
@@ -126,27 +136,66 @@ impl ReactionProgress {
     }
 }
 
-/// Plans reminders from `PurchaseRecorded` events.
-pub(crate) struct ReminderPlanner<S> {
-    service: Arc<CommandService<S>>,
-    progress: ReactionProgress,
-    fail_point: FailPoint,
+/// The command side's second step after an event, as a reaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Plans the reminder of a `PurchaseRecorded`.
+    PlanReminder,
+    /// Drafts the order of a `ReorderAccepted`.
+    DraftOrder,
 }
 
-impl<S> std::fmt::Debug for ReminderPlanner<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReminderPlanner").finish_non_exhaustive()
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::PlanReminder => REMINDER_PLANNER,
+            Step::DraftOrder => ORDER_DRAFTER,
+        }
+    }
+
+    fn event_type(self) -> &'static str {
+        match self {
+            Step::PlanReminder => "PurchaseRecorded",
+            Step::DraftOrder => "ReorderAccepted",
+        }
     }
 }
 
-impl<S> ReminderPlanner<S> {
-    /// A planner using `service`, its checkpoint on `pool`.
-    pub(crate) fn new(service: Arc<CommandService<S>>, pool: sqlx::AnyPool) -> Self {
+/// A reaction that runs a step of the command service for every event of one type:
+/// the reminder planner (`PurchaseRecorded`) or the order drafter (`ReorderAccepted`).
+pub(crate) struct ServiceReaction<S> {
+    service: Arc<CommandService<S>>,
+    progress: ReactionProgress,
+    fail_point: FailPoint,
+    step: Step,
+}
+
+impl<S> std::fmt::Debug for ServiceReaction<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceReaction")
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> ServiceReaction<S> {
+    fn new(service: Arc<CommandService<S>>, pool: sqlx::AnyPool, step: Step) -> Self {
         Self {
             service,
-            progress: ReactionProgress::new(pool, REMINDER_PLANNER),
+            progress: ReactionProgress::new(pool, step.name()),
             fail_point: FailPoint::default(),
+            step,
         }
+    }
+
+    /// The reminder planner using `service`, its checkpoint on `pool`.
+    pub(crate) fn planner(service: Arc<CommandService<S>>, pool: sqlx::AnyPool) -> Self {
+        Self::new(service, pool, Step::PlanReminder)
+    }
+
+    /// The order drafter using `service`, its checkpoint on `pool`.
+    pub(crate) fn drafter(service: Arc<CommandService<S>>, pool: sqlx::AnyPool) -> Self {
+        Self::new(service, pool, Step::DraftOrder)
     }
 }
 
@@ -166,13 +215,13 @@ fn failed(record: &RecordedEvent, error: CommandError) -> Error {
 }
 
 #[async_trait]
-impl<S: EventStore> Sink for ReminderPlanner<S> {
+impl<S: EventStore> Sink for ServiceReaction<S> {
     fn name(&self) -> &'static str {
-        REMINDER_PLANNER
+        self.step.name()
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        event_type == "PurchaseRecorded"
+        event_type == self.step.event_type()
     }
 
     async fn setup(&self) -> Result<()> {
@@ -190,14 +239,15 @@ impl<S: EventStore> Sink for ReminderPlanner<S> {
         to: Position,
     ) -> Result<()> {
         for (record, _) in events {
-            if record.event_type != "PurchaseRecorded" {
+            if record.event_type != self.step.event_type() {
                 continue;
             }
             self.fail_point.trip()?;
-            self.service
-                .plan_after(record)
-                .await
-                .map_err(|e| failed(record, e))?;
+            let done = match self.step {
+                Step::PlanReminder => self.service.plan_after(record).await.map(drop),
+                Step::DraftOrder => self.service.draft_after(record).await,
+            };
+            done.map_err(|e| failed(record, e))?;
         }
         // After the effects: a crash before this line replays them, as no-ops.
         if !events.is_empty() {
@@ -253,7 +303,7 @@ mod tests {
     async fn process(
         db: &PgTestDb,
         read: &ReadDb,
-    ) -> ReminderPlanner<eventfold_event_log::PgEventStore> {
+    ) -> ServiceReaction<eventfold_event_log::PgEventStore> {
         let planner = SlotPlanner::default();
         let slots = SlotBook::shared(planner, read.pool().clone())
             .await
@@ -269,13 +319,13 @@ mod tests {
             progress: Arc::new(|| Position(i64::MAX)),
             wait: Duration::ZERO,
         });
-        ReminderPlanner::new(Arc::new(service), read.pool().clone())
+        ServiceReaction::planner(Arc::new(service), read.pool().clone())
     }
 
     fn runner(
         store: eventfold_event_log::PgEventStore,
-        planner: ReminderPlanner<eventfold_event_log::PgEventStore>,
-    ) -> Runner<eventfold_event_log::PgEventStore, ReminderPlanner<eventfold_event_log::PgEventStore>>
+        planner: ServiceReaction<eventfold_event_log::PgEventStore>,
+    ) -> Runner<eventfold_event_log::PgEventStore, ServiceReaction<eventfold_event_log::PgEventStore>>
     {
         let options = RunnerOptions {
             backoff: Duration::from_millis(20),
@@ -286,7 +336,7 @@ mod tests {
     }
 
     async fn buy(
-        planner: &ReminderPlanner<eventfold_event_log::PgEventStore>,
+        planner: &ServiceReaction<eventfold_event_log::PgEventStore>,
         user: &str,
         days_ago: i64,
     ) {
@@ -423,5 +473,124 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// A "yes" whose request dies between the reminder's acceptance and its order's
+    /// draft (fail point `reorder.accepted`) leaves an accepted reminder with no order;
+    /// the order drafter drafts it — once, at the catalog's price — without the speaker
+    /// saying "yes" again, and a later "yes" (a resend) drafts no second order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_yes_that_dies_before_its_order_is_drafted_gets_its_order_from_the_drafter() {
+        use eventfold_event_schemas::catalogue::PriceChanged;
+
+        let db = PgTestDb::new().await.expect("test database");
+        let read = ReadDb::connect(&db.url()).await.expect("read db");
+        let planner = process(&db, &read).await;
+        let service = planner.service.clone();
+        let ctx = |key: &str| CommandContext {
+            principal: Principal::service("test"),
+            idempotency_key: Some(key.to_owned()),
+            request_fingerprint: None,
+            correlation_id: uuid::Uuid::new_v4(),
+            causation_id: None,
+        };
+        service
+            .set_price(
+                &ctx("price"),
+                PriceChanged {
+                    sku: "CAPS".into(),
+                    title: "Capsules".into(),
+                    unit_price: 550,
+                    currency: "RUB".into(),
+                    available: true,
+                    delivery_days: 1,
+                    changed_at: chrono::Utc::now(),
+                },
+            )
+            .await
+            .expect("price");
+        buy(&planner, "u0", 40).await;
+        buy(&planner, "u0", 10).await;
+        let head = db.store.head().await.expect("head");
+        runner(db.store.clone(), planner)
+            .run_until(Some(head))
+            .await
+            .expect("plan");
+        let events = db
+            .store
+            .read_all(Position::START, None, 10_000)
+            .await
+            .expect("read");
+        let reminder = events
+            .iter()
+            .rev()
+            .find(|e| e.event_type == "ReminderScheduled")
+            .and_then(|e| e.data.to_value().ok())
+            .and_then(|v| v["reminder_id"].as_str().map(str::to_owned))
+            .and_then(|id| uuid::Uuid::parse_str(&id).ok())
+            .expect("a reminder");
+        service
+            .offer(&ctx("offer"), reminder, None)
+            .await
+            .expect("offer");
+
+        // The "yes" dies after the acceptance.
+        service.fail_steps().arm(steps::ACCEPTED, 1);
+        let died = service.accept(&ctx("yes"), reminder).await;
+        assert!(
+            matches!(died, Err(CommandError::Injected(steps::ACCEPTED))),
+            "{died:?}"
+        );
+        let orders = |events: &[eventfold_event_schemas::RecordedEvent]| {
+            events
+                .iter()
+                .filter(|e| e.event_type == "OrderDrafted")
+                .map(|e| e.data.to_value().expect("json"))
+                .collect::<Vec<_>>()
+        };
+        let all = db
+            .store
+            .read_all(Position::START, None, 10_000)
+            .await
+            .expect("read");
+        assert!(orders(&all).is_empty(), "drafted before the drafter ran");
+
+        let head = db.store.head().await.expect("head");
+        let drafter = ServiceReaction::drafter(service.clone(), read.pool().clone());
+        Runner::new(
+            db.store.clone(),
+            drafter,
+            RunnerOptions::default(),
+            StatusBoard::default(),
+        )
+        .run_until(Some(head))
+        .await
+        .expect("draft");
+        let all = db
+            .store
+            .read_all(Position::START, None, 10_000)
+            .await
+            .expect("read");
+        let drafted = orders(&all);
+        assert_eq!(drafted.len(), 1, "{drafted:?}");
+        assert_eq!(drafted[0]["lines"][0]["unit_price"], 550, "{drafted:?}");
+
+        // The speaker resends the "yes": the same order, no second draft.
+        let again = service.accept(&ctx("yes again"), reminder).await;
+        assert!(
+            matches!(
+                again,
+                Err(CommandError::Domain(
+                    eventfold_domain::DomainError::ReminderAlreadyAccepted(_)
+                ))
+            ),
+            "{again:?}"
+        );
+        let all = db
+            .store
+            .read_all(Position::START, None, 10_000)
+            .await
+            .expect("read");
+        assert_eq!(orders(&all).len(), 1);
     }
 }

@@ -14,6 +14,8 @@ pub mod steps {
     pub const APPENDED: &str = "reminder.appended";
     /// The previous reminder is superseded; the planner has not answered yet.
     pub const SUPERSEDED: &str = "reminder.superseded";
+    /// The reminder is accepted (the "yes" appended); its order is not drafted yet.
+    pub const ACCEPTED: &str = "reorder.accepted";
     /// The reaction's effects are done; its checkpoint has not moved.
     pub const BEFORE_CHECKPOINT: &str = "reaction.before_checkpoint";
 }

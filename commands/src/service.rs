@@ -548,6 +548,9 @@ impl<S: EventStore> CommandService<S> {
             }
             Err(other) => return Err(other),
         };
+        // A crash here leaves an accepted reminder without its order: the order drafter
+        // reaction (`draft_after`) drafts it.
+        self.fail.trip(crate::steps::ACCEPTED)?;
         let order = self
             .ensure_order(ctx, &plan, price.as_ref(), order_id, now)
             .await?;
@@ -567,6 +570,41 @@ impl<S: EventStore> CommandService<S> {
             delivery_days: draft.delivery_days,
             repriced_from: draft.repriced_from,
         })
+    }
+
+    /// Order drafting as a reaction to a stored `ReorderAccepted` (the process manager's
+    /// step): drafts the order the "yes" drafted, or did not get to draft because its
+    /// request died between its two appends (the acceptance, then the order). Idempotent:
+    /// the order's id comes from the reminder, and an order already drafted is left as it
+    /// is. Drafted as the request drafts it: at the catalog's price now, dated when the
+    /// "yes" was accepted.
+    pub async fn draft_after(&self, record: &RecordedEvent) -> Result<()> {
+        let Ok(Some(DomainEvent::ReorderAccepted(accepted))) = DomainEvent::from_recorded(record)
+        else {
+            return Ok(());
+        };
+        let ctx = CommandContext {
+            principal: Principal::service("order-drafter"),
+            idempotency_key: None,
+            request_fingerprint: None,
+            correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
+            causation_id: Some(record.event_id),
+        };
+        let reminder = self
+            .handler
+            .state::<Reminder>(&stream("reminder", accepted.reminder_id)?)
+            .await?;
+        let plan = reminder.plan.ok_or(DomainError::ReminderNotFound)?;
+        let price = self.current_price(&plan.sku).await?;
+        self.ensure_order(
+            &ctx,
+            &plan,
+            price.as_ref(),
+            accepted.order_id,
+            accepted.accepted_at,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Drafts the order of an accepted reminder unless it exists.
