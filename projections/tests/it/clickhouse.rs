@@ -372,15 +372,17 @@ async fn a_table_missing_while_a_swap_holds_the_model_is_not_taken_for_lost() ->
     let sink = store.sink(model, &Namespace::Live)?;
     assert_eq!(sink.checkpoint().await?, head);
 
+    // INSERT … SELECT, not VALUES: the query log keeps the whole statement, which
+    // scripts/clickhouse-current replays on a current ClickHouse.
     ch.target
-        .run("INSERT INTO eventfold_holds (name, until, at) VALUES ('workout_facts.v1', now() + 600, 1)")
+        .run("INSERT INTO eventfold_holds (name, until, at) SELECT 'workout_facts.v1', now() + 600, 1")
         .await?;
     ch.target.run("DROP TABLE ch_workout_facts").await?;
     sink.setup().await?;
     assert_eq!(sink.checkpoint().await?, head, "dropped while held");
 
     ch.target
-        .run("INSERT INTO eventfold_holds (name, until, at) VALUES ('workout_facts.v1', toDateTime(0), 2)")
+        .run("INSERT INTO eventfold_holds (name, until, at) SELECT 'workout_facts.v1', toDateTime(0), 2")
         .await?;
     ch.target.run("DROP TABLE ch_workout_facts").await?;
     sink.setup().await?;
