@@ -56,11 +56,7 @@ impl ReactionProgress {
     /// PostgreSQL.
     pub(crate) async fn setup(&self) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let dialect = if tx.backend_name() == "PostgreSQL" {
-            Dialect::Postgres
-        } else {
-            Dialect::Sqlite
-        };
+        let dialect = Dialect::of(&tx);
         lock_ddl(&mut tx, dialect).await?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS eventfold_reaction_checkpoints (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",

@@ -535,11 +535,7 @@ pub(crate) async fn claim_destination(
 ) -> anyhow::Result<ClaimedDestination> {
     ReactionProgress::new(pool.clone(), RELAY).setup().await?;
     let mut tx = pool.begin().await?;
-    let dialect = if tx.backend_name() == "PostgreSQL" {
-        eventfold_projections::Dialect::Postgres
-    } else {
-        eventfold_projections::Dialect::Sqlite
-    };
+    let dialect = eventfold_projections::Dialect::of(&tx);
     eventfold_projections::lock_ddl(&mut tx, dialect).await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS eventfold_relay_destination (name TEXT PRIMARY KEY, topic_prefix TEXT NOT NULL)",

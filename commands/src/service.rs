@@ -252,13 +252,7 @@ impl<S: EventStore> CommandService<S> {
         else {
             return Ok(None);
         };
-        let ctx = CommandContext {
-            principal: Principal::service("reminder-planner"),
-            idempotency_key: None,
-            request_fingerprint: None,
-            correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
-            causation_id: Some(record.event_id),
-        };
+        let ctx = reaction_context("reminder-planner", record);
         let stored_at = Some(record.stream_version);
         self.plan_reminder(&ctx, &record.stream_id, &purchase, stored_at, true)
             .await
@@ -583,13 +577,7 @@ impl<S: EventStore> CommandService<S> {
         else {
             return Ok(());
         };
-        let ctx = CommandContext {
-            principal: Principal::service("order-drafter"),
-            idempotency_key: None,
-            request_fingerprint: None,
-            correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
-            causation_id: Some(record.event_id),
-        };
+        let ctx = reaction_context("order-drafter", record);
         let reminder = self
             .handler
             .state::<Reminder>(&stream("reminder", accepted.reminder_id)?)
@@ -744,5 +732,17 @@ impl<S: EventStore> CommandService<S> {
                 )?)
             })
             .await
+    }
+}
+
+/// The context of a reaction's step on `record`: the service `who`, in the correlation
+/// of the event it follows, caused by it.
+fn reaction_context(who: &str, record: &RecordedEvent) -> CommandContext {
+    CommandContext {
+        principal: Principal::service(who),
+        idempotency_key: None,
+        request_fingerprint: None,
+        correlation_id: record.metadata.correlation_id.unwrap_or_else(Uuid::new_v4),
+        causation_id: Some(record.event_id),
     }
 }

@@ -29,6 +29,51 @@ pub enum Dialect {
     Sqlite,
 }
 
+impl Dialect {
+    /// The engine behind a connection of `sqlx::Any`.
+    pub fn of(conn: &sqlx::AnyConnection) -> Self {
+        if conn.backend_name() == "PostgreSQL" {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+}
+
+/// Whether `table` exists where the model's statements would find it (PostgreSQL: by
+/// the search path).
+pub(crate) async fn table_exists(
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    table: &str,
+) -> Result<bool> {
+    let found: i64 = sqlx::query_scalar(match dialect {
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM (SELECT to_regclass($1) AS t) AS found WHERE t IS NOT NULL"
+        }
+        Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+    })
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(found > 0)
+}
+
+/// Deletes what a relational model has stored about its progress: its checkpoint, its
+/// feeds' checkpoints (`name@…`) and its parked events.
+pub(crate) async fn forget_progress(conn: &mut sqlx::AnyConnection, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1 OR name LIKE $2")
+        .bind(name)
+        .bind(format!("{name}@%"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// A pool on the relational read store.
 #[derive(Debug, Clone)]
 pub struct ReadDb {

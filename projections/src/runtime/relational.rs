@@ -149,22 +149,10 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
         let mut lost = Vec::new();
         let mut kept = Vec::new();
         for table in self.projection.tables() {
-            let found: i64 = sqlx::query_scalar(match self.db.dialect() {
-                // The table the model's statements would find, by the search path.
-                Dialect::Postgres => {
-                    "SELECT COUNT(*) FROM (SELECT to_regclass($1) AS t) AS found WHERE t IS NOT NULL"
-                }
-                Dialect::Sqlite => {
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
-                }
-            })
-            .bind(*table)
-            .fetch_one(&mut *conn)
-            .await?;
-            if found == 0 {
-                lost.push(*table);
-            } else {
+            if crate::sql::table_exists(conn, self.db.dialect(), table).await? {
                 kept.push(*table);
+            } else {
+                lost.push(*table);
             }
         }
         if lost.is_empty() {
@@ -183,16 +171,7 @@ impl<P: RelationalProjection + ?Sized> RelationalSink<P> {
                 .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1 OR name LIKE $2")
-            .bind(name)
-            .bind(format!("{name}@%"))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
-            .bind(name)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        crate::sql::forget_progress(conn, name).await
     }
 
     /// The name of its checkpoint row.

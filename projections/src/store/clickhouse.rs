@@ -229,6 +229,19 @@ fn checkpoint_table(name: &str) -> String {
     format!("ch_checkpoint__{}", base(name))
 }
 
+/// Every table of a model: its data tables, parked events, and its checkpoint last (so
+/// that dropping them in this order and stopping half-way leaves the checkpoint).
+pub(crate) fn every_table(projection: &dyn ClickHouseProjection) -> Vec<String> {
+    let mut tables: Vec<String> = projection
+        .tables()
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    tables.push(parked_table(projection.name()));
+    tables.push(checkpoint_table(projection.name()));
+    tables
+}
+
 fn parked_table(name: &str) -> String {
     format!("ch_parked__{}", base(name))
 }
@@ -323,17 +336,6 @@ impl ClickHouseStore {
                 store: "clickhouse",
             }),
         }
-    }
-
-    fn every_table(projection: &dyn ClickHouseProjection) -> Vec<String> {
-        let mut tables: Vec<String> = projection
-            .tables()
-            .iter()
-            .map(|t| (*t).to_owned())
-            .collect();
-        tables.push(checkpoint_table(projection.name()));
-        tables.push(parked_table(projection.name()));
-        tables
     }
 
     /// Rows of a table; with `replacing`, as queries of a `ReplacingMergeTree` see them.
@@ -459,7 +461,7 @@ impl ReadStore for ClickHouseStore {
         for table in projection.tables() {
             deleted += self.count(table, true).await?;
         }
-        for table in Self::every_table(projection.as_ref()) {
+        for table in every_table(projection.as_ref()) {
             self.target
                 .run(&format!("DROP TABLE IF EXISTS {table}"))
                 .await?;
@@ -562,7 +564,7 @@ impl ReadStore for ClickHouseStore {
                     details: differences.join("; "),
                 });
             }
-            let tables = Self::every_table(projection.as_ref());
+            let tables = every_table(projection.as_ref());
             for table in &tables {
                 self.target
                     .run(&format!("DROP TABLE IF EXISTS old_{table}"))

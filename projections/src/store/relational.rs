@@ -143,16 +143,7 @@ impl ReadStore for RelationalStore {
         let mut deleted = 0u64;
         for table in projection.tables() {
             // Counted first, for the report; a table that never existed counts 0.
-            let exists: i64 = sqlx::query_scalar(match self.db.dialect() {
-                Dialect::Postgres => "SELECT COUNT(*) FROM pg_tables WHERE tablename = $1",
-                Dialect::Sqlite => {
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
-                }
-            })
-            .bind(*table)
-            .fetch_one(&mut *tx)
-            .await?;
-            if exists > 0 {
+            if crate::sql::table_exists(&mut tx, self.db.dialect(), table).await? {
                 let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
                     .fetch_one(&mut *tx)
                     .await?;
@@ -162,16 +153,8 @@ impl ReadStore for RelationalStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Its own checkpoint and every source's (`name@…`).
-        sqlx::query("DELETE FROM eventfold_checkpoints WHERE name = $1 OR name LIKE $2")
-            .bind(model.name())
-            .bind(format!("{}@%", model.name()))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM eventfold_parked_events WHERE projection = $1")
-            .bind(model.name())
-            .execute(&mut *tx)
-            .await?;
+        // Its own checkpoint, every source's (`name@…`) and its parked events.
+        crate::sql::forget_progress(&mut tx, model.name()).await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
 
 use super::{
-    ch, checkpoint_table, insert_rows, now_secs, parked_table, ChTables, CheckpointRow,
-    ClickHouseProjection, ClickHouseTarget, ParkedRow, HOLD_RECHECK,
+    ch, checkpoint_table, every_table, insert_rows, now_secs, parked_table, ChTables,
+    CheckpointRow, ClickHouseProjection, ClickHouseTarget, ParkedRow, HOLD_RECHECK,
 };
 use crate::runtime::{FailPoint, Sink};
 use crate::{Error, Result};
@@ -143,16 +143,8 @@ impl ClickHouseSink {
              through {}: rebuilding it from the log",
             at.0
         );
-        let mut tables: Vec<String> = self
-            .projection
-            .tables()
-            .iter()
-            .map(|t| (*t).to_owned())
-            .collect();
-        tables.push(parked_table(name));
         // The checkpoint last: a crash before it finds the loss again.
-        tables.push(checkpoints);
-        for table in tables {
+        for table in every_table(self.projection.as_ref()) {
             self.target
                 .run(&format!("DROP TABLE IF EXISTS {table}"))
                 .await?;
