@@ -325,6 +325,20 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         ));
     }
     projections.setup().await?;
+    // The board counts what this process parks, from what the stores hold already: after
+    // a restart `/metrics` and `/api/v1/projections` said 0 while parked events waited
+    // (and an alert on them cleared itself).
+    // (Only those with some: the board lists what it has entries for.)
+    for progress in projections.stored_progress().await? {
+        if progress.parked > 0 {
+            board.set_parked(progress.name, progress.parked);
+        }
+    }
+    for (name, _, parked) in crate::reactions::stored_progress(db.pool()).await {
+        if parked > 0 {
+            board.set_parked(name, u64::try_from(parked).unwrap_or_default());
+        }
+    }
     let planner = config.slot_planner()?;
     report.push(format!(
         "reminder slots: {} minutes, at most {} reminders each, shared by every process on this database",

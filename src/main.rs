@@ -295,7 +295,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Projections(command) => {
             let set = cli_set(&database_url, redis, clickhouse).await?;
-            projections::run(&set, command, &mut out).await?;
+            projections::run(&config, &set, command, &mut out).await?;
         }
         Command::Demo(args) => demo::run(cli.database_url.as_deref(), args, &mut out).await?,
         Command::Bench(command) => bench::run(&database_url, command, &mut out).await?,

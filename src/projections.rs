@@ -16,6 +16,24 @@ pub(crate) enum ProjectionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The events projections and reactions parked (gave up on after their retries and
+    /// skipped), oldest first, with why: every one, or those of the names given.
+    Parked {
+        /// Projections or reactions, e.g. `order_drafter.v1` (all when none).
+        names: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs a reaction's step again for each event it parked, once its cause is fixed
+    /// (e.g. a sku back in the catalog): `reminder_planner.v1` or `order_drafter.v1`.
+    /// What goes through is forgotten; what fails again stays parked with its new error
+    /// (and the command exits non-zero). A read model's parked events are not applied
+    /// out of order: fix the cause and `eventfold replay` the model.
+    Retry {
+        /// The reaction.
+        name: String,
+    },
     /// Delete a read model and its checkpoint: it is rebuilt from the log by the next
     /// `serve` (or at once by a running one). Asks for the name to be typed unless --yes.
     Reset {
@@ -105,12 +123,15 @@ pub(crate) async fn projection_set(
 }
 
 pub(crate) async fn run(
+    config: &crate::config::Config,
     set: &ProjectionSet<AnyEventStore>,
     command: ProjectionsCommand,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match command {
         ProjectionsCommand::Reset { name, yes } => reset(set, &name, yes, out).await?,
+        ProjectionsCommand::Parked { names, json } => parked(set, &names, json, out).await?,
+        ProjectionsCommand::Retry { name } => retry(config, set, &name, out).await?,
         ProjectionsCommand::Status { json } => {
             let progress = set.stored_progress().await?;
             let mut names: Vec<&str> = progress.iter().map(|p| p.name).collect();
@@ -236,5 +257,136 @@ async fn reset(
         out,
         "{name}: {deleted} {unit}, checkpoint and parked events deleted ({owned} in {place}); it is rebuilt from position 0 by serve (a running one starts at once)"
     )?;
+    Ok(())
+}
+
+/// `projections parked`: every parked event of the models and reactions asked for.
+async fn parked(
+    set: &ProjectionSet<AnyEventStore>,
+    names: &[String],
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    for name in names {
+        if set.registry().get(name).is_none()
+            && !crate::reactions::REACTIONS.contains(&name.as_str())
+        {
+            let mut known = set.registry().names();
+            known.extend(crate::reactions::REACTIONS);
+            anyhow::bail!(
+                "unknown projection or reaction {name:?}: use one of {}",
+                known.join(", ")
+            );
+        }
+    }
+    let wanted = |name: &str| names.is_empty() || names.iter().any(|n| n == name);
+    let mut rows = Vec::new();
+    let mut push = |name: &str, store: &str, parked: Vec<eventfold_projections::ParkedEvent>| {
+        for p in parked {
+            rows.push(serde_json::json!({
+                "name": name, "store": store, "position": p.position,
+                "event_type": p.event_type, "error": p.error,
+            }));
+        }
+    };
+    // Every active model, or the models named (one of a store not configured here is
+    // an error naming it, not "none").
+    let models: Vec<eventfold_projections::Model> = if names.is_empty() {
+        set.active().cloned().collect()
+    } else {
+        names
+            .iter()
+            .filter_map(|n| set.registry().get(n).cloned())
+            .collect()
+    };
+    for model in &models {
+        push(
+            model.name(),
+            model.store().as_str(),
+            set.parked(model.name()).await?,
+        );
+    }
+    for name in crate::reactions::REACTIONS.iter().filter(|n| wanted(n)) {
+        let progress = crate::reactions::ReactionProgress::new(set.db().pool().clone(), name);
+        push(name, "reaction", progress.parked().await?);
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else if rows.is_empty() {
+        writeln!(out, "no parked events")?;
+    } else {
+        writeln!(
+            out,
+            "{:<20} {:>11}  {:<22} error",
+            "name", "position", "event type"
+        )?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<20} {:>11}  {:<22} {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["position"].as_i64().unwrap_or_default(),
+                r["event_type"].as_str().unwrap_or_default(),
+                r["error"].as_str().unwrap_or_default(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `projections retry`: a reaction's parked events, through its step again.
+async fn retry(
+    config: &crate::config::Config,
+    set: &ProjectionSet<AnyEventStore>,
+    name: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use crate::reactions::{ServiceReaction, ORDER_DRAFTER, REACTIONS, REMINDER_PLANNER};
+    if ![REMINDER_PLANNER, ORDER_DRAFTER].contains(&name) {
+        if REACTIONS.contains(&name) {
+            anyhow::bail!("{name}'s parked events cannot be retried from here: only {REMINDER_PLANNER} and {ORDER_DRAFTER} (whose steps are idempotent commands) can");
+        }
+        if set.registry().get(name).is_some() {
+            anyhow::bail!("{name} is a read model: its parked events cannot be applied out of order; fix their cause, then `eventfold replay {name}` rebuilds it with every event");
+        }
+        anyhow::bail!("unknown reaction {name:?}: use {REMINDER_PLANNER} or {ORDER_DRAFTER}");
+    }
+    let planner = config.slot_planner()?;
+    let pool = set.db().pool().clone();
+    let slots = eventfold_commands::SlotBook::shared(planner, pool.clone()).await?;
+    let service = std::sync::Arc::new(
+        eventfold_commands::CommandService::with(
+            set.log().clone(),
+            eventfold_domain::consumables::ConsumablePolicy::default(),
+            planner,
+            std::sync::Arc::new(chrono::Utc::now),
+        )
+        .with_slot_book(slots),
+    );
+    let reaction = if name == REMINDER_PLANNER {
+        ServiceReaction::planner(service, pool)
+    } else {
+        ServiceReaction::drafter(service, pool)
+    };
+    let (done, left) = reaction.retry_parked().await?;
+    for position in &done {
+        writeln!(out, "{name}: position {position} retried: done")?;
+    }
+    for p in &left {
+        writeln!(
+            out,
+            "{name}: position {} ({}) still parked: {}",
+            p.position, p.event_type, p.error
+        )?;
+    }
+    if !left.is_empty() {
+        anyhow::bail!(
+            "{} of {name}'s parked events failed again and stay parked",
+            left.len()
+        );
+    }
+    if done.is_empty() {
+        writeln!(out, "{name}: no parked events")?;
+    }
     Ok(())
 }

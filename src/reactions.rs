@@ -21,7 +21,9 @@ use eventfold_commands::{CommandError, CommandService};
 use eventfold_domain::DomainEvent;
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::{Position, RecordedEvent};
-use eventfold_projections::{async_trait, lock_ddl, Dialect, Error, FailPoint, Result, Sink};
+use eventfold_projections::{
+    async_trait, lock_ddl, Dialect, Error, FailPoint, ParkedEvent, Result, Sink,
+};
 
 /// The reminder planner's name on the status board.
 pub(crate) const REMINDER_PLANNER: &str = "reminder_planner.v1";
@@ -117,6 +119,39 @@ impl ReactionProgress {
         Ok(())
     }
 
+    /// Its parked events, oldest first (none before its tables exist).
+    pub(crate) async fn parked(&self) -> Result<Vec<ParkedEvent>> {
+        let rows: std::result::Result<Vec<(i64, String, String)>, Error> = sqlx::query_as(
+            "SELECT position, event_type, error FROM eventfold_reaction_parked WHERE name = $1 ORDER BY position",
+        )
+        .bind(self.name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::from);
+        let rows = match rows {
+            Err(error) if eventfold_projections::schema_broken(&error) => Vec::new(),
+            other => other?,
+        };
+        Ok(rows.into_iter().map(ParkedEvent::from).collect())
+    }
+
+    /// Forgets a parked event (it was applied on a retry), or records its new error.
+    async fn settle(&self, position: i64, error: Option<&str>) -> Result<()> {
+        let mut q = sqlx::query(match error {
+            None => "DELETE FROM eventfold_reaction_parked WHERE name = $1 AND position = $2",
+            Some(_) => {
+                "UPDATE eventfold_reaction_parked SET error = $3 WHERE name = $1 AND position = $2"
+            }
+        })
+        .bind(self.name)
+        .bind(position);
+        if let Some(error) = error {
+            q = q.bind(error.to_owned());
+        }
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Records an event the reaction gave up on.
     pub(crate) async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
         sqlx::query(
@@ -192,6 +227,53 @@ impl<S> ServiceReaction<S> {
     /// The order drafter using `service`, its checkpoint on `pool`.
     pub(crate) fn drafter(service: Arc<CommandService<S>>, pool: sqlx::AnyPool) -> Self {
         Self::new(service, pool, Step::DraftOrder)
+    }
+}
+
+impl<S: EventStore> ServiceReaction<S> {
+    /// Runs the step again for every event this reaction parked, oldest first (`eventfold
+    /// projections retry`): one that goes through now is forgotten, one that fails again
+    /// stays parked with its new error. Steps are idempotent, so a retry beside a running
+    /// reaction (or of an event another process already retried) does nothing twice. A
+    /// store that fails stops the retry with its error; what was not retried stays
+    /// parked. Returns the positions retried and the events still parked.
+    pub(crate) async fn retry_parked(&self) -> Result<(Vec<i64>, Vec<ParkedEvent>)> {
+        let (mut done, mut left) = (Vec::new(), Vec::new());
+        for parked in self.progress.parked().await? {
+            let record = self
+                .service
+                .store()
+                .read_all(Position(parked.position.saturating_sub(1)), None, 1)
+                .await
+                .map_err(Error::Log)?
+                .into_iter()
+                .find(|r| r.global_position.0 == parked.position);
+            let Some(record) = record else {
+                let error = format!("position {} is not in the log", parked.position);
+                self.progress.settle(parked.position, Some(&error)).await?;
+                left.push(ParkedEvent { error, ..parked });
+                continue;
+            };
+            let outcome = match self.step {
+                Step::PlanReminder => self.service.plan_after(&record).await.map(drop),
+                Step::DraftOrder => self.service.draft_after(&record).await,
+            };
+            match outcome.map_err(|e| failed(&record, e)) {
+                Ok(()) => {
+                    self.progress.settle(parked.position, None).await?;
+                    done.push(parked.position);
+                }
+                Err(Error::Poison { reason, .. }) => {
+                    self.progress.settle(parked.position, Some(&reason)).await?;
+                    left.push(ParkedEvent {
+                        error: reason,
+                        ..parked
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok((done, left))
     }
 }
 
@@ -278,315 +360,4 @@ pub(crate) async fn stored_progress(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    use eventfold_commands::{steps, CommandContext, Planning, Principal, SlotBook};
-    use eventfold_domain::consumables::ConsumablePolicy;
-    use eventfold_domain::slotting::SlotPlanner;
-    use eventfold_event_log::testing::PgTestDb;
-    use eventfold_event_log::EventReader;
-    use eventfold_event_schemas::catalogue::PurchaseRecorded;
-    use eventfold_projections::{ReadDb, Runner, RunnerOptions, StatusBoard};
-
-    use super::*;
-
-    const USERS: usize = 3;
-
-    /// A fresh process's planner: its own service and slot book handle on the shared
-    /// tables; requests do not plan (the reaction does).
-    async fn process(
-        db: &PgTestDb,
-        read: &ReadDb,
-    ) -> ServiceReaction<eventfold_event_log::PgEventStore> {
-        let planner = SlotPlanner::default();
-        let slots = SlotBook::shared(planner, read.pool().clone())
-            .await
-            .expect("slot book");
-        let service = CommandService::with(
-            db.store.clone(),
-            ConsumablePolicy::default(),
-            planner,
-            Arc::new(chrono::Utc::now),
-        )
-        .with_slot_book(slots)
-        .with_planning(Planning::Reaction {
-            progress: Arc::new(|| Position(i64::MAX)),
-            wait: Duration::ZERO,
-        });
-        ServiceReaction::planner(Arc::new(service), read.pool().clone())
-    }
-
-    fn runner(
-        store: eventfold_event_log::PgEventStore,
-        planner: ServiceReaction<eventfold_event_log::PgEventStore>,
-    ) -> Runner<eventfold_event_log::PgEventStore, ServiceReaction<eventfold_event_log::PgEventStore>>
-    {
-        let options = RunnerOptions {
-            backoff: Duration::from_millis(20),
-            poison: eventfold_projections::PoisonPolicy::Skip,
-            ..RunnerOptions::default()
-        };
-        Runner::new(store, planner, options, StatusBoard::default())
-    }
-
-    async fn buy(
-        planner: &ServiceReaction<eventfold_event_log::PgEventStore>,
-        user: &str,
-        days_ago: i64,
-    ) {
-        let ctx = CommandContext {
-            principal: Principal::service("test"),
-            idempotency_key: Some(format!("buy-{user}-{days_ago}")),
-            request_fingerprint: None,
-            correlation_id: uuid::Uuid::new_v4(),
-            causation_id: None,
-        };
-        planner
-            .service
-            .record_purchase(
-                &ctx,
-                PurchaseRecorded {
-                    user_id: user.to_owned(),
-                    sku: "CAPS".into(),
-                    title: "Capsules".into(),
-                    category: "coffee".into(),
-                    quantity: 1,
-                    unit_price: 500,
-                    currency: "RUB".into(),
-                    purchased_at: chrono::Utc::now() - chrono::Duration::days(days_ago),
-                },
-            )
-            .await
-            .expect("purchase");
-    }
-
-    /// For every step between a purchase's append and its reminder's (and the supersede
-    /// of the one before, and the reaction's checkpoint), a planner that dies there —
-    /// its task aborted while the step's failure is pending — and a new process that
-    /// takes over leave exactly one reminder for each user's latest purchase, the
-    /// previous one superseded once, and one slot reservation per reminder.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_planner_dying_at_any_step_leaves_exactly_one_reminder_per_purchase() {
-        let points: [Option<&'static str>; 5] = [
-            None, // the reaction's own fail point: before planning
-            Some(steps::RESERVED),
-            Some(steps::APPENDED),
-            Some(steps::SUPERSEDED),
-            Some(steps::BEFORE_CHECKPOINT),
-        ];
-        for point in points {
-            let what = point.unwrap_or("before planning");
-            let db = PgTestDb::new().await.expect("test database");
-            let read = ReadDb::connect(&db.url()).await.expect("read db");
-            // The first purchases, planned by a healthy planner.
-            let first = process(&db, &read).await;
-            for u in 0..USERS {
-                buy(&first, &format!("u{u}"), 40).await;
-            }
-            let head = db.store.head().await.expect("head");
-            runner(db.store.clone(), first)
-                .run_until(Some(head))
-                .await
-                .expect("plan");
-            // The second purchases; the planner dies at the step.
-            let doomed = process(&db, &read).await;
-            for u in 0..USERS {
-                buy(&doomed, &format!("u{u}"), 10).await;
-            }
-            let (fail_steps, fail_point) = (doomed.service.fail_steps(), doomed.fail_point());
-            match point {
-                Some(step) => fail_steps.arm(step, u32::MAX),
-                None => fail_point.arm(u32::MAX),
-            }
-            let head = db.store.head().await.expect("head");
-            let store = db.store.clone();
-            let dying =
-                tokio::spawn(async move { runner(store, doomed).run_until(Some(head)).await });
-            for _ in 0..500 {
-                if fail_steps.fired() + fail_point.fired() > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            assert!(
-                fail_steps.fired() + fail_point.fired() > 0,
-                "{what}: never reached"
-            );
-            dying.abort();
-            let _ = dying.await;
-            // Another process takes over from the stored checkpoint.
-            let heir = process(&db, &read).await;
-            runner(db.store.clone(), heir)
-                .run_until(Some(head))
-                .await
-                .expect("heal");
-
-            let events = db
-                .store
-                .read_all(Position::START, None, 10_000)
-                .await
-                .expect("read");
-            let mut scheduled = BTreeMap::<String, usize>::new();
-            let mut superseded = BTreeMap::<String, usize>::new();
-            for e in &events {
-                let id = e.data.to_value().expect("json")["reminder_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                match e.event_type.as_str() {
-                    "ReminderScheduled" => *scheduled.entry(id).or_default() += 1,
-                    "ReminderSuperseded" => *superseded.entry(id).or_default() += 1,
-                    _ => {}
-                }
-            }
-            assert_eq!(
-                scheduled.len(),
-                2 * USERS,
-                "{what}: a reminder per purchase"
-            );
-            assert!(scheduled.values().all(|n| *n == 1), "{what}: {scheduled:?}");
-            assert_eq!(superseded.len(), USERS, "{what}: the first ones superseded");
-            assert!(
-                superseded.values().all(|n| *n == 1),
-                "{what}: {superseded:?}"
-            );
-            let reservations: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM eventfold_slot_reservations")
-                    .fetch_one(read.pool())
-                    .await
-                    .expect("count");
-            let load: i64 = sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(load), 0) AS BIGINT) FROM eventfold_slot_loads",
-            )
-            .fetch_one(read.pool())
-            .await
-            .expect("sum");
-            assert_eq!(
-                (reservations, load),
-                (2 * USERS as i64, 2 * USERS as i64),
-                "{what}"
-            );
-        }
-    }
-
-    /// A "yes" whose request dies between the reminder's acceptance and its order's
-    /// draft (fail point `reorder.accepted`) leaves an accepted reminder with no order;
-    /// the order drafter drafts it — once, at the catalog's price — without the speaker
-    /// saying "yes" again, and a later "yes" (a resend) drafts no second order.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_yes_that_dies_before_its_order_is_drafted_gets_its_order_from_the_drafter() {
-        use eventfold_event_schemas::catalogue::PriceChanged;
-
-        let db = PgTestDb::new().await.expect("test database");
-        let read = ReadDb::connect(&db.url()).await.expect("read db");
-        let planner = process(&db, &read).await;
-        let service = planner.service.clone();
-        let ctx = |key: &str| CommandContext {
-            principal: Principal::service("test"),
-            idempotency_key: Some(key.to_owned()),
-            request_fingerprint: None,
-            correlation_id: uuid::Uuid::new_v4(),
-            causation_id: None,
-        };
-        service
-            .set_price(
-                &ctx("price"),
-                PriceChanged {
-                    sku: "CAPS".into(),
-                    title: "Capsules".into(),
-                    unit_price: 550,
-                    currency: "RUB".into(),
-                    available: true,
-                    delivery_days: 1,
-                    changed_at: chrono::Utc::now(),
-                },
-            )
-            .await
-            .expect("price");
-        buy(&planner, "u0", 40).await;
-        buy(&planner, "u0", 10).await;
-        let head = db.store.head().await.expect("head");
-        runner(db.store.clone(), planner)
-            .run_until(Some(head))
-            .await
-            .expect("plan");
-        let events = db
-            .store
-            .read_all(Position::START, None, 10_000)
-            .await
-            .expect("read");
-        let reminder = events
-            .iter()
-            .rev()
-            .find(|e| e.event_type == "ReminderScheduled")
-            .and_then(|e| e.data.to_value().ok())
-            .and_then(|v| v["reminder_id"].as_str().map(str::to_owned))
-            .and_then(|id| uuid::Uuid::parse_str(&id).ok())
-            .expect("a reminder");
-        service
-            .offer(&ctx("offer"), reminder, None)
-            .await
-            .expect("offer");
-
-        // The "yes" dies after the acceptance.
-        service.fail_steps().arm(steps::ACCEPTED, 1);
-        let died = service.accept(&ctx("yes"), reminder).await;
-        assert!(
-            matches!(died, Err(CommandError::Injected(steps::ACCEPTED))),
-            "{died:?}"
-        );
-        let orders = |events: &[eventfold_event_schemas::RecordedEvent]| {
-            events
-                .iter()
-                .filter(|e| e.event_type == "OrderDrafted")
-                .map(|e| e.data.to_value().expect("json"))
-                .collect::<Vec<_>>()
-        };
-        let all = db
-            .store
-            .read_all(Position::START, None, 10_000)
-            .await
-            .expect("read");
-        assert!(orders(&all).is_empty(), "drafted before the drafter ran");
-
-        let head = db.store.head().await.expect("head");
-        let drafter = ServiceReaction::drafter(service.clone(), read.pool().clone());
-        Runner::new(
-            db.store.clone(),
-            drafter,
-            RunnerOptions::default(),
-            StatusBoard::default(),
-        )
-        .run_until(Some(head))
-        .await
-        .expect("draft");
-        let all = db
-            .store
-            .read_all(Position::START, None, 10_000)
-            .await
-            .expect("read");
-        let drafted = orders(&all);
-        assert_eq!(drafted.len(), 1, "{drafted:?}");
-        assert_eq!(drafted[0]["lines"][0]["unit_price"], 550, "{drafted:?}");
-
-        // The speaker resends the "yes": the same order, no second draft.
-        let again = service.accept(&ctx("yes again"), reminder).await;
-        assert!(
-            matches!(
-                again,
-                Err(CommandError::Domain(
-                    eventfold_domain::DomainError::ReminderAlreadyAccepted(_)
-                ))
-            ),
-            "{again:?}"
-        );
-        let all = db
-            .store
-            .read_all(Position::START, None, 10_000)
-            .await
-            .expect("read");
-        assert_eq!(orders(&all).len(), 1);
-    }
-}
+mod tests;

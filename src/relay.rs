@@ -233,6 +233,7 @@ pub(crate) struct Relay {
     admin: AdminClient<DefaultClientContext>,
     topics: Mutex<HashSet<String>>,
     progress: ReactionProgress,
+    pool: sqlx::AnyPool,
     board: StatusBoard,
     fail_point: FailPoint,
 }
@@ -260,10 +261,51 @@ impl Relay {
             producer,
             admin,
             topics: Mutex::new(HashSet::new()),
-            progress: ReactionProgress::new(pool, RELAY),
+            progress: ReactionProgress::new(pool.clone(), RELAY),
+            pool,
             board,
             fail_point: FailPoint::default(),
         })
+    }
+
+    /// The Kafka cluster the relay publishes to, checked against the one it published
+    /// to before it produces anything (table `eventfold_relay_cluster`, beside the topic
+    /// prefix): the checkpoint says how far the log went out, not where to. Pointed at
+    /// another cluster (`KAFKA_BROKERS` changed, or the cluster rebuilt), the relay would
+    /// go on from its checkpoint, and the new cluster's topics would lack every event
+    /// before it — a worker building a model from them would build it without a word.
+    /// The first run (or the first since this check) records the cluster; a relay that
+    /// has published nothing yet may move; otherwise another cluster stops the relay
+    /// ([`Error::InvalidSetting`], not retried) until its brokers are set back or
+    /// `eventfold relay --from-start` publishes the whole log to the new cluster. A
+    /// cluster that does not answer is waited for (the runner retries the set-up).
+    async fn claim_cluster(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_cluster_id(Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| unavailable("reading the cluster id", e))?;
+        let Some(cluster) = found.filter(|id| !id.is_empty()) else {
+            return Err(unavailable(
+                "reading the cluster id",
+                format!("{} did not answer", self.settings.brokers),
+            ));
+        };
+        let mut tx = self.pool.begin().await?;
+        let dialect = eventfold_projections::Dialect::of(&tx);
+        eventfold_projections::lock_ddl(&mut tx, dialect).await?;
+        if let Some(Recorded { stored, checkpoint }) = record(&mut tx, CLUSTER, &cluster).await? {
+            return Err(Error::InvalidSetting(format!(
+                "the relay has published the log through position {checkpoint} to the Kafka \
+                 cluster {stored:?}, and {} is the cluster {cluster:?}: its topics would lack \
+                 those {checkpoint} positions. Set KAFKA_BROKERS back to the cluster {stored:?}, \
+                 or run `eventfold relay --from-start` once to publish the whole log to the new one",
+                self.settings.brokers
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Creates those of `topics` the relay has not seen yet (one that exists already is
@@ -416,7 +458,8 @@ impl Sink for Relay {
     }
 
     async fn setup(&self) -> Result<()> {
-        self.progress.setup().await
+        self.progress.setup().await?;
+        self.claim_cluster().await
     }
 
     async fn checkpoint(&self) -> Result<Position> {
@@ -537,49 +580,111 @@ pub(crate) async fn claim_destination(
     let mut tx = pool.begin().await?;
     let dialect = eventfold_projections::Dialect::of(&tx);
     eventfold_projections::lock_ddl(&mut tx, dialect).await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS eventfold_relay_destination (name TEXT PRIMARY KEY, topic_prefix TEXT NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT topic_prefix FROM eventfold_relay_destination WHERE name = $1")
+    let claimed = if from_start {
+        let was: i64 = sqlx::query_scalar(
+            "SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1",
+        )
+        .bind(RELAY)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = 0 WHERE name = $1")
             .bind(RELAY)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-    let checkpoint: i64 =
-        sqlx::query_scalar("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
+        // Whichever cluster it published to, it publishes everything to this one.
+        sqlx::query(&CLUSTER.create()).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {} WHERE name = $1", CLUSTER.table))
             .bind(RELAY)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-    let claimed = match stored.as_deref() {
-        _ if from_start => {
-            sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = 0 WHERE name = $1")
-                .bind(RELAY)
-                .execute(&mut *tx)
-                .await?;
-            ClaimedDestination::FromStart { was: checkpoint }
-        }
-        Some(stored) if stored == prefix => ClaimedDestination::Same,
-        Some(stored) if checkpoint > 0 => anyhow::bail!(
+        ClaimedDestination::FromStart { was }
+    } else {
+        ClaimedDestination::Same
+    };
+    if let Some(Recorded { stored, checkpoint }) = record(&mut tx, PREFIX, prefix).await? {
+        anyhow::bail!(
             "the relay has published the log through position {checkpoint} to topics \
              {stored}{{category}}, and the topic prefix is now {prefix:?}: topics under it would \
              lack those {checkpoint} positions. Set EVENTFOLD_KAFKA_TOPIC_PREFIX (or \
              kafka_topic_prefix) back to {stored:?}, or run `eventfold relay --from-start` once \
              to publish the whole log again under the new prefix"
-        ),
-        _ => ClaimedDestination::Same,
-    };
-    sqlx::query(
-        "INSERT INTO eventfold_relay_destination (name, topic_prefix) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET topic_prefix = excluded.topic_prefix",
-    )
-    .bind(RELAY)
-    .bind(prefix)
-    .execute(&mut *tx)
-    .await?;
+        );
+    }
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// Something the relay records of where it publishes: a table with one row for it.
+struct Where {
+    table: &'static str,
+    column: &'static str,
+}
+
+impl Where {
+    fn create(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, {} TEXT NOT NULL)",
+            self.table, self.column
+        )
+    }
+}
+
+/// The topic prefix it publishes under ([`claim_destination`]).
+const PREFIX: Where = Where {
+    table: "eventfold_relay_destination",
+    column: "topic_prefix",
+};
+
+/// The Kafka cluster it publishes to ([`Relay::claim_cluster`]).
+const CLUSTER: Where = Where {
+    table: "eventfold_relay_cluster",
+    column: "cluster_id",
+};
+
+/// What the relay recorded, when it differs from what it is given now.
+struct Recorded {
+    stored: String,
+    checkpoint: i64,
+}
+
+/// In `tx` (under the DDL lock): `what` as the relay recorded it against `value`. Another
+/// value once the relay has published (checkpoint above 0) is returned and nothing is
+/// changed; otherwise `value` is recorded (the first run, or one that published nothing
+/// yet, may move).
+async fn record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    what: Where,
+    value: &str,
+) -> std::result::Result<Option<Recorded>, sqlx::Error> {
+    sqlx::query(&what.create()).execute(&mut **tx).await?;
+    let stored: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT {} FROM {} WHERE name = $1",
+        what.column, what.table
+    ))
+    .bind(RELAY)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM eventfold_reaction_checkpoints WHERE name = $1")
+            .bind(RELAY)
+            .fetch_one(&mut **tx)
+            .await?;
+    match stored {
+        Some(stored) if stored == value => return Ok(None),
+        Some(stored) if checkpoint > 0 => return Ok(Some(Recorded { stored, checkpoint })),
+        _ => {}
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} (name, {column}) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET {column} = excluded.{column}",
+        table = what.table,
+        column = what.column
+    ))
+    .bind(RELAY)
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(None)
 }
 
 /// What [`claim_destination`] did.

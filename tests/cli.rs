@@ -602,7 +602,7 @@ fn redis_models_replay_from_the_command_line() {
         stderr(&without)
     );
     // No live model yet: the first build is counted, the second compared with it.
-    let first = with_redis(&["replay", "voice_due.v1", "leaderboards.v1"]);
+    let first = with_redis(&["replay", "voice_due.v1", "leaderboards.v2"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).contains("keys: due:*"), "{}", stdout(&first));
     let second = with_redis(&["replay", "voice_due.v1"]);
@@ -613,20 +613,20 @@ fn redis_models_replay_from_the_command_line() {
         stdout(&second),
         stderr(&second)
     );
-    let as_of = with_redis(&["replay", "leaderboards.v1", "--to", "50", "--as", "audit"]);
+    let as_of = with_redis(&["replay", "leaderboards.v2", "--to", "50", "--as", "audit"]);
     assert!(
         stdout(&as_of).contains(&format!("{prefix}asof:audit:")),
         "{}",
         stdout(&as_of)
     );
-    let window = with_redis(&["replay", "leaderboards.v1", "--from", "10", "--as", "wk"]);
+    let window = with_redis(&["replay", "leaderboards.v2", "--from", "10", "--as", "wk"]);
     assert!(
         window.status.success() && stdout(&window).contains(&format!("{prefix}asof:wk:")),
         "{}{}",
         stdout(&window),
         stderr(&window)
     );
-    let backwards = with_redis(&["replay", "leaderboards.v1", "--from", "60", "--to", "50"]);
+    let backwards = with_redis(&["replay", "leaderboards.v2", "--from", "60", "--to", "50"]);
     assert!(
         !backwards.status.success() && stderr(&backwards).contains("--from must be"),
         "{}",

@@ -11,9 +11,106 @@ use support::*;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
+/// `serve` on a PostgreSQL database of its own reached through a [`TcpProxy`] of the
+/// test's, with one purchase already answered.
+struct Proxied {
+    db: eventfold_event_log::testing::PgTestDb,
+    proxy: TcpProxy,
+    server: Server,
+    client: Client,
+}
+
+impl Proxied {
+    async fn start() -> Proxied {
+        use std::net::ToSocketAddrs;
+        let db = eventfold_event_log::testing::PgTestDb::new()
+            .await
+            .expect("test database");
+        let server_address = format!("{}:{}", db.options.get_host(), db.options.get_port());
+        let target = server_address
+            .to_socket_addrs()
+            .expect("the test server's address")
+            .next()
+            .expect("an address");
+        let proxy = TcpProxy::start(target);
+        let proxied = db
+            .url()
+            .replace(&server_address, &format!("127.0.0.1:{}", proxy.port));
+        assert_ne!(proxied, db.url(), "the URL goes through the proxy");
+        let server = Server::start(Some(proxied));
+        let client = Client::new();
+        let (status, body, _) = post(
+            &client,
+            &server,
+            "/api/v1/purchases",
+            "service",
+            buy("before"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Proxied {
+            db,
+            proxy,
+            server,
+            client,
+        }
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, Option<String>, Duration) {
+        send(&self.client, &self.server, path, body).await
+    }
+}
+
+/// Sends a GET (no body) or a POST with the service key: status, body, `Retry-After`
+/// and how long the answer took.
+async fn send(
+    client: &Client,
+    server: &Server,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>, Duration) {
+    send_to(client, server.url(path), body).await
+}
+
+/// [`send`] to a whole URL.
+async fn send_to(
+    client: &Client,
+    url: String,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>, Duration) {
+    let request = match body {
+        Some(body) => client.post(url).json(&body),
+        None => client.get(url),
+    };
+    let started = std::time::Instant::now();
+    let response = request
+        .header("x-api-key", SERVICE_KEY)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("an answer, not a dropped connection");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body, retry_after, started.elapsed())
+}
+
+fn buy(user: &str) -> Value {
+    json!({"user_id": user, "sku": "CAPS", "title": "Capsules", "category": "coffee",
+           "quantity": 1, "unit_price": 100})
+}
+
 /// PostgreSQL goes away under `serve` (a proxy of the test's own closes every
 /// connection and refuses new ones) and comes back. Without a circuit breaker each
-/// request waits out the pool's 10 s acquire timeout for its 503 and readiness takes
+/// request waits out the pool's acquire timeout for its 503 and readiness takes
 /// longer than any probe waits; with it, once the server is found gone, commands and
 /// queries are refused at once — 503 `unavailable` with `Retry-After` — readiness says
 /// which stores are gone within its bound, nothing is written meanwhile, and requests
@@ -22,65 +119,15 @@ use serde_json::{json, Value};
 async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns() {
     use eventfold_event_log::EventReader;
     use eventfold_event_schemas::Position;
-    use std::net::ToSocketAddrs;
     use std::time::Instant;
 
-    let db = eventfold_event_log::testing::PgTestDb::new()
-        .await
-        .expect("test database");
-    let server_address = format!("{}:{}", db.options.get_host(), db.options.get_port());
-    let target = server_address
-        .to_socket_addrs()
-        .expect("the test server's address")
-        .next()
-        .expect("an address");
-    let mut proxy = TcpProxy::start(target);
-    let proxied = db
-        .url()
-        .replace(&server_address, &format!("127.0.0.1:{}", proxy.port));
-    assert_ne!(proxied, db.url(), "the URL goes through the proxy");
-    let server = Server::start(Some(proxied));
-    let client = Client::new();
-    let buy = |user: &str| {
-        json!({"user_id": user, "sku": "CAPS", "title": "Capsules", "category": "coffee",
-               "quantity": 1, "unit_price": 100})
-    };
-    let (status, body, _) = post(
-        &client,
-        &server,
-        "/api/v1/purchases",
-        "service",
-        buy("before"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-
-    proxy.down();
-    let send = |path: &'static str, body: Option<Value>| {
-        let request = match body {
-            Some(body) => client.post(server.url(path)).json(&body),
-            None => client.get(server.url(path)),
-        };
-        async move {
-            let started = Instant::now();
-            let response = request
-                .header("x-api-key", SERVICE_KEY)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-                .expect("an answer, not a dropped connection");
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            (status, body, retry_after, started.elapsed())
-        }
-    };
-    // The first requests may wait for the pool; once the breaker has found the server
-    // gone, every one is refused at once.
+    let mut proxied = Proxied::start().await;
+    let (client, server) = (proxied.client.clone(), &proxied.server);
+    proxied.proxy.down();
+    let send = |path: &'static str, body: Option<Value>| send(&client, server, path, body);
+    // The first request may wait for the pool (its acquire timeout, below the command
+    // deadline: `unavailable`, never `deadline_exceeded`); the breaker finds the server
+    // gone meanwhile and every one after is refused at once.
     let deadline = Instant::now() + Duration::from_secs(25);
     let mut fast_in_a_row = 0;
     while fast_in_a_row < 5 {
@@ -141,7 +188,7 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
         "readiness took {took:?}"
     );
 
-    proxy.up();
+    proxied.proxy.up();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body, _, _) = send("/api/v1/purchases", Some(buy("after"))).await;
@@ -165,7 +212,8 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
         metrics.contains("eventfold_store_breaker_open{store=\"event_log\"} 0"),
         "{metrics}"
     );
-    let users: Vec<String> = db
+    let users: Vec<String> = proxied
+        .db
         .store
         .read_all(Position::START, None, 1000)
         .await
@@ -179,6 +227,154 @@ async fn with_postgres_gone_requests_fail_fast_and_succeed_again_when_it_returns
         ["\"before\"", "\"after\""],
         "nothing was written while it was down"
     );
+}
+
+/// PostgreSQL stops answering without refusing anything (a partition; the proxy
+/// accepts connections and never answers): the breaker's probe needs its whole
+/// timeout, and the requests arriving meanwhile wait for a connection the pool cannot
+/// make. Each still answers 503 `unavailable` — the pool's acquire timeout is below
+/// the command deadline — never `deadline_exceeded` (whose outcome a client cannot
+/// know), and once the probe has found the server gone every request is refused at
+/// once. With the acquire timeout equal to the deadline (10 s, as it was) the waiting
+/// requests answered `deadline_exceeded`, or `unavailable` after 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_hanging_a_request_waiting_for_it_answers_unavailable_in_time() {
+    use std::time::Instant;
+
+    let mut proxied = Proxied::start().await;
+    proxied.proxy.hang();
+    // More requests at once than the pools hold connections: whatever connections were
+    // open fail at once, the rest wait for new ones that never come — before the
+    // breaker's probe (2 s) has found the server gone.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (client, url) = (
+            proxied.client.clone(),
+            proxied.server.url("/api/v1/purchases"),
+        );
+        requests.spawn(async move { send_to(&client, url, Some(buy("during"))).await });
+    }
+    let mut waited = Duration::ZERO;
+    while let Some(answer) = requests.join_next().await {
+        let (status, body, retry_after, took) = answer.expect("a request");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], "unavailable", "after {took:?}: {body}");
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        waited = waited.max(took);
+    }
+    assert!(
+        waited > Duration::from_secs(1),
+        "no request waited for a connection (else this tests nothing): {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(9),
+        "waited {waited:?}: the pool's acquire timeout"
+    );
+    // The probe has found the server gone: every request is refused at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut fast_in_a_row = 0;
+    while fast_in_a_row < 5 {
+        assert!(Instant::now() < deadline, "commands never failed fast");
+        let (status, body, _, took) = proxied.send("/api/v1/purchases", Some(buy("during"))).await;
+        assert_eq!(
+            body["error"], "unavailable",
+            "{status} after {took:?}: {body}"
+        );
+        fast_in_a_row = if took < Duration::from_millis(300) {
+            fast_in_a_row + 1
+        } else {
+            0
+        };
+    }
+}
+
+/// PostgreSQL turns read-only under `serve` (a standby after a failover; here
+/// `default_transaction_read_only` and every connection cut): readiness says so —
+/// 503 with `event_log: read_only` — so that an orchestrator stops sending commands
+/// that can only fail (it said `ok`, from a read), and a command answers 503 without
+/// writing. Writable again, ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_only_reads_makes_serve_unready_and_commands_refused() {
+    use std::time::Instant;
+
+    let db = eventfold_event_log::testing::PgTestDb::new()
+        .await
+        .expect("test database");
+    let server = Server::start(Some(db.url()));
+    let client = Client::new();
+    let name = db
+        .options
+        .get_database()
+        .expect("a database name")
+        .to_owned();
+    // The server's own database becomes read-only: alter it from another one.
+    let admin = sqlx::PgPool::connect_with(db.options.clone().database("postgres"))
+        .await
+        .expect("admin connection");
+    let read_only = |on: bool| {
+        let (pool, name) = (admin.clone(), name.clone());
+        async move {
+            let setting = if on {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            };
+            sqlx::query(&format!("ALTER DATABASE \"{name}\" {setting}"))
+                .execute(&pool)
+                .await
+                .expect("alter database");
+            // Connections opened before keep the old setting: cut them all.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&name)
+            .execute(&pool)
+            .await
+            .expect("terminate");
+        }
+    };
+    // Wait for a status and the log's state together: while the cut connections are
+    // replaced, the log is reported `unreachable` for a moment before `read_only`.
+    let ready = |expected: StatusCode, event_log: &'static str| {
+        let (client, url) = (client.clone(), server.url("/readyz"));
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (status, body, _, _) = send_to(&client, url.clone(), None).await;
+                if status == expected && body["stores"]["event_log"] == event_log {
+                    return body;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never {expected} with the log {event_log}: {status} {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ready(StatusCode::OK, "ok").await;
+
+    read_only(true).await;
+    let body = ready(StatusCode::SERVICE_UNAVAILABLE, "read_only").await;
+    assert_eq!(body["ready"], false, "{body}");
+    let (status, body, _) = post(&client, &server, "/api/v1/purchases", "service", buy("ro")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    read_only(false).await;
+    ready(StatusCode::OK, "ok").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body, _) =
+            post(&client, &server, "/api/v1/purchases", "service", buy("rw")).await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "commands still refused: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A failed request is logged once, at the default level, on one line that ties it to

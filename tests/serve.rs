@@ -429,7 +429,12 @@ async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_on
     .await
     .expect("counts");
     // What `workouts.v1` left in the store: its four tables (as it created them),
-    // with contents of its own, and its checkpoint.
+    // with contents of its own, and its checkpoint. In one transaction: a pooled
+    // SQLite connection that cached the schema before another one dropped a table
+    // answers `CREATE INDEX` of a dropped name with "already exists" (the check is
+    // made at prepare time against the cache); a transaction's first statement
+    // revalidates the schema, and the rest run on that connection.
+    let mut tx = pool.begin().await.expect("begin");
     for statement in [
         "DROP TABLE rm_workouts",
         "DROP TABLE rm_workout_points",
@@ -457,10 +462,11 @@ async fn upgrading_workouts_from_v1_rebuilds_its_tables_and_drops_the_retired_on
         "UPDATE eventfold_checkpoints SET name = 'workouts.v1' WHERE name = 'workouts.v2'",
     ] {
         sqlx::query(statement)
-            .execute(&pool)
+            .execute(&mut *tx)
             .await
             .expect(statement);
     }
+    tx.commit().await.expect("commit");
 
     let server = Server::start(Some(url.clone()));
     assert!(

@@ -1,4 +1,5 @@
 use std::any::Any;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::{CommandContext, CommandError, Result};
 const MAX_ATTEMPTS: usize = 64;
 /// The most events one command appends (the log's limit per append).
 const MAX_EVENTS_PER_COMMAND: usize = 1000;
+/// Events read a page at a time when a stream is folded.
+const PAGE: usize = 1000;
 /// Namespace of event ids derived from idempotency keys.
 const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6576_656e_7466_6f6c_645f_6b65_795f_6e73);
 
@@ -112,26 +115,42 @@ impl<S: EventStore> CommandHandler<S> {
         &self.store
     }
 
-    /// Reads and folds a whole stream.
-    pub(crate) async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<Loaded<A>> {
-        let mut records = Vec::new();
+    /// Reads `stream` forwards from version `from`, a page at a time, handing each
+    /// event to `visit` until the stream ends or `visit` breaks.
+    async fn read_forwards(
+        &self,
+        stream: &StreamId,
+        from: i64,
+        mut visit: impl FnMut(RecordedEvent) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let mut from = from;
         loop {
-            let from = records.len() as i64;
             let page = self
                 .store
-                .read_stream(stream, ReadDirection::Forwards, from, 1000)
+                .read_stream(stream, ReadDirection::Forwards, from, PAGE)
                 .await?;
-            let done = page.len() < 1000;
-            records.extend(page);
-            if done {
-                break;
+            let last_page = page.len() < PAGE;
+            for record in page {
+                from = record.stream_version + 1;
+                if visit(record)?.is_break() {
+                    return Ok(());
+                }
+            }
+            if last_page {
+                return Ok(());
             }
         }
-        let mut state = A::State::default();
-        for record in &records {
-            let event = decode(stream, record)?;
-            state = A::evolve(state, &event);
-        }
+    }
+
+    /// Reads and folds a whole stream.
+    pub(crate) async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<Loaded<A>> {
+        let (mut state, mut records) = (A::State::default(), Vec::new());
+        self.read_forwards(stream, 0, |record| {
+            state = A::evolve(std::mem::take(&mut state), &decode(stream, &record)?);
+            records.push(record);
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
         Ok(Loaded { state, records })
     }
 
@@ -162,24 +181,15 @@ impl<S: EventStore> CommandHandler<S> {
             read: Vec::new(),
             whole: true,
         });
-        loop {
-            let from = folded.version.map_or(0, |v| v + 1);
-            let page = self
-                .store
-                .read_stream(stream, ReadDirection::Forwards, from, 1000)
-                .await?;
-            for record in &page {
-                let event = decode(stream, record)?;
-                folded.state = A::evolve(folded.state, &event);
-                folded.version = Some(record.stream_version);
-                folded.last_position = record.global_position;
-            }
-            let last_page = page.len() < 1000;
-            folded.read.extend(page);
-            if last_page {
-                break;
-            }
-        }
+        let from = folded.version.map_or(0, |v| v + 1);
+        self.read_forwards(stream, from, |record| {
+            folded.state = A::evolve(std::mem::take(&mut folded.state), &decode(stream, &record)?);
+            folded.version = Some(record.stream_version);
+            folded.last_position = record.global_position;
+            folded.read.push(record);
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
         if let Some(version) = folded.version.filter(|v| Some(*v) != from_kept) {
             self.states
                 .lock()
@@ -205,37 +215,52 @@ impl<S: EventStore> CommandHandler<S> {
         Ok(self.fold::<A>(stream).await?.state)
     }
 
-    /// The stream's current state, and the event at `version` if the stream has one
-    /// there (found among the events just read, else read).
+    /// The event at `version` of `stream`, and the stream's state as of that event's
+    /// command: the events up to `version` and those after it until the first that
+    /// `starts_next` (what the same command derived from it, e.g. a purchase and the
+    /// consumable it revealed). Without a version, the current state and no event.
+    /// A first attempt, with nothing after its own events, gets the kept state; a
+    /// retry answered after later commands (the stream moved on) gets the stream
+    /// folded again up to there, so that it answers from what the first attempt saw —
+    /// and, third, the current state (`None` when it is the one returned first).
     pub(crate) async fn state_and_event_at<A: Aggregate>(
         &self,
         stream: &StreamId,
         version: Option<i64>,
-    ) -> Result<(A::State, Option<DomainEvent>)>
+        starts_next: impl Fn(&DomainEvent) -> bool,
+    ) -> Result<(A::State, Option<DomainEvent>, Option<A::State>)>
     where
         A::State: Send + Sync + 'static,
     {
         let folded = self.fold::<A>(stream).await?;
         let Some(version) = version else {
-            return Ok((folded.state, None));
+            return Ok((folded.state, None, None));
         };
-        let event = match folded.read.iter().find(|r| r.stream_version == version) {
-            Some(record) => Some(decode(stream, record)?),
-            None => self.event_at(stream, version).await?,
+        let (mut event, mut end) = (None, None);
+        self.read_forwards(stream, version, |record| {
+            let decoded = decode(stream, &record)?;
+            if record.stream_version == version {
+                event = Some(decoded);
+            } else if starts_next(&decoded) {
+                end = Some(record.stream_version);
+                return Ok(ControlFlow::Break(()));
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        let Some(end) = end else {
+            return Ok((folded.state, event, None));
         };
-        Ok((folded.state, event))
-    }
-
-    /// The event at `version` of `stream`, if the stream has one there.
-    async fn event_at(&self, stream: &StreamId, version: i64) -> Result<Option<DomainEvent>> {
-        let page = self
-            .store
-            .read_stream(stream, ReadDirection::Forwards, version, 1)
-            .await?;
-        match page.first() {
-            Some(record) if record.stream_version == version => Ok(Some(decode(stream, record)?)),
-            _ => Ok(None),
-        }
+        let mut state = A::State::default();
+        self.read_forwards(stream, 0, |record| {
+            if record.stream_version >= end {
+                return Ok(ControlFlow::Break(()));
+            }
+            state = A::evolve(std::mem::take(&mut state), &decode(stream, &record)?);
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok((state, event, Some(folded.state)))
     }
 
     /// The first outcome of a keyed command already carried out on `stream`: its first
@@ -331,6 +356,15 @@ impl<S: EventStore> CommandHandler<S> {
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 Err(eventfold_event_log::Error::DuplicateEventId { .. }) => {
+                    // Our first event id is stored, but not where this attempt's
+                    // expectation could have put it: another attempt of the same keyed
+                    // command won the race while other writers appended to the stream
+                    // (and its server-stamped fields differ from ours). Its answer is the
+                    // answer — when it was the same request (the fingerprint is checked);
+                    // an id stored anywhere else is a key reused for something else.
+                    if let Some(outcome) = self.replayed(stream, &ids).await? {
+                        return Ok(outcome);
+                    }
                     return Err(CommandError::IdempotencyKeyReused(
                         ctx.idempotency_key.clone().unwrap_or_default(),
                     ));

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use eventfold_event_schemas::catalogue::{
-    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReminderSuperseded,
-    ReorderAccepted,
+    OrderQuote, ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed,
+    ReminderSuperseded, ReorderAccepted,
 };
 use uuid::Uuid;
 
@@ -36,6 +36,8 @@ pub struct ReminderState {
     pub status: ReminderStatus,
     /// The plan it was scheduled with.
     pub plan: Option<ReminderScheduled>,
+    /// The "yes", once given: its order and what it accepted.
+    pub accepted: Option<ReorderAccepted>,
 }
 
 /// What the voice assistant (or the planner) can do with a reminder.
@@ -54,6 +56,9 @@ pub enum ReminderCommand {
     Accept {
         /// The order to draft.
         order_id: Uuid,
+        /// What is accepted: the order to draft, checked as an order already
+        /// ([`crate::reorder::accept`] builds it).
+        quote: OrderQuote,
         /// Now.
         at: DateTime<Utc>,
     },
@@ -94,7 +99,7 @@ fn closed(status: ReminderStatus) -> Option<DomainError> {
 }
 
 /// Answers (accept, decline, snooze) need a pending offer.
-fn require_offered(status: ReminderStatus) -> Result<(), DomainError> {
+pub(crate) fn require_offered(status: ReminderStatus) -> Result<(), DomainError> {
     if let Some(error) = closed(status) {
         return Err(error);
     }
@@ -146,13 +151,18 @@ impl Aggregate for Reminder {
                 }
                 .into()
             }
-            ReminderCommand::Accept { order_id, at } => {
+            ReminderCommand::Accept {
+                order_id,
+                quote,
+                at,
+            } => {
                 require_offered(state.status)?;
                 ReorderAccepted {
                     reminder_id,
                     user_id,
                     order_id,
                     accepted_at: at,
+                    quote: Some(quote),
                 }
                 .into()
             }
@@ -201,7 +211,10 @@ impl Aggregate for Reminder {
                 state.plan = Some(e.clone());
             }
             DomainEvent::ReminderOffered(_) => state.status = ReminderStatus::Offered,
-            DomainEvent::ReorderAccepted(e) => state.status = ReminderStatus::Accepted(e.order_id),
+            DomainEvent::ReorderAccepted(e) => {
+                state.status = ReminderStatus::Accepted(e.order_id);
+                state.accepted = Some(e.clone());
+            }
             DomainEvent::ReminderDeclined(_) => state.status = ReminderStatus::Declined,
             DomainEvent::ReminderSnoozed(e) => state.status = ReminderStatus::Snoozed(e.until),
             DomainEvent::ReminderSuperseded(e) => state.status = ReminderStatus::Superseded(e.by),
@@ -260,8 +273,23 @@ pub(crate) mod tests {
             user_id: "u1".into(),
             order_id: Uuid::from_u128(1),
             accepted_at: t(18),
+            quote: Some(quote()),
         }
         .into()
+    }
+
+    pub(crate) fn quote() -> OrderQuote {
+        OrderQuote {
+            lines: vec![eventfold_event_schemas::catalogue::OrderLine {
+                sku: "SKU-CAPS".into(),
+                title: "Capsules".into(),
+                quantity: 2,
+                unit_price: 1000,
+            }],
+            currency: "RUB".into(),
+            delivery_days: 2,
+            repriced_from: None,
+        }
     }
 
     fn declined() -> DomainEvent {
@@ -286,6 +314,7 @@ pub(crate) mod tests {
     fn accept() -> ReminderCommand {
         ReminderCommand::Accept {
             order_id: Uuid::from_u128(1),
+            quote: quote(),
             at: t(18),
         }
     }

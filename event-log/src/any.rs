@@ -117,6 +117,10 @@ impl EventReader for AnyEventStore {
         dispatch!(self, s => s.changes())
     }
 
+    async fn writable(&self) -> Result<bool> {
+        dispatch!(self, s => s.writable().await)
+    }
+
     fn breaker(&self) -> Option<&crate::Breaker> {
         dispatch!(self, s => s.breaker())
     }

@@ -1,14 +1,15 @@
 //! A circuit breaker in front of a PostgreSQL server: when the server stops answering,
 //! callers are told so at once instead of each waiting out the pool's acquire timeout.
 //!
-//! sqlx's pool retries a refused connection until its acquire timeout (10 s here), so
-//! without a breaker every request made while the server is down waits 10 s for its
-//! 503, holds its client that long, and a readiness probe (which asks every store) takes
+//! sqlx's pool retries a refused connection until its acquire timeout
+//! ([`crate::ACQUIRE_TIMEOUT`]), so without a breaker every request made while the
+//! server is down waits that long for its 503, holds its client that long, and a readiness probe (which asks every store) takes
 //! longer than any orchestrator waits. With it:
 //!
 //! - **closed** (the normal state): every operation goes through;
 //! - an operation fails with an error that may mean the server is gone (I/O, pool
-//!   timeout, TLS, protocol, or SQLSTATE classes 08 and 57P): the breaker is
+//!   timeout, TLS, protocol, or SQLSTATE classes 08 and 57P), or is still waiting
+//!   after [`SLOW`]: the breaker is
 //!   **suspected** and one probe runs at once, out of band — a fresh connection of its
 //!   own (not the pool, whose connect retries), bounded by [`PROBE_TIMEOUT`];
 //! - the probe fails the same way: the breaker is **open**. Operations fail at once
@@ -135,8 +136,7 @@ impl Breaker {
 
     /// Runs `op` behind the breaker: refused at once with [`Open`] while the breaker is
     /// open; a failure that `database_error` finds a connection error in, or an
-    /// operation abandoned (its future dropped: a deadline, a readiness timeout) after
-    /// waiting at least [`SLOW`], has the server probed.
+    /// operation still waiting after [`SLOW`], has the server probed.
     pub async fn run<T, E>(
         &self,
         op: impl Future<Output = Result<T, E>>,
@@ -162,13 +162,26 @@ impl Breaker {
         E: From<Open>,
     {
         self.admit()?;
-        let mut watch = Abandoned {
-            breaker: self,
-            started: std::time::Instant::now(),
-            finished: false,
+        let outcome = if self.shared.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            // On the heap: a store's operation can be a large future, and with it
+            // inline beside the timer a debug build overflowed a test thread's stack
+            // (every_registered_model_conforms_on_postgres).
+            let mut op = Box::pin(op);
+            tokio::select! {
+                biased;
+                outcome = &mut op => outcome,
+                () = tokio::time::sleep(SLOW) => {
+                    // Still waiting: a pool retrying a refused connect waits out its
+                    // whole acquire timeout. Probe now, so that the requests arriving
+                    // meanwhile fail fast; this one is left to finish (cutting an
+                    // append in flight would make its outcome unknown).
+                    self.suspect();
+                    op.await
+                }
+            }
+        } else {
+            op.await
         };
-        let outcome = op.await;
-        watch.finished = true;
         if outcome.as_ref().err().is_some_and(gone) {
             self.suspect();
         }
@@ -197,24 +210,9 @@ impl Breaker {
     }
 }
 
-/// How long an operation must have waited for its abandonment to count as a sign that
-/// the server is gone (a pool waiting on a dead server waits its whole timeout).
+/// How long an operation may wait before the server is probed (a pool waiting on a
+/// dead server waits its whole acquire timeout; a live one answers well inside this).
 pub const SLOW: Duration = Duration::from_millis(500);
-
-/// Suspects the server when dropped before the operation finished, after [`SLOW`].
-struct Abandoned<'a> {
-    breaker: &'a Breaker,
-    started: std::time::Instant,
-    finished: bool,
-}
-
-impl Drop for Abandoned<'_> {
-    fn drop(&mut self) {
-        if !self.finished && self.started.elapsed() >= SLOW {
-            self.breaker.suspect();
-        }
-    }
-}
 
 /// Probes until the server answers; ends early when every breaker handle is dropped.
 async fn probe_loop(shared: Weak<Shared>) {
@@ -441,7 +439,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn run_refuses_while_open_and_suspects_on_slow_abandonment() {
+    async fn run_refuses_while_open_and_probes_while_an_operation_waits() {
         let (breaker, _, probes) = scripted(false);
         fn none(_: &Open) -> Option<&sqlx::Error> {
             None
@@ -453,11 +451,17 @@ mod tests {
             .is_err());
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(probes.load(Ordering::SeqCst), 0);
-        // Abandoned after waiting past `SLOW`: the server is probed, found down.
-        let slow = breaker.run(std::future::pending::<Result<(), Open>>(), none);
-        assert!(tokio::time::timeout(SLOW + Duration::from_millis(50), slow)
-            .await
-            .is_err());
+        // Still waiting after `SLOW` (a pool retrying a dead server): the server is
+        // probed and found down while the operation still waits, so that the requests
+        // arriving meanwhile fail fast.
+        let waiting = tokio::spawn({
+            let breaker = breaker.clone();
+            async move {
+                breaker
+                    .run(std::future::pending::<Result<(), Open>>(), none)
+                    .await
+            }
+        });
         until(|| breaker.is_open()).await;
         let ran = Arc::new(AtomicBool::new(false));
         let refused = breaker
@@ -471,6 +475,11 @@ mod tests {
             .await;
         assert!(refused.is_err(), "open: refused");
         assert!(!ran.load(Ordering::SeqCst), "and not run");
+        assert!(
+            !waiting.is_finished(),
+            "the waiting operation is left to finish"
+        );
+        waiting.abort();
     }
 
     #[tokio::test]

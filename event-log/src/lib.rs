@@ -29,7 +29,7 @@ pub use breaker::Breaker;
 pub use error::{Error, Result};
 pub use group::{GroupCommit, GroupStats};
 pub use memory::InMemoryEventStore;
-pub use pool::ping_when_idle;
+pub use pool::{ping_when_idle, ACQUIRE_TIMEOUT};
 pub use postgres::PgEventStore;
 pub use sqlite::SqliteEventStore;
 pub use store::{EventReader, EventStore, EventWriter, Page, ReadDirection, STREAM_END};

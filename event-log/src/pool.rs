@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnectionMetadata;
 
+/// How long a PostgreSQL pool waits for a connection before it answers
+/// `PoolTimedOut` (a 503 `unavailable`): below the command routes' default deadline
+/// (10 s), so that a request caught waiting when the server went away is told that the
+/// store is unavailable — nothing was written — rather than that its deadline passed
+/// (outcome unknown). The circuit breaker has meanwhile probed the server (after
+/// [`crate::breaker::SLOW`]) and refuses the requests that follow at once.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A pooled connection idle this long is pinged before it is handed out.
 pub(crate) const IDLE_PING: Duration = Duration::from_secs(1);
 

@@ -49,8 +49,8 @@ mod group_writer;
 
 use group_writer::PgGroupWriter;
 
-/// How long a connection may take: the pool's acquire timeout, and how long a server
-/// still starting is waited for.
+/// How long a server still starting is waited for (the pool's acquire timeout is
+/// [`crate::pool::ACQUIRE_TIMEOUT`]).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The NOTIFY channel appends are announced on.
 const CHANNEL: &str = "eventfold_events";
@@ -103,7 +103,6 @@ impl PgEventStore {
         crate::breaker::first_connection(&options, CONNECT_TIMEOUT).await?;
         let pool = Self::pool_options()
             .max_connections(max_connections.unwrap_or(16))
-            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self::from_pool_with(pool, Limits::default(), group))
@@ -117,6 +116,7 @@ impl PgEventStore {
     /// re-appending it is idempotent).
     pub fn pool_options() -> PgPoolOptions {
         PgPoolOptions::new()
+            .acquire_timeout(crate::pool::ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             .before_acquire(crate::pool::ping_when_idle::<sqlx::Postgres>)
     }
@@ -546,6 +546,17 @@ impl EventReader for PgEventStore {
             .fetch_one(&self.inner.pool)
             .await?;
             Ok(Position(head))
+        })
+        .await
+    }
+
+    async fn writable(&self) -> Result<bool> {
+        self.guarded(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+            )
+            .fetch_one(&self.inner.pool)
+            .await?)
         })
         .await
     }

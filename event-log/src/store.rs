@@ -130,6 +130,14 @@ pub trait EventReader: Send + Sync {
     /// poll, so a missed wake-up delays but never loses events.
     fn changes(&self) -> watch::Receiver<u64>;
 
+    /// Whether the log takes appends now: `false` when its server only reads (a
+    /// PostgreSQL standby after a failover, `default_transaction_read_only`), where
+    /// every append would be refused. Readiness asks this, so that a process whose
+    /// commands can only fail is not sent any.
+    fn writable(&self) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(true) }
+    }
+
     /// The circuit breaker of the log's server, if it has one (PostgreSQL): open while
     /// the server does not answer (see [`crate::breaker`]).
     fn breaker(&self) -> Option<&crate::Breaker> {

@@ -55,7 +55,7 @@ fn store_down(error: &Error) -> bool {
 /// these is ever an event's fault; counted against the event, a dropped table parked a
 /// good event and, once a restart had created the table again, the model went on
 /// without the rows it had lost.
-pub(crate) fn schema_broken(error: &Error) -> bool {
+pub fn schema_broken(error: &Error) -> bool {
     if let Error::ClickHouse(message) = error {
         // ClickHouse's UNKNOWN_TABLE (60), UNKNOWN_DATABASE (81), NO_SUCH_COLUMN_IN_TABLE
         // (16), UNKNOWN_IDENTIFIER (47): "Code: 60, e.displayText() = …" on 18.16,

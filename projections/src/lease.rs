@@ -178,7 +178,11 @@ impl Leases {
                 Ok(()) => {
                     tracing::warn!(projection = name, "lease lost: standing by");
                 }
-                Err(error @ Error::Stopped { .. }) => return Err(error),
+                // Neither a parked event it stopped on nor a setting it refuses goes away
+                // by starting it again.
+                Err(error @ (Error::Stopped { .. } | Error::InvalidSetting(_))) => {
+                    return Err(error)
+                }
                 Err(error) => {
                     tracing::error!(projection = name, %error, "runner failed; starting it again");
                     tokio::select! {

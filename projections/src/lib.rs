@@ -27,7 +27,7 @@ mod status;
 mod store;
 pub mod testing;
 
-pub use applier::Applier;
+pub use applier::{schema_broken, Applier};
 pub use async_trait::async_trait;
 pub use error::{Error, Result};
 pub use lease::{lease_key, owners, Leases};
@@ -46,7 +46,7 @@ pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
 pub use store::{
     ch_prefix, snapshot, table_checksum, CatchUp, ChTables, ClickHouseProjection, ClickHouseSink,
-    ClickHouseStore, ClickHouseTarget, Label, LabelError, Namespace, ReadStore, RedisStore,
-    RedisTarget, RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum, OLD_NAMESPACE,
-    SHADOW, SHADOW_NAMESPACE,
+    ClickHouseStore, ClickHouseTarget, Label, LabelError, Namespace, ParkedEvent, ReadStore,
+    RedisStore, RedisTarget, RelationalStore, StoredProgress, Stores, SwapReport, TableChecksum,
+    OLD_NAMESPACE, SHADOW, SHADOW_NAMESPACE,
 };

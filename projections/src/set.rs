@@ -320,6 +320,12 @@ impl<L: EventStore> ProjectionSet<L> {
         Ok(out)
     }
 
+    /// The events a read model parked, oldest first.
+    pub async fn parked(&self, name: &str) -> Result<Vec<crate::ParkedEvent>> {
+        let (model, store) = self.model(name)?;
+        store.parked(model).await
+    }
+
     /// Deletes a read model — tables or keys — with its checkpoint and parked events; a
     /// running runner notices its checkpoint is gone and rebuilds it from the log.
     /// Returns the rows or keys deleted, and what they were (`rows`/`keys`).

@@ -141,7 +141,10 @@ impl ReadDb {
                 Dialect::Postgres => 8,
                 Dialect::Sqlite => 4,
             })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(match dialect {
+                Dialect::Postgres => eventfold_event_log::ACQUIRE_TIMEOUT,
+                Dialect::Sqlite => Duration::from_secs(10),
+            })
             // sqlx pings every connection it hands out (a round trip per batch); only
             // one idle for a while is pinged, as in the log's pool.
             .test_before_acquire(false)
@@ -161,7 +164,6 @@ impl ReadDb {
             Dialect::Postgres => Some(
                 eventfold_event_log::PgEventStore::pool_options()
                     .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(10))
                     .connect(&url)
                     .await?,
             ),

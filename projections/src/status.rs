@@ -128,6 +128,13 @@ impl StatusBoard {
         self.with(name, |s| s.parked += 1);
     }
 
+    /// Starts `name`'s parked count from what its store holds (a process starting, so
+    /// that `/metrics` and the projections route do not say 0 while parked events
+    /// wait from before); the runner adds what it parks from then on.
+    pub fn set_parked(&self, name: &str, parked: u64) {
+        self.with(name, |s| s.parked = parked);
+    }
+
     /// Every projection's status.
     pub fn statuses(&self) -> Vec<ProjectionStatus> {
         self.entries().values().cloned().collect()

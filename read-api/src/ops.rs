@@ -21,7 +21,14 @@ pub(crate) async fn readyz<L: EventStore>(State(api): State<crate::Shared<L>>) -
     // within that bound even when a server stops answering (an orchestrator's probe
     // waits a second or so), and a breaker that is open answers for its store at once.
     let (log, read_db, redis, clickhouse) = tokio::join!(
-        bounded(async { api.log.head().await.is_ok() }),
+        async {
+            // A log that only reads (a standby after a failover) refuses every command.
+            match tokio::time::timeout(CHECK_TIMEOUT, api.log.writable()).await {
+                Ok(Ok(true)) => "ok",
+                Ok(Ok(false)) => "read_only",
+                _ => "unreachable",
+            }
+        },
         bounded(sqlx_ping(&api)),
         async {
             match &api.redis {

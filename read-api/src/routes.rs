@@ -566,7 +566,7 @@ pub(crate) async fn leaderboard<L: EventStore>(
             "leaderboards need Redis, which is not configured (REDIS_URL)",
         ));
     };
-    consistent(&api, &["leaderboards.v1"], q.after.as_deref(), &headers).await?;
+    consistent(&api, &[leaderboard::NAME], q.after.as_deref(), &headers).await?;
     let top = leaderboard::top(
         &redis.client,
         &redis.keys,

@@ -347,7 +347,7 @@ async fn run_in(
                 args.batch,
             )
             .await?;
-            row("leaderboards.v1", "redis", took, out)?;
+            row("leaderboards.v2", "redis", took, out)?;
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}*"))
                 .query_async(&mut conn)

@@ -252,7 +252,7 @@ async fn run_in(
                 )
             })
             .await?;
-            row("leaderboards.v1", "redis", build, total, out)?;
+            row("leaderboards.v2", "redis", build, total, out)?;
             let doomed: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{}*", keys.prefix()))
                 .query_async(&mut conn)

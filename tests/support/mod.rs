@@ -573,6 +573,7 @@ pub struct TcpProxy {
     pub port: u16,
     target: std::net::SocketAddr,
     listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hanging: std::sync::Arc<std::sync::atomic::AtomicBool>,
     connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     acceptor: Option<std::thread::JoinHandle<()>>,
 }
@@ -583,6 +584,7 @@ impl TcpProxy {
             port: free_port(),
             target,
             listening: Default::default(),
+            hanging: Default::default(),
             connections: Default::default(),
             acceptor: None,
         };
@@ -592,11 +594,16 @@ impl TcpProxy {
 
     pub fn up(&mut self) {
         use std::sync::atomic::Ordering;
+        if self.acceptor.is_some() {
+            self.down();
+        }
+        self.hanging.store(false, Ordering::SeqCst);
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("proxy port");
         listener.set_nonblocking(true).expect("nonblocking");
         self.listening.store(true, Ordering::SeqCst);
-        let (listening, connections, target) = (
+        let (listening, hanging, connections, target) = (
             self.listening.clone(),
+            self.hanging.clone(),
             self.connections.clone(),
             self.target,
         );
@@ -611,6 +618,12 @@ impl TcpProxy {
                     Err(_) => continue,
                 };
                 let _ = client.set_nonblocking(false);
+                if hanging.load(Ordering::SeqCst) {
+                    if let Ok(mut all) = connections.lock() {
+                        all.push(client);
+                    }
+                    continue;
+                }
                 let Ok(server) = std::net::TcpStream::connect(target) else {
                     continue;
                 };
@@ -631,6 +644,19 @@ impl TcpProxy {
                 }
             }
         }));
+    }
+
+    /// The server stops answering without refusing anything (a network partition, a
+    /// host gone without a reset): new connections are accepted but never answered, and
+    /// every connection open through the proxy is closed. [`TcpProxy::up`] ends it.
+    pub fn hang(&mut self) {
+        self.hanging
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut all) = self.connections.lock() {
+            for stream in all.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     pub fn down(&mut self) {

@@ -134,15 +134,7 @@ pub(crate) async fn record_purchase<S: EventStore>(
         purchased_at: r.purchased_at.map_or_else(Utc::now, |t| t.0),
     };
     let result = api.service.record_purchase(&ctx, purchase).await?;
-    let token = result
-        .reminder
-        .as_ref()
-        .map_or(result.purchase.consistency_token, |r| {
-            r.outcome
-                .consistency_token
-                .max(result.purchase.consistency_token)
-        });
-    let replayed = result.purchase.replayed;
+    let (token, replayed) = (result.consistency_token, result.purchase.replayed);
     Ok(accepted(StatusCode::CREATED, token, replayed, result))
 }
 
@@ -222,11 +214,7 @@ pub(crate) async fn accept<S: EventStore>(
     Body(Empty {}): Body<Empty>,
 ) -> Result<Response, ApiError> {
     let result = api.service.accept(&ctx, id).await?;
-    let token = result
-        .order
-        .consistency_token
-        .max(result.reminder.consistency_token);
-    let replayed = result.reminder.replayed;
+    let (token, replayed) = (result.consistency_token, result.reminder.replayed);
     Ok(accepted(StatusCode::OK, token, replayed, result))
 }
 
@@ -503,6 +491,7 @@ pub(crate) async fn set_price<S: EventStore>(
     Ctx(ctx): Ctx,
     Body(r): Body<PriceRequest>,
 ) -> Result<Response, ApiError> {
+    let stamped = r.changed_at.is_none();
     let price = PriceChanged {
         sku: r.sku.into_inner(),
         title: r.title.into_inner(),
@@ -510,9 +499,14 @@ pub(crate) async fn set_price<S: EventStore>(
         currency: r.currency.0,
         available: r.available,
         delivery_days: r.delivery_days,
+        // Stamped by the service when not given (`set_price_now`).
         changed_at: r.changed_at.map_or_else(Utc::now, |t| t.0),
     };
-    let o = api.service.set_price(&ctx, price).await?;
+    let o = if stamped {
+        api.service.set_price_now(&ctx, price).await?
+    } else {
+        api.service.set_price(&ctx, price).await?
+    };
     Ok(accepted(
         StatusCode::CREATED,
         o.consistency_token,

@@ -216,3 +216,165 @@ async fn two_processes_placing_2000_reminders_never_overfill_a_slot() -> anyhow:
     );
     Ok(())
 }
+
+/// Thirty-two prices for one sku at once, none saying when: each is stamped by the
+/// server and every one is stored (201), the sku's times never going back. Before, a
+/// request stamped before another that was stored first heard 422 `time_travel` — for
+/// the server's own clock, not anything the caller sent. A caller's own `changed_at`
+/// before the current price is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prices_set_at_once_without_a_time_are_all_stored_in_order() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let app = app(db.store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            call(
+                &app,
+                As::Service,
+                "/api/v1/catalog/prices",
+                json!({"sku": "CAPS", "title": "Capsules", "unit_price": 1000 + i}),
+                None,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let a = t.await?;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    }
+    let events = db
+        .store
+        .read_stream(
+            &StreamId::new("price-CAPS")?,
+            ReadDirection::Forwards,
+            0,
+            100,
+        )
+        .await?;
+    assert_eq!(events.len(), 32);
+    let times: Vec<String> = events
+        .iter()
+        .map(|e| {
+            Ok(e.data.to_value()?["changed_at"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let parsed: Vec<chrono::DateTime<chrono::Utc>> = times
+        .iter()
+        .map(|t| Ok(chrono::DateTime::parse_from_rfc3339(t)?.to_utc()))
+        .collect::<anyhow::Result<_>>()?;
+    assert!(parsed.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+
+    let early = call(
+        &app,
+        As::Service,
+        "/api/v1/catalog/prices",
+        json!({"sku": "CAPS", "title": "Capsules", "unit_price": 1, "changed_at": "2000-01-01T00:00:00Z"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        early.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        early.body
+    );
+    assert_eq!(early.body["error"], "time_travel");
+    Ok(())
+}
+
+/// One keyed command sent at once to many processes (a client retrying into several
+/// `serve`s behind a balancer), for every route whose events the server stamps: every
+/// attempt answers the one stored answer. Before, an attempt whose append lost the race
+/// on the event id (not on the stream version: PostgreSQL may report either unique
+/// violation first) answered 422 `idempotency_key_reused`, its stamped time differing
+/// from the stored one — for a key used for nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_keyed_command_raced_into_many_processes_answers_one_answer() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    // Separate services: no shared state cache, as in separate processes.
+    let apps: Vec<_> = (0..8).map(|_| app(db.store.clone())).collect();
+    let requests = [
+        (
+            As::Service,
+            "/api/v1/catalog/prices".to_owned(),
+            json!({"sku": "CAPS", "title": "Capsules", "unit_price": 1000}),
+        ),
+        (
+            As::User("u1"),
+            "/api/v1/devices/spk/activations".to_owned(),
+            json!({"user_id": "u1"}),
+        ),
+        (
+            As::User("u1"),
+            "/api/v1/purchases".to_owned(),
+            json!({"user_id": "u1", "sku": "CAPS", "title": "Capsules", "category": "coffee",
+                   "quantity": 1, "unit_price": 1000}),
+        ),
+        (
+            As::User("u1"),
+            "/api/v1/workouts".to_owned(),
+            json!({"user_id": "u1", "sport": "running"}),
+        ),
+    ];
+    for (round, user) in ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"]
+        .into_iter()
+        .enumerate()
+    {
+        // And a "yes" (its order drafted inside the request), to an offered reminder.
+        let reminder = offered_reminder(&apps[0], user, 1200).await;
+        let mut requests = requests.to_vec();
+        requests.push((
+            As::User(user),
+            format!("/api/v1/reminders/{reminder}/accept"),
+            json!({}),
+        ));
+        for (who, path, body) in &requests {
+            let key = format!("race-{round}-{path}");
+            let mut tasks = Vec::new();
+            let mut noise = Vec::new();
+            for app in &apps {
+                let (app, who, path, body, key) = (
+                    app.clone(),
+                    who.clone(),
+                    path.clone(),
+                    body.clone(),
+                    key.clone(),
+                );
+                tasks.push(tokio::spawn({
+                    let (app, who, path, body) =
+                        (app.clone(), who.clone(), path.clone(), body.clone());
+                    async move { call(&app, who, &path, body, Some(&key)).await }
+                }));
+                // Other writers on the same stream, so that a losing attempt may find
+                // the winner's event at a version its expectation could not produce.
+                noise.push(tokio::spawn(async move {
+                    call(&app, who, &path, body, None).await
+                }));
+            }
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await?);
+            }
+            for task in noise {
+                task.await?;
+            }
+            for answer in &answers {
+                // (`accept` with other writers: an unkeyed "yes" may win; then the
+                // keyed ones are refused alike, 409 reminder_already_accepted.)
+                assert!(
+                    answer.status.is_success() || path.ends_with("/accept"),
+                    "{path}: {} {}",
+                    answer.status,
+                    answer.body
+                );
+                assert_eq!(answer.body, answers[0].body, "{path}");
+            }
+        }
+    }
+    Ok(())
+}

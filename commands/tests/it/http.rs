@@ -614,6 +614,44 @@ async fn a_retried_purchase_answers_the_first_attempts_reminder_and_reserves_not
     Ok(())
 }
 
+/// Two purchases of one sku within one second share their reminder (its id comes
+/// from the second): the second answers the first's reminder, schedules nothing new,
+/// and the reminder is not superseded by itself (the planner skips that case; before,
+/// only the planning's idempotency key happened to turn it into a no-op).
+#[tokio::test]
+async fn purchases_within_one_second_share_a_reminder_that_stays_scheduled() -> anyhow::Result<()> {
+    let db = eventfold_event_log::testing::PgTestDb::new().await?;
+    let app = app(db.store.clone());
+    let mut reminders = Vec::new();
+    for at in ["2026-11-02T07:00:00.100Z", "2026-11-02T07:00:00.900Z"] {
+        let answer = call(
+            &app,
+            As::User("u1"),
+            "/api/v1/purchases",
+            json!({"user_id": "u1", "sku": "CAPS", "title": "capsules", "category": "coffee",
+                   "quantity": 1, "unit_price": 100, "purchased_at": at}),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        reminders.push(answer.body["reminder"]["reminder_id"].clone());
+    }
+    assert!(reminders[0].is_string(), "{reminders:?}");
+    assert_eq!(reminders[0], reminders[1]);
+    let events = db
+        .store
+        .read_all(eventfold_event_schemas::Position::START, None, 100)
+        .await?;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "ReminderScheduled").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"ReminderSuperseded"), "{kinds:?}");
+    Ok(())
+}
+
 /// A stream holding an event the command side cannot decode (written by something
 /// else, or by a newer version) answers 500 `unreadable_stream` naming the stream — not
 /// 503 "the event log is unavailable; retry later", which a client would retry forever —

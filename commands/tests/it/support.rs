@@ -50,6 +50,7 @@ pub enum As {
     Raw(&'static str, String),
 }
 
+#[derive(Clone)]
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
@@ -93,7 +94,15 @@ pub async fn call_raw(
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    // Every successful command answer carries its token in the body too, the header's.
+    if status.is_success() {
+        assert_eq!(
+            body["consistency_token"].as_i64(),
+            token,
+            "{path}: the body's consistency_token is not the header's: {body}"
+        );
+    }
     Answer {
         status,
         body,

@@ -19,8 +19,8 @@ pub use purchases::{
     RepurchaseIntervalEstimated,
 };
 pub use reminders::{
-    ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed, ReminderSuperseded,
-    ReorderAccepted,
+    OrderQuote, ReminderDeclined, ReminderOffered, ReminderScheduled, ReminderSnoozed,
+    ReminderSuperseded, ReorderAccepted,
 };
 pub use workouts::{
     GeoPoint, WorkoutCancelled, WorkoutCompleted, WorkoutGoalReached, WorkoutPaused,
@@ -177,7 +177,7 @@ catalogue! {
     /// A reminder was offered.
     ReminderOffered = 1,
     /// The user accepted the re-order.
-    ReorderAccepted = 1,
+    ReorderAccepted = 2,
     /// The user declined.
     ReminderDeclined = 1,
     /// The user snoozed.

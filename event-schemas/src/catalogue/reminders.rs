@@ -5,6 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::OrderLine;
+
 /// A reminder to offer a re-order, planned into a time slot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,27 @@ pub struct ReorderAccepted {
     pub order_id: Uuid,
     /// When.
     pub accepted_at: DateTime<Utc>,
+    /// What the user said yes to: the order as drafted at the catalog's price then, and
+    /// checked as an order before this event was stored. Its order is drafted from it,
+    /// whoever drafts it (the request, or the order drafter after a crash), so an
+    /// accepted reminder can never be left without the order it promised. `None` on
+    /// events stored before v2: their order is drafted at the catalog's price when it
+    /// is drafted.
+    pub quote: Option<OrderQuote>,
+}
+
+/// The order a "yes" accepted (v2 of [`ReorderAccepted`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderQuote {
+    /// What is ordered, at the catalog's price when the user said yes.
+    pub lines: Vec<OrderLine>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Days until delivery quoted by the catalog.
+    pub delivery_days: u32,
+    /// The unit price the reminder offered, when the catalog price differs from it.
+    pub repriced_from: Option<i64>,
 }
 
 /// The user said no.

@@ -97,6 +97,17 @@ fn samples() -> Vec<DomainEvent> {
             user_id: user(),
             order_id,
             accepted_at: at(18),
+            quote: Some(OrderQuote {
+                lines: vec![OrderLine {
+                    sku: "SKU-CAPS".into(),
+                    title: "Capsules".into(),
+                    quantity: 2,
+                    unit_price: 1100,
+                }],
+                currency: "RUB".into(),
+                delivery_days: 2,
+                repriced_from: Some(1000),
+            }),
         }
         .into(),
         ReminderDeclined {
@@ -322,6 +333,22 @@ fn every_historical_payload_still_decodes() {
             "no fixture for {event_type} v{version}: run UPDATE_FIXTURES=1 cargo test -p eventfold-event-schemas"
         );
     }
+}
+
+#[test]
+fn a_v1_acceptance_is_upcast_without_a_quote() {
+    let v1 = serde_json::json!({
+        "reminder_id": "00000000-0000-0000-0000-000000001111",
+        "order_id": "00000000-0000-0000-0000-000000002222",
+        "user_id": "u42", "accepted_at": "2026-11-23T18:00:00Z",
+    });
+    let Ok(Some(DomainEvent::ReorderAccepted(accepted))) =
+        DomainEvent::decode("ReorderAccepted", 1, &v1)
+    else {
+        panic!("a v1 acceptance no longer decodes")
+    };
+    assert_eq!(accepted.quote, None);
+    assert_eq!(accepted.user_id, "u42");
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub(super) fn to_current(
     loop {
         data = match (event_type, version) {
             ("PurchaseRecorded", 1) => purchase_recorded_v1_to_v2(data)?,
+            ("ReorderAccepted", 1) => reorder_accepted_v1_to_v2(data)?,
             _ => return Ok(data),
         };
         version += 1;
@@ -40,4 +41,12 @@ fn purchase_recorded_v1_to_v2(data: Value) -> Result<Value, serde_json::Error> {
     rest.insert("unit_price".into(), Value::from(minor as i64));
     rest.insert("currency".into(), Value::from("RUB"));
     Ok(Value::Object(rest))
+}
+
+/// v1 did not record what the user said yes to; v2 carries it as `quote`. A v1 event
+/// gets none: its order is drafted at the catalog's price when it is drafted, as before.
+fn reorder_accepted_v1_to_v2(data: Value) -> Result<Value, serde_json::Error> {
+    let mut fields: Map<String, Value> = serde_json::from_value(data)?;
+    fields.insert("quote".into(), Value::Null);
+    Ok(Value::Object(fields))
 }

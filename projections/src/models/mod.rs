@@ -9,7 +9,7 @@
 //! | `catalog.v1` | relational | current price and availability per sku |
 //! | `workouts.v2` | relational | summary/details, list per period, route, stats, weeks |
 //! | `voice_due.v1` | Redis | the voice answer in one round trip |
-//! | `leaderboards.v1` | Redis | distance tops per sport and ISO week |
+//! | `leaderboards.v2` | Redis | distance tops per sport and ISO week (whole millimetres) |
 //! | `workout_facts.v1`, `route_points.v1`, `purchase_facts.v1`, `reorder_funnel.v1` | ClickHouse | analytics (see [`analytics`]) |
 
 pub mod analytics;

@@ -141,6 +141,28 @@ pub struct StoredProgress {
     pub sources: std::collections::BTreeMap<String, i64>,
 }
 
+/// An event a model or reaction gave up on: skipped, its error kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParkedEvent {
+    /// Its position in the log.
+    pub position: i64,
+    /// Its type.
+    pub event_type: String,
+    /// Why it could not be applied.
+    pub error: String,
+}
+
+impl From<(i64, String, String)> for ParkedEvent {
+    /// From a `(position, event_type, error)` row of a parked-events table.
+    fn from((position, event_type, error): (i64, String, String)) -> Self {
+        Self {
+            position,
+            event_type,
+            error,
+        }
+    }
+}
+
 /// Brings a sink up to a position by folding the log (the replay's runner); a swap
 /// uses it to take the last events into the shadow while the live model is held.
 #[async_trait::async_trait]
@@ -193,6 +215,9 @@ pub trait ReadStore: Send + Sync + std::fmt::Debug {
 
     /// Its checkpoint, parked events, and whether a shadow build exists.
     async fn progress(&self, model: &Model) -> Result<StoredProgress>;
+
+    /// Its parked events, oldest first.
+    async fn parked(&self, model: &Model) -> Result<Vec<ParkedEvent>>;
 
     /// Deletes the live model, its checkpoint and parked events; it is rebuilt from 0
     /// by its runner. Returns the rows or keys deleted.

@@ -11,7 +11,7 @@ use eventfold_event_schemas::Position;
 use redis::AsyncCommands;
 
 use super::redis_swap::{self, OLD_NAMESPACE, SHADOW_NAMESPACE};
-use super::{CatchUp, Namespace, ReadStore, StoredProgress, SwapReport};
+use super::{CatchUp, Namespace, ParkedEvent, ReadStore, StoredProgress, SwapReport};
 use crate::redis_sink::{connect, scan_keys, RedisKeys, RedisProjection, RedisSink};
 use crate::registry::{Model, StoreKind};
 use crate::runtime::Sink;
@@ -96,6 +96,28 @@ impl ReadStore for RedisStore {
     /// that never ran finds none.
     async fn setup(&self, model: &Model) -> Result<()> {
         self.projection(model).map(|_| ())
+    }
+
+    async fn parked(&self, model: &Model) -> Result<Vec<ParkedEvent>> {
+        let mut conn = connect(&self.client).await?;
+        let entries: Vec<String> = conn
+            .lrange(self.keys.key(format!("parked:{}", model.name())), 0, -1)
+            .await?;
+        // Each entry is the JSON the sink parked it with (`RedisSink::park`); one that
+        // is not is shown as it is rather than hidden.
+        let mut parked: Vec<ParkedEvent> = entries
+            .into_iter()
+            .map(|entry| {
+                let v: serde_json::Value = serde_json::from_str(&entry).unwrap_or_default();
+                ParkedEvent {
+                    position: v["position"].as_i64().unwrap_or_default(),
+                    event_type: v["event_type"].as_str().unwrap_or_default().to_owned(),
+                    error: v["error"].as_str().map_or(entry.clone(), str::to_owned),
+                }
+            })
+            .collect();
+        parked.sort_by_key(|p| p.position);
+        Ok(parked)
     }
 
     async fn progress(&self, model: &Model) -> Result<StoredProgress> {

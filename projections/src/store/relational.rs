@@ -13,7 +13,9 @@ use std::sync::Arc;
 use eventfold_event_schemas::Position;
 use sqlx::Row;
 
-use super::{relational_swap, CatchUp, Namespace, ReadStore, StoredProgress, SwapReport};
+use super::{
+    relational_swap, CatchUp, Namespace, ParkedEvent, ReadStore, StoredProgress, SwapReport,
+};
 use crate::registry::{Model, StoreKind};
 use crate::runtime::{RelationalProjection, RelationalSink, Sink};
 use crate::sql::{Dialect, ReadDb};
@@ -96,6 +98,17 @@ impl ReadStore for RelationalStore {
 
     async fn setup(&self, model: &Model) -> Result<()> {
         self.sink(model, &Namespace::Live)?.setup().await
+    }
+
+    async fn parked(&self, model: &Model) -> Result<Vec<ParkedEvent>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT position, event_type, error FROM eventfold_parked_events \
+             WHERE projection = $1 ORDER BY position",
+        )
+        .bind(model.name())
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(rows.into_iter().map(ParkedEvent::from).collect())
     }
 
     async fn progress(&self, model: &Model) -> Result<StoredProgress> {

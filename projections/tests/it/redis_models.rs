@@ -154,6 +154,7 @@ async fn the_voice_answer_comes_from_redis_and_matches_the_relational_model() ->
             user_id: "u1".into(),
             order_id: Uuid::new_v4(),
             accepted_at: now(),
+            quote: None,
         }
         .into(),
     )

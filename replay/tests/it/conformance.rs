@@ -20,8 +20,8 @@ use eventfold_event_log::testing::{PgTestDb, SqliteTestDb};
 use eventfold_event_log::EventStore;
 use eventfold_event_schemas::Position;
 use eventfold_projections::{
-    handed_over, models, CatchUp, Namespace, ReadDb, ReadStore, RelationalStore, Runner,
-    RunnerOptions, Sink, StatusBoard, StoreKind,
+    handed_over, models, CatchUp, Namespace, ParkedEvent, ReadDb, ReadStore, RelationalStore,
+    Runner, RunnerOptions, Sink, StatusBoard, StoreKind,
 };
 use eventfold_replay::{rebuild_model, Target};
 
@@ -155,6 +155,32 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
             "{name}: the hand-over was undone"
         );
 
+        // An event the sink parks is listed by the port, oldest first, and the
+        // model's reset forgets it.
+        let first = log.read_all(Position::START, None, 2).await?;
+        for record in first.iter().rev() {
+            live.park(
+                record,
+                &format!("parked by hand at {}", record.global_position.0),
+            )
+            .await?;
+        }
+        let parked = store.parked(model).await?;
+        let expected: Vec<ParkedEvent> = first
+            .iter()
+            .map(|r| ParkedEvent {
+                position: r.global_position.0,
+                event_type: r.event_type.clone(),
+                error: format!("parked by hand at {}", r.global_position.0),
+            })
+            .collect();
+        assert_eq!(parked, expected, "{name}: parked events as listed");
+        assert_eq!(
+            store.progress(model).await?.parked,
+            2,
+            "{name}: parked count"
+        );
+
         let deleted = store.reset(model).await?;
         assert!(
             deleted > 0,
@@ -164,6 +190,10 @@ async fn conformance<S: EventStore>(log: &S, store: &dyn ReadStore) -> anyhow::R
             store.progress(model).await?.checkpoint,
             None,
             "{name}: reset keeps the checkpoint"
+        );
+        assert!(
+            store.parked(model).await?.is_empty(),
+            "{name}: reset keeps the parked events"
         );
         let again = store.sink(model, &Namespace::Live)?;
         again.setup().await?;

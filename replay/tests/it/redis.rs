@@ -141,7 +141,7 @@ async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -
     let head = pg.store.head().await?;
     for _ in 0..200 {
         if board.checkpoint_of("voice_due.v1") >= head
-            && board.checkpoint_of("leaderboards.v1") >= head
+            && board.checkpoint_of("leaderboards.v2") >= head
         {
             break;
         }
@@ -156,7 +156,7 @@ async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -
     let mut conn = space.conn().await?;
     for (name, families) in [
         ("voice_due.v1", VoiceDueProjection.key_families()),
-        ("leaderboards.v1", LeaderboardProjection.key_families()),
+        ("leaderboards.v2", LeaderboardProjection.key_families()),
     ] {
         let target = Target::AsOf {
             label: "scratch".parse().expect("label"),
@@ -209,7 +209,12 @@ async fn a_redis_rebuild_while_commands_arrive_misses_and_duplicates_nothing() -
                 }
                 sum
             };
-            assert_eq!(total, 100.0 * 1000.0, "a workout missing or counted twice");
+            // Scores are whole millimetres.
+            assert_eq!(
+                total,
+                100.0 * 1000.0 * 1000.0,
+                "a workout missing or counted twice"
+            );
         }
     }
     let held: Vec<String> = space
@@ -348,7 +353,8 @@ async fn a_window_build_folds_only_the_events_between_from_and_to() -> anyhow::R
             .await?;
         total += scores.iter().map(|(_, s)| s).sum::<f64>();
     }
-    assert_eq!(total, expected);
+    // Scores are whole millimetres.
+    assert_eq!(total, expected * 1000.0);
     // Rerun: already there, nothing applied twice.
     rebuild_redis(
         &db.store,
