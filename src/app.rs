@@ -399,6 +399,7 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
             ("kafka", kafka_probe(kafka.is_some(), &board)),
         ],
         clickhouse: clickhouse.clone(),
+        feeds: Some(eventfold_read_api::Feeds::new(projections.feed_progress())),
     });
     let document = Arc::new(openapi_document());
     let router = eventfold_http::harden_with(

@@ -854,14 +854,32 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
     assert_eq!(item["fed_from_kafka_since"], at, "{item}");
     assert_eq!(item["checkpoint"], at, "{item}");
     assert!(item["lag_events"].is_null(), "{item}");
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    // Its progress, per partition, as the workers stored it.
+    assert_eq!(
+        item["partitions"],
+        json!({"eventfold.reminder#0": at + 7}),
+        "{item}"
+    );
+    let scrape = || async {
+        let response = client.get(server.url("/metrics")).send().await;
+        response.expect("metrics").text().await.expect("text")
+    };
+    let partition_line = |metrics: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("eventfold_projection_partition_position{")
+                    && l.contains("projection=\"reminders.v1\"")
+                    && l.contains("partition=\"eventfold.reminder#0\"")
+            })
+            .map(str::to_owned)
+    };
+    let metrics = scrape().await;
+    let partition = partition_line(&metrics).expect("a partition line");
+    assert!(
+        partition.ends_with(&format!("}} {}", at + 7)),
+        "{partition}"
+    );
     let line = |name: &str| {
         metrics
             .lines()
@@ -885,5 +903,29 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
     // Without a token it answers from the workers' model.
     let (s, body) = get(&client, &server, "/api/v1/users/u1/reminders", "u1").await;
     assert_eq!(s, StatusCode::OK, "{body}");
+
+    // Handed back to the log: its partitions are no longer reported at their last
+    // position (an alert on a stalled partition would fire for ever).
+    let reset = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["projections", "reset", "reminders.v1", "--yes"])
+        .env("DATABASE_URL", &url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("reset");
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = scrape().await;
+        let partition = partition_line(&metrics).expect("the partition's line");
+        if partition.ends_with("NaN") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{partition}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -41,7 +41,7 @@ pub use runtime::{
     PoisonPolicy, Projection, RelationalProjection, RelationalSink, Runner, RunnerOptions, Sink,
     SqlTx,
 };
-pub use set::{version_of, ProjectionSet, VersionBump};
+pub use set::{version_of, FeedProgress, ProjectionSet, VersionBump};
 pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
 pub use store::{

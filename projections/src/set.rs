@@ -297,6 +297,14 @@ impl<L: EventStore> ProjectionSet<L> {
         Ok(())
     }
 
+    /// A handle reading where projector workers have got to (for the query side).
+    pub fn feed_progress(&self) -> FeedProgress {
+        FeedProgress {
+            registry: self.registry.clone(),
+            stores: self.stores.clone(),
+        }
+    }
+
     /// Every running projection's checkpoint and parked events, read from the stores.
     pub async fn stored_progress(&self) -> Result<Vec<StoredProgress>> {
         let mut out = Vec::new();
@@ -379,5 +387,28 @@ mod tests {
                 store: StoreKind::Relational,
             }]
         );
+    }
+}
+
+/// Where the feeds of a model other than the log have got to — for a model projector
+/// workers took over, the global position each Kafka partition has applied
+/// (`{topic}#{partition}` → position), read from the model's store, where the workers
+/// keep those checkpoints. A cheap handle: the registry and the stores, no log.
+#[derive(Debug, Clone)]
+pub struct FeedProgress {
+    registry: Registry,
+    stores: Stores,
+}
+
+impl FeedProgress {
+    /// The feeds of the model called `name` and the position each has applied; empty
+    /// for a model fed from the log alone.
+    pub async fn of(&self, name: &str) -> Result<std::collections::BTreeMap<String, i64>> {
+        let model = self
+            .registry
+            .get(name)
+            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+        let store = self.stores.for_model(model)?;
+        Ok(store.progress(model).await?.sources)
     }
 }

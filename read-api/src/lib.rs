@@ -60,6 +60,85 @@ pub struct QueryApi<L> {
     pub probes: Vec<(&'static str, Probe)>,
     /// The ClickHouse analytics, when configured.
     pub clickhouse: Option<eventfold_projections::ClickHouseTarget>,
+    /// Where projector workers have got to, per Kafka partition, for the models they
+    /// took over (`/metrics`, `/api/v1/projections`); `None`: not reported.
+    pub feeds: Option<Feeds>,
+}
+
+/// The per-partition progress of the models projector workers feed from Kafka, read
+/// from the read stores, where the workers keep it; remembers which partitions it
+/// exported so that a model handed back to the log stops reporting them.
+#[derive(Debug, Clone)]
+pub struct Feeds {
+    progress: eventfold_projections::FeedProgress,
+    exported: Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>>,
+}
+
+impl Feeds {
+    /// Progress read through `progress`.
+    pub fn new(progress: eventfold_projections::FeedProgress) -> Self {
+        Self {
+            progress,
+            exported: Arc::default(),
+        }
+    }
+
+    /// The feeds of the model called `name` and the position each has applied, or
+    /// `None` when its store does not say within a second (logged).
+    pub(crate) async fn of(&self, name: &str) -> Option<std::collections::BTreeMap<String, i64>> {
+        match tokio::time::timeout(Duration::from_secs(1), self.progress.of(name)).await {
+            Ok(Ok(feeds)) => Some(feeds),
+            Ok(Err(error)) => {
+                tracing::warn!(projection = name, %error, "reading its partition checkpoints failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    projection = name,
+                    "reading its partition checkpoints took over 1 s"
+                );
+                None
+            }
+        }
+    }
+
+    /// Exports `eventfold_projection_partition_position` for the partitions of the
+    /// Kafka-fed models in `models`; a partition exported before whose model is no
+    /// longer Kafka-fed (reset, handed back to the log) is set to `NaN` once, rather
+    /// than left at its last position. A model whose store did not answer keeps what
+    /// it had.
+    pub(crate) async fn export(&self, models: &[String]) {
+        let mut now = std::collections::BTreeSet::new();
+        let mut unread = Vec::new();
+        for name in models {
+            let Some(feeds) = self.of(name).await else {
+                unread.push(name.as_str());
+                continue;
+            };
+            for (partition, position) in feeds {
+                partition_gauge(name, &partition).set(position as f64);
+                now.insert((name.clone(), partition));
+            }
+        }
+        let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, partition) in exported.iter() {
+            if unread.contains(&name.as_str()) {
+                now.insert((name.clone(), partition.clone()));
+            } else if !now.contains(&(name.clone(), partition.clone())) {
+                partition_gauge(name, partition).set(f64::NAN);
+            }
+        }
+        *exported = now;
+    }
+}
+
+/// The position a Kafka-fed model has applied from one partition.
+fn partition_gauge(projection: &str, partition: &str) -> metrics::Gauge {
+    metrics::gauge!(
+        "eventfold_projection_partition_position",
+        "projection" => projection.to_owned(),
+        "partition" => partition.to_owned()
+    )
 }
 
 /// A readiness probe that answers without waiting (`ok`, `unreachable`).
@@ -101,6 +180,7 @@ where
             expected_projections: self.expected_projections.clone(),
             probes: self.probes.clone(),
             clickhouse: self.clickhouse.clone(),
+            feeds: self.feeds.clone(),
         }
     }
 }

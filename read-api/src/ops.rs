@@ -147,6 +147,7 @@ pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) 
                 .set(f64::from(u8::from(breaker.is_open())));
         }
     }
+    let mut kafka_fed = Vec::new();
     for status in api.board.statuses() {
         let labels = [("projection", status.name.clone())];
         // A model projector workers took over: its live checkpoint is a hand-over
@@ -158,6 +159,7 @@ pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) 
         metrics::gauge!("eventfold_projection_checkpoint", &labels)
             .set(kafka.unwrap_or(status.checkpoint).0 as f64);
         if kafka.is_some() {
+            kafka_fed.push(status.name.clone());
             for gauge in [
                 "eventfold_projection_lag_events",
                 "eventfold_projection_lag_seconds",
@@ -170,6 +172,10 @@ pub(crate) async fn metrics<L: EventStore>(State(api): State<crate::Shared<L>>) 
         }
         let parked = [("projection", status.name)];
         metrics::gauge!("eventfold_projection_parked_events", &parked).set(status.parked as f64);
+    }
+    // Their progress is per Kafka partition, in the read stores.
+    if let Some(feeds) = &api.feeds {
+        feeds.export(&kafka_fed).await;
     }
     match &api.metrics {
         Some(handle) => (

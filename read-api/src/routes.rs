@@ -122,6 +122,10 @@ pub(crate) struct ProjectionItem {
     /// Set when projector workers took the model over from the log, at this position
     /// (`projections reset` hands it back).
     fed_from_kafka_since: Option<i64>,
+    /// For a model fed from Kafka: each partition's feed (`{topic}#{partition}`) and
+    /// the log position it has applied, as the workers stored it; `null` otherwise, or
+    /// when the store did not answer within a second.
+    partitions: Option<std::collections::BTreeMap<String, i64>>,
     /// Events parked (failed for good, skipped).
     parked: u64,
     /// The last error, if any.
@@ -593,7 +597,12 @@ pub(crate) async fn projections<L: EventStore>(
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let partitions = match (&api.feeds, kafka) {
+            (Some(feeds), Some(_)) => feeds.of(&status.name).await,
+            _ => None,
+        };
         items.push(ProjectionItem {
+            partitions,
             name: status.name,
             state,
             owner: status.owner,

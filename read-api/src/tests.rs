@@ -66,6 +66,7 @@ async fn a_model_rebuilt_for_a_version_bump_is_not_answered_from() -> anyhow::Re
         expected_projections: Vec::new(),
         probes: Vec::new(),
         clickhouse: None,
+        feeds: None,
     };
     let app = router(api());
     for path in [
