@@ -342,14 +342,25 @@ async fn auth_health_metrics_and_the_openapi_document() {
     }
 }
 
-/// `name`'s row of `eventfold projections status --json` on the log at `url`.
-fn status_row(url: &str, name: &str) -> Value {
-    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["projections", "status", "--json"])
+/// `eventfold ARGS` on the log at `url` (no Redis), asserted to succeed.
+fn succeeds(url: &str, args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(args)
         .env("DATABASE_URL", url)
         .env_remove("REDIS_URL")
         .output()
-        .expect("status");
+        .expect("eventfold runs");
+    assert!(
+        output.status.success(),
+        "eventfold {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `name`'s row of `eventfold projections status --json` on the log at `url`.
+fn status_row(url: &str, name: &str) -> Value {
+    let status = succeeds(url, &["projections", "status", "--json"]);
     let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
     rows.as_array()
         .and_then(|r| r.iter().find(|p| p["name"] == name))
@@ -608,17 +619,7 @@ async fn the_reminder_planner_reaction_heals_a_purchase_split_from_its_reminder(
     assert!(server.terminate().success());
 
     // `projections status` lists the reaction beside the read models.
-    let status = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["projections", "status", "--json"])
-        .env("DATABASE_URL", db.url())
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("projections status");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let status = succeeds(&db.url(), &["projections", "status", "--json"]);
     let rows: Value = serde_json::from_slice(&status.stdout).expect("JSON");
     let planner = rows
         .as_array()
@@ -906,17 +907,7 @@ async fn a_model_fed_from_kafka_is_reported_as_such_not_as_behind() {
 
     // Handed back to the log: its partitions are no longer reported at their last
     // position (an alert on a stalled partition would fire for ever).
-    let reset = Command::new(env!("CARGO_BIN_EXE_eventfold"))
-        .args(["projections", "reset", "reminders.v1", "--yes"])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .output()
-        .expect("reset");
-    assert!(
-        reset.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reset.stderr)
-    );
+    succeeds(&url, &["projections", "reset", "reminders.v1", "--yes"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = scrape().await;
