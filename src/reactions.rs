@@ -279,8 +279,9 @@ impl<S: EventStore> ServiceReaction<S> {
 
 fn failed(record: &RecordedEvent, error: CommandError) -> Error {
     match error {
-        // A store is down: the runner retries without end.
-        CommandError::Store(log) => Error::Log(log),
+        // A store is down (or broke with the step's append in flight; the step is
+        // idempotent, so running it again settles it): the runner retries without end.
+        CommandError::Store(log) | CommandError::OutcomeUnknown(log) => Error::Log(log),
         CommandError::Slots(why) => Error::Sql(sqlx::Error::Protocol(why)),
         CommandError::Injected(step) => Error::Injected(step),
         // This event fails: retried, then parked and skipped.

@@ -52,6 +52,10 @@ pub enum CommandError {
     /// The event log failed.
     #[error(transparent)]
     Store(#[from] eventfold_event_log::Error),
+    /// The event log failed with the command's append in flight (its connection broke)
+    /// and could not be read afterwards to tell whether the append was stored.
+    #[error("the append's outcome is unknown: {0}")]
+    OutcomeUnknown(eventfold_event_log::Error),
     /// The shared slot book's tables failed.
     #[error("slot book: {0}")]
     Slots(String),

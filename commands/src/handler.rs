@@ -263,6 +263,44 @@ impl<S: EventStore> CommandHandler<S> {
         Ok((state, event, Some(folded.state)))
     }
 
+    /// The events of this command's first event onwards, when its first event (by its
+    /// derived id) is stored in `stream`.
+    async fn read_own_events(
+        &self,
+        stream: &StreamId,
+        ids: &EventIds<'_>,
+    ) -> Result<Option<Vec<RecordedEvent>>> {
+        let Some(at) = self.store.version_of_event(stream, ids.id(0)).await? else {
+            return Ok(None);
+        };
+        let records = self
+            .store
+            .read_stream(stream, ReadDirection::Forwards, at, MAX_EVENTS_PER_COMMAND)
+            .await?;
+        Ok(Some(records))
+    }
+
+    /// This attempt's own append, if it was stored although the store answered with an
+    /// error (for a keyed command, or a racing attempt of the same request's: the same
+    /// answer; another request's under the same key is refused, as always).
+    async fn stored_append(
+        &self,
+        stream: &StreamId,
+        ids: &EventIds<'_>,
+    ) -> Result<Option<CommandOutcome>> {
+        let Some(records) = self.read_own_events(stream, ids).await? else {
+            return Ok(None);
+        };
+        let found = match ids.keyed {
+            Some(_) => ids.replay(stream, &records)?,
+            None => ids.outcome(stream, &records, false),
+        };
+        Ok(found.map(|outcome| CommandOutcome {
+            replayed: false,
+            ..outcome
+        }))
+    }
+
     /// The first outcome of a keyed command already carried out on `stream`: its first
     /// event is found by its (derived) id, and what follows it read.
     async fn replayed(
@@ -273,14 +311,10 @@ impl<S: EventStore> CommandHandler<S> {
         if ids.keyed.is_none() {
             return Ok(None);
         }
-        let Some(at) = self.store.version_of_event(stream, ids.id(0)).await? else {
-            return Ok(None);
-        };
-        let records = self
-            .store
-            .read_stream(stream, ReadDirection::Forwards, at, MAX_EVENTS_PER_COMMAND)
-            .await?;
-        ids.replay(stream, &records)
+        match self.read_own_events(stream, ids).await? {
+            Some(records) => ids.replay(stream, &records),
+            None => Ok(None),
+        }
     }
 
     /// Runs `decide` on the stream's current state and appends what it returns.
@@ -369,6 +403,19 @@ impl<S: EventStore> CommandHandler<S> {
                         ctx.idempotency_key.clone().unwrap_or_default(),
                     ));
                 }
+                Err(error) if error.may_have_been_stored() => {
+                    // The connection broke with the append in flight: it may have
+                    // committed. Its first event's id tells (derived from the key, or
+                    // from this attempt's own namespace): stored, the append's outcome
+                    // is the answer; not found or not readable, the client is told the
+                    // outcome is unknown — never that nothing was stored, which a
+                    // commit still under way on the server could belie.
+                    return match self.stored_append(stream, &ids).await {
+                        Ok(Some(outcome)) => Ok(outcome),
+                        Err(reused @ CommandError::IdempotencyKeyReused(_)) => Err(reused),
+                        Ok(None) | Err(_) => Err(CommandError::OutcomeUnknown(error)),
+                    };
+                }
                 Err(other) => return Err(other.into()),
             }
         }
@@ -455,12 +502,26 @@ impl<'a> EventIds<'a> {
                 ));
             }
         }
-        let records: Vec<&RecordedEvent> = records[start..]
+        Ok(self.outcome(stream, &records[start..], true))
+    }
+
+    /// The outcome of this command's events at the start of `records` (none when its
+    /// first event is not there); `replayed`: a retry's answer, not the first one.
+    fn outcome(
+        &self,
+        stream: &StreamId,
+        records: &[RecordedEvent],
+        replayed: bool,
+    ) -> Option<CommandOutcome> {
+        let records: Vec<&RecordedEvent> = records
             .iter()
             .enumerate()
             .take_while(|(i, r)| r.event_id == self.id(*i))
             .map(|(_, r)| r)
             .collect();
+        if records.is_empty() {
+            return None;
+        }
         let consistency_token = records
             .last()
             .map_or(Position::START, |r| r.global_position);
@@ -471,11 +532,11 @@ impl<'a> EventIds<'a> {
                 stream_version: r.stream_version,
             })
             .collect();
-        Ok(Some(CommandOutcome {
+        Some(CommandOutcome {
             stream_id: stream.to_string(),
             events,
             consistency_token,
-            replayed: true,
-        }))
+            replayed,
+        })
     }
 }

@@ -133,6 +133,31 @@ impl Error {
         )
     }
 
+    /// Whether an append that failed with this error may nonetheless be stored: its
+    /// connection broke with the statement or the commit in flight (I/O, TLS, the
+    /// protocol, the driver's worker), so only a read can tell — also for a group
+    /// commit that failed so. A refusal by the server (it rolls the transaction back),
+    /// a pool that gave no connection, an open circuit breaker: nothing was stored.
+    pub fn may_have_been_stored(&self) -> bool {
+        match self {
+            Error::Database(error) => matches!(
+                error,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            ),
+            Error::GroupCommitFailed(inner) => match inner.as_ref() {
+                Error::Database(_) => inner.may_have_been_stored(),
+                Error::Unavailable(_) | Error::GroupCommitStopped => false,
+                // Anything else (the group's answers did not match its appends): the
+                // transaction's fate is not known.
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
     /// The database error under this one, if any (also inside a failed group commit).
     pub fn database_error(&self) -> Option<&sqlx::Error> {
         match self {

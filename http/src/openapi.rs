@@ -199,7 +199,7 @@ fn reason(status: u16) -> &'static str {
         415 => "The body is not sent as application/json",
         422 => "Semantic validation failed",
         429 => "Over the caller's rate limit (see Retry-After)",
-        503 => "Store unavailable, read model not caught up, or the deadline passed",
+        503 => "Store unavailable, the append's outcome unknown, read model not caught up, or the deadline passed",
         _ => "See the error shape",
     }
 }

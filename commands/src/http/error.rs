@@ -51,6 +51,14 @@ impl From<CommandError> for ApiError {
                 .with_details(json!({ "stream": stream }))
                 .with_cause(&error)
             }
+            CommandError::OutcomeUnknown(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the event log failed while this command was being stored, and it could not \
+                 be told whether it was; retry it with the same Idempotency-Key, which \
+                 answers its first result if it was stored",
+            )
+            .with_cause(&error),
             CommandError::Store(_) | CommandError::Slots(_) | CommandError::Injected(_) => {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
