@@ -130,12 +130,19 @@ async fn stored(db: &PgTestDb, stream: &str) -> usize {
         .len()
 }
 
-fn price(sku: &str, minor: i64) -> serde_json::Value {
-    json!({"sku": sku, "title": "Capsules", "unit_price": minor, "delivery_days": 2})
+/// A 503 with `code`.
+fn refused(answer: &crate::support::Answer, code: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body["error"], code, "{}", answer.body);
 }
 
-#[tokio::test]
-async fn an_append_whose_answer_is_lost_answers_what_it_stored_keyed_or_not() {
+/// A test database, the breaking store over it and the command routes over that.
+async fn start() -> (PgTestDb, Breaking, axum::Router) {
     let db = PgTestDb::new().await.expect("test database");
     let store = Breaking {
         inner: db.store.clone(),
@@ -143,6 +150,16 @@ async fn an_append_whose_answer_is_lost_answers_what_it_stored_keyed_or_not() {
         reads_fail: Arc::default(),
     };
     let app = app(store.clone());
+    (db, store, app)
+}
+
+fn price(sku: &str, minor: i64) -> serde_json::Value {
+    json!({"sku": sku, "title": "Capsules", "unit_price": minor, "delivery_days": 2})
+}
+
+#[tokio::test]
+async fn an_append_whose_answer_is_lost_answers_what_it_stored_keyed_or_not() {
+    let (db, store, app) = start().await;
 
     // Keyed: the first answer is the stored outcome, and a retry replays it.
     store.arm(LOSE_ANSWER);
@@ -164,25 +181,13 @@ async fn an_append_whose_answer_is_lost_answers_what_it_stored_keyed_or_not() {
 
 #[tokio::test]
 async fn an_append_not_stored_or_not_readable_is_an_unknown_outcome_never_unavailable() {
-    let db = PgTestDb::new().await.expect("test database");
-    let store = Breaking {
-        inner: db.store.clone(),
-        next: Arc::default(),
-        reads_fail: Arc::default(),
-    };
-    let app = app(store.clone());
+    let (db, store, app) = start().await;
 
     // The connection broke before the append reached the server: the read afterwards
     // finds nothing, but a commit still under way could not be ruled out.
     store.arm(RESET_BEFORE);
     let answer = call(&app, As::Service, PRICES, price("CAPS", 100), Some("k")).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        answer.body
-    );
-    assert_eq!(answer.body["error"], "outcome_unknown", "{}", answer.body);
+    refused(&answer, "outcome_unknown");
     assert_eq!(stored(&db, "price-CAPS").await, 0);
     // The retry the answer asks for stores it once.
     let retry = call(&app, As::Service, PRICES, price("CAPS", 100), Some("k")).await;
@@ -192,24 +197,12 @@ async fn an_append_not_stored_or_not_readable_is_an_unknown_outcome_never_unavai
     // Nothing can be read afterwards either.
     store.arm(SERVER_GONE);
     let answer = call(&app, As::Service, PRICES, price("TABS", 100), None).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        answer.body
-    );
-    assert_eq!(answer.body["error"], "outcome_unknown", "{}", answer.body);
+    refused(&answer, "outcome_unknown");
     store.reads_fail.store(0, Ordering::SeqCst);
 
     // No connection to be had: nothing was tried, and the answer says so.
     store.arm(NO_CONNECTION);
     let answer = call(&app, As::Service, PRICES, price("PODS", 100), None).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        answer.body
-    );
-    assert_eq!(answer.body["error"], "unavailable", "{}", answer.body);
+    refused(&answer, "unavailable");
     assert_eq!(stored(&db, "price-PODS").await, 0);
 }
