@@ -157,7 +157,23 @@ async fn append(
             event.schema_version
         );
     }
-    let result = store.append(&stream, expected, &[event]).await?;
+    let id = event.event_id;
+    let result = store
+        .append(&stream, expected, &[event])
+        .await
+        .map_err(|error| {
+            let unknown = error.may_have_been_stored();
+            let error = anyhow::Error::new(error);
+            if unknown {
+                // The connection broke with the append in flight: it may have committed.
+                error.context(format!(
+                    "the append's outcome is unknown (event id {id}): look with `eventfold \
+                     streams read {stream} --backwards --limit 1` before appending it again"
+                ))
+            } else {
+                error
+            }
+        })?;
     writeln!(out, "{}", serde_json::to_string(&result)?)?;
     Ok(())
 }
