@@ -292,17 +292,36 @@ impl Relay {
                 format!("{} did not answer", self.settings.brokers),
             ));
         };
+        self.claim(CLUSTER, &cluster, |recorded| {
+            cluster_moved(recorded, &cluster, &self.settings.brokers)
+        })
+        .await
+    }
+
+    /// The topic prefix, checked again whenever the relay starts (also when it takes the
+    /// lease over from another process): a process that started before `relay
+    /// --from-start` moved the relay to a new prefix and published there would go on
+    /// from that checkpoint into its old topics, leaving them a gap. Refused as
+    /// [`Relay::claim_cluster`] refuses another cluster.
+    async fn claim_prefix(&self) -> Result<()> {
+        let prefix = &self.settings.prefix;
+        self.claim(PREFIX, prefix, |recorded| prefix_moved(recorded, prefix))
+            .await
+    }
+
+    /// Records `value` as `what` (under the DDL lock), or refuses it with `moved`'s
+    /// reason when the relay has published to another.
+    async fn claim(
+        &self,
+        what: Where,
+        value: &str,
+        moved: impl FnOnce(&Recorded) -> String,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let dialect = eventfold_projections::Dialect::of(&tx);
         eventfold_projections::lock_ddl(&mut tx, dialect).await?;
-        if let Some(Recorded { stored, checkpoint }) = record(&mut tx, CLUSTER, &cluster).await? {
-            return Err(Error::InvalidSetting(format!(
-                "the relay has published the log through position {checkpoint} to the Kafka \
-                 cluster {stored:?}, and {} is the cluster {cluster:?}: its topics would lack \
-                 those {checkpoint} positions. Set KAFKA_BROKERS back to the cluster {stored:?}, \
-                 or run `eventfold relay --from-start` once to publish the whole log to the new one",
-                self.settings.brokers
-            )));
+        if let Some(recorded) = record(&mut tx, what, value).await? {
+            return Err(Error::InvalidSetting(moved(&recorded)));
         }
         tx.commit().await?;
         Ok(())
@@ -459,6 +478,7 @@ impl Sink for Relay {
 
     async fn setup(&self) -> Result<()> {
         self.progress.setup().await?;
+        self.claim_prefix().await?;
         self.claim_cluster().await
     }
 
@@ -601,17 +621,37 @@ pub(crate) async fn claim_destination(
     } else {
         ClaimedDestination::Same
     };
-    if let Some(Recorded { stored, checkpoint }) = record(&mut tx, PREFIX, prefix).await? {
-        anyhow::bail!(
-            "the relay has published the log through position {checkpoint} to topics \
-             {stored}{{category}}, and the topic prefix is now {prefix:?}: topics under it would \
-             lack those {checkpoint} positions. Set EVENTFOLD_KAFKA_TOPIC_PREFIX (or \
-             kafka_topic_prefix) back to {stored:?}, or run `eventfold relay --from-start` once \
-             to publish the whole log again under the new prefix"
-        );
+    if let Some(recorded) = record(&mut tx, PREFIX, prefix).await? {
+        anyhow::bail!("{}", prefix_moved(&recorded, prefix));
     }
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// Why a relay may not publish under `prefix`: it published under another.
+fn prefix_moved(Recorded { stored, checkpoint }: &Recorded, prefix: &str) -> String {
+    format!(
+        "the relay has published the log through position {checkpoint} to topics \
+         {stored}{{category}}, and the topic prefix is now {prefix:?}: topics under it would \
+         lack those {checkpoint} positions. Set EVENTFOLD_KAFKA_TOPIC_PREFIX (or \
+         kafka_topic_prefix) back to {stored:?}, or run `eventfold relay --from-start` once \
+         to publish the whole log again under the new prefix"
+    )
+}
+
+/// Why a relay may not publish to the cluster `cluster` of `brokers`: it published to
+/// another.
+fn cluster_moved(
+    Recorded { stored, checkpoint }: &Recorded,
+    cluster: &str,
+    brokers: &str,
+) -> String {
+    format!(
+        "the relay has published the log through position {checkpoint} to the Kafka \
+         cluster {stored:?}, and {brokers} is the cluster {cluster:?}: its topics would lack \
+         those {checkpoint} positions. Set KAFKA_BROKERS back to the cluster {stored:?}, \
+         or run `eventfold relay --from-start` once to publish the whole log to the new one"
+    )
 }
 
 /// Something the relay records of where it publishes: a table with one row for it.
@@ -724,6 +764,20 @@ pub(crate) async fn run_command(
     };
     let store = crate::open_store(database_url).await?;
     let db = eventfold_projections::ReadDb::connect(database_url).await?;
+    if args.from_start {
+        // A relay running elsewhere would write its checkpoint over the reset and go on
+        // publishing under its own prefix.
+        if let Some(owner) = eventfold_projections::owners(&db, &[RELAY])
+            .await?
+            .get(RELAY)
+        {
+            anyhow::bail!(
+                "{owner} holds the relay's lease: stop it (or its relaying) first, then run \
+                 `eventfold relay --from-start` — a relay running beside the reset would write \
+                 its checkpoint over it"
+            );
+        }
+    }
     if let ClaimedDestination::FromStart { was } =
         claim_destination(db.pool(), &settings.prefix, args.from_start).await?
     {

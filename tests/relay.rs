@@ -162,5 +162,36 @@ fn a_relay_refuses_another_kafka_cluster_once_it_has_published() {
     );
     let (status, out) = relay_for(&["relay"], &second.brokers, 3);
     assert!(status.is_none(), "{out}");
+
+    // Not while another process holds the relay's lease: its relay would write its
+    // checkpoint over the reset (and go on under its own prefix).
+    let mut running = eventfold(&["relay"], &second.brokers)
+        .spawn()
+        .expect("start the relay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = eventfold(&["projections", "status", "--json"], "")
+            .output()
+            .expect("status");
+        let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        let owned = rows.as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["name"] == "kafka_relay.v1" && r["owner"].is_string())
+        });
+        if owned {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never took its lease: {rows}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, out) = relay_for(&["relay", "--from-start"], &second.brokers, 20);
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}: {out}");
+    assert!(out.contains("holds the relay's lease"), "{out}");
+    assert_eq!(checkpoint(), Some(3), "the reset was not made");
+    let _ = running.kill();
+    let _ = running.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

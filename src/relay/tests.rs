@@ -230,6 +230,55 @@ async fn killed_before_its_checkpoint(broker: Broker) {
     assert_per_stream_order(&kept);
 }
 
+/// A relay configured with the old topic prefix that takes the lease over after `relay
+/// --from-start` moved the relay to a new prefix and published there is refused at its
+/// set-up, instead of going on from that checkpoint into its old topics (which lack
+/// every event published under the new prefix). Before, the prefix was checked only
+/// when a process started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_taking_over_after_the_prefix_moved_is_refused() {
+    let broker = Broker::mock();
+    let db = PgTestDb::new().await.expect("test database");
+    let read = ReadDb::connect(&db.url()).await.expect("read db");
+    let old = broker.settings(1);
+    let head = fill(&db.store, 3, 10).await;
+    let (first, _) = relay_runner(&db.store, &old, &read, Duration::from_millis(20));
+    first.run_until(Some(head)).await.expect("relay");
+
+    // `relay --from-start` under a new prefix publishes the log there.
+    let Broker::Mock(cluster, prefix) = &broker else {
+        panic!("a mock cluster")
+    };
+    let moved = format!("{prefix}moved.");
+    for category in CATEGORIES {
+        cluster
+            .create_topic(&format!("{moved}{category}"), 1, 1)
+            .expect("topic");
+    }
+    let new = KafkaSettings::new(broker.bootstrap(), Some(moved.clone()), Some(1), None)
+        .expect("settings");
+    claim_destination(read.pool(), &moved, true)
+        .await
+        .expect("from the start");
+    let (second, _) = relay_runner(&db.store, &new, &read, Duration::from_millis(20));
+    second.run_until(Some(head)).await.expect("relay again");
+
+    // One more event; the process still configured with the old prefix takes over.
+    let stream = StreamId::new(format!("{}-late", CATEGORIES[0])).expect("stream");
+    let late = NewEvent::new("TestHappened", serde_json::json!({"late": true}));
+    let appended = db
+        .store
+        .append(&stream, ExpectedVersion::NoStream, &[late])
+        .await
+        .expect("append");
+    let (stale, _) = relay_runner(&db.store, &old, &read, Duration::from_millis(20));
+    let refused = stale.run_until(Some(appended.last_position)).await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidSetting(why)) if why.contains(&moved)),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_cluster_every_event_of_a_50k_log_is_published_once_in_stream_order() {
     published_once_in_stream_order(Broker::mock()).await;
