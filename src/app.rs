@@ -344,15 +344,14 @@ pub(crate) async fn build(config: &Config, database_url: &str) -> anyhow::Result
         "reminder slots: {} minutes, at most {} reminders each, shared by every process on this database",
         planner.slot_minutes, planner.capacity
     ));
-    let slots = eventfold_commands::SlotBook::shared(planner, db.pool().clone()).await?;
     let service = Arc::new(
-        CommandService::with(
+        command_service(
             store.clone(),
-            eventfold_domain::consumables::ConsumablePolicy::default(),
             planner,
+            db.pool(),
             Arc::new(chrono::Utc::now),
         )
-        .with_slot_book(slots)
+        .await?
         .with_planning(eventfold_commands::Planning::Reaction {
             progress: {
                 let board = board.clone();
@@ -498,6 +497,25 @@ fn metrics_handle() -> Option<eventfold_read_api::PrometheusHandle> {
     HANDLE
         .get_or_init(eventfold_read_api::install_metrics)
         .clone()
+}
+
+/// The command service over `store` on `clock`, placing reminders in the slot book
+/// every process on the read store's database shares (`pool`): what `serve`, the demo
+/// and `projections retry` run commands with.
+pub(crate) async fn command_service(
+    store: AnyEventStore,
+    planner: eventfold_domain::slotting::SlotPlanner,
+    pool: &sqlx::AnyPool,
+    clock: eventfold_commands::Clock,
+) -> anyhow::Result<CommandService<AnyEventStore>> {
+    let slots = eventfold_commands::SlotBook::shared(planner, pool.clone()).await?;
+    Ok(CommandService::with(
+        store,
+        eventfold_domain::consumables::ConsumablePolicy::default(),
+        planner,
+        clock,
+    )
+    .with_slot_book(slots))
 }
 
 #[cfg(test)]

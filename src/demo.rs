@@ -15,7 +15,6 @@ use axum::http::Request;
 use chrono::{DateTime, Datelike, Duration, Utc};
 use clap::Args;
 use eventfold_commands::{CommandContext, CommandService, Principal};
-use eventfold_domain::consumables::ConsumablePolicy;
 use eventfold_domain::workout::WorkoutCommand;
 use eventfold_event_log::{AnyEventStore, EventReader};
 use eventfold_event_schemas::catalogue::{
@@ -118,15 +117,13 @@ pub(crate) async fn run(
     let clock = SimClock(Arc::new(AtomicI64::new(real_now.timestamp_millis())));
     let service_clock = clock.clone();
     let service = Arc::new(
-        CommandService::with(
+        app::command_service(
             app.store.clone(),
-            ConsumablePolicy::default(),
             app.planner,
+            &app.read_pool,
             Arc::new(move || service_clock.now()),
         )
-        .with_slot_book(
-            eventfold_commands::SlotBook::shared(app.planner, app.read_pool.clone()).await?,
-        ),
+        .await?,
     );
 
     writeln!(

@@ -351,17 +351,15 @@ async fn retry(
         }
         anyhow::bail!("unknown reaction {name:?}: use {REMINDER_PLANNER} or {ORDER_DRAFTER}");
     }
-    let planner = config.slot_planner()?;
     let pool = set.db().pool().clone();
-    let slots = eventfold_commands::SlotBook::shared(planner, pool.clone()).await?;
     let service = std::sync::Arc::new(
-        eventfold_commands::CommandService::with(
+        crate::app::command_service(
             set.log().clone(),
-            eventfold_domain::consumables::ConsumablePolicy::default(),
-            planner,
+            config.slot_planner()?,
+            &pool,
             std::sync::Arc::new(chrono::Utc::now),
         )
-        .with_slot_book(slots),
+        .await?,
     );
     let reaction = if name == REMINDER_PLANNER {
         ServiceReaction::planner(service, pool)
