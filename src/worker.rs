@@ -16,11 +16,21 @@
 //! written after the writes commit, only say where to resume reading: a lost or stale
 //! commit re-reads, it never double-applies or skips.
 //!
-//! **A partition that starts too late is refused.** A model that has applied nothing from
-//! a partition and took nothing over from the log needs the partition from offset 0; when
-//! the first message this worker gets from it is later (retention dropped the start, or
-//! the group read it for other read models) the worker stops with an error instead of
-//! building a partial model.
+//! **A partition read past is read again from its start.** A model that has applied
+//! nothing from a partition since it was taken over needs the partition from its start;
+//! when the first message this worker gets from it is later (the group read it before,
+//! for other read models or for this one before it was reset or lost) the worker seeks
+//! the partition back to its start and skips by position what it has. Read from its
+//! start, a partition that still begins past offset 0 for a model that took nothing over
+//! from the log is refused (retention dropped its start): the worker stops with an
+//! error instead of building a partial model.
+//!
+//! **A model lost or reset under the worker is taken over again.** Every second (and at
+//! once when a partition checkpoint goes back under a batch) a worker checks that each
+//! model it feeds is still handed over at the position it took it over at. One that is
+//! not (`projections reset`, a table dropped and rebuilt, a Redis without persistence
+//! that restarted empty) is given up, taken over again where its checkpoint now stands,
+//! and every partition assigned to the worker is read again from its start.
 //!
 //! **Taking a model over from the log.** When the first Eventfold event reaches it from
 //! Kafka, a worker marks the model's log-fed checkpoint as handed over at position P
@@ -52,6 +62,9 @@ struct Fed {
     model: Model,
     store: Arc<dyn ReadStore>,
     taken_over_at: Option<Position>,
+    /// Whether its store keeps the hand-over mark (not ClickHouse, whose checkpoint
+    /// only grows: the log-fed runner goes on beside the workers there).
+    keeps_mark: bool,
 }
 
 /// One partition's feed of one model.
@@ -73,6 +86,26 @@ pub(crate) struct WorkerStats {
     /// The models taken over from the log so far, each with the position it was taken
     /// over at, in the order they were.
     pub(crate) taken_over: Vec<(String, Position)>,
+    /// The models found handed back to the log while this worker fed them (reset, a
+    /// table dropped, a Redis that restarted empty), in the order they were: each was
+    /// taken over again and its partitions read again from their start.
+    pub(crate) handed_back: Vec<String>,
+}
+
+/// How often a worker checks that the models it feeds are still handed over to it.
+const MARK_CHECK: Duration = Duration::from_secs(1);
+
+/// What one batch did.
+struct Applied {
+    /// The next offset of each partition whose messages were applied (or skipped as
+    /// applied already): where the group resumes.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Partitions to read again from their start (their messages in this batch were
+    /// left for then).
+    rewind: Vec<(String, i32)>,
+    /// Models whose checkpoint went back under this worker (lost by their store, or
+    /// reset).
+    lost: Vec<usize>,
 }
 
 /// A Kafka-fed projector.
@@ -81,8 +114,14 @@ pub(crate) struct Worker {
     group: String,
     fed: Vec<Fed>,
     feeds: HashMap<(usize, String, i32), Feed>,
-    /// The first offset this worker received from each partition.
+    /// The first offset this worker received from each partition (since it was last
+    /// read from its start).
     first_offsets: HashMap<(String, i32), i64>,
+    /// The partitions this worker has read again from their start, for a model that had
+    /// applied nothing from them since it was taken over.
+    rewound: std::collections::HashSet<(String, i32)>,
+    /// When the hand-over marks were last checked ([`Worker::lost`]), or `None`: now.
+    marks_checked: Option<Instant>,
     options: RunnerOptions,
     board: StatusBoard,
     stats: WorkerStats,
@@ -107,6 +146,7 @@ impl Worker {
         for (model, store) in models {
             store.setup(&model).await?;
             fed.push(Fed {
+                keeps_mark: model.store() != eventfold_projections::StoreKind::ClickHouse,
                 model,
                 store,
                 taken_over_at: None,
@@ -118,6 +158,8 @@ impl Worker {
             fed,
             feeds: HashMap::new(),
             first_offsets: HashMap::new(),
+            rewound: std::collections::HashSet::new(),
+            marks_checked: None,
             options: RunnerOptions::default(),
             board,
             stats: WorkerStats::default(),
@@ -172,6 +214,14 @@ impl Worker {
                 progress(&self.stats);
                 told = Instant::now();
             }
+            if self
+                .marks_checked
+                .is_none_or(|at| at.elapsed() >= MARK_CHECK)
+            {
+                let lost = self.lost().await;
+                self.give_up(&consumer, &lost);
+                self.marks_checked = Some(Instant::now());
+            }
             let first = tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 // Nothing arriving (no partitions yet, brokers away): still tell.
@@ -198,7 +248,15 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let offsets = self.apply(batch).await?;
+            let Applied {
+                offsets,
+                rewind,
+                lost,
+            } = self.apply(batch).await?;
+            for (topic, partition) in rewind {
+                self.seek_to_start(&consumer, &topic, partition);
+            }
+            self.give_up(&consumer, &lost);
             // After the writes: where the group resumes reading. Losing it re-reads
             // (skipped by position), so an asynchronous commit is enough.
             let mut list = TopicPartitionList::new();
@@ -216,7 +274,7 @@ impl Worker {
     async fn apply(
         &mut self,
         batch: Vec<rdkafka::message::OwnedMessage>,
-    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    ) -> anyhow::Result<Applied> {
         let mut offsets = BTreeMap::new();
         let mut partitions: BTreeMap<(String, i32), Vec<RecordedEvent>> = BTreeMap::new();
         for message in batch {
@@ -249,10 +307,26 @@ impl Worker {
         // checkpoint, independent of the others (the log-fed runner runs its models
         // side by side too; before, a worker applied them one after another).
         let mut work = tokio::task::JoinSet::new();
-        for ((topic, partition), records) in partitions {
-            let records = Arc::new(records);
+        let mut rewind = Vec::new();
+        'partitions: for ((topic, partition), records) in partitions {
+            let mut keys = Vec::with_capacity(self.fed.len());
             for model in 0..self.fed.len() {
-                let key = self.open_feed(model, &topic, partition).await?;
+                match self.open_feed(model, &topic, partition).await? {
+                    Some(key) => keys.push(key),
+                    None => {
+                        // Read again from its start: none of its records now, for any
+                        // model (the others skip them by position then), and its
+                        // offset is not committed.
+                        offsets.remove(&(topic.clone(), partition));
+                        self.first_offsets.remove(&(topic.clone(), partition));
+                        rewind.push((topic, partition));
+                        continue 'partitions;
+                    }
+                }
+            }
+            let records = Arc::new(records);
+            for key in keys {
+                let model = key.0;
                 let Some(mut feed) = self.feeds.remove(&key) else {
                     anyhow::bail!("no feed for {topic}#{partition}");
                 };
@@ -266,6 +340,7 @@ impl Worker {
         }
         let mut fresh: BTreeMap<(String, i32), Vec<bool>> = BTreeMap::new();
         let mut failed = None;
+        let mut lost = Vec::new();
         while let Some(done) = work.join_next().await {
             let (key, feed, applied) = match done {
                 Ok(done) => done,
@@ -273,10 +348,16 @@ impl Worker {
                 Err(error) => anyhow::bail!("a feed's task was cancelled: {error}"),
             };
             let partition = (key.1.clone(), key.2);
+            let key_model = key.0;
             // Put back before anything else: a feed that failed keeps its checkpoint.
             self.feeds.insert(key, feed);
             match applied {
-                Ok(applied) => {
+                Ok(None) => {
+                    // Its records are read again once the model is taken over again.
+                    offsets.remove(&partition);
+                    lost.push(key_model);
+                }
+                Ok(Some(applied)) => {
                     let flags = fresh
                         .entry(partition)
                         .or_insert_with(|| vec![false; applied.len()]);
@@ -296,7 +377,92 @@ impl Worker {
         self.stats.fresh += fresh;
         self.applied
             .fetch_add(fresh, std::sync::atomic::Ordering::Relaxed);
-        Ok(offsets)
+        lost.sort_unstable();
+        lost.dedup();
+        Ok(Applied {
+            offsets,
+            rewind,
+            lost,
+        })
+    }
+
+    /// The models (indexes) no longer handed over at the position this worker took them
+    /// over at: handed back to the log since (`projections reset`, a table dropped and
+    /// rebuilt, a Redis without persistence that restarted empty — its mark is gone
+    /// with the model), or taken over again by another worker that found them so. A
+    /// store that cannot answer now is asked again at the next check.
+    async fn lost(&self) -> Vec<usize> {
+        let mut lost = Vec::new();
+        for (index, fed) in self.fed.iter().enumerate() {
+            let (Some(at), true) = (fed.taken_over_at, fed.keeps_mark) else {
+                continue;
+            };
+            let checkpoint = match fed.store.sink(&fed.model, &Namespace::Live) {
+                Ok(live) => live.checkpoint().await,
+                Err(error) => Err(error),
+            };
+            match checkpoint {
+                Ok(checkpoint) if handed_over_at(checkpoint) == Some(at) => {}
+                Ok(_) => lost.push(index),
+                Err(error) => {
+                    tracing::warn!(model = fed.model.name(), %error, "checking the hand-over mark failed; checking again in a second");
+                }
+            }
+        }
+        lost
+    }
+
+    /// Gives up what this worker had of `lost` models (their feeds, where it took them
+    /// over) and reads every partition assigned to it again from its start: the next
+    /// batch takes each over again, where the mark now says (the log-fed runner's
+    /// checkpoint, or another worker's new mark), and folds its partitions from there;
+    /// the other models skip what they applied already, by position. Without the
+    /// rewind the partitions would resume at the group's offsets, and every event
+    /// between the new take-over and those offsets would be missing from the model.
+    fn give_up(&mut self, consumer: &StreamConsumer, lost: &[usize]) {
+        if lost.is_empty() {
+            return;
+        }
+        for &index in lost {
+            let fed = &mut self.fed[index];
+            let name = fed.model.name();
+            tracing::warn!(
+                model = name,
+                taken_over_at = fed.taken_over_at.map(|p| p.0),
+                "handed back to the log while this worker fed it (reset, a table dropped, or a Redis that restarted empty): taking it over again and reading its partitions from their start"
+            );
+            fed.taken_over_at = None;
+            self.stats.handed_back.push(name.to_owned());
+            self.feeds.retain(|(model, _, _), _| *model != index);
+        }
+        self.rewound.clear();
+        self.first_offsets.clear();
+        match consumer.assignment() {
+            Ok(assigned) => {
+                for element in assigned.elements() {
+                    self.seek_to_start(consumer, element.topic(), element.partition());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the assignment failed: partitions are read again from their start as their next messages arrive");
+            }
+        }
+    }
+
+    /// Reads `topic#partition` again from its start (librdkafka drops what it had
+    /// fetched beyond).
+    fn seek_to_start(&mut self, consumer: &StreamConsumer, topic: &str, partition: i32) {
+        let key = (topic.to_owned(), partition);
+        self.first_offsets.remove(&key);
+        match consumer.seek(topic, partition, Offset::Beginning, Duration::from_secs(10)) {
+            Ok(()) => {
+                self.rewound.insert(key);
+            }
+            Err(error) => {
+                tracing::warn!(topic, partition, %error, "reading a partition again from its start failed; trying again with its next message");
+                self.rewound.remove(&key);
+            }
+        }
     }
 
     /// Takes over from the log every model not taken over yet (the first events have
@@ -313,13 +479,17 @@ impl Worker {
     }
 
     /// The feed of one model from one partition, opened (its checkpoint read) the
-    /// first time; its key.
+    /// first time; its key, or `None` when the partition must be read again from its
+    /// start first: the model has applied nothing from it since it was taken over, and
+    /// this worker's first message of it is past offset 0 (the group read it before —
+    /// for the model before it was reset or lost, or for other models), so the events
+    /// between the take-over and that offset would be missing.
     async fn open_feed(
         &mut self,
         model: usize,
         topic: &str,
         partition: i32,
-    ) -> anyhow::Result<(usize, String, i32)> {
+    ) -> anyhow::Result<Option<(usize, String, i32)>> {
         let key = (model, topic.to_owned(), partition);
         if !self.feeds.contains_key(&key) {
             let fed = &self.fed[model];
@@ -327,23 +497,26 @@ impl Worker {
                 .store
                 .source_sink(&fed.model, &format!("{topic}#{partition}"))?;
             let applier = Applier::new(sink, self.options.clone(), self.board.clone());
-            let checkpoint = resume(&applier, fed.taken_over_at.unwrap_or(Position::START)).await?;
-            let first = self
-                .first_offsets
-                .get(&(topic.to_owned(), partition))
-                .copied()
-                .unwrap_or(0);
-            if checkpoint == Position::START && first > 0 {
-                anyhow::bail!(
-                    "{}: {topic}#{partition} starts at offset {first} for this worker, but the \
-                     model has applied nothing from that partition and took nothing over from \
-                     the log: the events before that offset would be missing (the brokers' \
-                     retention dropped them, or the group read them for other models). Give \
-                     the model a consumer group of its own, keep the relay's topics for good \
-                     (retention.ms=-1), or build it from the log",
-                    fed.model.name()
-                );
+            let taken_over_at = fed.taken_over_at.unwrap_or(Position::START);
+            let stored = stored_checkpoint(&applier).await?;
+            let place = (topic.to_owned(), partition);
+            let first = self.first_offsets.get(&place).copied().unwrap_or(0);
+            if stored <= taken_over_at && first > 0 {
+                if !self.rewound.contains(&place) {
+                    return Ok(None);
+                }
+                if taken_over_at == Position::START {
+                    anyhow::bail!(
+                        "{}: {topic}#{partition} starts at offset {first} (read from its start), \
+                         but the model has applied nothing from that partition and took nothing \
+                         over from the log: the events before that offset are gone (the \
+                         brokers' retention dropped them). Keep the relay's topics for good \
+                         (retention.ms=-1), or build the model from the log",
+                        fed.model.name()
+                    );
+                }
             }
+            let checkpoint = resume(&applier, taken_over_at).await?;
             self.feeds.insert(
                 key.clone(),
                 Feed {
@@ -352,18 +525,19 @@ impl Worker {
                 },
             );
         }
-        Ok(key)
+        Ok(Some(key))
     }
 }
 
 /// Feeds one partition's records to one model; says which were beyond its checkpoint
-/// (applied now).
+/// (applied now), or `None` when the model's checkpoint went back under it (its store
+/// lost it, or it was reset): nothing applied.
 async fn feed_records(
     feed: &mut Feed,
     (_, topic, partition): &(usize, String, i32),
     records: &[RecordedEvent],
     taken_over_at: Position,
-) -> anyhow::Result<Vec<bool>> {
+) -> anyhow::Result<Option<Vec<bool>>> {
     loop {
         // Beyond the checkpoint and beyond every earlier record of the batch: a
         // relay's duplicates come after the originals with lower positions.
@@ -381,16 +555,20 @@ async fn feed_records(
             })
             .collect();
         if kept.is_empty() {
-            return Ok(flags);
+            return Ok(Some(flags));
         }
         match feed.applier.apply_batch(feed.checkpoint, kept).await {
             Ok(checkpoint) => {
                 feed.checkpoint = checkpoint;
-                return Ok(flags);
+                return Ok(Some(flags));
             }
             // Another worker applied part of it (a rebalance moved the partition):
-            // read its checkpoint and skip what it did.
+            // read its checkpoint and skip what it did. Gone back instead: the model
+            // was lost or reset under this worker.
             Err(Error::CheckpointMoved(_)) => {
+                if stored_checkpoint(&feed.applier).await? < feed.checkpoint {
+                    return Ok(None);
+                }
                 tracing::info!(
                     topic,
                     partition,
@@ -424,6 +602,15 @@ async fn take_over(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// A partition feed's checkpoint as its store holds it (set up first).
+async fn stored_checkpoint(
+    applier: &Applier<Arc<dyn Sink>>,
+) -> eventfold_projections::Result<Position> {
+    let sink = applier.sink();
+    applier.retry_store(|| sink.setup()).await?;
+    applier.retry_store(|| sink.checkpoint()).await
 }
 
 /// A partition feed's checkpoint, raised to the take-over position the first time.
