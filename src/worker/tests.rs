@@ -185,22 +185,7 @@ async fn two_workers_equal_the_log_fed_models(broker: Broker) {
     killed.abort();
     let _ = killed.await;
     relay(head).await;
-    reference.setup().await.expect("setup");
-    let end = reference.catch_up().await.expect("log-fed");
-    assert_eq!(end, log.store.head().await.expect("head"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let differences = differences(&reference, &fed, (&pa, &pb)).await;
-        if differences.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && !second.is_finished(),
-            "the Kafka-fed models never matched: {differences:?} (worker 2 applied {})",
-            second_applied.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    until_equal(&log, &reference, &fed, (&pa, &pb), &second).await;
     assert!(
         second_applied.load(Ordering::Relaxed) > 0,
         "worker 2 took part"
