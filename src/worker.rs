@@ -318,7 +318,6 @@ impl Worker {
                         // model (the others skip them by position then), and its
                         // offset is not committed.
                         offsets.remove(&(topic.clone(), partition));
-                        self.first_offsets.remove(&(topic.clone(), partition));
                         rewind.push((topic, partition));
                         continue 'partitions;
                     }
@@ -516,7 +515,7 @@ impl Worker {
                     );
                 }
             }
-            let checkpoint = resume(&applier, taken_over_at).await?;
+            let checkpoint = resume(&applier, stored, taken_over_at).await?;
             self.feeds.insert(
                 key.clone(),
                 Feed {
@@ -566,7 +565,8 @@ async fn feed_records(
             // read its checkpoint and skip what it did. Gone back instead: the model
             // was lost or reset under this worker.
             Err(Error::CheckpointMoved(_)) => {
-                if stored_checkpoint(&feed.applier).await? < feed.checkpoint {
+                let stored = stored_checkpoint(&feed.applier).await?;
+                if stored < feed.checkpoint {
                     return Ok(None);
                 }
                 tracing::info!(
@@ -574,7 +574,7 @@ async fn feed_records(
                     partition,
                     "checkpoint moved by another worker; resuming from it"
                 );
-                feed.checkpoint = resume(&feed.applier, taken_over_at).await?;
+                feed.checkpoint = resume(&feed.applier, stored, taken_over_at).await?;
             }
             Err(error) => return Err(error.into()),
         }
@@ -613,14 +613,14 @@ async fn stored_checkpoint(
     applier.retry_store(|| sink.checkpoint()).await
 }
 
-/// A partition feed's checkpoint, raised to the take-over position the first time.
+/// A partition feed's checkpoint (`checkpoint`, as its store holds it), raised to the
+/// take-over position the first time.
 async fn resume(
     applier: &Applier<Arc<dyn Sink>>,
+    checkpoint: Position,
     taken_over_at: Position,
 ) -> eventfold_projections::Result<Position> {
     let sink = applier.sink();
-    applier.retry_store(|| sink.setup()).await?;
-    let checkpoint = applier.retry_store(|| sink.checkpoint()).await?;
     if checkpoint >= taken_over_at {
         return Ok(checkpoint);
     }
