@@ -195,3 +195,105 @@ fn a_relay_refuses_another_kafka_cluster_once_it_has_published() {
     let _ = running.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A relay that published the log under one topic prefix refuses another (`relay` and
+/// `serve` alike): it would go on from its checkpoint into topics that lack every event
+/// before it. `relay --from-start` publishes the whole log again under the new prefix.
+#[test]
+fn a_relay_refuses_a_new_topic_prefix_once_it_has_published() {
+    let dir = std::env::temp_dir().join(format!("eventfold-relay-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let url = format!("sqlite://{}", dir.join("log.db").display());
+    // Nothing listens there: nothing goes out.
+    let brokers = format!("127.0.0.1:{}", free_port());
+    let relay = |prefix: &str, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eventfold"));
+        command
+            .arg("relay")
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("KAFKA_BROKERS", &brokers)
+            .env("EVENTFOLD_KAFKA_TOPIC_PREFIX", prefix)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    // Runs until killed: `None` when it was still running after 3 s.
+    let run_briefly = |mut command: Command| {
+        let mut child = command.spawn().expect("start the relay");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let running = child.try_wait().expect("its state").is_none();
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("its output");
+        (running, out)
+    };
+    // The first run records its prefix (the brokers are unreachable: nothing goes out).
+    let (running, out) = run_briefly(relay("first.", &[]));
+    assert!(running, "{}", text(&out));
+    // As if it had published positions 1 to 5.
+    let db = url.clone();
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let checkpoint = |set: Option<i64>| {
+        rt.block_on(async {
+            let pool = sqlx::SqlitePool::connect(&db).await.expect("open");
+            if let Some(at) = set {
+                sqlx::query("UPDATE eventfold_reaction_checkpoints SET position = $1 WHERE name = 'kafka_relay.v1'")
+                    .bind(at)
+                    .execute(&pool)
+                    .await
+                    .expect("checkpoint");
+            }
+            let row: (i64, String) = sqlx::query_as(
+                "SELECT c.position, d.topic_prefix FROM eventfold_reaction_checkpoints c \
+                 JOIN eventfold_relay_destination d ON d.name = c.name WHERE c.name = 'kafka_relay.v1'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("the relay's rows");
+            pool.close().await;
+            row
+        })
+    };
+    assert_eq!(checkpoint(Some(5)), (5, "first.".to_owned()));
+
+    let refused = relay("second.", &[]).output().expect("run");
+    assert!(!refused.status.success());
+    let message = text(&refused);
+    assert!(
+        message.contains("published the log through position 5 to topics first.{category}")
+            && message.contains("--from-start"),
+        "{message}"
+    );
+    let serve_port = free_port();
+    let serve = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .arg("serve")
+        .env("DATABASE_URL", &url)
+        .env("KAFKA_BROKERS", &brokers)
+        .env("EVENTFOLD_KAFKA_TOPIC_PREFIX", "second.")
+        .env("EVENTFOLD_LISTEN", format!("127.0.0.1:{serve_port}"))
+        .current_dir(&dir)
+        .output()
+        .expect("run");
+    assert!(!serve.status.success());
+    assert!(
+        text(&serve).contains("to topics first.{category}"),
+        "{}",
+        text(&serve)
+    );
+    assert_eq!(
+        checkpoint(None),
+        (5, "first.".to_owned()),
+        "nothing changed"
+    );
+
+    let (running, out) = run_briefly(relay("second.", &["--from-start"]));
+    assert!(running, "{}", text(&out));
+    assert!(
+        text(&out).contains("publishing the log again from its start under second.{category} (the relay had published through position 5)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(checkpoint(None), (0, "second.".to_owned()));
+    let _ = std::fs::remove_dir_all(&dir);
+}

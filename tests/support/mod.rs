@@ -715,3 +715,29 @@ pub async fn ready_within(client: &Client, server: &Server, limit: Duration) -> 
     }
     false
 }
+
+/// `eventfold ARGS` on the log at `url` (no Redis), asserted to succeed.
+pub fn succeeds(url: &str, args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("eventfold runs");
+    assert!(
+        output.status.success(),
+        "eventfold {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `name`'s row of `eventfold projections status --json` on the log at `url`.
+pub fn status_row(url: &str, name: &str) -> Value {
+    let status = succeeds(url, &["projections", "status", "--json"]);
+    let rows: Value = serde_json::from_slice(&status.stdout).expect("json");
+    rows.as_array()
+        .and_then(|r| r.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {name}: {rows}"))
+}
