@@ -68,15 +68,27 @@ pub(crate) fn ch(error: clickhouse::error::Error) -> Error {
 
 impl ClickHouseTarget {
     /// A target (nothing connects yet): `url` like `http://127.0.0.1:8123`, `database`
-    /// letters, digits and `_`.
+    /// a plain identifier (1 to 100 letters, digits and `_`, not beginning with a digit)
+    /// other than ClickHouse's own `system` and `information_schema`.
     pub fn new(url: &str, database: &str) -> Result<Self> {
-        if database.is_empty()
-            || !database
+        let identifier = (1..=100).contains(&database.len())
+            && database.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && database
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier {
+            return Err(Error::InvalidSetting(format!(
+                "the ClickHouse database (EVENTFOLD_CLICKHOUSE_DATABASE) {database:?}: 1 to 100 \
+                 letters, digits and '_', not beginning with a digit"
+            )));
+        }
+        if ["system", "information_schema"]
+            .iter()
+            .any(|own| own.eq_ignore_ascii_case(database))
         {
             return Err(Error::InvalidSetting(format!(
-                "the ClickHouse database (EVENTFOLD_CLICKHOUSE_DATABASE) {database:?}: letters, digits and '_' only"
+                "the ClickHouse database (EVENTFOLD_CLICKHOUSE_DATABASE) {database:?} is \
+                 ClickHouse's own: name one for Eventfold's analytics (default: eventfold)"
             )));
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -638,5 +650,39 @@ impl ReadStore for ClickHouseStore {
         let sink = self.sink(model, namespace)?;
         sink.setup().await?;
         sink.checkpoint().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_is_a_plain_identifier_of_eventfolds_own() {
+        let url = "http://127.0.0.1:8123";
+        for good in ["eventfold", "_x", "analytics_2", &"a".repeat(100)] {
+            assert!(ClickHouseTarget::new(url, good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "x`y",
+            "bad;name",
+            "é",
+            "system",
+            "SYSTEM",
+            "information_schema",
+            "INFORMATION_SCHEMA",
+            &"a".repeat(101),
+        ] {
+            assert!(
+                matches!(
+                    ClickHouseTarget::new(url, bad),
+                    Err(Error::InvalidSetting(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
     }
 }
