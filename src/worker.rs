@@ -22,8 +22,11 @@
 //! for other read models or for this one before it was reset or lost) the worker seeks
 //! the partition back to its start and skips by position what it has. Read from its
 //! start, a partition that still begins past offset 0 for a model that took nothing over
-//! from the log is refused (retention dropped its start): the worker stops with an
-//! error instead of building a partial model.
+//! from the log is refused when the brokers' low watermark says so (retention dropped
+//! its start): the worker stops with an error instead of building a partial model.
+//! When the brokers still hold earlier offsets the rewind was overtaken (a rebalance
+//! moved the partition away and back before its first message was read): it is read
+//! from its start once more.
 //!
 //! **A model lost or reset under the worker is taken over again.** Every second (and at
 //! once when a partition checkpoint goes back under a batch) a worker checks that each
@@ -106,6 +109,21 @@ struct Applied {
     /// Models whose checkpoint went back under this worker (lost by their store, or
     /// reset).
     lost: Vec<usize>,
+    /// Partitions read again from their start whose first message was past offset 0
+    /// (`(topic, partition, first offset, model)`), for a model that needs them whole:
+    /// gone (retention), or a rewind that a rebalance overtook ([`Worker::check_start`]).
+    check: Vec<(String, i32, i64, usize)>,
+}
+
+/// What opening a (model, partition) feed found.
+enum Opened {
+    /// Ready: the feed's key.
+    Feed((usize, String, i32)),
+    /// The partition must be read again from its start first.
+    Rewind,
+    /// Read again from its start, it began past offset 0 (this offset), for this model:
+    /// see [`Applied::check`].
+    Check(i64, usize),
 }
 
 /// A Kafka-fed projector.
@@ -120,6 +138,9 @@ pub(crate) struct Worker {
     /// The partitions this worker has read again from their start, for a model that had
     /// applied nothing from them since it was taken over.
     rewound: std::collections::HashSet<(String, i32)>,
+    /// The partitions read from their start a second time because the brokers still
+    /// held offsets before the first one read after the first time.
+    rewound_twice: std::collections::HashSet<(String, i32)>,
     /// When the hand-over marks were last checked ([`Worker::lost`]), or `None`: now.
     marks_checked: Option<Instant>,
     options: RunnerOptions,
@@ -159,6 +180,7 @@ impl Worker {
             feeds: HashMap::new(),
             first_offsets: HashMap::new(),
             rewound: std::collections::HashSet::new(),
+            rewound_twice: std::collections::HashSet::new(),
             marks_checked: None,
             options: RunnerOptions::default(),
             board,
@@ -252,9 +274,13 @@ impl Worker {
                 offsets,
                 rewind,
                 lost,
+                check,
             } = self.apply(batch).await?;
             for (topic, partition) in rewind {
                 self.seek_to_start(&consumer, &topic, partition);
+            }
+            for (topic, partition, first, model) in check {
+                self.check_start(&consumer, &topic, partition, first, model)?;
             }
             self.give_up(&consumer, &lost);
             // After the writes: where the group resumes reading. Losing it re-reads
@@ -308,17 +334,23 @@ impl Worker {
         // side by side too; before, a worker applied them one after another).
         let mut work = tokio::task::JoinSet::new();
         let mut rewind = Vec::new();
+        let mut check = Vec::new();
         'partitions: for ((topic, partition), records) in partitions {
             let mut keys = Vec::with_capacity(self.fed.len());
             for model in 0..self.fed.len() {
                 match self.open_feed(model, &topic, partition).await? {
-                    Some(key) => keys.push(key),
-                    None => {
-                        // Read again from its start: none of its records now, for any
-                        // model (the others skip them by position then), and its
-                        // offset is not committed.
+                    Opened::Feed(key) => keys.push(key),
+                    // Read again from its start (or checked first): none of its
+                    // records now, for any model (the others skip them by position
+                    // then), and its offset is not committed.
+                    Opened::Rewind => {
                         offsets.remove(&(topic.clone(), partition));
                         rewind.push((topic, partition));
+                        continue 'partitions;
+                    }
+                    Opened::Check(first, model) => {
+                        offsets.remove(&(topic.clone(), partition));
+                        check.push((topic, partition, first, model));
                         continue 'partitions;
                     }
                 }
@@ -382,6 +414,7 @@ impl Worker {
             offsets,
             rewind,
             lost,
+            check,
         })
     }
 
@@ -435,6 +468,7 @@ impl Worker {
             self.feeds.retain(|(model, _, _), _| *model != index);
         }
         self.rewound.clear();
+        self.rewound_twice.clear();
         self.first_offsets.clear();
         match consumer.assignment() {
             Ok(assigned) => {
@@ -488,7 +522,7 @@ impl Worker {
         model: usize,
         topic: &str,
         partition: i32,
-    ) -> anyhow::Result<Option<(usize, String, i32)>> {
+    ) -> anyhow::Result<Opened> {
         let key = (model, topic.to_owned(), partition);
         if !self.feeds.contains_key(&key) {
             let fed = &self.fed[model];
@@ -502,20 +536,14 @@ impl Worker {
             let first = self.first_offsets.get(&place).copied().unwrap_or(0);
             if stored <= taken_over_at && first > 0 {
                 if !self.rewound.contains(&place) {
-                    return Ok(None);
+                    return Ok(Opened::Rewind);
                 }
                 if taken_over_at == Position::START {
-                    anyhow::bail!(
-                        "{}: {topic}#{partition} starts at offset {first} (read from its start), \
-                         but the model has applied nothing from that partition and took nothing \
-                         over from the log: the events before that offset are gone (the \
-                         brokers' retention dropped them). Keep the relay's topics for good \
-                         (retention.ms=-1), or build the model from the log",
-                        fed.model.name()
-                    );
+                    return Ok(Opened::Check(first, model));
                 }
             }
             let checkpoint = resume(&applier, stored, taken_over_at).await?;
+            self.rewound_twice.remove(&place);
             self.feeds.insert(
                 key.clone(),
                 Feed {
@@ -524,7 +552,56 @@ impl Worker {
                 },
             );
         }
-        Ok(Some(key))
+        Ok(Opened::Feed(key))
+    }
+
+    /// A partition read again from its start began at `first` > 0, for a model that
+    /// has applied nothing from it and took nothing over from the log. Either the
+    /// events before `first` are gone — the brokers' retention dropped them (the
+    /// partition's low watermark is at `first`): refused, the model cannot be built
+    /// from Kafka — or the rewind was overtaken (the partition went to another worker
+    /// and came back at the group's offset before its first message was read): read
+    /// from its start again, once. The brokers are asked for the low watermark only
+    /// here (a blocking call, bounded).
+    fn check_start(
+        &mut self,
+        consumer: &StreamConsumer,
+        topic: &str,
+        partition: i32,
+        first: i64,
+        model: usize,
+    ) -> anyhow::Result<()> {
+        let place = (topic.to_owned(), partition);
+        let low = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map(|(low, _)| low);
+        let name = self.fed[model].model.name();
+        match low {
+            Ok(low) if low < first && self.rewound_twice.insert(place) => {
+                tracing::info!(topic, partition, first, low, "a rewind was overtaken by a rebalance: reading the partition from its start again");
+                self.seek_to_start(consumer, topic, partition);
+                Ok(())
+            }
+            Ok(low) if low < first => anyhow::bail!(
+                "{name}: {topic}#{partition}, read from its start twice, begins at offset {first} \
+                 although the brokers keep it from offset {low}: the events between are not \
+                 readable (a compacted topic?). Keep the relay's topics whole \
+                 (cleanup.policy=delete, retention.ms=-1), or build the model from the log"
+            ),
+            Ok(_) => anyhow::bail!(
+                "{name}: {topic}#{partition} starts at offset {first} (read from its start), \
+                 but the model has applied nothing from that partition and took nothing \
+                 over from the log: the events before that offset are gone (the \
+                 brokers' retention dropped them). Keep the relay's topics for good \
+                 (retention.ms=-1), or build the model from the log"
+            ),
+            Err(error) => {
+                // Asked again when the partition is next read from its start.
+                tracing::warn!(topic, partition, %error, "reading a partition's low watermark failed; reading it from its start again");
+                self.seek_to_start(consumer, topic, partition);
+                Ok(())
+            }
+        }
     }
 }
 

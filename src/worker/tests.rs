@@ -360,3 +360,112 @@ async fn kafka_brokers_two_workers_one_joining_one_killed_equal_the_log_fed_mode
         two_workers_equal_the_log_fed_models(broker).await;
     }
 }
+
+/// A model that took nothing over from the log and has applied nothing from a
+/// partition needs that partition whole. librdkafka's mock cluster keeps 5 MiB a
+/// partition: 6 MiB of foreign messages after the first relayed events push those out
+/// (its low watermark moves past them). The worker reads the partition from its start,
+/// finds it beginning at the low watermark, and refuses with what to do — never a
+/// model with the earliest events silently missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_a_fresh_model_refuses_a_partition_whose_start_retention_dropped() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let broker = Broker::mock();
+    let log = PgTestDb::new().await.expect("log database");
+    let models_db = PgTestDb::new().await.expect("models database");
+    let read = ReadDb::connect(&log.url()).await.expect("read db");
+    let settings = broker.settings(1);
+    let mut sink = std::io::sink();
+    let relay = |head| {
+        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+        async move { runner.run_until(Some(head)).await.expect("relay") }
+    };
+    let head = crate::bench::project::prefill(&log.store, 300, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    let topic = format!("{}workout", settings.prefix);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("producer");
+    let junk = vec![b'x'; 512 * 1024];
+    for _ in 0..12 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic)
+                    .partition(0)
+                    .payload(&junk),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+    let head = crate::bench::project::prefill(&log.store, 300, &mut sink)
+        .await
+        .expect("fill");
+    relay(head).await;
+    let (low, _) = producer
+        .client()
+        .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert!(low > 0, "the mock cluster kept the partition whole");
+    let tag = &crate::kafka_testing::unique_prefix();
+    let set = models_on(&models_db, tag).await;
+    let (worker, _) = spawn_worker(&settings, &format!("{tag}workers"), &set).await;
+    let refused = tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker went on")
+        .expect("the worker's task");
+    let why = refused.expect_err("a model built from a partition missing its start");
+    assert!(
+        why.to_string()
+            .contains(&format!("{topic}#0 starts at offset {low}")),
+        "{why}"
+    );
+    assert!(why.to_string().contains("retention"), "{why}");
+    drop_keys(tag).await;
+}
+
+/// A partition read again from its start whose first message came past offset 0
+/// while the brokers still hold offsets before it: the rewind was overtaken (the
+/// partition went to another worker and came back at the group's offset before its
+/// first message was read), not retention: read from its start once more. Twice
+/// means those offsets cannot be read (a compacted topic): refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_an_overtaken_rewind_is_read_from_the_start_again_once() {
+    let broker = Broker::mock();
+    let log = PgTestDb::new().await.expect("log database");
+    let models_db = PgTestDb::new().await.expect("models database");
+    let read = ReadDb::connect(&log.url()).await.expect("read db");
+    let settings = broker.settings(1);
+    let head = crate::bench::project::prefill(&log.store, 300, &mut std::io::sink())
+        .await
+        .expect("fill");
+    let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
+    runner.run_until(Some(head)).await.expect("relay");
+    let topic = format!("{}workout", settings.prefix);
+    let tag = &crate::kafka_testing::unique_prefix();
+    let set = models_on(&models_db, tag).await;
+    let models = set
+        .active()
+        .map(|m| (m.clone(), set.stores().for_model(m).expect("store").clone()))
+        .collect();
+    let mut worker = Worker::start(
+        settings.clone(),
+        &format!("{tag}workers"),
+        models,
+        StatusBoard::default(),
+    )
+    .await
+    .expect("worker");
+    let consumer = worker.consumer().expect("consumer");
+    worker
+        .check_start(&consumer, &topic, 0, 5, 0)
+        .expect("read from its start again");
+    let why = worker
+        .check_start(&consumer, &topic, 0, 5, 0)
+        .expect_err("refused the second time");
+    assert!(why.to_string().contains("from offset 0"), "{why}");
+    assert!(why.to_string().contains("compacted"), "{why}");
+}
