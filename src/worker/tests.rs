@@ -104,6 +104,51 @@ async fn drop_keys(prefix: &str) {
     }
 }
 
+/// A log of the test's own, relayed to a broker (topics of the partitions given).
+struct Relayed {
+    log: PgTestDb,
+    read: ReadDb,
+    settings: KafkaSettings,
+}
+
+impl Relayed {
+    async fn new(broker: &Broker, partitions: i32) -> Self {
+        let log = PgTestDb::new().await.expect("log database");
+        let read = ReadDb::connect(&log.url()).await.expect("read db");
+        let settings = broker.settings(partitions);
+        Self {
+            log,
+            read,
+            settings,
+        }
+    }
+
+    /// `events` more events in the log; the head.
+    async fn fill(&self, events: usize) -> Position {
+        crate::bench::project::prefill(&self.log.store, events, &mut std::io::sink())
+            .await
+            .expect("fill")
+    }
+
+    /// The log relayed up to `head`.
+    async fn relay(&self, head: Position) {
+        let (runner, _) = relay_runner(
+            &self.log.store,
+            &self.settings,
+            &self.read,
+            Duration::from_millis(20),
+        );
+        runner.run_until(Some(head)).await.expect("relay");
+    }
+
+    /// `events` more events in the log, relayed; the head.
+    async fn grow(&self, events: usize) -> Position {
+        let head = self.fill(events).await;
+        self.relay(head).await;
+        head
+    }
+}
+
 /// A worker of `group` feeding `set`'s models, as a task; its applied counter.
 async fn spawn_worker(
     settings: &KafkaSettings,
@@ -132,37 +177,25 @@ async fn spawn_worker(
 /// Kafka-fed models equal the log-fed ones table by table (every row) and key by
 /// key, and a relay's duplicates change nothing.
 async fn two_workers_equal_the_log_fed_models(broker: Broker) {
-    let log = PgTestDb::new().await.expect("log database");
+    let relayed = Relayed::new(&broker, 3).await;
+    let (log, settings) = (&relayed.log, &relayed.settings);
     let other = PgTestDb::new().await.expect("worker database");
-    let read = ReadDb::connect(&log.url()).await.expect("read db");
-    let settings = broker.settings(3);
     let tag = &crate::kafka_testing::unique_prefix();
     let (pa, pb) = (format!("{tag}log:"), format!("{tag}kafka:"));
-    let reference = models_on(&log, &pa).await;
+    let reference = models_on(log, &pa).await;
     let fed = models_on(&other, &pb).await;
     let group = format!("{tag}workers");
-    let mut sink = std::io::sink();
-    let relay = |head| {
-        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
-        async move { runner.run_until(Some(head)).await.expect("relay") }
-    };
-    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
-    let (first, first_applied) = spawn_worker(&settings, &group, &fed).await;
+    let head = relayed.fill(6_000).await;
+    relayed.relay(head).await;
+    let (first, first_applied) = spawn_worker(settings, &group, &fed).await;
     while first_applied.load(Ordering::Relaxed) == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
-        .await
-        .expect("fill");
-    let (second, second_applied) = spawn_worker(&settings, &group, &fed).await;
-    relay(head).await;
-    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    let head = relayed.fill(6_000).await;
+    let (second, second_applied) = spawn_worker(settings, &group, &fed).await;
+    relayed.relay(head).await;
+    let head = relayed.fill(6_000).await;
+    relayed.relay(head).await;
     // Killed while it applies (or right after): whatever it had not committed to
     // the group is read again by worker 2 and skipped by position.
     let before = first_applied.load(Ordering::Relaxed);
@@ -173,10 +206,13 @@ async fn two_workers_equal_the_log_fed_models(broker: Broker) {
     let _ = first.await;
     // Round 4 through a relay killed after its first batch is acknowledged and
     // before its checkpoint: its heir sends that batch again (duplicates).
-    let head = crate::bench::project::prefill(&log.store, 6_000, &mut sink)
-        .await
-        .expect("fill");
-    let (runner, fail_point) = relay_runner(&log.store, &settings, &read, Duration::from_secs(600));
+    let head = relayed.fill(6_000).await;
+    let (runner, fail_point) = relay_runner(
+        &log.store,
+        settings,
+        &relayed.read,
+        Duration::from_secs(600),
+    );
     fail_point.arm(1);
     let killed = tokio::spawn(async move { runner.run_until(Some(head)).await });
     while fail_point.fired() < 1 {
@@ -184,8 +220,8 @@ async fn two_workers_equal_the_log_fed_models(broker: Broker) {
     }
     killed.abort();
     let _ = killed.await;
-    relay(head).await;
-    until_equal(&log, &reference, &fed, (&pa, &pb), &second).await;
+    relayed.relay(head).await;
+    until_equal(log, &reference, &fed, (&pa, &pb), &second).await;
     assert!(
         second_applied.load(Ordering::Relaxed) > 0,
         "worker 2 took part"
@@ -232,24 +268,15 @@ async fn until_equal(
 /// read models (another database). Before, it refused to start (and, for a model taken
 /// over past position 0, went on from the group's offsets, every event between missing).
 async fn a_fresh_model_reads_a_partition_the_group_read_past_from_its_start(broker: Broker) {
-    let log = PgTestDb::new().await.expect("log database");
+    let relayed = Relayed::new(&broker, 2).await;
+    let (log, settings) = (&relayed.log, &relayed.settings);
     let first_db = PgTestDb::new().await.expect("first worker database");
     let second_db = PgTestDb::new().await.expect("second worker database");
-    let read = ReadDb::connect(&log.url()).await.expect("read db");
-    let settings = broker.settings(2);
     let tag = &crate::kafka_testing::unique_prefix();
     let group = format!("{tag}workers");
-    let mut sink = std::io::sink();
-    let relay = |head| {
-        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
-        async move { runner.run_until(Some(head)).await.expect("relay") }
-    };
-    let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    let head = relayed.grow(1_000).await;
     let first_set = models_on(&first_db, &format!("{tag}a:")).await;
-    let (first, first_applied) = spawn_worker(&settings, &group, &first_set).await;
+    let (first, first_applied) = spawn_worker(settings, &group, &first_set).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while first_applied.load(Ordering::Relaxed) < head.0 as u64 {
         assert!(Instant::now() < deadline, "worker 1 never applied the log");
@@ -259,15 +286,12 @@ async fn a_fresh_model_reads_a_partition_the_group_read_past_from_its_start(brok
     tokio::time::sleep(Duration::from_millis(500)).await;
     first.abort();
     let _ = first.await;
-    let head = crate::bench::project::prefill(&log.store, 1_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    relayed.grow(1_000).await;
     let (pr, pb) = (format!("{tag}r:"), format!("{tag}b:"));
-    let reference = models_on(&log, &pr).await;
+    let reference = models_on(log, &pr).await;
     let second_set = models_on(&second_db, &pb).await;
-    let (second, _) = spawn_worker(&settings, &group, &second_set).await;
-    until_equal(&log, &reference, &second_set, (&pr, &pb), &second).await;
+    let (second, _) = spawn_worker(settings, &group, &second_set).await;
+    until_equal(log, &reference, &second_set, (&pr, &pb), &second).await;
     second.abort();
     drop_keys(tag).await;
 }
@@ -280,25 +304,17 @@ async fn a_fresh_model_reads_a_partition_the_group_read_past_from_its_start(brok
 /// group's offsets (every earlier event missing) while the log-fed runner rebuilt them
 /// beside it (the later events applied twice: leaderboard sums doubled).
 async fn models_lost_or_reset_under_a_worker_are_built_again(broker: Broker) {
-    let log = PgTestDb::new().await.expect("log database");
+    let relayed = Relayed::new(&broker, 2).await;
+    let (log, settings) = (&relayed.log, &relayed.settings);
     let other = PgTestDb::new().await.expect("worker database");
-    let read = ReadDb::connect(&log.url()).await.expect("read db");
-    let settings = broker.settings(2);
     let tag = &crate::kafka_testing::unique_prefix();
     let (pa, pb) = (format!("{tag}log:"), format!("{tag}kafka:"));
-    let reference = models_on(&log, &pa).await;
+    let reference = models_on(log, &pa).await;
     let fed = models_on(&other, &pb).await;
     let group = format!("{tag}workers");
-    let mut sink = std::io::sink();
-    let relay = |head| {
-        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
-        async move { runner.run_until(Some(head)).await.expect("relay") }
-    };
-    let head = crate::bench::project::prefill(&log.store, 2_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
-    let (worker, applied) = spawn_worker(&settings, &group, &fed).await;
+    let head = relayed.fill(2_000).await;
+    relayed.relay(head).await;
+    let (worker, applied) = spawn_worker(settings, &group, &fed).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while applied.load(Ordering::Relaxed) < head.0 as u64 {
         assert!(
@@ -317,14 +333,12 @@ async fn models_lost_or_reset_under_a_worker_are_built_again(broker: Broker) {
             fed.catch_up().await
         })
     };
-    let head = crate::bench::project::prefill(&log.store, 2_000, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    let head = relayed.fill(2_000).await;
+    relayed.relay(head).await;
     // Taken over again by the worker, or rebuilt from the log first and handed over
     // then: either way the log-fed runner stands by once the worker has them.
     let _ = serve.await;
-    until_equal(&log, &reference, &fed, (&pa, &pb), &worker).await;
+    until_equal(log, &reference, &fed, (&pa, &pb), &worker).await;
     worker.abort();
     drop_keys(tag).await;
 }
@@ -371,19 +385,10 @@ async fn kafka_brokers_two_workers_one_joining_one_killed_equal_the_log_fed_mode
 async fn mock_cluster_a_fresh_model_refuses_a_partition_whose_start_retention_dropped() {
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
     let broker = Broker::mock();
-    let log = PgTestDb::new().await.expect("log database");
+    let relayed = Relayed::new(&broker, 1).await;
     let models_db = PgTestDb::new().await.expect("models database");
-    let read = ReadDb::connect(&log.url()).await.expect("read db");
-    let settings = broker.settings(1);
-    let mut sink = std::io::sink();
-    let relay = |head| {
-        let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
-        async move { runner.run_until(Some(head)).await.expect("relay") }
-    };
-    let head = crate::bench::project::prefill(&log.store, 300, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    relayed.grow(300).await;
+    let settings = &relayed.settings;
     let topic = format!("{}workout", settings.prefix);
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -401,10 +406,7 @@ async fn mock_cluster_a_fresh_model_refuses_a_partition_whose_start_retention_dr
             .await
             .expect("produced");
     }
-    let head = crate::bench::project::prefill(&log.store, 300, &mut sink)
-        .await
-        .expect("fill");
-    relay(head).await;
+    relayed.grow(300).await;
     let (low, _) = producer
         .client()
         .fetch_watermarks(&topic, 0, Duration::from_secs(10))
@@ -412,7 +414,7 @@ async fn mock_cluster_a_fresh_model_refuses_a_partition_whose_start_retention_dr
     assert!(low > 0, "the mock cluster kept the partition whole");
     let tag = &crate::kafka_testing::unique_prefix();
     let set = models_on(&models_db, tag).await;
-    let (worker, _) = spawn_worker(&settings, &format!("{tag}workers"), &set).await;
+    let (worker, _) = spawn_worker(settings, &format!("{tag}workers"), &set).await;
     let refused = tokio::time::timeout(Duration::from_secs(60), worker)
         .await
         .expect("the worker went on")
@@ -435,15 +437,10 @@ async fn mock_cluster_a_fresh_model_refuses_a_partition_whose_start_retention_dr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_cluster_an_overtaken_rewind_is_read_from_the_start_again_once() {
     let broker = Broker::mock();
-    let log = PgTestDb::new().await.expect("log database");
+    let relayed = Relayed::new(&broker, 1).await;
     let models_db = PgTestDb::new().await.expect("models database");
-    let read = ReadDb::connect(&log.url()).await.expect("read db");
-    let settings = broker.settings(1);
-    let head = crate::bench::project::prefill(&log.store, 300, &mut std::io::sink())
-        .await
-        .expect("fill");
-    let (runner, _) = relay_runner(&log.store, &settings, &read, Duration::from_millis(20));
-    runner.run_until(Some(head)).await.expect("relay");
+    relayed.grow(300).await;
+    let settings = &relayed.settings;
     let topic = format!("{}workout", settings.prefix);
     let tag = &crate::kafka_testing::unique_prefix();
     let set = models_on(&models_db, tag).await;
