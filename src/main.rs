@@ -164,12 +164,60 @@ async fn main() -> std::process::ExitCode {
     install_tracing();
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `eventfold streams tail | head -3`: the reader has what it wanted.
+        Err(error) if reader_gone(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // The chain of causes, without a backtrace: this is for people.
             eprintln!("error: {}", chain(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Standard output, where its reader going away (`eventfold streams tail | head`) is
+/// told apart from every other broken pipe (a database's socket): see [`ReaderGone`].
+struct Stdout(std::io::StdoutLock<'static>);
+
+/// What a write to standard output fails with once its reader has gone.
+#[derive(Debug)]
+struct ReaderGone;
+
+impl std::fmt::Display for ReaderGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed: its reader went away")
+    }
+}
+
+impl std::error::Error for ReaderGone {}
+
+impl Stdout {
+    fn gone(error: std::io::Error) -> std::io::Error {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, ReaderGone)
+        } else {
+            error
+        }
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(Self::gone)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(Self::gone)
+    }
+}
+
+/// Whether `error` is standard output's reader having gone ([`ReaderGone`]).
+fn reader_gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<ReaderGone>())
+    })
 }
 
 /// Every read model of the log at `url`, in the stores the command line configures.
@@ -248,7 +296,7 @@ async fn run() -> anyhow::Result<()> {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     cli.unset_empty_environment(&matches);
-    let mut out = std::io::stdout().lock();
+    let mut out = Stdout(std::io::stdout().lock());
     // The demo runs on its own fresh file unless told otherwise, and the benches make
     // scratch databases: neither takes the configuration file's stores.
     let config = match &cli.command {

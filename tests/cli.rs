@@ -91,6 +91,52 @@ fn appended_events_can_be_read_and_tailed() {
     assert_eq!(stdout(&tail).lines().count(), 2);
 }
 
+/// `eventfold streams tail | head -1`: once the reader has gone, the command ends
+/// quietly with success (before: "error: Broken pipe (os error 32)" and exit 1), and
+/// a tail without an end stops instead of waiting for events nobody will read.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let s = Scratch::new();
+    for n in 0..3 {
+        let appended = s.run(&[
+            "streams",
+            "append",
+            "note-1",
+            "--type",
+            "NoteDrafted",
+            "--data",
+            &format!(r#"{{"n":{n}}}"#),
+        ]);
+        assert!(appended.status.success(), "{}", stderr(&appended));
+    }
+    for args in [&["streams", "read", "note-1"][..], &["streams", "tail"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+            .args(args)
+            .env("DATABASE_URL", s.url())
+            .current_dir(&s.0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run eventfold");
+        // The reader goes away before the first line.
+        drop(child.stdout.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} went on after its reader had gone");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().expect("output");
+        assert!(status.success(), "{args:?}: {status} {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
 /// A type of the domain's catalogue is appended in its current shape by default, and in
 /// an older one when `--schema-version` says so (it was appended at version 1 whatever
 /// its current version: a `PurchaseRecorded` could only be written in its old shape).
