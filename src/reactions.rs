@@ -57,7 +57,8 @@ impl ReactionProgress {
     /// concurrent `CREATE TABLE IF NOT EXISTS` of one new table make one fail on
     /// PostgreSQL.
     pub(crate) async fn setup(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        // `CREATE TABLE IF NOT EXISTS` of a table that exists only reads.
+        let mut tx = eventfold_projections::begin_write(&self.pool).await?;
         let dialect = Dialect::of(&tx);
         lock_ddl(&mut tx, dialect).await?;
         for ddl in [

@@ -42,7 +42,7 @@ pub use runtime::{
     SqlTx,
 };
 pub use set::{version_of, FeedProgress, ProjectionSet, VersionBump};
-pub use sql::{from_millis, lock_ddl, millis, Dialect, ReadDb};
+pub use sql::{begin_write, from_millis, lock_ddl, millis, Dialect, ReadDb};
 pub use status::{measure_lag, Lag, ProjectionState, ProjectionStatus, StatusBoard};
 pub use store::{
     ch_prefix, snapshot, table_checksum, CatchUp, ChTables, ClickHouseProjection, ClickHouseSink,

@@ -490,9 +490,17 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
             .board
             .set_state(name, ProjectionState::Running, None);
         'resync: loop {
-            self.applier
-                .retry_store(|| self.applier.sink.setup())
-                .await?;
+            match self.applier.retry_store(|| self.applier.sink.setup()).await {
+                Ok(()) => {}
+                // A table dropped while it was being set up (a `projections reset`
+                // beside this runner, between two of its statements): set up again.
+                // Before, the runner stopped with "no such table".
+                Err(error) if crate::applier::schema_broken(&error) => {
+                    self.schema_broken(&error.to_string()).await;
+                    continue 'resync;
+                }
+                Err(error) => return Err(error),
+            }
             let mut checkpoint = self
                 .applier
                 .retry_store(|| self.applier.sink.checkpoint())

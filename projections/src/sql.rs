@@ -245,6 +245,27 @@ pub async fn lock_ddl(conn: &mut sqlx::AnyConnection, dialect: Dialect) -> Resul
     Ok(())
 }
 
+/// Begins a transaction that reads before it writes. On SQLite `BEGIN IMMEDIATE`: the
+/// write lock is taken at its start, waiting for another writer as any write does; a
+/// deferred transaction that reads first fails at its first write, at once and whatever
+/// the busy timeout, with `SQLITE_BUSY_SNAPSHOT` (517, "database is locked") when
+/// another connection wrote meanwhile — a `projections reset` beside a running `serve`
+/// did. On PostgreSQL a plain `BEGIN`.
+pub async fn begin_write(
+    pool: &sqlx::AnyPool,
+) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    if pool
+        .connect_options()
+        .database_url
+        .scheme()
+        .starts_with("sqlite")
+    {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 /// `($1, …, $w), ($w+1, …)`: placeholders of `rows` rows of `width` values, for
 /// multi-row statements.
 pub(crate) fn placeholders(rows: usize, width: usize) -> String {

@@ -16,7 +16,7 @@ pub(super) async fn claim(
     value: &str,
     moved: impl FnOnce(&Recorded) -> String,
 ) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = eventfold_projections::begin_write(pool).await?;
     let dialect = eventfold_projections::Dialect::of(&tx);
     eventfold_projections::lock_ddl(&mut tx, dialect).await?;
     if let Some(recorded) = record(&mut tx, what, value).await? {
@@ -41,7 +41,7 @@ pub(crate) async fn claim_destination(
     from_start: bool,
 ) -> anyhow::Result<ClaimedDestination> {
     ReactionProgress::new(pool.clone(), RELAY).setup().await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = eventfold_projections::begin_write(pool).await?;
     let dialect = eventfold_projections::Dialect::of(&tx);
     eventfold_projections::lock_ddl(&mut tx, dialect).await?;
     let claimed = if from_start {

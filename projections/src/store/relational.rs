@@ -151,7 +151,8 @@ impl ReadStore for RelationalStore {
 
     async fn reset(&self, model: &Model) -> Result<u64> {
         let projection = self.projection(model)?;
-        let mut tx = self.db.pool().begin().await?;
+        // It reads (whether each table exists, its rows) before it writes.
+        let mut tx = crate::sql::begin_write(self.db.pool()).await?;
         crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
         let mut deleted = 0u64;
         for table in projection.tables() {

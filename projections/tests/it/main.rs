@@ -7,6 +7,7 @@ mod lost_tables;
 mod outage;
 mod poison;
 mod redis_models;
+mod reset_live;
 mod scenario;
 mod support;
 mod type_filter;
