@@ -9,7 +9,12 @@
 //! (`ch_parked__{base}`) of its own beside its data tables, all named with the
 //! namespace's prefix (`shadow_`, `old_`, `asof_{label}_`): a shadow build is a set of
 //! tables with their checkpoint, and the swap is one multi-table `RENAME` — data and
-//! checkpoint move together, which ClickHouse (no transactions) needs. During the swap
+//! checkpoint move together, which ClickHouse (no transactions) needs — though 18.16
+//! runs it table by table, so a server killed mid-RENAME can leave it half done: the
+//! live model then has every table (the rebuilt ones equal to those they replaced, or
+//! a table missing, which rebuilds it from the log), the replaced tables go to names
+//! of the swap's own (`retired_{token}_…`, dropped after it or by the next swap), and
+//! a shadow missing a data table starts over instead of resuming. During the swap
 //! the live model is held (`eventfold_holds`: its sink refuses batches until the hold
 //! expires or is lifted), so shadow and live are compared at one checkpoint by row
 //! counts and checksums (`sum(cityHash64(…))` over `FINAL`).
@@ -367,6 +372,26 @@ impl ClickHouseStore {
             .map_err(ch)
     }
 
+    /// The tables a swap cut short left of `table` (`retired_{token}_{table}`).
+    async fn retired(&self, table: &str) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .target
+            .plain
+            .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, 'retired_')")
+            .bind(self.target.database())
+            .fetch_all()
+            .await
+            .map_err(ch)?;
+        Ok(names
+            .into_iter()
+            .filter(|n| {
+                n.strip_prefix("retired_")
+                    .and_then(|rest| rest.split_once('_'))
+                    .is_some_and(|(token, rest)| token.len() == 8 && rest == table)
+            })
+            .collect())
+    }
+
     /// Rows and an order-independent checksum of a table as its queries see it.
     async fn checksum(&self, table: &str) -> Result<(u64, u64)> {
         let columns: Vec<String> = self
@@ -609,27 +634,48 @@ impl ReadStore for ClickHouseStore {
             // for another model's table being dropped at the same moment (two swaps of
             // `replay --all`, seen under scripts/stateful-load).
             let _ddl = SWAP_DDL.lock().await;
+            // The replaced tables go to names of this swap's own (`retired_{token}_…`):
+            // ClickHouse 18.16 renames table by table, and one killed mid-RENAME can
+            // leave a table's directory without its metadata; a later RENAME onto that
+            // name was refused ("Target path already exists") halfway through, on
+            // every later swap of the model (found by `scripts/stateful-load` with
+            // ClickHouse killed). Tables of earlier swaps cut short are dropped first.
             for table in &tables {
+                for leftover in self.retired(table).await? {
+                    self.target
+                        .run(&format!("DROP TABLE IF EXISTS {leftover}"))
+                        .await?;
+                }
                 self.target
                     .run(&format!("DROP TABLE IF EXISTS old_{table}"))
                     .await?;
             }
+            let token = &uuid::Uuid::new_v4().simple().to_string()[..8];
             // One statement: data, checkpoint and parked tables move together.
             let mut renames = Vec::new();
+            let mut replaced = Vec::new();
             for table in &tables {
                 if self.target.exists(table).await? {
-                    renames.push(format!("{table} TO old_{table}"));
+                    renames.push(format!("{table} TO retired_{token}_{table}"));
+                    replaced.push(table);
                 }
                 renames.push(format!("{shadow}{table} TO {table}"));
             }
             self.target
                 .run(&format!("RENAME TABLE {}", renames.join(", ")))
                 .await?;
-            if !keep_old {
-                for table in &tables {
+            for table in replaced {
+                let retired = format!("retired_{token}_{table}");
+                if !keep_old {
                     self.target
-                        .run(&format!("DROP TABLE IF EXISTS old_{table}"))
+                        .run(&format!("DROP TABLE IF EXISTS {retired}"))
                         .await?;
+                } else if let Err(error) = self
+                    .target
+                    .run(&format!("RENAME TABLE {retired} TO old_{table}"))
+                    .await
+                {
+                    tracing::warn!(projection = name, %error, "the replaced table is kept as {retired}, not old_{table}");
                 }
             }
             Ok(SwapReport {

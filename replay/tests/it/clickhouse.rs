@@ -202,3 +202,72 @@ async fn every_clickhouse_model_swapped_at_once_swaps_in() -> anyhow::Result<()>
     assert_eq!(fingerprint(&ch.target).await?, before);
     Ok(())
 }
+
+/// A swap cut short on ClickHouse 18.16, which renames table by table (the server
+/// killed mid-RENAME, found by `scripts/stateful-load --replay-every` with ClickHouse in
+/// its kill rotation): a table's directory left without its metadata where the swap put
+/// the replaced tables, and a shadow build whose checkpoint table survived its data
+/// table. Both stopped every later rebuild of the model: the RENAME onto that name was
+/// refused ("Target path already exists") halfway through, and the shadow, resumed from
+/// its checkpoint into empty tables, failed verification. Now the rebuild goes through,
+/// verified, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_cut_short_leaves_nothing_that_stops_the_next_rebuild() -> anyhow::Result<()> {
+    use eventfold_projections::{Namespace, Runner};
+    let (_db, ch, set) = live("h", 4).await?;
+    let before = fingerprint(&ch.target).await?;
+    let model = set
+        .registry()
+        .get("workout_facts.v1")
+        .expect("registered")
+        .clone();
+    let (_, store) = set.model(model.name())?;
+    // The directory a killed RENAME left under the name the replaced checkpoint table
+    // used to take.
+    let path: String = ch
+        .target
+        .client()
+        .query("SELECT data_path FROM system.tables WHERE database = ? AND name = 'ch_checkpoint__workout_facts'")
+        .bind(ch.target.database())
+        .fetch_one()
+        .await?;
+    let orphan = std::path::Path::new(path.trim_end_matches('/'))
+        .with_file_name("old_ch_checkpoint__workout_facts");
+    std::fs::create_dir_all(&orphan)?;
+    // A shadow build at the head whose data table is gone.
+    let head = eventfold_event_log::EventReader::head(set.log()).await?;
+    Runner::new(
+        set.log().clone(),
+        store.sink(&model, &Namespace::Shadow)?,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .run_until(Some(head))
+    .await?;
+    ch.target.run("DROP TABLE shadow_ch_workout_facts").await?;
+
+    for round in 0..2 {
+        let report = rebuild_model(
+            set.log(),
+            store.as_ref(),
+            &model,
+            Target::Swap { keep_old: false },
+            |_| {},
+            std::future::pending(),
+        )
+        .await?
+        .expect("a swap report");
+        assert!(report.verified_against_live, "round {round}: {report:?}");
+        assert_eq!(fingerprint(&ch.target).await?, before, "round {round}");
+    }
+    let left: u64 = ch
+        .target
+        .client()
+        .query("SELECT count() FROM system.tables WHERE database = ? AND (startsWith(name, 'shadow_') OR startsWith(name, 'retired_') OR startsWith(name, 'old_'))")
+        .bind(ch.target.database())
+        .fetch_one()
+        .await?;
+    assert_eq!(left, 0, "tables left behind");
+    let _ = std::fs::remove_dir_all(&orphan);
+    Ok(())
+}
