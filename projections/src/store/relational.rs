@@ -154,6 +154,11 @@ impl ReadStore for RelationalStore {
         // It reads (whether each table exists, its rows) before it writes.
         let mut tx = crate::sql::begin_write(self.db.pool()).await?;
         crate::sql::lock_ddl(&mut tx, self.db.dialect()).await?;
+        // Its own checkpoint, every source's (`name@…`) and its parked events — first:
+        // a live runner's batch takes the checkpoint's row, then the model's tables;
+        // taken the other way round (the tables dropped first), a reset beside a
+        // running `serve` deadlocked with it on PostgreSQL.
+        crate::sql::forget_progress(&mut tx, model.name()).await?;
         let mut deleted = 0u64;
         for table in projection.tables() {
             // Counted first, for the report; a table that never existed counts 0.
@@ -167,8 +172,6 @@ impl ReadStore for RelationalStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        // Its own checkpoint, every source's (`name@…`) and its parked events.
-        crate::sql::forget_progress(&mut tx, model.name()).await?;
         tx.commit().await?;
         Ok(deleted)
     }
