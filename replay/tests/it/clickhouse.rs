@@ -227,7 +227,7 @@ async fn a_swap_cut_short_leaves_nothing_that_stops_the_next_rebuild() -> anyhow
     let path: String = ch
         .target
         .client()
-        .query("SELECT data_path FROM system.tables WHERE database = ? AND name = 'ch_checkpoint__workout_facts'")
+        .query("SELECT data_path /* a table's directory (18.16 only, not replayed) */ FROM system.tables WHERE database = ? AND name = 'ch_checkpoint__workout_facts'")
         .bind(ch.target.database())
         .fetch_one()
         .await?;
