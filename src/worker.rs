@@ -245,7 +245,10 @@ impl Worker {
                 self.marks_checked = Some(Instant::now());
             }
             let first = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    self.settle().await;
+                    return Ok(());
+                }
                 // Nothing arriving (no partitions yet, brokers away): still tell.
                 () = tokio::time::sleep(Duration::from_secs(2).saturating_sub(told.elapsed())) => continue,
                 message = consumer.recv() => message,
@@ -291,6 +294,17 @@ impl Worker {
             }
             if let Err(error) = consumer.commit(&list, CommitMode::Async) {
                 tracing::warn!(%error, "committing offsets failed (they are re-read and skipped)");
+            }
+        }
+    }
+
+    /// Stores the checkpoints still being written (ClickHouse writes a batch's beside
+    /// the next one): a worker stopped at once leaves its feeds where they got to.
+    async fn settle(&self) {
+        for ((_, topic, partition), feed) in &self.feeds {
+            let sink = feed.applier.sink();
+            if let Err(error) = sink.settle().await {
+                tracing::warn!(model = sink.name(), %topic, partition, %error, "the last checkpoint was not stored");
             }
         }
     }

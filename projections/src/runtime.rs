@@ -177,6 +177,14 @@ pub trait Sink: Send + Sync {
     async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()>;
     /// Its fail point (tests of exactly-once).
     fn fail_point(&self) -> FailPoint;
+    /// Waits until the checkpoint of every [`apply`](Sink::apply) that returned is
+    /// stored, for a sink that writes it beside its next batch (ClickHouse's). The
+    /// runner calls it before it returns at its target and when it stops, so that
+    /// whoever reads the checkpoint next (a swap, another process) sees where it got
+    /// to. Nothing to wait for by default.
+    async fn settle(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether the sink takes every record of the log as stored, undecoded (a relay that
     /// forwards events it does not need to understand): the runner then calls
     /// [`Sink::apply_records`] instead of [`Sink::apply`], with every record of a batch.
@@ -235,6 +243,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     async fn park(&self, record: &RecordedEvent, error: &str) -> Result<()> {
         (**self).park(record, error).await
+    }
+    async fn settle(&self) -> Result<()> {
+        (**self).settle().await
     }
     fn fail_point(&self) -> FailPoint {
         (**self).fail_point()
@@ -477,7 +488,15 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                 result
             }
             () = shutdown => {
-                self.applier.board.set_state(self.applier.sink.name(), ProjectionState::Stopped, None);
+                let name = self.applier.sink.name();
+                // The last batch's checkpoint, if its write is still under way: without
+                // it the next start applies that batch again (idempotent, but slower).
+                match tokio::time::timeout(Duration::from_secs(5), self.applier.sink.settle()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(projection = name, %error, "the last checkpoint was not stored"),
+                    Err(_) => tracing::warn!(projection = name, "the last checkpoint was not stored in 5 s"),
+                }
+                self.applier.board.set_state(name, ProjectionState::Stopped, None);
                 Ok(())
             }
         }
@@ -550,6 +569,9 @@ impl<L: EventStore, K: Sink> Runner<L, K> {
                         self.schema_broken(&reason).await;
                         continue 'resync;
                     }
+                    // At the target: its checkpoint stored before the caller goes on
+                    // (a swap reading the shadow's, say).
+                    Ok(()) => return self.applier.sink.settle().await,
                     done => return done,
                 }
             }

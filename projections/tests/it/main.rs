@@ -9,5 +9,6 @@ mod poison;
 mod redis_models;
 mod reset_live;
 mod scenario;
+mod settle;
 mod support;
 mod type_filter;

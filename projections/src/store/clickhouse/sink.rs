@@ -65,17 +65,6 @@ impl ClickHouseSink {
         self
     }
 
-    /// Waits for the last batch's checkpoint write.
-    async fn settle(&self) -> Result<()> {
-        let pending = self.pending.lock().await.take();
-        match pending {
-            Some(write) => write
-                .await
-                .map_err(|e| Error::ClickHouse(format!("checkpoint write: {e}")))?,
-            None => Ok(()),
-        }
-    }
-
     /// Whether a swap holds the live model (answered from a recent check if there is one).
     async fn held_now(&self) -> Result<bool> {
         let recent = self
@@ -282,5 +271,16 @@ impl Sink for ClickHouseSink {
 
     fn fail_point(&self) -> FailPoint {
         self.fail_point.clone()
+    }
+
+    /// Waits for the last batch's checkpoint write.
+    async fn settle(&self) -> Result<()> {
+        let pending = self.pending.lock().await.take();
+        match pending {
+            Some(write) => write
+                .await
+                .map_err(|e| Error::ClickHouse(format!("checkpoint write: {e}")))?,
+            None => Ok(()),
+        }
     }
 }
