@@ -3,7 +3,8 @@ use std::sync::atomic::Ordering;
 use eventfold_event_log::testing::PgTestDb;
 use eventfold_event_log::EventReader;
 use eventfold_projections::{
-    scan_keys, snapshot, table_checksum, ProjectionSet, ReadDb, RedisKeys, RedisStore, StoreKind,
+    scan_keys, snapshot, table_checksum, Error, ProjectionSet, ReadDb, RedisKeys, RedisStore,
+    StoreKind,
 };
 use redis::AsyncCommands;
 use sqlx::Acquire;

@@ -372,8 +372,9 @@ impl ClickHouseStore {
             .map_err(ch)
     }
 
-    /// The tables a swap cut short left of `table` (`retired_{token}_{table}`).
-    async fn retired(&self, table: &str) -> Result<Vec<String>> {
+    /// The tables swaps cut short left of `tables` (`retired_{token}_{table}`), in one
+    /// look at the catalogue.
+    async fn retired(&self, tables: &[String]) -> Result<Vec<String>> {
         let names: Vec<String> = self
             .target
             .plain
@@ -387,7 +388,9 @@ impl ClickHouseStore {
             .filter(|n| {
                 n.strip_prefix("retired_")
                     .and_then(|rest| rest.split_once('_'))
-                    .is_some_and(|(token, rest)| token.len() == 8 && rest == table)
+                    .is_some_and(|(token, rest)| {
+                        token.len() == 8 && tables.iter().any(|t| t == rest)
+                    })
             })
             .collect())
     }
@@ -640,12 +643,12 @@ impl ReadStore for ClickHouseStore {
             // name was refused ("Target path already exists") halfway through, on
             // every later swap of the model (found by `scripts/stateful-load` with
             // ClickHouse killed). Tables of earlier swaps cut short are dropped first.
+            for leftover in self.retired(&tables).await? {
+                self.target
+                    .run(&format!("DROP TABLE IF EXISTS {leftover}"))
+                    .await?;
+            }
             for table in &tables {
-                for leftover in self.retired(table).await? {
-                    self.target
-                        .run(&format!("DROP TABLE IF EXISTS {leftover}"))
-                        .await?;
-                }
                 self.target
                     .run(&format!("DROP TABLE IF EXISTS old_{table}"))
                     .await?;
