@@ -92,7 +92,10 @@ async fn a_model_rebuilt_for_a_version_bump_is_not_answered_from() -> anyhow::Re
     );
     let with_redis = router(QueryApi {
         redis: Some(eventfold_projections::RedisTarget {
-            client: redis::Client::open("redis://127.0.0.1:6379")?,
+            client: redis::Client::open(
+                std::env::var("EVENTFOLD_TEST_REDIS")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            )?,
             keys: eventfold_projections::RedisKeys::new(format!(
                 "eventfold:test:{}:",
                 uuid::Uuid::new_v4()

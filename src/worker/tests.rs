@@ -12,7 +12,9 @@ use sqlx::Acquire;
 use super::*;
 use crate::kafka_testing::{relay_runner, Broker};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
+fn redis_url() -> String {
+    std::env::var("EVENTFOLD_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
 
 /// The reference read models of `db` (relational) and Redis under `prefix`.
 async fn models_on(
@@ -21,7 +23,7 @@ async fn models_on(
 ) -> ProjectionSet<eventfold_event_log::PgEventStore> {
     let read = ReadDb::connect(&db.url()).await.expect("read db");
     let redis = RedisStore {
-        client: redis::Client::open(REDIS).expect("redis"),
+        client: redis::Client::open(redis_url()).expect("redis"),
         keys: RedisKeys::new(prefix),
     };
     ProjectionSet::new(
@@ -43,7 +45,7 @@ async fn differences(
     let mut out = Vec::new();
     let mut ca = a.db().pool().acquire().await.expect("conn a");
     let mut cb = b.db().pool().acquire().await.expect("conn b");
-    let mut redis = redis::Client::open(REDIS)
+    let mut redis = redis::Client::open(redis_url())
         .expect("redis")
         .get_multiplexed_async_connection()
         .await
@@ -88,7 +90,7 @@ async fn differences(
 }
 
 async fn drop_keys(prefix: &str) {
-    let mut conn = redis::Client::open(REDIS)
+    let mut conn = redis::Client::open(redis_url())
         .expect("redis")
         .get_multiplexed_async_connection()
         .await
