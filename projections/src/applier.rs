@@ -228,11 +228,13 @@ impl<K: Sink> Applier<K> {
         loop {
             let error = match self.sink.apply(from, events, to).await {
                 Ok(()) => return Ok(()),
-                // Deterministic: retrying cannot help.
+                // Deterministic: retrying cannot help (a sink that finds its schema
+                // broken itself says so).
                 Err(
                     error @ (Error::CheckpointMoved(_)
                     | Error::Stopped { .. }
-                    | Error::Poison { .. }),
+                    | Error::Poison { .. }
+                    | Error::SchemaBroken { .. }),
                 ) => return Err(error),
                 Err(error) if schema_broken(&error) => {
                     return Err(Error::SchemaBroken {

@@ -171,6 +171,29 @@ impl ClickHouseTarget {
         self.plain.query_raw(sql).execute().await.map_err(ch)
     }
 
+    /// Drops `table`, and with it, on ClickHouse 18.16 (an Ordinary database, a
+    /// table's directory named after it), a directory left under its name without a
+    /// table: a server stopped in the middle of a RENAME moves a table's directory
+    /// before its metadata. Such a directory makes a CREATE of the name fail ("data
+    /// directory for table already containing data parts") for good; it is attached
+    /// with `definition` (what follows the name in the table's CREATE: columns and
+    /// engine), then dropped. Where there is nothing to attach the attach makes an
+    /// empty table, or fails, harmlessly.
+    pub(crate) async fn discard(&self, table: &str, definition: &str) -> Result<()> {
+        self.run(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        let attach = format!(
+            "ATTACH TABLE {table} /* a directory left without its table (18.16 only, not replayed) */ {definition}"
+        );
+        if self.run(&attach).await.is_ok() {
+            tracing::warn!(
+                database = %self.database,
+                table,
+                "a directory left without its table (a RENAME cut short) was attached and dropped"
+            );
+        }
+        self.run(&format!("DROP TABLE IF EXISTS {table}")).await
+    }
+
     async fn exists(&self, table: &str) -> Result<bool> {
         self.ensure().await?;
         let n: u64 = self
@@ -319,6 +342,29 @@ pub(crate) async fn insert_rows<T: clickhouse::RowOwned + clickhouse::RowWrite>(
         insert.write(row).await.map_err(ch)?;
     }
     insert.end().await.map_err(ch)
+}
+
+/// The name of the hold row that marks a swap's RENAME as sent (`until` its longest
+/// time in flight) and, once it is back, as done (`until` 0): a mark left past its time
+/// is a RENAME the server may have stopped in the middle of (see
+/// [`ClickHouseSink`]'s set-up). The swap's token is in the name.
+fn renaming_mark(name: &str, token: &str) -> String {
+    format!("{}{token}", renaming_prefix(name))
+}
+
+fn renaming_prefix(name: &str) -> String {
+    format!("{name}#renaming:")
+}
+
+/// How long a swap's RENAME may be in flight before its mark, still there, says it was
+/// cut short (a RENAME takes milliseconds).
+const RENAME_IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// A table's CREATE split into its name and what follows (columns and engine).
+pub(crate) fn split_create(sql: &str) -> Option<(&str, &str)> {
+    let rest = sql.strip_prefix("CREATE TABLE IF NOT EXISTS ")?;
+    let (table, definition) = rest.split_once(' ')?;
+    Some((table, definition))
 }
 
 async fn hold(target: &ClickHouseTarget, name: &str, until: u32) -> Result<()> {
@@ -654,6 +700,17 @@ impl ReadStore for ClickHouseStore {
                     .await?;
             }
             let token = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            // Marked before it is sent: a server stopped halfway through it leaves the
+            // model's tables a mix of the live and the rebuilt ones — on 18.16 one of
+            // them possibly back empty under its old name — and the live sink's
+            // set-up, finding the mark past its time, builds the model again.
+            let mark = renaming_mark(name, token);
+            hold(
+                &self.target,
+                &mark,
+                now_secs().saturating_add(RENAME_IN_FLIGHT.as_secs() as u32),
+            )
+            .await?;
             // One statement: data, checkpoint and parked tables move together.
             let mut renames = Vec::new();
             let mut replaced = Vec::new();
@@ -667,6 +724,7 @@ impl ReadStore for ClickHouseStore {
             self.target
                 .run(&format!("RENAME TABLE {}", renames.join(", ")))
                 .await?;
+            hold(&self.target, &mark, 0).await?;
             for table in replaced {
                 let retired = format!("retired_{token}_{table}");
                 if !keep_old {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
 
 use super::{
-    ch, checkpoint_table, every_table, insert_rows, now_secs, parked_table, ChTables,
-    CheckpointRow, ClickHouseProjection, ClickHouseTarget, ParkedRow, HOLD_RECHECK,
+    ch, ch_prefix, checkpoint_table, every_table, hold, insert_rows, now_secs, parked_table,
+    renaming_prefix, split_create, ChTables, CheckpointRow, ClickHouseProjection, ClickHouseTarget,
+    ParkedRow, HOLD_RECHECK,
 };
 use crate::runtime::{FailPoint, Sink};
+use crate::store::Namespace;
 use crate::{Error, Result};
 
 /// The checkpoint write of the last batch, still in flight.
@@ -66,6 +68,8 @@ impl ClickHouseSink {
     }
 
     /// Whether a swap holds the live model (answered from a recent check if there is one).
+    /// A swap's RENAME cut short under the live log-fed model is a broken schema: the
+    /// runner sets the model up again, which builds it again from the log.
     async fn held_now(&self) -> Result<bool> {
         let recent = self
             .free_at
@@ -75,10 +79,139 @@ impl ClickHouseSink {
         if recent {
             return Ok(false);
         }
-        let held = self.held().await?;
+        let marks = self.marks().await?;
+        if !marks.held && !marks.cut.is_empty() && self.owns_live() {
+            return Err(Error::SchemaBroken {
+                projection: self.projection.name().to_owned(),
+                reason: "a swap's RENAME was cut short (the server stopped in the middle of \
+                         it): the model is built again from the log"
+                    .to_owned(),
+            });
+        }
         *self.free_at.lock().unwrap_or_else(|e| e.into_inner()) =
-            (!held).then(std::time::Instant::now);
-        Ok(held)
+            (!marks.held).then(std::time::Instant::now);
+        Ok(marks.held)
+    }
+
+    /// Whether this is the live model's own sink (not a shadow, an as-of build or a
+    /// Kafka feed).
+    fn owns_live(&self) -> bool {
+        self.prefix.is_empty() && self.checkpoint_name == self.projection.name()
+    }
+
+    /// Every table of the model in this namespace, with the statement that creates it.
+    fn creates(&self) -> Vec<String> {
+        let name = self.projection.name();
+        let mut creates: Vec<String> = self
+            .projection
+            .schema()
+            .iter()
+            .map(|statement| statement.replace("ch_", &format!("{}ch_", self.prefix)))
+            .collect();
+        creates.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, at DateTime) ENGINE = MergeTree ORDER BY name",
+            self.own(&checkpoint_table(name))
+        ));
+        creates.push(format!(
+            "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, event_type String, error String) ENGINE = MergeTree ORDER BY (name, position)",
+            self.own(&parked_table(name))
+        ));
+        creates
+    }
+
+    /// Creates a table; one whose name a directory without a table holds (ClickHouse
+    /// 18.16 after a RENAME cut short: "data directory for table already containing
+    /// data parts", code 117, for good) is freed first.
+    async fn create(&self, sql: &str) -> Result<()> {
+        let error = match self.target.run(sql).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let Some((table, definition)) = split_create(sql) else {
+            return Err(error);
+        };
+        let message = error.to_string();
+        let held = [
+            "Code: 117",
+            "already containing data parts",
+            "already exists",
+        ]
+        .iter()
+        .any(|sign| message.contains(sign));
+        if !held || self.target.exists(table).await? {
+            return Err(error);
+        }
+        self.target.discard(table, definition).await?;
+        self.target.run(sql).await
+    }
+
+    /// A swap's RENAME the server stopped in the middle of (its mark left past the
+    /// time it may be in flight) leaves the live model a mix of old and rebuilt tables,
+    /// and on ClickHouse 18.16 — which moves a table's directory before its metadata —
+    /// possibly a table back empty under its old name while the checkpoint says its
+    /// rows were written. Nothing in the catalogue tells how far it got, so the live
+    /// model is built again from the log: its tables and those under the swap's names
+    /// are dropped (directories left without their tables with them), and so is the
+    /// rebuilt model the swap was moving in, unless a build written since the RENAME
+    /// was sent holds the shadow names now. (A RENAME that went through and only lost
+    /// its "done" — the `replay` killed at that moment — costs a rebuild.)
+    async fn recover_cut_rename(&self) -> Result<()> {
+        if !self.owns_live() {
+            return Ok(());
+        }
+        let marks = self.marks().await?;
+        if marks.held {
+            return Ok(());
+        }
+        let name = self.projection.name();
+        let shadow = ch_prefix(&Namespace::Shadow);
+        for (token, sent) in &marks.cut {
+            tracing::warn!(
+                projection = name,
+                token,
+                "a swap's RENAME was cut short (the server stopped in the middle of it): the \
+                 model's tables may be a mix of the live and the rebuilt ones, one of them \
+                 empty; building it again from the log"
+            );
+            let token_ok = token.len() == 8 && token.chars().all(|c| c.is_ascii_hexdigit());
+            let shadow_checkpoints = format!("{shadow}{}", checkpoint_table(name));
+            let shadow_since: u32 = if self.target.exists(&shadow_checkpoints).await? {
+                self.target
+                    .plain
+                    .query(&format!(
+                        "SELECT toUInt32(max(at)) FROM {shadow_checkpoints} WHERE name = ?"
+                    ))
+                    .bind(name)
+                    .fetch_one()
+                    .await
+                    .map_err(ch)?
+            } else {
+                0
+            };
+            let shadow_cut = shadow_since <= *sent;
+            for sql in self.creates() {
+                let Some((table, definition)) = split_create(&sql) else {
+                    continue;
+                };
+                let mut names = vec![table.to_owned()];
+                if shadow_cut {
+                    names.push(format!("{shadow}{table}"));
+                }
+                if token_ok {
+                    names.push(format!("retired_{token}_{table}"));
+                }
+                for discarded in names {
+                    self.target.discard(&discarded, definition).await?;
+                }
+            }
+            hold(
+                &self.target,
+                &format!("{}{token}", renaming_prefix(name)),
+                0,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     fn tables(&self) -> ChTables<'_> {
@@ -113,7 +246,7 @@ impl ClickHouseSink {
         }
         // A swap renames the rebuilt tables in table by table while it holds the model:
         // a table missing then is not lost.
-        if self.held().await? {
+        if self.marks().await?.held {
             return Ok(());
         }
         let mut lost = Vec::new();
@@ -148,21 +281,49 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    async fn held(&self) -> Result<bool> {
+    /// The swap's marks on the live model (none for a shadow or as-of build): whether a
+    /// swap holds it now, and the tokens of swaps whose RENAME was sent and not seen
+    /// done, past the time it may be in flight.
+    async fn marks(&self) -> Result<Marks> {
         if !self.prefix.is_empty() {
-            return Ok(false);
+            return Ok(Marks::default());
         }
-        let until: u32 = self
+        let name = self.projection.name();
+        let prefix = renaming_prefix(name);
+        let rows: Vec<(String, u32, u64)> = self
             .target
             .plain
-            .query("SELECT toUInt32(argMax(until, at)) FROM eventfold_holds WHERE name = ?")
-            .bind(self.projection.name())
-            .fetch_one()
+            .query(
+                "SELECT name, toUInt32(argMax(until, at)), max(at) FROM eventfold_holds \
+                 WHERE name = ? OR startsWith(name, ?) GROUP BY name",
+            )
+            .bind(name)
+            .bind(&prefix)
+            .fetch_all()
             .await
             .map_err(ch)?;
-        let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap_or(u32::MAX);
-        Ok(until > now)
+        let now = now_secs();
+        let mut marks = Marks::default();
+        for (row, until, at) in rows {
+            if row == name {
+                marks.held = until > now;
+            } else if let Some(token) = row.strip_prefix(&prefix) {
+                if until != 0 && until <= now {
+                    let sent = u32::try_from(at / 1_000_000).unwrap_or(u32::MAX);
+                    marks.cut.push((token.to_owned(), sent));
+                }
+            }
+        }
+        Ok(marks)
     }
+}
+
+/// See [`ClickHouseSink::marks`].
+#[derive(Debug, Default)]
+struct Marks {
+    held: bool,
+    /// Each cut swap's token and when its RENAME was sent (seconds).
+    cut: Vec<(String, u32)>,
 }
 
 #[async_trait::async_trait]
@@ -183,25 +344,12 @@ impl Sink for ClickHouseSink {
                  ENGINE = MergeTree ORDER BY name",
             )
             .await?;
+        self.recover_cut_rename().await?;
         self.forget_lost_model().await?;
-        for statement in self.projection.schema() {
-            self.target
-                .run(&statement.replace("ch_", &format!("{}ch_", self.prefix)))
-                .await?;
+        for sql in self.creates() {
+            self.create(&sql).await?;
         }
-        let name = self.projection.name();
-        self.target
-            .run(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, at DateTime) ENGINE = MergeTree ORDER BY name",
-                self.own(&checkpoint_table(name))
-            ))
-            .await?;
-        self.target
-            .run(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (name String, position Int64, event_type String, error String) ENGINE = MergeTree ORDER BY (name, position)",
-                self.own(&parked_table(name))
-            ))
-            .await
+        Ok(())
     }
 
     async fn checkpoint(&self) -> Result<Position> {
