@@ -4,9 +4,9 @@
 use eventfold_event_log::testing::PgTestDb;
 use eventfold_projections::testing::ClickHouseTestDb;
 use eventfold_projections::{ProjectionSet, ReadDb, RunnerOptions, StatusBoard, StoreKind};
-use eventfold_replay::{rebuild_model, Error, Target};
+use eventfold_replay::Error;
 
-use crate::support::populate;
+use crate::support::{populate, rebuild_and_swap};
 
 /// Row counts and checksums of every ClickHouse table, as queries see them.
 async fn fingerprint(
@@ -29,6 +29,33 @@ async fn fingerprint(
         out.push((table, rows));
     }
     Ok(out)
+}
+
+/// The registered `workout_facts.v1` model, the one these tests break.
+fn facts(set: &ProjectionSet<eventfold_event_log::PgEventStore>) -> eventfold_projections::Model {
+    set.registry()
+        .get("workout_facts.v1")
+        .expect("registered")
+        .clone()
+}
+
+/// `model` in `namespace` run up to the head of the log.
+async fn run_to_head(
+    set: &ProjectionSet<eventfold_event_log::PgEventStore>,
+    model: &eventfold_projections::Model,
+    namespace: &eventfold_projections::Namespace,
+) -> anyhow::Result<()> {
+    let (_, store) = set.model(model.name())?;
+    let head = eventfold_event_log::EventReader::head(set.log()).await?;
+    eventfold_projections::Runner::new(
+        set.log().clone(),
+        store.sink(model, namespace)?,
+        RunnerOptions::default(),
+        StatusBoard::default(),
+    )
+    .run_until(Some(head))
+    .await?;
+    Ok(())
 }
 
 /// A log of `users` users' flows (stream prefix `tag`) and its models caught up, the
@@ -68,16 +95,9 @@ async fn every_clickhouse_model_rebuilds_equal_to_live_and_swaps_in() -> anyhow:
         .collect();
     for model in &models {
         let (_, store) = set.model(model.name())?;
-        let report = rebuild_model(
-            set.log(),
-            store.as_ref(),
-            model,
-            Target::Swap { keep_old: false },
-            |_| {},
-            std::future::pending(),
-        )
-        .await?
-        .expect("a swap report");
+        let report = rebuild_and_swap(set.log(), store.as_ref(), model)
+            .await?
+            .expect("a swap report");
         assert!(report.verified_against_live, "{}: {report:?}", model.name());
     }
     // The swapped-in models are the live ones now, equal to before; no shadow is left.
@@ -136,21 +156,9 @@ async fn every_clickhouse_model_rebuilds_equal_to_live_and_swaps_in() -> anyhow:
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let model = set
-        .registry()
-        .get("workout_facts.v1")
-        .expect("registered")
-        .clone();
+    let model = facts(&set);
     let (_, store) = set.model(model.name())?;
-    let result = rebuild_model(
-        set.log(),
-        store.as_ref(),
-        &model,
-        Target::Swap { keep_old: false },
-        |_| {},
-        std::future::pending(),
-    )
-    .await;
+    let result = rebuild_and_swap(set.log(), store.as_ref(), &model).await;
     match result {
         Err(Error::Projection(eventfold_projections::Error::Mismatch { details, .. })) => {
             assert!(details.contains("ch_workout_facts"), "{details}");
@@ -181,16 +189,9 @@ async fn every_clickhouse_model_swapped_at_once_swaps_in() -> anyhow::Result<()>
             let (_, store) = set.model(model.name())?;
             let (log, model, store) = (set.log().clone(), model.clone(), store.clone());
             swaps.spawn(async move {
-                rebuild_model(
-                    &log,
-                    store.as_ref(),
-                    &model,
-                    Target::Swap { keep_old: false },
-                    |_| {},
-                    std::future::pending(),
-                )
-                .await
-                .map(|report| (model.name().to_owned(), report))
+                rebuild_and_swap(&log, store.as_ref(), &model)
+                    .await
+                    .map(|report| (model.name().to_owned(), report))
             });
         }
         while let Some(done) = swaps.join_next().await {
@@ -213,14 +214,10 @@ async fn every_clickhouse_model_swapped_at_once_swaps_in() -> anyhow::Result<()>
 /// verified, and leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_cut_short_leaves_nothing_that_stops_the_next_rebuild() -> anyhow::Result<()> {
-    use eventfold_projections::{Namespace, Runner};
+    use eventfold_projections::Namespace;
     let (_db, ch, set) = live("h", 4).await?;
     let before = fingerprint(&ch.target).await?;
-    let model = set
-        .registry()
-        .get("workout_facts.v1")
-        .expect("registered")
-        .clone();
+    let model = facts(&set);
     let (_, store) = set.model(model.name())?;
     // The directory a killed RENAME left under the name the replaced checkpoint table
     // used to take — on 18.16 (an Ordinary database: a table's directory is named after
@@ -244,15 +241,7 @@ async fn a_swap_cut_short_leaves_nothing_that_stops_the_next_rebuild() -> anyhow
         std::fs::create_dir_all(orphan)?;
     }
     // A shadow build at the head whose data table is gone (a leftover of the swap's).
-    let head = eventfold_event_log::EventReader::head(set.log()).await?;
-    Runner::new(
-        set.log().clone(),
-        store.sink(&model, &Namespace::Shadow)?,
-        RunnerOptions::default(),
-        StatusBoard::default(),
-    )
-    .run_until(Some(head))
-    .await?;
+    run_to_head(&set, &model, &Namespace::Shadow).await?;
     // (Moved away, as the half-done RENAME did: a table dropped and created again at
     // once under the same name can lose its new data on 18.16.)
     ch.target
@@ -260,16 +249,9 @@ async fn a_swap_cut_short_leaves_nothing_that_stops_the_next_rebuild() -> anyhow
         .await?;
 
     for round in 0..2 {
-        let report = rebuild_model(
-            set.log(),
-            store.as_ref(),
-            &model,
-            Target::Swap { keep_old: false },
-            |_| {},
-            std::future::pending(),
-        )
-        .await?
-        .expect("a swap report");
+        let report = rebuild_and_swap(set.log(), store.as_ref(), &model)
+            .await?
+            .expect("a swap report");
         assert!(report.verified_against_live, "round {round}: {report:?}");
         assert_eq!(fingerprint(&ch.target).await?, before, "round {round}");
     }
@@ -297,17 +279,8 @@ async fn cut_rename_short(
     ch: &ClickHouseTestDb,
     model: &eventfold_projections::Model,
 ) -> anyhow::Result<()> {
-    use eventfold_projections::{Namespace, Runner};
-    let (_, store) = set.model(model.name())?;
-    let head = eventfold_event_log::EventReader::head(set.log()).await?;
-    Runner::new(
-        set.log().clone(),
-        store.sink(model, &Namespace::Shadow)?,
-        RunnerOptions::default(),
-        StatusBoard::default(),
-    )
-    .run_until(Some(head))
-    .await?;
+    use eventfold_projections::Namespace;
+    run_to_head(set, model, &Namespace::Shadow).await?;
     ch.target
         .run("INSERT INTO eventfold_holds (name, until, at) SELECT 'workout_facts.v1#renaming:0000beef', toDateTime(now() - 1), toUInt64(now()) * 1000000")
         .await?;
@@ -344,26 +317,13 @@ async fn left_of_cut_rename(ch: &ClickHouseTestDb) -> anyhow::Result<(u64, u32)>
 /// model went on from its checkpoint with its facts table empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_cut_short_is_found_at_set_up_and_the_model_built_again() -> anyhow::Result<()> {
-    use eventfold_projections::{Namespace, Runner};
+    use eventfold_projections::Namespace;
     let (_db, ch, set) = live("k", 4).await?;
     let before = fingerprint(&ch.target).await?;
-    let model = set
-        .registry()
-        .get("workout_facts.v1")
-        .expect("registered")
-        .clone();
+    let model = facts(&set);
     cut_rename_short(&set, &ch, &model).await?;
     assert_ne!(fingerprint(&ch.target).await?, before, "the cut is visible");
-    let (_, store) = set.model(model.name())?;
-    let head = eventfold_event_log::EventReader::head(set.log()).await?;
-    Runner::new(
-        set.log().clone(),
-        store.sink(&model, &Namespace::Live)?,
-        RunnerOptions::default(),
-        StatusBoard::default(),
-    )
-    .run_until(Some(head))
-    .await?;
+    run_to_head(&set, &model, &Namespace::Live).await?;
     assert_eq!(fingerprint(&ch.target).await?, before);
     assert_eq!(left_of_cut_rename(&ch).await?, (0, 0));
     Ok(())
@@ -377,11 +337,7 @@ async fn a_rename_cut_short_is_found_by_a_running_model_and_it_is_built_again() 
 {
     use eventfold_projections::{Namespace, Runner};
     let (db, ch, set) = live("m", 4).await?;
-    let model = set
-        .registry()
-        .get("workout_facts.v1")
-        .expect("registered")
-        .clone();
+    let model = facts(&set);
     let (_, store) = set.model(model.name())?;
     let board = StatusBoard::default();
     let runner = Runner::new(
@@ -422,16 +378,9 @@ async fn a_rename_cut_short_is_found_by_a_running_model_and_it_is_built_again() 
     }
     let _ = stop.send(());
     running.await??;
-    let report = rebuild_model(
-        set.log(),
-        store.as_ref(),
-        &model,
-        Target::Swap { keep_old: false },
-        |_| {},
-        std::future::pending(),
-    )
-    .await?
-    .expect("a swap report");
+    let report = rebuild_and_swap(set.log(), store.as_ref(), &model)
+        .await?
+        .expect("a swap report");
     assert!(report.verified_against_live, "{report:?}");
     Ok(())
 }

@@ -23,9 +23,8 @@ use eventfold_projections::{
     handed_over, models, CatchUp, Namespace, ParkedEvent, ReadDb, ReadStore, RelationalStore,
     Runner, RunnerOptions, Sink, StatusBoard, StoreKind,
 };
-use eventfold_replay::{rebuild_model, Target};
 
-use crate::support::{populate, RedisSpace};
+use crate::support::{populate, rebuild_and_swap, RedisSpace};
 
 fn options() -> RunnerOptions {
     RunnerOptions {
@@ -33,23 +32,6 @@ fn options() -> RunnerOptions {
         backoff: Duration::from_millis(1),
         ..RunnerOptions::default()
     }
-}
-
-/// A full rebuild of `model` from `log`, swapped in over the live model.
-async fn rebuild_and_swap<S: EventStore>(
-    log: &S,
-    store: &dyn ReadStore,
-    model: &eventfold_projections::Model,
-) -> eventfold_replay::Result<Option<eventfold_replay::SwapReport>> {
-    rebuild_model(
-        log,
-        store,
-        model,
-        Target::Swap { keep_old: false },
-        |_| {},
-        std::future::pending(),
-    )
-    .await
 }
 
 async fn swap<S: EventStore>(

@@ -203,3 +203,20 @@ impl Drop for RedisSpace {
         }
     }
 }
+
+/// A full rebuild of `model` from `log`, swapped in over the live model.
+pub(crate) async fn rebuild_and_swap<S: EventStore>(
+    log: &S,
+    store: &dyn eventfold_projections::ReadStore,
+    model: &eventfold_projections::Model,
+) -> eventfold_replay::Result<Option<eventfold_replay::SwapReport>> {
+    eventfold_replay::rebuild_model(
+        log,
+        store,
+        model,
+        eventfold_replay::Target::Swap { keep_old: false },
+        |_| {},
+        std::future::pending(),
+    )
+    .await
+}
