@@ -367,11 +367,15 @@ async fn a_rename_cut_short_is_found_by_a_running_model_and_it_is_built_again() 
     populate(db.store.clone(), "m2", 2, 2).await?;
     let head = eventfold_event_log::EventReader::head(set.log()).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while left_of_cut_rename(&ch).await? != (0, 0) || board.checkpoint_of(model.name()) < head {
+    // (18.16's system.tables can fail a query while the runner drops tables: asked
+    // again.)
+    while left_of_cut_rename(&ch).await.ok() != Some((0, 0))
+        || board.checkpoint_of(model.name()) < head
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "not rebuilt: {:?}, at {:?}",
-            left_of_cut_rename(&ch).await?,
+            left_of_cut_rename(&ch).await.ok(),
             board.checkpoint_of(model.name())
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
