@@ -10,11 +10,13 @@
 //! namespace's prefix (`shadow_`, `old_`, `asof_{label}_`): a shadow build is a set of
 //! tables with their checkpoint, and the swap is one multi-table `RENAME` — data and
 //! checkpoint move together, which ClickHouse (no transactions) needs — though 18.16
-//! runs it table by table, so a server killed mid-RENAME can leave it half done: the
-//! live model then has every table (the rebuilt ones equal to those they replaced, or
-//! a table missing, which rebuilds it from the log), the replaced tables go to names
-//! of the swap's own (`retired_{token}_…`, dropped after it or by the next swap), and
-//! a shadow missing a data table starts over instead of resuming. During the swap
+//! runs it table by table (a table's directory before its metadata), so a server
+//! killed mid-RENAME can leave it half done, a table back empty or missing. The swap
+//! marks its RENAME as sent and done (`{model}#renaming:{token}` in `eventfold_holds`);
+//! the live sink that finds a mark past its time builds the model again from the log
+//! (see [`ClickHouseSink`]). The replaced tables go to names of the swap's own
+//! (`retired_{token}_…`, dropped after it or by the next swap), and a shadow missing a
+//! data table starts over instead of resuming. During the swap
 //! the live model is held (`eventfold_holds`: its sink refuses batches until the hold
 //! expires or is lifted), so shadow and live are compared at one checkpoint by row
 //! counts and checksums (`sum(cityHash64(…))` over `FINAL`).
@@ -360,6 +362,12 @@ fn renaming_prefix(name: &str) -> String {
 /// cut short (a RENAME takes milliseconds).
 const RENAME_IN_FLIGHT: Duration = Duration::from_secs(30);
 
+/// Whether `token` is a swap's own (8 hex digits, from `retired_{token}_…` or a
+/// RENAME mark): only such a token goes into a table name.
+fn is_swap_token(token: &str) -> bool {
+    token.len() == 8 && token.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// A table's CREATE split into its name and what follows (columns and engine).
 pub(crate) fn split_create(sql: &str) -> Option<(&str, &str)> {
     let rest = sql.strip_prefix("CREATE TABLE IF NOT EXISTS ")?;
@@ -435,7 +443,7 @@ impl ClickHouseStore {
                 n.strip_prefix("retired_")
                     .and_then(|rest| rest.split_once('_'))
                     .is_some_and(|(token, rest)| {
-                        token.len() == 8 && tables.iter().any(|t| t == rest)
+                        is_swap_token(token) && tables.iter().any(|t| t == rest)
                     })
             })
             .collect())

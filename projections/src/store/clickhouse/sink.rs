@@ -5,9 +5,9 @@ use std::sync::Arc;
 use eventfold_event_schemas::{DomainEvent, Position, RecordedEvent};
 
 use super::{
-    ch, ch_prefix, checkpoint_table, every_table, hold, insert_rows, now_secs, parked_table,
-    renaming_prefix, split_create, ChTables, CheckpointRow, ClickHouseProjection, ClickHouseTarget,
-    ParkedRow, HOLD_RECHECK,
+    ch, ch_prefix, checkpoint_table, every_table, hold, insert_rows, is_swap_token, now_secs,
+    parked_table, renaming_mark, renaming_prefix, split_create, ChTables, CheckpointRow,
+    ClickHouseProjection, ClickHouseTarget, ParkedRow, HOLD_RECHECK,
 };
 use crate::runtime::{FailPoint, Sink};
 use crate::store::Namespace;
@@ -99,7 +99,8 @@ impl ClickHouseSink {
         self.prefix.is_empty() && self.checkpoint_name == self.projection.name()
     }
 
-    /// Every table of the model in this namespace, with the statement that creates it.
+    /// The statements that create every table of the model in this namespace (data,
+    /// checkpoint, parked events).
     fn creates(&self) -> Vec<String> {
         let name = self.projection.name();
         let mut creates: Vec<String> = self
@@ -173,7 +174,6 @@ impl ClickHouseSink {
                  model's tables may be a mix of the live and the rebuilt ones, one of them \
                  empty; building it again from the log"
             );
-            let token_ok = token.len() == 8 && token.chars().all(|c| c.is_ascii_hexdigit());
             let shadow_checkpoints = format!("{shadow}{}", checkpoint_table(name));
             let shadow_since: u32 = if self.target.exists(&shadow_checkpoints).await? {
                 self.target
@@ -197,19 +197,14 @@ impl ClickHouseSink {
                 if shadow_cut {
                     names.push(format!("{shadow}{table}"));
                 }
-                if token_ok {
+                if is_swap_token(token) {
                     names.push(format!("retired_{token}_{table}"));
                 }
                 for discarded in names {
                     self.target.discard(&discarded, definition).await?;
                 }
             }
-            hold(
-                &self.target,
-                &format!("{}{token}", renaming_prefix(name)),
-                0,
-            )
-            .await?;
+            hold(&self.target, &renaming_mark(name, token), 0).await?;
         }
         Ok(())
     }
