@@ -9,7 +9,7 @@ use eventfold_event_log::{
     AnyEventStore, EventReader, EventStore, EventWriter, ReadDirection, SubscriptionOptions,
     STREAM_END,
 };
-use eventfold_event_schemas::catalogue::EVENT_TYPES;
+use eventfold_event_schemas::catalogue::{DOMAIN_CATEGORIES, EVENT_TYPES};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StreamsCommand {
@@ -145,17 +145,39 @@ async fn append(
     // A type of the domain's catalogue must carry what its schema says: an event the
     // aggregates and read models cannot decode would stop every command on its stream
     // and be parked by every projection. Types the catalogue does not know are the
-    // engine's users' own and are stored as they are.
-    if let Err(error) = eventfold_event_schemas::DomainEvent::decode(
+    // engine's users' own and are stored as they are, in categories of their own.
+    match eventfold_event_schemas::DomainEvent::decode(
         &event.event_type,
         event.schema_version,
         &event.data,
     ) {
-        anyhow::bail!(
+        Err(error) => anyhow::bail!(
             "--data is not a valid {} (schema version {}): {error}",
             event.event_type,
             event.schema_version
-        );
+        ),
+        // Its aggregate reads it only from the stream its ids name; anywhere else the
+        // read models (keyed by those ids) would fold it and the commands never see it.
+        Ok(Some(domain)) => {
+            let home = domain.stream().with_context(|| {
+                format!("--data names no valid stream for a {}", event.event_type)
+            })?;
+            if home != stream {
+                anyhow::bail!(
+                    "a {} with these ids belongs in stream {home}, not {stream}: elsewhere \
+                     the read models would count it and the commands on {home} never see it",
+                    event.event_type
+                );
+            }
+        }
+        Ok(None) if DOMAIN_CATEGORIES.contains(&stream.category()) => anyhow::bail!(
+            "{stream} is a stream of the reference domain, whose aggregate does not know \
+             {:?}: an event it cannot read would stop every command on the stream. Event \
+             types of your own go in categories of your own (not {})",
+            event.event_type,
+            DOMAIN_CATEGORIES.join(", ")
+        ),
+        Ok(None) => {}
     }
     let id = event.event_id;
     let result = store

@@ -196,7 +196,7 @@ fn catalogue_events_are_appended_at_their_current_schema_version() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 18] = [
+    let cases: [(&[&str], &str); 20] = [
         (
             &[
                 "--redis-url",
@@ -220,13 +220,13 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         ),
         (
             &[
-                "streams", "append", "order-1", "--type", "T", "--data", "[1]",
+                "streams", "append", "note-1", "--type", "T", "--data", "[1]",
             ],
             "JSON object",
         ),
         (
             &[
-                "streams", "append", "order-1", "--type", "T", "--data", "{oops",
+                "streams", "append", "note-1", "--type", "T", "--data", "{oops",
             ],
             "not valid JSON",
         ),
@@ -234,7 +234,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             &[
                 "streams",
                 "append",
-                "order-1",
+                "note-1",
                 "--type",
                 "T",
                 "--data",
@@ -248,7 +248,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             &[
                 "streams",
                 "append",
-                "order-1",
+                "note-1",
                 "--type",
                 "T",
                 "--data",
@@ -266,7 +266,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             &[
                 "streams",
                 "append",
-                "order-1",
+                "note-1",
                 "--type",
                 "T",
                 "--data",
@@ -280,7 +280,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             &[
                 "streams",
                 "append",
-                "order-1",
+                "note-1",
                 "--type",
                 "T",
                 "--data",
@@ -314,6 +314,34 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             ],
             "not a valid PurchaseRecorded",
         ),
+        // An event of the domain in a stream its ids do not name: the read models (keyed
+        // by the ids) would fold it, the aggregate of purchases-u1 would never see it.
+        (
+            &[
+                "streams",
+                "append",
+                "purchases-u2",
+                "--type",
+                "PurchaseRecorded",
+                "--data",
+                r#"{"user_id":"u1","sku":"S","title":"T","category":"c","quantity":1,"unit_price":250,"currency":"EUR","purchased_at":"2026-01-01T00:00:00Z"}"#,
+            ],
+            "belongs in stream purchases-u1, not purchases-u2",
+        ),
+        // A type of one's own in a stream of the domain: it was stored, and every command
+        // on the workout answered 500 `unreadable_stream` from then on.
+        (
+            &[
+                "streams",
+                "append",
+                "workout-7f3c0a4e-1111-4222-8333-944455556666",
+                "--type",
+                "SomethingElse",
+                "--data",
+                "{}",
+            ],
+            "is a stream of the reference domain, whose aggregate does not know \"SomethingElse\"",
+        ),
         // A schema version the catalogue does not have yet, or none at all.
         (
             &[
@@ -333,7 +361,7 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
             &[
                 "streams",
                 "append",
-                "order-1",
+                "note-1",
                 "--type",
                 "T",
                 "--data",
@@ -373,8 +401,18 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
-    let read = s.run(&["streams", "read", "order-1"]);
-    assert!(stdout(&read).is_empty(), "bad input must write nothing");
+    for stream in [
+        "note-1",
+        "purchases-u1",
+        "purchases-u2",
+        "workout-7f3c0a4e-1111-4222-8333-944455556666",
+    ] {
+        let read = s.run(&["streams", "read", stream]);
+        assert!(
+            stdout(&read).is_empty(),
+            "bad input must write nothing: {stream}"
+        );
+    }
 }
 
 #[test]

@@ -348,6 +348,14 @@ impl<S: EventStore> CommandHandler<S> {
                 return Ok(outcome);
             }
             let events = decide(&loaded.state)?;
+            // Every event is stored in the stream its ids name (the read models key it
+            // by them): a decision for another stream is a bug of the domain.
+            debug_assert!(
+                events
+                    .iter()
+                    .all(|e| e.stream().is_ok_and(|home| home == *stream)),
+                "{stream}: an event decided for another stream: {events:?}"
+            );
             if events.is_empty() {
                 return Ok(CommandOutcome {
                     stream_id: stream.to_string(),

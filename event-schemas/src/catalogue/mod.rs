@@ -27,7 +27,19 @@ pub use workouts::{
     WorkoutResumed, WorkoutStarted, WorkoutUpdated,
 };
 
-use crate::{EventMetadata, NewEvent, RecordedEvent};
+use crate::{EventMetadata, NewEvent, RecordedEvent, StreamId, StreamIdError};
+
+/// The stream categories of the reference domain, each the home of one aggregate (see
+/// [`DomainEvent::stream`]). An event type the domain does not know has no place in them:
+/// the aggregate would fail to read it, and every command on that stream with it.
+pub const DOMAIN_CATEGORIES: &[&str] = &[
+    "activity",
+    "order",
+    "price",
+    "purchases",
+    "reminder",
+    "workout",
+];
 
 /// Why a stored event could not be turned into a [`DomainEvent`].
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +232,42 @@ impl DomainEvent {
             data: self.to_data(),
             metadata,
         }
+    }
+
+    /// The stream this event belongs in, named by the ids it carries: `purchases-{user}`,
+    /// `activity-{user}`, `price-{sku}`, `reminder-{id}`, `order-{id}`, `workout-{id}`.
+    /// The command service stores every event there (checked in debug builds), and
+    /// `eventfold streams append` refuses another stream: an event elsewhere would be
+    /// folded by the read models (keyed by these ids) but never by the aggregate the
+    /// commands on that id read, so the two sides would disagree about it.
+    pub fn stream(&self) -> Result<StreamId, StreamIdError> {
+        use std::fmt::Display;
+        let (category, id): (&str, &dyn Display) = match self {
+            DomainEvent::PurchaseRecorded(e) => ("purchases", &e.user_id),
+            DomainEvent::ConsumableDetected(e) => ("purchases", &e.user_id),
+            DomainEvent::RepurchaseIntervalEstimated(e) => ("purchases", &e.user_id),
+            DomainEvent::DeviceActivated(e) => ("activity", &e.user_id),
+            DomainEvent::PriceChanged(e) => ("price", &e.sku),
+            DomainEvent::ReminderScheduled(e) => ("reminder", &e.reminder_id),
+            DomainEvent::ReminderOffered(e) => ("reminder", &e.reminder_id),
+            DomainEvent::ReorderAccepted(e) => ("reminder", &e.reminder_id),
+            DomainEvent::ReminderDeclined(e) => ("reminder", &e.reminder_id),
+            DomainEvent::ReminderSnoozed(e) => ("reminder", &e.reminder_id),
+            DomainEvent::ReminderSuperseded(e) => ("reminder", &e.reminder_id),
+            DomainEvent::OrderDrafted(e) => ("order", &e.order_id),
+            DomainEvent::OrderConfirmed(e) => ("order", &e.order_id),
+            DomainEvent::OrderPlaced(e) => ("order", &e.order_id),
+            DomainEvent::PaymentPushRequested(e) => ("order", &e.order_id),
+            DomainEvent::OrderCancelled(e) => ("order", &e.order_id),
+            DomainEvent::WorkoutStarted(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutUpdated(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutPaused(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutResumed(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutCompleted(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutCancelled(e) => ("workout", &e.workout_id),
+            DomainEvent::WorkoutGoalReached(e) => ("workout", &e.workout_id),
+        };
+        StreamId::from_parts(category, id)
     }
 
     /// Decodes a recorded event (see [`decode`](Self::decode)).

@@ -402,3 +402,25 @@ fn unknown_types_are_none_and_future_versions_are_errors() {
         Err(DecodeError::Invalid { .. })
     ));
 }
+
+#[test]
+fn every_event_belongs_in_a_stream_of_the_domain() {
+    let mut seen = std::collections::BTreeSet::new();
+    for event in samples() {
+        let stream = event
+            .stream()
+            .unwrap_or_else(|e| panic!("{}: {e}", event.event_type()));
+        assert!(
+            DOMAIN_CATEGORIES.contains(&stream.category()),
+            "{}: {stream}",
+            event.event_type()
+        );
+        seen.insert(stream.category().to_owned());
+    }
+    let all: std::collections::BTreeSet<String> =
+        DOMAIN_CATEGORIES.iter().map(|c| (*c).to_owned()).collect();
+    assert_eq!(
+        seen, all,
+        "a category of the domain holds none of its events"
+    );
+}
