@@ -678,14 +678,14 @@ pub async fn drop_expired_route_points(
     now: DateTime<Utc>,
 ) -> Result<Vec<String>> {
     let partitions: Vec<String> = target
-        .client()
-        .query(
-            "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'ch_route_points' AND active",
-        )
-        .bind(target.database())
-        .fetch_all()
-        .await
-        .map_err(crate::store::ch)?;
+        .catalogue(|client| {
+            client
+                .query(
+                    "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'ch_route_points' AND active",
+                )
+                .bind(target.database())
+        })
+        .await?;
     let expired = expired_months(&partitions, keep_months, now);
     for partition in &expired {
         target

@@ -196,17 +196,55 @@ impl ClickHouseTarget {
         self.run(&format!("DROP TABLE IF EXISTS {table}")).await
     }
 
+    /// Whether `table` is in the database. `EXISTS TABLE` looks the one name up; a
+    /// query of `system.tables` lists the database, and 18.16 fails it ("Code: 60 …
+    /// doesn't exist") when another table is dropped while it lists (another model's
+    /// swap or reset), which stopped a `replay`.
     async fn exists(&self, table: &str) -> Result<bool> {
         self.ensure().await?;
-        let n: u64 = self
+        let n: u8 = self
             .plain
-            .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
-            .bind(&self.database)
-            .bind(table)
+            .query(&format!("EXISTS TABLE {table}"))
             .fetch_one()
             .await
             .map_err(ch)?;
         Ok(n > 0)
+    }
+
+    /// Rows of a query of the catalogue (`system.tables`, `system.columns`,
+    /// `system.parts`, built by `query` for each attempt). 18.16 fails such a query for
+    /// a table dropped while it lists the database ("Code: 60 … doesn't exist"; another
+    /// model's swap or reset), which stopped a `replay`: asked again then, a few times.
+    pub(crate) async fn catalogue<T>(
+        &self,
+        query: impl Fn(&clickhouse::Client) -> clickhouse::query::Query,
+    ) -> Result<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let mut attempt = 0;
+        loop {
+            match query(&self.plain).fetch_all().await {
+                Err(clickhouse::error::Error::BadResponse(message))
+                    if attempt < 5 && message.contains("Code: 60") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                }
+                other => return other.map_err(ch),
+            }
+        }
+    }
+
+    /// The names of the database's tables that begin with `prefix`.
+    async fn tables_beginning(&self, prefix: &str) -> Result<Vec<String>> {
+        self.catalogue(|client| {
+            client
+                .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, ?)")
+                .bind(&self.database)
+                .bind(prefix)
+        })
+        .await
     }
 }
 
@@ -429,14 +467,7 @@ impl ClickHouseStore {
     /// The tables swaps cut short left of `tables` (`retired_{token}_{table}`), in one
     /// look at the catalogue.
     async fn retired(&self, tables: &[String]) -> Result<Vec<String>> {
-        let names: Vec<String> = self
-            .target
-            .plain
-            .query("SELECT name FROM system.tables WHERE database = ? AND startsWith(name, 'retired_')")
-            .bind(self.target.database())
-            .fetch_all()
-            .await
-            .map_err(ch)?;
+        let names = self.target.tables_beginning("retired_").await?;
         Ok(names
             .into_iter()
             .filter(|n| {
@@ -453,13 +484,13 @@ impl ClickHouseStore {
     async fn checksum(&self, table: &str) -> Result<(u64, u64)> {
         let columns: Vec<String> = self
             .target
-            .plain
-            .query("SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY name")
-            .bind(self.target.database())
-            .bind(table)
-            .fetch_all()
-            .await
-            .map_err(ch)?;
+            .catalogue(|client| {
+                client
+                    .query("SELECT name FROM system.columns WHERE database = ? AND table = ? ORDER BY name")
+                    .bind(self.target.database())
+                    .bind(table)
+            })
+            .await?;
         let hashed: Vec<String> = columns
             .iter()
             .map(|c| format!("ifNull(toString({c}), '\\\\N')"))
@@ -771,6 +802,50 @@ impl ReadStore for ClickHouseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The catalogue is read while other tables come and go (another model's swap, a
+    /// reset, a test's database dropped): 18.16 failed a `system.tables` query for a
+    /// table dropped while it was listed ("Code: 60 … Table … doesn't exist"), and a
+    /// `replay` that met it stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalogue_is_read_while_other_tables_are_dropped() -> anyhow::Result<()> {
+        let db = crate::testing::ClickHouseTestDb::new().await?;
+        let target = db.target.clone();
+        target
+            .run("CREATE TABLE kept (x UInt8) ENGINE = ReplacingMergeTree ORDER BY x")
+            .await?;
+        target
+            .run("CREATE TABLE retired_0badf00d_kept (x UInt8) ENGINE = MergeTree ORDER BY x")
+            .await?;
+        let churn = {
+            let target = target.clone();
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    let table = format!("churn_{n}");
+                    target
+                        .run(&format!(
+                            "CREATE TABLE {table} (x UInt8) ENGINE = MergeTree ORDER BY x"
+                        ))
+                        .await?;
+                    target.run(&format!("DROP TABLE {table}")).await?;
+                }
+                Ok::<_, Error>(())
+            })
+        };
+        let store = ClickHouseStore::new(target.clone());
+        let kept = vec!["kept".to_owned()];
+        let mut looks = 0;
+        while !churn.is_finished() {
+            assert!(target.exists("kept").await?, "look {looks}");
+            assert!(!target.exists("churn_none").await?, "look {looks}");
+            assert_eq!(store.retired(&kept).await?.len(), 1, "look {looks}");
+            assert_eq!(store.checksum("kept").await?.0, 0, "look {looks}");
+            looks += 1;
+        }
+        churn.await??;
+        assert!(looks > 10, "only {looks} looks while the tables churned");
+        Ok(())
+    }
 
     #[test]
     fn the_database_is_a_plain_identifier_of_eventfolds_own() {
