@@ -34,15 +34,20 @@ impl ClickHouseTestDb {
 
 impl Drop for ClickHouseTestDb {
     fn drop(&mut self) {
-        let target = self.target.clone();
-        // Drop cannot await: a runtime of its own, on a thread of its own.
+        let (url, database) = (self.url.clone(), self.target.database().to_owned());
+        // Drop cannot await: a runtime of its own, on a thread of its own, and a client
+        // of its own. (A clone of the test's would reuse a pooled connection whose task
+        // runs on the test's runtime, which this join blocks when that runtime has one
+        // thread: the drop then waited forever.)
         let _ = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 rt.block_on(async {
-                    let _ = target.drop_database().await;
+                    if let Ok(target) = ClickHouseTarget::new(&url, &database) {
+                        let _ = target.drop_database().await;
+                    }
                 });
             }
         })

@@ -807,6 +807,7 @@ mod tests {
     /// reset, a test's database dropped): 18.16 failed a `system.tables` query for a
     /// table dropped while it was listed ("Code: 60 … Table … doesn't exist"), and a
     /// `replay` that met it stopped.
+    // (Two threads: the looks and the drops overlap; on one they mostly take turns.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_catalogue_is_read_while_other_tables_are_dropped() -> anyhow::Result<()> {
         let db = crate::testing::ClickHouseTestDb::new().await?;
