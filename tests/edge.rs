@@ -663,3 +663,51 @@ async fn the_voice_route_reads_your_writes_from_the_relational_models_when_redis
     assert_eq!(body["source"], "relational", "{body}");
     assert!(server.terminate().success());
 }
+
+/// A path segment or a query that is not UTF-8 once percent-decoded (`%FF`) is a 400
+/// in the error shape on every documented operation: axum's own `Path` answered it in
+/// plain text ("Invalid URL: Invalid UTF-8 in `user_id`") on eleven query routes and the
+/// device activation, outside the error shape. Nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_utf8_in_a_path_or_query_are_refused_in_the_error_shape() {
+    let mut server = Server::start(None);
+    let client = Client::new();
+    let document: Value = client
+        .get(server.url("/api/v1/openapi.json"))
+        .header("x-api-key", SERVICE_KEY)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("the document");
+    let paths = document["paths"].as_object().expect("paths");
+    let mut tried = 0;
+    for (template, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let mut cases = vec![(format!("{}?x=%FF", concrete(template)), "invalid_query")];
+            if template.contains('{') {
+                let path = template
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { "a%FFb" } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                cases.push((path, "invalid_path"));
+            }
+            for (path, error) in cases {
+                let (status, body) = call_documented(&client, &server, method, &path).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {body}");
+                assert_eq!(body["error"], error, "{method} {path}: {body}");
+                assert_eq!(body["code"], 400, "{method} {path}: {body}");
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 50, "only {tried} requests");
+    let (s, status) = get(&client, &server, "/api/v1/projections", "service").await;
+    assert_eq!(s, StatusCode::OK, "{status}");
+    for item in status["items"].as_array().expect("items") {
+        assert_eq!(item["head"], 0, "something was appended: {status}");
+    }
+    assert!(server.terminate().success());
+}

@@ -173,9 +173,10 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Middleware for every route: refuses a request target or headers past their limits
-/// (414, 431) and control characters in the path and the query (after
-/// percent-decoding) with 400, and gives every error answer that has no body of its own
-/// (axum's 404, 405 — its `Allow` header kept —, 413, …) the error shape.
+/// (414, 431) and control characters or bytes that are not UTF-8 in the path and the
+/// query (after percent-decoding) with 400, and gives every error answer that has no
+/// body of its own (axum's 404, 405 — its `Allow` header kept —, 413, …) or a body in
+/// plain text (an extractor's rejection) the error shape.
 pub async fn edge(request: Request, next: Next) -> Response {
     let uri = request.uri();
     let target = uri.path_and_query().map_or(0, |p| p.as_str().len());
@@ -202,25 +203,42 @@ pub async fn edge(request: Request, next: Next) -> Response {
     }
     for (part, raw) in [("path", Some(uri.path())), ("query", uri.query())] {
         let Some(raw) = raw else { continue };
-        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
-        if let Err(why) = check_text(&decoded) {
-            let error = if part == "path" {
-                "invalid_path"
-            } else {
-                "invalid_query"
-            };
+        let error = if part == "path" {
+            "invalid_path"
+        } else {
+            "invalid_query"
+        };
+        // Bytes that are not UTF-8 once decoded (`%FF`) are refused here for every
+        // route: axum's own `Path` answered them in plain text, outside the error shape.
+        let checked = match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(decoded) => check_text(&decoded),
+            Err(_) => Err(format!("{raw:?} is not UTF-8 once percent-decoded")),
+        };
+        if let Err(why) = checked {
             return ApiError::new(StatusCode::BAD_REQUEST, error, format!("the {part}: {why}"))
                 .into_response();
         }
     }
     let response = next.run(request).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.headers().contains_key(CONTENT_TYPE)
-    {
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
         return response;
     }
-    let (mut parts, _) = response.into_parts();
+    // An error answer with no body of its own, or one in plain text (an extractor's
+    // rejection, axum's or a library's): the error shape, with the text as its message.
+    let (mut parts, body) = response.into_parts();
+    let text = match parts.headers.get(CONTENT_TYPE) {
+        Some(_) => axum::body::to_bytes(body, 4096)
+            .await
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     let (error, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => (
@@ -229,8 +247,15 @@ pub async fn edge(request: Request, next: Next) -> Response {
         ),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the body is too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send JSON"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("validation_failed", "the request was refused"),
         s if s.is_server_error() => ("internal", "internal error"),
         _ => ("bad_request", "the request was refused"),
+    };
+    // (A server error's text is not the client's to read.)
+    let message = if text.is_empty() || status.is_server_error() {
+        message.to_owned()
+    } else {
+        text
     };
     let shaped = ApiError::new(status, error, message).into_response();
     let (shaped_parts, body) = shaped.into_parts();
@@ -322,6 +347,44 @@ pub fn harden_with(router: axum::Router, config: &EdgeConfig) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer in plain text (an extractor's rejection) leaves the edge in the
+    /// error shape with its text as the message; a server error's text is not told.
+    #[tokio::test]
+    async fn plain_text_errors_leave_in_the_error_shape() {
+        use tower::ServiceExt;
+        let router = harden(
+            axum::Router::new()
+                .route(
+                    "/refused",
+                    axum::routing::get(|| async { (StatusCode::BAD_REQUEST, "Invalid URL: why") }),
+                )
+                .route(
+                    "/failed",
+                    axum::routing::get(|| async {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "secret detail")
+                    }),
+                ),
+        );
+        for (path, status, error, message) in [
+            ("/refused", 400, "bad_request", "Invalid URL: why"),
+            ("/failed", 500, "internal", "internal error"),
+        ] {
+            let request = Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request");
+            let response = router.clone().oneshot(request).await.expect("answer");
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            let bytes = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(body["error"], error, "{path}: {body}");
+            assert_eq!(body["message"], message, "{path}: {body}");
+            assert_eq!(body["code"], status, "{path}: {body}");
+        }
+    }
 
     #[test]
     fn control_characters_are_refused_where_they_hide() {
