@@ -60,8 +60,12 @@ fn selected<'s>(
             known.join(", ")
         );
     }
+    // A name given twice is rebuilt once (the rebuilds run side by side: two of one
+    // model would build into the same shadow).
+    let mut seen = std::collections::HashSet::new();
     args.names
         .iter()
+        .filter(|n| seen.insert(n.as_str()))
         .map(|n| match set.registry().get(n) {
             Some(model) if set.stores().of(model.store()).is_some() => Ok(model),
             Some(model) if model.store() == StoreKind::Redis => anyhow::bail!(

@@ -623,10 +623,17 @@ fn replay_and_reset_work_from_the_command_line() {
         .output()
         .expect("run");
     assert!(demo.status.success(), "{}", stderr(&demo));
-    let replay = s.run(&["replay", "workouts.v2", "reminders.v1"]);
+    // (A name given twice is rebuilt once.)
+    let replay = s.run(&["replay", "workouts.v2", "reminders.v1", "workouts.v2"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert!(
         stdout(&replay).contains("verified against the live model, swapped in"),
+        "{}",
+        stdout(&replay)
+    );
+    assert_eq!(
+        stdout(&replay).matches("workouts.v2: rebuilt").count(),
+        1,
         "{}",
         stdout(&replay)
     );
