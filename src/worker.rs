@@ -462,11 +462,15 @@ pub(crate) async fn run(
     args: ProjectArgs,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let names: Vec<String> = if args.projections.is_empty() {
+    let mut names: Vec<String> = if args.projections.is_empty() {
         set.names().into_iter().map(str::to_owned).collect()
     } else {
         args.projections.clone()
     };
+    // A model named twice is fed once (two feeds of one model in one worker would apply
+    // the same partitions side by side).
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
     let mut models = Vec::new();
     for name in &names {
         let (model, store) = set

@@ -596,6 +596,37 @@ fn a_worker_that_receives_nothing_says_what_it_waits_for() {
     assert!(!row.contains("fed_from_kafka"), "{row}");
 }
 
+/// A model named twice is projected once (two runners of one model in one process).
+#[test]
+fn a_worker_feeds_a_model_named_twice_once() {
+    use std::io::BufRead;
+    let s = Scratch::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args(["project", "--from", "log"])
+        .args([
+            "--projection",
+            "reminders.v1",
+            "--projection",
+            "reminders.v1",
+        ])
+        .env("DATABASE_URL", s.url())
+        .current_dir(&s.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    let mut first = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut first);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        first.trim(),
+        "projecting reminders.v1 from the log; Ctrl-C stops"
+    );
+}
+
 #[test]
 fn the_demo_runs_on_the_embedded_default() {
     let s = Scratch::new();
