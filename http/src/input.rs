@@ -103,11 +103,17 @@ impl<const MAX: usize> JsonSchema for Text<MAX> {
 }
 
 /// An id that names a stream: 1 to 200 ASCII letters, digits and `-_.:@` (a user id,
-/// a sku, a device id).
+/// a sku, a device id), not dots alone: `.` and `..` in a URL path are dot segments
+/// that clients resolve away (`/users/../reminders` is sent as `/reminders`), so such a
+/// user could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Id(
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:@-]+$"), length(min = 1, max = 200))] pub String,
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9_.:@-]*[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"),
+        length(min = 1, max = 200)
+    )]
+    pub String,
 );
 
 impl Id {
@@ -125,6 +131,9 @@ impl Id {
         {
             Some(c) => Err(format!(
                 "{c:?} is not allowed: use ASCII letters, digits and -_.:@"
+            )),
+            None if raw.bytes().all(|b| b == b'.') => Err(format!(
+                "{raw:?} is dots alone: a URL path cannot name it (clients resolve `.` and `..`)"
             )),
             None => Ok(Self(raw)),
         }
@@ -402,6 +411,11 @@ mod tests {
         assert!(Id::new("ü".into()).is_err());
         assert!(Id::new("a b".into()).is_err());
         assert!(Id::new("x".repeat(201)).is_err());
+        for dots in [".", "..", "..."] {
+            assert!(Id::new(dots.into()).is_err(), "{dots}");
+        }
+        assert!(Id::new("..a".into()).is_ok());
+        assert!(Id::new("a.".into()).is_ok());
     }
 
     #[test]
