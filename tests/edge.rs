@@ -563,29 +563,25 @@ async fn a_body_that_repeats_a_key_is_refused_and_appends_nothing() {
 async fn an_unknown_query_parameter_is_refused_on_every_route_and_appends_nothing() {
     let mut server = Server::start(None);
     let client = Client::new();
-    let (_, document) = get(&client, &server, "/api/v1/openapi.json", "service").await;
-    let paths = document["paths"].as_object().expect("paths");
     let mut tried = 0;
-    for (template, operations) in paths {
+    for (template, method) in operations(&client, &server).await {
         if matches!(template.as_str(), "/healthz" | "/readyz" | "/metrics") {
             continue;
         }
-        for method in operations.as_object().expect("operations").keys() {
-            let path = format!("{}?dry_run=true", concrete(template));
-            let (status, body) = call_documented(&client, &server, method, &path).await;
-            assert_eq!(
-                status,
-                StatusCode::BAD_REQUEST,
-                "{method} {template}: {body}"
-            );
-            assert!(
-                body["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("dry_run")),
-                "{method} {template}: the parameter is not named: {body}"
-            );
-            tried += 1;
-        }
+        let path = format!("{}?dry_run=true", concrete(&template));
+        let (status, body) = call_documented(&client, &server, &method, &path).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{method} {template}: {body}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("dry_run")),
+            "{method} {template}: the parameter is not named: {body}"
+        );
+        tried += 1;
     }
     assert!(tried >= 30, "only {tried} operations in the document");
     nothing_appended(&client, &server).await;
@@ -660,27 +656,23 @@ async fn the_voice_route_reads_your_writes_from_the_relational_models_when_redis
 async fn bytes_that_are_not_utf8_in_a_path_or_query_are_refused_in_the_error_shape() {
     let mut server = Server::start(None);
     let client = Client::new();
-    let (_, document) = get(&client, &server, "/api/v1/openapi.json", "service").await;
-    let paths = document["paths"].as_object().expect("paths");
     let mut tried = 0;
-    for (template, operations) in paths {
-        for method in operations.as_object().expect("operations").keys() {
-            let mut cases = vec![(format!("{}?x=%FF", concrete(template)), "invalid_query")];
-            if template.contains('{') {
-                let path = template
-                    .split('/')
-                    .map(|s| if s.starts_with('{') { "a%FFb" } else { s })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                cases.push((path, "invalid_path"));
-            }
-            for (path, error) in cases {
-                let (status, body) = call_documented(&client, &server, method, &path).await;
-                assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {body}");
-                assert_eq!(body["error"], error, "{method} {path}: {body}");
-                assert_eq!(body["code"], 400, "{method} {path}: {body}");
-                tried += 1;
-            }
+    for (template, method) in operations(&client, &server).await {
+        let mut cases = vec![(format!("{}?x=%FF", concrete(&template)), "invalid_query")];
+        if template.contains('{') {
+            let path = template
+                .split('/')
+                .map(|s| if s.starts_with('{') { "a%FFb" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            cases.push((path, "invalid_path"));
+        }
+        for (path, error) in cases {
+            let (status, body) = call_documented(&client, &server, &method, &path).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}: {body}");
+            assert_eq!(body["error"], error, "{method} {path}: {body}");
+            assert_eq!(body["code"], 400, "{method} {path}: {body}");
+            tried += 1;
         }
     }
     assert!(tried >= 50, "only {tried} requests");
@@ -695,4 +687,17 @@ async fn nothing_appended(client: &Client, server: &Server) {
     for item in status["items"].as_array().expect("items") {
         assert_eq!(item["head"], 0, "something was appended: {status}");
     }
+}
+
+/// Every operation of the served OpenAPI document: (path template, method).
+async fn operations(client: &Client, server: &Server) -> Vec<(String, String)> {
+    let (_, document) = get(client, server, "/api/v1/openapi.json", "service").await;
+    let paths = document["paths"].as_object().expect("paths");
+    paths
+        .iter()
+        .flat_map(|(template, operations)| {
+            let methods = operations.as_object().expect("operations").keys();
+            methods.map(|method| (template.clone(), method.clone()))
+        })
+        .collect()
 }
