@@ -92,6 +92,21 @@ pub fn json_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiE
             "send the body as JSON with `Content-Type: application/json`",
         ));
     }
+    // JSON is UTF-8 (RFC 8259 §8.1): a body declared in another charset is refused for
+    // what it says, not read as UTF-8 and refused as malformed where its bytes differ.
+    let charset = content_type
+        .into_iter()
+        .flat_map(|t| t.split(';').skip(1))
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"').to_ascii_lowercase());
+    if let Some(charset) = charset.filter(|c| c != "utf-8" && c != "utf8") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("JSON is sent in UTF-8, not charset={charset}"),
+        ));
+    }
     let value = eventfold_event_schemas::json::parse_unique(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -404,6 +419,27 @@ mod tests {
     fn bodies_must_be_json_objects_sent_as_json() {
         let ct = Some("application/json; charset=utf-8");
         assert!(json_body(ct, b"{\"a\":1}").is_ok());
+        for declared in [
+            "application/json; charset=\"UTF-8\"",
+            "application/json;charset=utf8",
+        ] {
+            assert!(
+                json_body(Some(declared), b"{\"a\":1}").is_ok(),
+                "{declared}"
+            );
+        }
+        for declared in [
+            "application/json; charset=latin1",
+            "application/json; Charset=UTF-16",
+        ] {
+            assert_eq!(
+                json_body(Some(declared), b"{\"a\":1}")
+                    .err()
+                    .map(|e| e.status),
+                Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "{declared}"
+            );
+        }
         assert!(json_body(ct, b"  ").is_ok());
         assert_eq!(
             json_body(ct, b"[10,70,3]").err().map(|e| e.status),
