@@ -247,13 +247,10 @@ pub async fn edge(request: Request, next: Next) -> Response {
     // An error answer with no body of its own, or one in plain text (an extractor's
     // rejection, axum's or a library's): the error shape, with the text as its message.
     let (mut parts, body) = response.into_parts();
-    let text = match parts.headers.get(CONTENT_TYPE) {
-        Some(_) => axum::body::to_bytes(body, 4096)
-            .await
-            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
-            .unwrap_or_default(),
-        None => String::new(),
-    };
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
     let (error, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => (

@@ -58,12 +58,8 @@ fn store_down(error: &Error) -> bool {
 pub fn schema_broken(error: &Error) -> bool {
     if let Error::ClickHouse(message) = error {
         // ClickHouse's UNKNOWN_TABLE (60), UNKNOWN_DATABASE (81), NO_SUCH_COLUMN_IN_TABLE
-        // (16), UNKNOWN_IDENTIFIER (47): "Code: 60, e.displayText() = …" on 18.16,
-        // "Code: 60. DB::Exception: …" on current releases.
-        return message.split("Code: ").skip(1).any(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            matches!(digits.as_str(), "16" | "47" | "60" | "81")
-        });
+        // (16), UNKNOWN_IDENTIFIER (47).
+        return crate::store::has_code(message, &["16", "47", "60", "81"]);
     }
     let Error::Sql(sqlx::Error::Database(db)) = error else {
         return false;

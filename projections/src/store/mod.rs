@@ -24,7 +24,7 @@ use eventfold_event_schemas::Position;
 use serde::Serialize;
 
 pub use checksum::{table_checksum, TableChecksum};
-pub(crate) use clickhouse::{ch, insert_rows};
+pub(crate) use clickhouse::{ch, has_code, insert_rows};
 pub use clickhouse::{
     ch_prefix, ChTables, ClickHouseProjection, ClickHouseSink, ClickHouseStore, ClickHouseTarget,
 };
