@@ -103,8 +103,27 @@ async fn produce(
     records: &[RecordedEvent],
     payloads: &[(String, Vec<u8>)],
 ) -> anyhow::Result<()> {
-    let mut pending = VecDeque::new();
+    let mut in_flight = InFlight::default();
     for (record, (topic, payload)) in records.iter().zip(payloads) {
+        in_flight.send(producer, record, topic, payload).await?;
+    }
+    in_flight.acknowledged().await
+}
+
+/// Messages sent and not yet acknowledged.
+#[derive(Default)]
+struct InFlight(VecDeque<rdkafka::producer::DeliveryFuture>);
+
+impl InFlight {
+    /// Sends one message (key, payload and headers as the relay's), waiting for the
+    /// oldest acknowledgement while librdkafka's queue is full.
+    async fn send(
+        &mut self,
+        producer: &rdkafka::producer::FutureProducer,
+        record: &RecordedEvent,
+        topic: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         let mut message = FutureRecord::to(topic)
             .key(record.stream_id.as_str())
             .payload(payload)
@@ -112,12 +131,12 @@ async fn produce(
         loop {
             match producer.send_result(message) {
                 Ok(delivery) => {
-                    pending.push_back(delivery);
-                    break;
+                    self.0.push_back(delivery);
+                    return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     message = back;
-                    match pending.pop_front() {
+                    match self.0.pop_front() {
                         Some(delivery) => {
                             delivery.await?.map_err(|(e, _)| e)?;
                         }
@@ -128,10 +147,55 @@ async fn produce(
             }
         }
     }
-    while let Some(delivery) = pending.pop_front() {
-        delivery.await?.map_err(|(e, _)| e)?;
+
+    /// Waits for every acknowledgement.
+    async fn acknowledged(mut self) -> anyhow::Result<()> {
+        while let Some(delivery) = self.0.pop_front() {
+            delivery.await?.map_err(|(e, _)| e)?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The least any relay of the log does, with nothing of its own: the log read page by
+/// page from `after` to `until` (the next page read while this one is produced), each
+/// event's envelope serialised and produced, every acknowledgement awaited once at the
+/// end — no checkpoint, no per-batch wait, no runner.
+async fn read_and_produce(
+    store: &eventfold_event_log::PgEventStore,
+    producer: &rdkafka::producer::FutureProducer,
+    settings: &KafkaSettings,
+    after: Position,
+    until: Position,
+) -> anyhow::Result<()> {
+    let (pages, mut next) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+    let reader = store.clone();
+    let read = tokio::spawn(async move {
+        let mut after = after;
+        while after < until {
+            let page = reader.read_all(after, None, 5000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.global_position;
+            let page: Vec<RecordedEvent> = page
+                .into_iter()
+                .take_while(|r| r.global_position <= until)
+                .collect();
+            if pages.send(page).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut in_flight = InFlight::default();
+    while let Some(page) = next.recv().await {
+        for record in &page {
+            let payload = serde_json::to_vec(record)?;
+            let topic = settings.topic_for(record.stream_id.as_str());
+            in_flight.send(producer, record, &topic, &payload).await?;
+        }
+    }
+    read.await??;
+    in_flight.acknowledged().await
 }
 
 /// The categories of the pre-filled log: the relayed topics.
@@ -163,14 +227,19 @@ async fn run_in(
     // messages already is slower (it keeps every message in memory).
     let mocks = match &args.brokers {
         Some(_) => None,
-        None => Some((
+        None => Some([
             rdkafka::mocking::MockCluster::new(3)?,
             rdkafka::mocking::MockCluster::new(3)?,
-        )),
+            rdkafka::mocking::MockCluster::new(3)?,
+        ]),
     };
-    let brokers = |second: bool| match (&args.brokers, &mocks) {
+    // The cluster of each measurement: 0 raw produce, 1 the relay, 2 read and produce.
+    let brokers = |side: usize| match (&args.brokers, &mocks) {
         (Some(brokers), _) => brokers.clone(),
-        (None, Some((a, b))) => if second { b } else { a }.bootstrap_servers(),
+        (None, Some(clusters)) => clusters
+            .get(side)
+            .map(|c| c.bootstrap_servers())
+            .unwrap_or_default(),
         (None, None) => String::new(),
     };
     writeln!(
@@ -179,15 +248,14 @@ async fn run_in(
         if mocks.is_some() {
             "librdkafka's in-process mock cluster (3 brokers; a fresh one for each run)".to_owned()
         } else {
-            brokers(false)
+            brokers(0)
         },
         args.partitions
     )?;
-    let settings_for = |prefix: String, second: bool| -> anyhow::Result<KafkaSettings> {
+    let settings_for = |prefix: String, side: usize| -> anyhow::Result<KafkaSettings> {
         let settings =
-            KafkaSettings::new(brokers(second), Some(prefix), Some(args.partitions), None)?;
-        if let Some((a, b)) = &mocks {
-            let cluster = if second { b } else { a };
+            KafkaSettings::new(brokers(side), Some(prefix), Some(args.partitions), None)?;
+        if let Some(cluster) = mocks.as_ref().and_then(|clusters| clusters.get(side)) {
             for category in CATEGORIES {
                 cluster.create_topic(
                     &format!("{}{category}", settings.prefix),
@@ -201,7 +269,7 @@ async fn run_in(
 
     // The baseline: the same payloads (the envelope as JSON), keys and headers, built
     // from the log beforehand, produced with the relay's producer settings.
-    let raw = settings_for(prefix("raw"), false)?;
+    let raw = settings_for(prefix("raw"), 0)?;
     let mut records: Vec<RecordedEvent> = Vec::with_capacity(read);
     let mut after = Position::START;
     while after < head {
@@ -217,17 +285,22 @@ async fn run_in(
     let producer = raw.producer()?;
 
     // The relay: from the log, with its checkpoint, through the runner.
-    let relayed = settings_for(prefix("relay"), true)?;
+    let relayed = settings_for(prefix("relay"), 1)?;
+    // The least a relay does: read and produce, nothing else.
+    let piped = settings_for(prefix("piped"), 2)?;
+    let piped_producer = piped.producer()?;
     let db = ReadDb::connect(url).await?;
     let board = StatusBoard::default();
     let relayed_settings = relayed.clone();
     let relay = Relay::new(relayed, db.pool().clone(), board.clone())?;
     let runner = crate::relay::runner(store.clone(), relay, board);
 
-    // Both take turns over the log in `rounds` slices (raw, relay; relay, raw; …), so
-    // that a drift of the shared machine reaches both alike.
+    // The three take turns over the log in `rounds` slices, each round led by the next
+    // one (raw, relay, piped; relay, piped, raw; …), so that a drift of the shared
+    // machine reaches them alike.
     let mut raw_side = Side::default();
     let mut relay_side = Side::default();
+    let mut piped_side = Side::default();
     let rounds = args.rounds as usize;
     for round in 0..rounds {
         let (from, to) = (
@@ -238,21 +311,41 @@ async fn run_in(
             Some(last) if round + 1 < rounds => last.global_position,
             _ => head,
         };
-        for relay_turn in super::report::taking_turns(round as u32) {
-            if relay_turn {
-                relay_side
-                    .timed(async { Ok(runner.run_until(Some(target)).await?) })
-                    .await?;
-            } else {
-                let slice = records.get(from..to).unwrap_or_default();
-                let payloads = payloads.get(from..to).unwrap_or_default();
-                raw_side.timed(produce(&producer, slice, payloads)).await?;
+        let start = match from.checked_sub(1).and_then(|i| records.get(i)) {
+            Some(before) => before.global_position,
+            None => Position::START,
+        };
+        for turn in 0..3 {
+            match (round + turn) % 3 {
+                0 => {
+                    let slice = records.get(from..to).unwrap_or_default();
+                    let payloads = payloads.get(from..to).unwrap_or_default();
+                    raw_side.timed(produce(&producer, slice, payloads)).await?;
+                }
+                1 => {
+                    relay_side
+                        .timed(async { Ok(runner.run_until(Some(target)).await?) })
+                        .await?;
+                }
+                _ => {
+                    piped_side
+                        .timed(read_and_produce(
+                            &store,
+                            &piped_producer,
+                            &piped,
+                            start,
+                            target,
+                        ))
+                        .await?;
+                }
             }
         }
     }
     drop(producer);
+    drop(piped_producer);
     let raw_rate = records.len() as f64 / raw_side.time.as_secs_f64();
     let relay_rate = read as f64 / relay_side.time.as_secs_f64();
+    let piped_rate = read as f64 / piped_side.time.as_secs_f64();
     writeln!(
         out,
         "{:<44} {:>8} {:>12} {:>8} {:>10}",
@@ -280,9 +373,21 @@ async fn run_in(
     )?;
     writeln!(
         out,
-        "relay / raw produce: {:.2}x (goal >= 0.8x); relay / raw log read: {:.2}x",
+        "{:<44} {:>8.2} {piped_rate:>12.0} {:>8.2} {:>10}",
+        "log read + produce, nothing else",
+        piped_side.time.as_secs_f64(),
+        piped_rate / raw_rate,
+        piped_side.cpu()
+    )?;
+    writeln!(
+        out,
+        "relay / raw produce: {:.2}x (goal >= 0.8x); relay / raw log read: {:.2}x; \
+         relay / (log read + produce): {:.2}x; the least any relay does (read the log, \
+         produce it) reaches {:.2}x raw produce in this run",
         relay_rate / raw_rate,
-        relay_rate / raw_read_rate
+        relay_rate / raw_read_rate,
+        relay_rate / piped_rate,
+        piped_rate / raw_rate
     )?;
     // A Kafka-fed worker can only rebuild what the topics still hold. librdkafka's mock
     // cluster keeps about 5 MiB per partition and drops the oldest messages beyond
