@@ -839,3 +839,56 @@ fn serve_refuses_settings_that_would_quietly_do_harm() {
         assert!(!stdout(&out).contains("listening on"), "{}", stdout(&out));
     }
 }
+
+/// `bench load` against a server that accepts connections and never answers, at a rate
+/// far above anything served: it ends once twice its duration has passed and counts
+/// every request not answered by then as an error. It used to wait forever, a task per
+/// request due piling up behind the busy connections (~200 MB a second).
+#[test]
+fn the_load_generator_ends_in_time_against_a_server_that_never_answers() {
+    let s = Scratch::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args([
+            "bench",
+            "load",
+            "--base",
+            &format!("http://127.0.0.1:{port}"),
+            "--users",
+            "1",
+            "--rate",
+            "1000000",
+            "--duration",
+            "1s",
+        ])
+        .current_dir(&s.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the load generator");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("its status").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the load generator still ran after 60 s of a 1 s run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("its output");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("a JSON report");
+    assert_eq!(report["ok"], 0, "{report}");
+    // Every request due was either never sent or never answered.
+    assert_eq!(report["errors"], 1_000_000, "{report}");
+}

@@ -103,7 +103,7 @@ pub(crate) async fn load(args: LoadArgs, out: &mut impl Write) -> anyhow::Result
         args.rate,
         args.duration,
     )
-    .await;
+    .await?;
     writeln!(
         out,
         "{}",
@@ -550,7 +550,12 @@ async fn run_in(
 /// `connections` requests are in flight: without a bound, a moment's slowdown made the
 /// client open hundreds of connections at once, overflow the server's listen queue and
 /// wait out the kernel's one-second SYN retry, which measured the client's storm rather
-/// than the route.
+/// than the route. A request due while all are busy waits in the releasing thread, not
+/// as a task of its own, so the client holds at most `connections` requests whatever the
+/// rate (a task per request due grew it by ~200 MB a second at a rate far above the
+/// server's). Whatever the server does, the run ends once twice the duration has
+/// passed: the requests not sent or not answered by then count as errors (a server that
+/// accepted connections and never answered held the client forever).
 async fn hold_rate(
     client: &reqwest::Client,
     base: &str,
@@ -559,7 +564,7 @@ async fn hold_rate(
     users: usize,
     rate: u32,
     duration: Duration,
-) -> (Measured, u64) {
+) -> anyhow::Result<(Measured, u64)> {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let total = (duration.as_secs_f64() * f64::from(rate)) as u64;
     let runtime = tokio::runtime::Handle::current();
@@ -567,6 +572,7 @@ async fn hold_rate(
     let (client, base, path) = (client.clone(), base.to_owned(), path.to_owned());
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
     let started = Instant::now();
+    let give_up = started + duration.saturating_mul(2);
     let dispatcher = std::thread::spawn(move || {
         for i in 0..total {
             let due = started + interval.mul_f64(i as f64);
@@ -574,16 +580,22 @@ async fn hold_rate(
             if due > now {
                 std::thread::sleep(due - now);
             }
+            let free = runtime.block_on(async {
+                tokio::time::timeout_at(give_up.into(), in_flight.clone().acquire_owned()).await
+            });
+            let Ok(Ok(permit)) = free else {
+                return total - i;
+            };
+            if Instant::now() > give_up {
+                return total - i;
+            }
             let url = match path.split_once("{user}") {
                 Some((head, tail)) => format!("{base}{head}u{}{tail}", i as usize % users),
                 None => format!("{base}{path}"),
             };
             let client = client.clone();
-            let in_flight = in_flight.clone();
             let task = runtime.spawn(async move {
-                let Ok(_permit) = in_flight.acquire_owned().await else {
-                    return (due.elapsed(), false);
-                };
+                let _permit = permit;
                 // The whole answer, body included: the latency of an answer the caller
                 // can use, and a connection hyper may reuse (one dropped mid-body is
                 // closed).
@@ -594,21 +606,29 @@ async fn hold_rate(
                 (due.elapsed(), ok)
             });
             if sent.send(task).is_err() {
-                break;
+                return total - i - 1;
             }
         }
+        0
     });
     let mut measured = Measured::default();
     let mut errors = 0;
-    while let Some(task) = tasks.recv().await {
-        match task.await {
-            Ok((latency, true)) => {
+    while let Some(mut task) = tasks.recv().await {
+        let answered = tokio::time::timeout_at(give_up.into(), &mut task).await;
+        if answered.is_err() {
+            task.abort();
+        }
+        match answered {
+            Ok(Ok((latency, true))) => {
                 measured.latencies.push(latency);
                 measured.events += 1;
             }
             _ => errors += 1,
         }
     }
-    let _ = dispatcher.join();
-    (Measured::merge(vec![measured], started.elapsed()), errors)
+    // Requests never sent: the server fell too far behind.
+    errors += dispatcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread releasing the requests panicked"))?;
+    Ok((Measured::merge(vec![measured], started.elapsed()), errors))
 }
