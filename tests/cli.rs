@@ -196,7 +196,7 @@ fn catalogue_events_are_appended_at_their_current_schema_version() {
 fn bad_input_exits_non_zero_with_a_clear_message() {
     let s = Scratch::new();
     let long_label = "a".repeat(25);
-    let cases: [(&[&str], &str); 20] = [
+    let cases: [(&[&str], &str); 22] = [
         (
             &[
                 "--redis-url",
@@ -393,6 +393,40 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
         (
             &["replay", "workouts.v2", "--as", "audit"],
             "--as names an as-of build",
+        ),
+        // The load generator's server and route, checked before a request goes out
+        // (each used to fail every request and report it as the server's errors).
+        (
+            &[
+                "bench",
+                "load",
+                "--base",
+                "notaurl",
+                "--users",
+                "1",
+                "--rate",
+                "1",
+                "--duration",
+                "1s",
+            ],
+            "is not a server's address",
+        ),
+        (
+            &[
+                "bench",
+                "load",
+                "--base",
+                "http://127.0.0.1:1",
+                "--users",
+                "1",
+                "--rate",
+                "1",
+                "--duration",
+                "1s",
+                "--path",
+                "api",
+            ],
+            "is not a route's path",
         ),
     ];
     for (args, message) in cases {

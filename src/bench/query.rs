@@ -52,8 +52,8 @@ pub(crate) struct QueryBenchArgs {
     /// How long `wrk` saturates each route (0 skips it).
     #[arg(long, default_value = "5s", value_parser = super::parse_duration_or_zero)]
     saturate: Duration,
-    /// `wrk` connections.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    /// `wrk` connections (at most 10,000: each is a socket of `wrk`'s and the server's).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
     /// Slices the saturation time is cut into, `/healthz` and the voice route taking
     /// turns, so that both meet the same moments of a shared machine.
@@ -65,7 +65,7 @@ pub(crate) struct QueryBenchArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
     /// The server, e.g. `http://127.0.0.1:8080`.
-    #[arg(long)]
+    #[arg(long, value_parser = server_base)]
     base: String,
     /// Users `u0..uN` to spread the requests over.
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -77,13 +77,40 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_parser = parse_duration)]
     duration: Duration,
     /// The route; `{user}` is replaced by `u0..uN` in turn.
-    #[arg(long, default_value = VOICE)]
+    #[arg(long, default_value = VOICE, value_parser = route_path)]
     path: String,
     /// Most requests in flight, each on a kept-alive connection of its own, as a
     /// gateway in front of the API would hold them; a request due while all are busy
     /// waits for one, and its wait counts in its latency.
-    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     connections: usize,
+}
+
+/// A server's base address: `http://` or `https://`, a host, no path (the route is
+/// `--path`).
+fn server_base(text: &str) -> Result<String, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && matches!(url.path(), "" | "/")
+                && url.query().is_none() =>
+        {
+            Ok(text.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!(
+            "{text:?} is not a server's address: use e.g. http://127.0.0.1:8080"
+        )),
+    }
+}
+
+/// A route's path: from `/`, with no spaces.
+fn route_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') && !text.chars().any(char::is_whitespace) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not a route's path: use e.g. {VOICE}"))
+    }
 }
 
 /// Runs in its own process: prints `{"achieved", "ok", "errors", "p50_ms", "p99_ms", "max_ms"}`.
