@@ -37,7 +37,7 @@
 //!
 //! **Taking a model over from the log.** When the first Eventfold event reaches it from
 //! Kafka, a worker marks the model's log-fed checkpoint as handed over at position P
-//! ([`handed_over`]; a later worker finds the mark and takes its P): a `serve` running
+//! ([`eventfold_projections::handed_over`]; a later worker finds the mark and takes its P): a `serve` running
 //! it from the log stands by (its next compare-and-set fails, so no batch lands twice),
 //! and every partition starts beyond P. Not before: a worker that never receives
 //! anything (brokers unreachable, a mistyped address, a relay not running) leaves the

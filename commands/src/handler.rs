@@ -64,7 +64,7 @@ struct Cached<St> {
 /// Loads a stream, decides, appends with the expected version; retries on conflict.
 ///
 /// A command reads only the events its stream gained since the last command on it in
-/// this process: the folded state is kept per stream ([`CACHED_STREAMS`], least
+/// this process: the folded state is kept per stream (`CACHED_STREAMS`, 10,000, least
 /// recently used out first). Reading and folding the whole stream for every command
 /// made each one slower as its stream grew — 79 ms per workout update at 10,000
 /// updates, against 17 ms at 2,000.

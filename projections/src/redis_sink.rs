@@ -429,7 +429,7 @@ where
         .await
 }
 
-/// `PING` as a query ([`query`]): on the shared connection, behind the breaker.
+/// `PING` as a query (through `query`): on the shared connection, behind the breaker.
 pub async fn ping(client: &Client) -> Result<()> {
     query(client, |mut conn| async move {
         redis::cmd("PING").query_async::<String>(&mut conn).await

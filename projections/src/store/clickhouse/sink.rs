@@ -20,7 +20,7 @@ type PendingCheckpoint = tokio::task::JoinHandle<Result<()>>;
 ///
 /// One round trip a batch: the batch's insert goes out together with the previous
 /// batch's checkpoint write (already covered: its rows were acknowledged), and a
-/// "not held" answer is trusted for [`HOLD_RECHECK`]. A crash loses at most the last
+/// "not held" answer is trusted for `HOLD_RECHECK` (100 ms). A crash loses at most the last
 /// checkpoint write, and re-applying that batch is idempotent.
 pub struct ClickHouseSink {
     target: ClickHouseTarget,
