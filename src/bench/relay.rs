@@ -283,6 +283,20 @@ async fn run_in(
         .map(|r| Ok((raw.topic_for(r.stream_id.as_str()), serde_json::to_vec(r)?)))
         .collect::<anyhow::Result<_>>()?;
     let producer = raw.producer()?;
+    // Brokers that do not answer would hold every side until the producer's message
+    // timeout, and the relay (which retries them without end) for ever.
+    if let Some(brokers) = &args.brokers {
+        use rdkafka::producer::Producer;
+        let probe = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|_| ())
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("the brokers at {brokers} did not answer within 10 s: {e}"))?;
+    }
 
     // The relay: from the log, with its checkpoint, through the runner.
     let relayed = settings_for(prefix("relay"), 1)?;

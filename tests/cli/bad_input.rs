@@ -409,3 +409,50 @@ fn the_load_generator_ends_in_time_against_a_server_that_never_answers() {
     // Every request due was either never sent or never answered.
     assert_eq!(report["errors"], 1_000_000, "{report}");
 }
+
+/// `bench relay` against brokers that do not answer stops with their address and the
+/// error instead of waiting (the relay retries brokers without end; the bench waited
+/// with it, and its scratch databases stayed behind when it was killed).
+#[test]
+fn the_relay_bench_names_brokers_that_do_not_answer() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let brokers = format!("127.0.0.1:{port}");
+    let log = s.0.join("bench.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args([
+            "bench",
+            "relay",
+            "--postgres",
+            &eventfold_event_log::testing::admin_url(),
+            "--brokers",
+            &brokers,
+            "--events",
+            "1",
+        ])
+        .current_dir(&s.0)
+        .stdout(std::process::Stdio::null())
+        // A file, not a pipe: librdkafka logs every failed connection there, and a
+        // pipe nobody reads meanwhile fills and stops the bench.
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("start the bench");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("its status").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("bench relay still waited for {brokers} after 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = child.wait().expect("its status");
+    let text = std::fs::read_to_string(&log).expect("its log");
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains(&format!("the brokers at {brokers} did not answer")),
+        "{text}"
+    );
+}
