@@ -44,15 +44,66 @@ pub(crate) async fn run(
     command: BenchCommand,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Append(args) => append::run(database_url, args, out).await,
-        BenchCommand::Commands(args) => commands::run(database_url, args, out).await,
-        BenchCommand::Project(args) => project::run(database_url, args, out).await,
-        BenchCommand::Query(args) => query::run(database_url, args, out).await,
-        BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
-        BenchCommand::Relay(args) => relay::run(database_url, args, out).await,
-        BenchCommand::Load(args) => query::load(args, out).await,
+    let bench = async {
+        match command {
+            BenchCommand::Append(args) => append::run(database_url, args, out).await,
+            BenchCommand::Commands(args) => commands::run(database_url, args, out).await,
+            BenchCommand::Project(args) => project::run(database_url, args, out).await,
+            BenchCommand::Query(args) => query::run(database_url, args, out).await,
+            BenchCommand::Replay(args) => replay::run(database_url, args, out).await,
+            BenchCommand::Relay(args) => relay::run(database_url, args, out).await,
+            BenchCommand::Load(args) => query::load(args, out).await,
+        }
+    };
+    // Interrupted (Ctrl-C, SIGTERM), a bench removes the scratch databases it made: a
+    // 1M-event log is hundreds of megabytes left behind on the server otherwise.
+    tokio::select! {
+        result = bench => result,
+        () = crate::serve::shutdown_signal() => {
+            let removed = remove_scratch_left().await;
+            anyhow::bail!("interrupted; {removed} scratch database(s) of this run removed")
+        }
     }
+}
+
+/// The scratch databases this process made and has not removed yet: `(server, name)`.
+static SCRATCH: std::sync::Mutex<Vec<(sqlx::postgres::PgConnectOptions, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn scratch_made(server: &sqlx::postgres::PgConnectOptions, name: &str) {
+    if let Ok(mut made) = SCRATCH.lock() {
+        made.push((server.clone(), name.to_owned()));
+    }
+}
+
+fn scratch_removed(name: &str) {
+    if let Ok(mut made) = SCRATCH.lock() {
+        made.retain(|(_, made)| made != name);
+    }
+}
+
+/// Drops every scratch database still listed; how many went.
+async fn remove_scratch_left() -> usize {
+    use sqlx::ConnectOptions;
+    let left = SCRATCH
+        .lock()
+        .map(|mut made| std::mem::take(&mut *made))
+        .unwrap_or_default();
+    let mut removed = 0;
+    for (server, name) in left {
+        let dropped = async {
+            let mut conn = server.connect().await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await?;
+            anyhow::Ok(())
+        };
+        match dropped.await {
+            Ok(()) => removed += 1,
+            Err(error) => eprintln!("scratch database {name} not removed: {error}"),
+        }
+    }
+    removed
 }
 
 /// Parses `3s`, `500ms` or a plain number of seconds.
@@ -109,7 +160,12 @@ impl ScratchDb {
         use sqlx::ConnectOptions;
         let admin: sqlx::postgres::PgConnectOptions =
             admin_url.parse().context("invalid PostgreSQL URL")?;
-        let name = format!("eventfold_bench_{}", uuid::Uuid::new_v4().simple());
+        // The process's id in the name: whose it is, should one be left behind.
+        let name = format!(
+            "eventfold_bench_{}_{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let mut conn = admin
             .connect()
             .await
@@ -117,6 +173,7 @@ impl ScratchDb {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await?;
+        scratch_made(&admin, &name);
         let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
         let url = if query.is_empty() {
@@ -140,6 +197,7 @@ impl ScratchDb {
         ))
         .execute(&mut self.admin)
         .await?;
+        scratch_removed(&self.name);
         self.admin.close().await?;
         Ok(())
     }

@@ -304,3 +304,72 @@ fn the_demo_runs_on_the_embedded_default() {
     assert!(text.contains("consumables detected"), "{text}");
     assert!(s.0.join("eventfold-demo.db").exists());
 }
+
+/// A bench interrupted (SIGTERM here; Ctrl-C alike) removes the scratch databases it
+/// made before it exits. They used to stay on the server: a 1M-event log is hundreds of
+/// megabytes.
+#[test]
+fn an_interrupted_bench_removes_its_scratch_databases() {
+    let s = Scratch::new();
+    let admin = eventfold_event_log::testing::admin_url();
+    let log = s.0.join("bench.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eventfold"))
+        .args([
+            "bench",
+            "project",
+            "--postgres",
+            &admin,
+            "--events",
+            "5000000",
+        ])
+        .current_dir(&s.0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("start the bench");
+    let prefix = format!("eventfold_bench_{}_", child.id());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let databases = || {
+        runtime
+            .block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)",
+                )
+                .bind(&prefix)
+                .fetch_one(&mut conn)
+                .await
+            })
+            .expect("the server's databases")
+    };
+    let started = std::time::Instant::now();
+    while databases() == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no scratch database after 60 s: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Into the prefill of its log.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("its status").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the bench still ran 60 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).expect("its log");
+    assert!(!child.wait().expect("its status").success(), "{text}");
+    assert_eq!(databases(), 0, "{text}");
+    assert!(
+        text.contains("interrupted; 1 scratch database(s) of this run removed"),
+        "{text}"
+    );
+}
