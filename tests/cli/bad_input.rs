@@ -393,14 +393,7 @@ fn the_load_generator_ends_in_time_against_a_server_that_never_answers() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the load generator");
-    let started = std::time::Instant::now();
-    while child.try_wait().expect("its status").is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the load generator still ran after 60 s of a 1 s run");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    ended_within(&mut child, 60, "the load generator of a 1 s run still ran");
     let out = child.wait_with_output().expect("its output");
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value =
@@ -440,14 +433,11 @@ fn the_relay_bench_names_brokers_that_do_not_answer() {
         .stderr(std::fs::File::create(&log).expect("a log file"))
         .spawn()
         .expect("start the bench");
-    let started = std::time::Instant::now();
-    while child.try_wait().expect("its status").is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(90) {
-            let _ = child.kill();
-            panic!("bench relay still waited for {brokers} after 90 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    ended_within(
+        &mut child,
+        90,
+        &format!("bench relay still waited for {brokers}"),
+    );
     let status = child.wait().expect("its status");
     let text = std::fs::read_to_string(&log).expect("its log");
     assert!(!status.success(), "{text}");

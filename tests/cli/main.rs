@@ -45,6 +45,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Waits for `child` to end, for at most `seconds`: past them it is killed and the test
+/// fails with `what` (a process that never ends is what these tests look for).
+fn ended_within(child: &mut std::process::Child, seconds: u64, what: &str) {
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("its status").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(seconds) {
+            let _ = child.kill();
+            panic!("{what} after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// (Types of the user's own: the domain's catalogue types must match their schemas,
 /// see `bad_input_exits_non_zero_with_a_clear_message`.)
 #[test]
@@ -357,14 +370,7 @@ fn an_interrupted_bench_removes_its_scratch_databases() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let started = std::time::Instant::now();
-    while child.try_wait().expect("its status").is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the bench still ran 60 s after SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    ended_within(&mut child, 60, "the bench still ran after SIGTERM");
     let text = std::fs::read_to_string(&log).expect("its log");
     assert!(!child.wait().expect("its status").success(), "{text}");
     assert_eq!(databases(), 0, "{text}");
