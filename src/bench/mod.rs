@@ -55,55 +55,132 @@ pub(crate) async fn run(
             BenchCommand::Load(args) => query::load(args, out).await,
         }
     };
-    // Interrupted (Ctrl-C, SIGTERM), a bench removes the scratch databases it made: a
+    // Interrupted (Ctrl-C, SIGTERM), a bench removes the scratch state it made: a
     // 1M-event log is hundreds of megabytes left behind on the server otherwise.
     tokio::select! {
         result = bench => result,
         () = crate::serve::shutdown_signal() => {
             let removed = remove_scratch_left().await;
-            anyhow::bail!("interrupted; {removed} scratch database(s) of this run removed")
+            anyhow::bail!("interrupted; {removed} scratch store(s) of this run removed (PostgreSQL and ClickHouse databases, Redis key prefixes)")
         }
     }
 }
 
-/// The scratch databases this process made and has not removed yet: `(server, name)`.
-static SCRATCH: std::sync::Mutex<Vec<(sqlx::postgres::PgConnectOptions, String)>> =
-    std::sync::Mutex::new(Vec::new());
+/// Scratch state a bench made on a server.
+enum Scratch {
+    Postgres(sqlx::postgres::PgConnectOptions, String),
+    ClickHouse(eventfold_projections::ClickHouseTarget),
+    /// A Redis server's URL and a key prefix.
+    Redis(String, String),
+}
 
-fn scratch_made(server: &sqlx::postgres::PgConnectOptions, name: &str) {
-    if let Ok(mut made) = SCRATCH.lock() {
-        made.push((server.clone(), name.to_owned()));
+impl Scratch {
+    /// What tells it apart from the others: its database's name or its prefix.
+    fn key(&self) -> &str {
+        match self {
+            Scratch::Postgres(_, name) => name,
+            Scratch::ClickHouse(target) => target.database(),
+            Scratch::Redis(_, prefix) => prefix,
+        }
+    }
+
+    async fn remove(self) -> anyhow::Result<()> {
+        match self {
+            Scratch::Postgres(server, name) => {
+                use sqlx::ConnectOptions;
+                let mut conn = server.connect().await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            Scratch::ClickHouse(target) => target.drop_database().await?,
+            Scratch::Redis(url, prefix) => delete_keys(&url, &prefix).await?,
+        }
+        Ok(())
     }
 }
 
-fn scratch_removed(name: &str) {
+/// The scratch state this process made and has not removed yet.
+static SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+
+fn scratch_made(scratch: Scratch) {
     if let Ok(mut made) = SCRATCH.lock() {
-        made.retain(|(_, made)| made != name);
+        made.push(scratch);
     }
 }
 
-/// Drops every scratch database still listed; how many went.
+fn scratch_removed(key: &str) {
+    if let Ok(mut made) = SCRATCH.lock() {
+        made.retain(|made| made.key() != key);
+    }
+}
+
+/// Removes every scratch store still listed; how many went.
 async fn remove_scratch_left() -> usize {
-    use sqlx::ConnectOptions;
     let left = SCRATCH
         .lock()
         .map(|mut made| std::mem::take(&mut *made))
         .unwrap_or_default();
     let mut removed = 0;
-    for (server, name) in left {
-        let dropped = async {
-            let mut conn = server.connect().await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await?;
-            anyhow::Ok(())
-        };
-        match dropped.await {
+    for scratch in left {
+        let key = scratch.key().to_owned();
+        match scratch.remove().await {
             Ok(()) => removed += 1,
-            Err(error) => eprintln!("scratch database {name} not removed: {error}"),
+            Err(error) => eprintln!("scratch store {key} not removed: {error}"),
         }
     }
     removed
+}
+
+/// Deletes the keys under `prefix`.
+async fn delete_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    for chunk in keys.chunks(1000) {
+        let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// A Redis key prefix of one bench run (`eventfold-bench:{id}:`), its keys deleted by
+/// [`ScratchRedis::remove`] or when the bench is interrupted.
+pub(crate) struct ScratchRedis {
+    url: String,
+    pub(crate) prefix: String,
+}
+
+impl ScratchRedis {
+    pub(crate) fn new(url: &str) -> Self {
+        let prefix = format!("eventfold-bench:{}:", uuid::Uuid::new_v4().simple());
+        scratch_made(Scratch::Redis(url.to_owned(), prefix.clone()));
+        Self {
+            url: url.to_owned(),
+            prefix,
+        }
+    }
+
+    pub(crate) async fn remove(self) -> anyhow::Result<()> {
+        delete_keys(&self.url, &self.prefix).await?;
+        scratch_removed(&self.prefix);
+        Ok(())
+    }
+}
+
+/// A scratch ClickHouse database made by a bench: listed, so that an interrupted bench
+/// drops it.
+pub(crate) fn clickhouse_made(target: &eventfold_projections::ClickHouseTarget) {
+    scratch_made(Scratch::ClickHouse(target.clone()));
+}
+
+/// Drops a scratch ClickHouse database (errors ignored: the bench's result matters more)
+/// and takes it off the list.
+pub(crate) async fn drop_clickhouse(target: &eventfold_projections::ClickHouseTarget) {
+    let _ = target.drop_database().await;
+    scratch_removed(target.database());
 }
 
 /// Parses `3s`, `500ms` or a plain number of seconds.
@@ -173,7 +250,7 @@ impl ScratchDb {
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await?;
-        scratch_made(&admin, &name);
+        scratch_made(Scratch::Postgres(admin.clone(), name.clone()));
         let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
         let url = if query.is_empty() {
@@ -241,5 +318,56 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+    }
+
+    /// What an interrupted bench made on each server — a PostgreSQL database, a
+    /// ClickHouse database, keys under a Redis prefix — is removed by what `run` calls
+    /// on Ctrl-C or SIGTERM (`cli::an_interrupted_bench_removes_its_scratch_databases`
+    /// interrupts a real run, which makes only the PostgreSQL one by then).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn what_an_interrupted_bench_made_is_removed() -> anyhow::Result<()> {
+        let redis_url = std::env::var("EVENTFOLD_TEST_REDIS")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let clickhouse_url = std::env::var("EVENTFOLD_TEST_CLICKHOUSE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8123".to_owned());
+        let redis = ScratchRedis::new(&redis_url);
+        let client = redis::Client::open(redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = format!("{}due:u1", redis.prefix);
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .query_async(&mut conn)
+            .await?;
+        let name = format!("eventfold_bench_{}", uuid::Uuid::new_v4().simple());
+        let clickhouse = eventfold_projections::ClickHouseTarget::new(&clickhouse_url, &name)?;
+        clickhouse.ensure().await?;
+        clickhouse_made(&clickhouse);
+        let postgres = ScratchDb::create(&eventfold_event_log::testing::admin_url()).await?;
+        let postgres_name = postgres.name.clone();
+
+        assert_eq!(remove_scratch_left().await, 3);
+
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        assert_eq!(exists, 0, "the Redis keys are left");
+        let databases: u64 =
+            eventfold_projections::ClickHouseTarget::new(&clickhouse_url, "default")?
+                .client()
+                .query("SELECT count() FROM system.databases WHERE name = ?")
+                .bind(&name)
+                .fetch_one()
+                .await?;
+        assert_eq!(databases, 0, "the ClickHouse database is left");
+        let mut admin = postgres.admin;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+            .bind(&postgres_name)
+            .fetch_one(&mut admin)
+            .await?;
+        assert_eq!(left, 0, "the PostgreSQL database is left");
+        assert_eq!(remove_scratch_left().await, 0, "listed twice");
+        Ok(())
     }
 }

@@ -330,10 +330,10 @@ async fn run_in(
     .await?;
     row("reminders.v1", "postgres", took, out)?;
     let client = redis::Client::open(args.redis.as_str())?;
-    let prefix = format!("eventfold-bench:{}:", Uuid::new_v4().simple());
-    let keys = RedisKeys::new(prefix.clone());
+    let scratch = super::ScratchRedis::new(&args.redis);
+    let keys = RedisKeys::new(scratch.prefix.clone());
     match client.get_multiplexed_async_connection().await {
-        Ok(mut conn) => {
+        Ok(_) => {
             let took = fold(
                 &store,
                 RedisSink::new(client.clone(), keys.clone(), VoiceDueProjection),
@@ -350,13 +350,7 @@ async fn run_in(
             )
             .await?;
             row("leaderboards.v2", "redis", took, out)?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query_async(&mut conn)
-                .await?;
-            for chunk in keys.chunks(1000) {
-                let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
-            }
+            scratch.remove().await?;
         }
         Err(error) => writeln!(
             out,
@@ -378,7 +372,9 @@ pub(crate) async fn scratch_clickhouse(
 ) -> anyhow::Result<Option<eventfold_projections::ClickHouseTarget>> {
     let database = format!("eventfold_bench_{}", Uuid::new_v4().simple());
     let target = eventfold_projections::ClickHouseTarget::new(url, &database)?;
+    super::clickhouse_made(&target);
     if let Err(error) = target.ensure().await {
+        super::drop_clickhouse(&target).await;
         writeln!(
             out,
             "clickhouse at {url} unreachable ({error}): ClickHouse models skipped"
@@ -584,9 +580,10 @@ async fn store_apply(
         target.url(),
         &format!("{}_apply", target.database()),
     )?;
+    super::clickhouse_made(&own);
     let sink = ClickHouseSink::new(own.clone(), std::sync::Arc::new(RoutePointsProjection), "");
     let result = apply_pages(store, head, &sink, batch).await;
-    let _ = own.drop_database().await;
+    super::drop_clickhouse(&own).await;
     result
 }
 
@@ -679,6 +676,6 @@ async fn clickhouse_models(
         anyhow::Ok(direct)
     }
     .await;
-    let _ = target.drop_database().await;
+    super::drop_clickhouse(&target).await;
     result.map(|_| ())
 }

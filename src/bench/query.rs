@@ -304,21 +304,10 @@ pub(crate) async fn run(
         anyhow::bail!("--rates and --users must be >= 1");
     }
     let scratch = ScratchDb::create(&admin_url(args.postgres.as_deref(), database_url)).await?;
-    let prefix = format!("eventfold-bench:{}:", Uuid::new_v4().simple());
-    let result = run_in(&scratch.url, &prefix, &args, out).await;
-    if let Ok(client) = redis::Client::open(args.redis.as_str()) {
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            for chunk in keys.chunks(1000) {
-                let _: redis::RedisResult<i64> =
-                    redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-            }
-        }
-    }
+    let redis = super::ScratchRedis::new(&args.redis);
+    let result = run_in(&scratch.url, &redis.prefix, &args, out).await;
+    // Redis unreachable: nothing of ours is there to delete (the bench said so).
+    let _ = redis.remove().await;
     scratch.remove().await?;
     result
 }

@@ -17,7 +17,6 @@ use eventfold_projections::{
 };
 use eventfold_replay::{rebuild, rebuild_model, rebuild_redis, Progress, Target};
 use sqlx::postgres::PgConnectOptions;
-use uuid::Uuid;
 
 use super::project::{direct_route_points, filled_log, read_and_copy_workouts, scratch_clickhouse};
 use super::{admin_url, ScratchDb};
@@ -155,7 +154,7 @@ async fn clickhouse_models(
         anyhow::Ok(())
     }
     .await;
-    let _ = target.drop_database().await;
+    super::drop_clickhouse(&target).await;
     result
 }
 
@@ -224,9 +223,10 @@ async fn run_in(
     let took = read_and_copy_workouts(&store, head, 2000).await?;
     row("(read + COPY)", "postgres", took, took, out)?;
     let client = redis::Client::open(args.redis.as_str())?;
-    let keys = RedisKeys::new(format!("eventfold-bench:{}:", Uuid::new_v4().simple()));
+    let scratch = super::ScratchRedis::new(&args.redis);
+    let keys = RedisKeys::new(scratch.prefix.clone());
     match client.get_multiplexed_async_connection().await {
-        Ok(mut conn) => {
+        Ok(_) => {
             let sink = RedisSink::new(client.clone(), keys.clone(), VoiceDueProjection);
             live(&store, sink, head).await?;
             let (build, total) = timed(|p| {
@@ -257,13 +257,7 @@ async fn run_in(
             })
             .await?;
             row("leaderboards.v2", "redis", build, total, out)?;
-            let doomed: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", keys.prefix()))
-                .query_async(&mut conn)
-                .await?;
-            for chunk in doomed.chunks(1000) {
-                let _: i64 = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
-            }
+            scratch.remove().await?;
         }
         Err(error) => writeln!(
             out,

@@ -375,7 +375,7 @@ fn an_interrupted_bench_removes_its_scratch_databases() {
     assert!(!child.wait().expect("its status").success(), "{text}");
     assert_eq!(databases(), 0, "{text}");
     assert!(
-        text.contains("interrupted; 1 scratch database(s) of this run removed"),
+        text.contains("interrupted; 1 scratch store(s) of this run removed"),
         "{text}"
     );
 }
