@@ -460,21 +460,8 @@ pub(crate) async fn read_and_copy_workouts(
         chunks.push(copied);
     }
     drop(conn);
-    let (pages, mut next) = tokio::sync::mpsc::channel(2);
-    let reader = store.clone();
     let started = Instant::now();
-    let read = tokio::spawn(async move {
-        let mut after = Position::START;
-        while after < head {
-            let page = reader.read_all(after, None, batch).await?;
-            let Some(last) = page.last() else { break };
-            after = last.global_position;
-            if pages.send(page).await.is_err() {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    });
+    let (mut next, read) = pages_ahead(store, Position::START, head, batch);
     let mut chunks = chunks.into_iter();
     while let Some(_page) = next.recv().await {
         let Some(copied) = chunks.next() else { break };
@@ -493,6 +480,39 @@ pub(crate) async fn read_and_copy_workouts(
     }
     read.await??;
     Ok(started.elapsed())
+}
+
+/// The log's pages of `batch` events after `after`, up to `until`, read on a task of
+/// their own one page ahead of the reader (at most two waiting), as the runner's
+/// read-ahead does; the task's outcome once the pages are taken.
+pub(crate) fn pages_ahead(
+    store: &PgEventStore,
+    after: Position,
+    until: Position,
+    batch: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<Vec<RecordedEvent>>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (pages, next) = tokio::sync::mpsc::channel(2);
+    let reader = store.clone();
+    let read = tokio::spawn(async move {
+        let mut after = after;
+        while after < until {
+            let page = reader.read_all(after, None, batch).await?;
+            let Some(last) = page.last() else { break };
+            after = last.global_position;
+            let page: Vec<RecordedEvent> = page
+                .into_iter()
+                .take_while(|r| r.global_position <= until)
+                .collect();
+            if pages.send(page).await.is_err() {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    });
+    (next, read)
 }
 
 /// The log read in pages of `batch` and decoded, beforehand: `(events, up to)` pages.

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use sqlx::postgres::PgConnectOptions;
 
-use super::project::filled_log;
+use super::project::{filled_log, pages_ahead};
 use super::{admin_url, ScratchDb};
 use crate::relay::{headers, KafkaSettings, Relay};
 
@@ -168,24 +168,7 @@ async fn read_and_produce(
     after: Position,
     until: Position,
 ) -> anyhow::Result<()> {
-    let (pages, mut next) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
-    let reader = store.clone();
-    let read = tokio::spawn(async move {
-        let mut after = after;
-        while after < until {
-            let page = reader.read_all(after, None, 5000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.global_position;
-            let page: Vec<RecordedEvent> = page
-                .into_iter()
-                .take_while(|r| r.global_position <= until)
-                .collect();
-            if pages.send(page).await.is_err() {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    });
+    let (mut next, read) = pages_ahead(store, after, until, 5000);
     let mut in_flight = InFlight::default();
     while let Some(page) = next.recv().await {
         for record in &page {
