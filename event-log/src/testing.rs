@@ -134,3 +134,20 @@ impl Drop for SqliteTestDb {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Appends `events` on `conn` with the statement the store itself uses for them (the
+/// single-event statement for one, `eventfold_append` for more), inside whatever
+/// transaction the caller holds open there: an append that has taken its positions and
+/// commits when the caller says. `Ok(None)` when the expected version did not hold.
+pub async fn append_in_transaction(
+    conn: &mut sqlx::PgConnection,
+    stream: &eventfold_event_schemas::StreamId,
+    expected: eventfold_event_schemas::ExpectedVersion,
+    events: &[eventfold_event_schemas::NewEvent],
+) -> Result<Option<crate::AppendResult>> {
+    let prepared = crate::append::prepare(&Limits::default(), events)?;
+    match crate::postgres::try_append(conn, stream, expected, &prepared).await? {
+        crate::postgres::Tried::Stored(rows) => crate::postgres::result_of(&rows).map(Some),
+        crate::postgres::Tried::Conflict(_) => Ok(None),
+    }
+}

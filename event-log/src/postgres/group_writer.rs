@@ -4,7 +4,7 @@ use eventfold_event_schemas::Position;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
-use super::{conflict_actual, expected_code, result_of, try_append};
+use super::{expected_code, result_of, try_append, Tried};
 use crate::group::{Append, GroupWriter, Outcome};
 use crate::{AppendResult, Error, Result};
 
@@ -35,12 +35,8 @@ impl PgGroupWriter {
             // not by its caller, so that what arrives meanwhile queues for the next group.
             let outcome = match try_append(&mut *conn, &one.stream, one.expected, &one.events).await
             {
-                Ok(rows) => Outcome::Committed(result_of(&rows)?),
-                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("EF409") => {
-                    Outcome::Conflict {
-                        actual: conflict_actual(&*db),
-                    }
-                }
+                Ok(Tried::Stored(rows)) => Outcome::Committed(result_of(&rows)?),
+                Ok(Tried::Conflict(actual)) => Outcome::Conflict { actual },
                 Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Outcome::Alone,
                 Err(other) => return Err(other.into()),
             };

@@ -9,10 +9,11 @@ use eventfold_event_log::schemas::{ExpectedVersion, NewEvent, Position, StreamId
 use eventfold_event_log::{EventReader, EventStore, EventWriter, SubscriptionOptions};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 use crate::support::PgTestDb;
+use eventfold_event_log::testing::append_in_transaction;
 
 const WRITERS: usize = 16;
 const TOTAL_EVENTS: usize = 20_000;
@@ -111,19 +112,33 @@ async fn side_connection(db: &PgTestDb) -> anyhow::Result<sqlx::PgConnection> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_that_commits_after_a_later_position_is_not_skipped() -> anyhow::Result<()> {
+    // Both statements the store appends with: one event (a plain statement of its own)
+    // and several (`eventfold_append`).
+    for events in [1, 2] {
+        slow_append_is_not_skipped(events)
+            .await
+            .with_context(|| format!("a slow append of {events} event(s)"))?;
+    }
+    Ok(())
+}
+
+async fn slow_append_is_not_skipped(events: usize) -> anyhow::Result<()> {
     let db = PgTestDb::new().await?;
     let store = db.store.clone();
-    // A slow appender: it takes its position, then waits before committing.
+    // A slow appender: it takes its positions, then waits before committing.
     let mut slow = side_connection(&db).await?;
     let mut tx = slow.begin().await?;
-    let slow_position: i64 = sqlx::query(
-        "SELECT o_position FROM eventfold_append('order-slow', 'order', -1, $1, \
-         ARRAY['Slow'], ARRAY[1], ARRAY['{}'], ARRAY['{}'])",
+    let slow_events: Vec<NewEvent> = (0..events)
+        .map(|_| NewEvent::new("Slow", json!({})))
+        .collect();
+    let slow_append = append_in_transaction(
+        &mut tx,
+        &StreamId::new("order-slow")?,
+        ExpectedVersion::Any,
+        &slow_events,
     )
-    .bind(vec![Uuid::new_v4()])
-    .fetch_one(&mut *tx)
     .await?
-    .try_get(0)?;
+    .context("the slow append was refused")?;
     // A fast appender takes a later position and commits first.
     let fast = store
         .append(
@@ -132,7 +147,7 @@ async fn an_append_that_commits_after_a_later_position_is_not_skipped() -> anyho
             &[NewEvent::new("Fast", json!({}))],
         )
         .await?;
-    assert!(fast.first_position.0 > slow_position);
+    assert!(fast.first_position > slow_append.last_position);
 
     // The hazard is real: a plain position-ordered read already sees the later event...
     let naive: Vec<i64> = sqlx::query_scalar(
@@ -152,10 +167,16 @@ async fn an_append_that_commits_after_a_later_position_is_not_skipped() -> anyho
     );
 
     tx.commit().await?;
-    let first = tokio::time::timeout(Duration::from_secs(5), subscription.next()).await??;
-    let second = tokio::time::timeout(Duration::from_secs(5), subscription.next()).await??;
-    assert_eq!(first.global_position.0, slow_position);
-    assert_eq!(second.global_position, fast.first_position);
+    let mut seen = Vec::new();
+    for _ in 0..=events {
+        let event = tokio::time::timeout(Duration::from_secs(5), subscription.next()).await??;
+        seen.push(event.global_position);
+    }
+    let mut expected: Vec<Position> = (slow_append.first_position.0..=slow_append.last_position.0)
+        .map(Position)
+        .collect();
+    expected.push(fast.first_position);
+    assert_eq!(seen, expected);
     Ok(())
 }
 
