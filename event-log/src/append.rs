@@ -49,7 +49,14 @@ pub(crate) struct PreparedEvent {
 }
 
 /// Checks an append against `limits` and serialises its events.
-pub(crate) fn prepare(limits: &Limits, events: &[NewEvent]) -> Result<Vec<PreparedEvent>> {
+pub(crate) fn prepare(
+    limits: &Limits,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<Vec<PreparedEvent>> {
+    if let ExpectedVersion::Exact(version @ ..0) = expected {
+        return Err(Error::InvalidExpectedVersion(version));
+    }
     if events.is_empty() {
         return Err(Error::EmptyAppend);
     }
@@ -297,29 +304,45 @@ mod tests {
             max_event_bytes: 64,
             max_events_per_append: 2,
         };
-        assert!(matches!(prepare(&limits, &[]), Err(Error::EmptyAppend)));
+        assert!(matches!(
+            prepare(&limits, ExpectedVersion::Any, &[]),
+            Err(Error::EmptyAppend)
+        ));
         let e = NewEvent::new("T", json!({}));
         assert!(matches!(
-            prepare(&limits, &[e.clone(), e.clone(), e.clone()]),
+            prepare(
+                &limits,
+                ExpectedVersion::Any,
+                &[e.clone(), e.clone(), e.clone()]
+            ),
             Err(Error::TooManyEvents { count: 3, max: 2 })
         ));
         assert!(matches!(
-            prepare(&limits, &[NewEvent::new("T", json!([1]))]),
+            prepare(
+                &limits,
+                ExpectedVersion::Any,
+                &[NewEvent::new("T", json!([1]))]
+            ),
             Err(Error::DataNotObject { .. })
         ));
         assert!(matches!(
             prepare(
                 &limits,
+                ExpectedVersion::Any,
                 &[NewEvent::new("T", json!({"x": "y".repeat(100)}))]
             ),
             Err(Error::EventTooLarge { max: 64, .. })
         ));
         assert!(matches!(
-            prepare(&limits, &[NewEvent::new("bad type", json!({}))]),
+            prepare(
+                &limits,
+                ExpectedVersion::Any,
+                &[NewEvent::new("bad type", json!({}))]
+            ),
             Err(Error::InvalidEventType(_))
         ));
         assert!(matches!(
-            prepare(&limits, &[e.with_schema_version(0)]),
+            prepare(&limits, ExpectedVersion::Any, &[e.with_schema_version(0)]),
             Err(Error::InvalidSchemaVersion { .. })
         ));
     }
@@ -338,7 +361,11 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    prepare(&limits, &[NewEvent::new("T", data.clone())]),
+                    prepare(
+                        &limits,
+                        ExpectedVersion::Any,
+                        &[NewEvent::new("T", data.clone())]
+                    ),
                     Err(Error::NulCharacter { part: "data", .. })
                 ),
                 "{data}"
@@ -350,7 +377,12 @@ mod tests {
             json!({"a": "u0000"}),
         ] {
             assert!(
-                prepare(&limits, &[NewEvent::new("T", fine.clone())]).is_ok(),
+                prepare(
+                    &limits,
+                    ExpectedVersion::Any,
+                    &[NewEvent::new("T", fine.clone())]
+                )
+                .is_ok(),
                 "{fine}"
             );
         }

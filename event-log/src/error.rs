@@ -33,6 +33,9 @@ pub enum Error {
     /// An append with no events.
     #[error("an append must contain at least one event")]
     EmptyAppend,
+    /// `ExpectedVersion::Exact` with a version below 0, which no stream is at.
+    #[error("expected version {0} is invalid: stream versions start at 0")]
+    InvalidExpectedVersion(StreamVersion),
     /// An append with more events than the configured limit.
     #[error("an append may contain at most {max} events; this one has {count}")]
     TooManyEvents {

@@ -444,7 +444,7 @@ pub(crate) async fn append<S: GroupedStore>(
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> Result<AppendResult> {
-    let prepared = Arc::new(prepare(store.limits(), events)?);
+    let prepared = Arc::new(prepare(store.limits(), expected, events)?);
     let Some(queue) = store.queue() else {
         return store.append_alone(stream, expected, &prepared).await;
     };
@@ -501,7 +501,7 @@ fn prepare_group(
     let places = appends
         .into_iter()
         .map(|(stream, expected, events)| {
-            let events = Arc::new(prepare(limits, &events)?);
+            let events = Arc::new(prepare(limits, expected, &events)?);
             valid.push(Append {
                 stream,
                 expected,

@@ -137,7 +137,7 @@ impl EventWriter for InMemoryEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult> {
-        let prepared = prepare(&self.inner.limits, events)?;
+        let prepared = prepare(&self.inner.limits, expected, events)?;
         let mut state = self.state();
         let stored: Vec<StoredId> = prepared
             .iter()

@@ -145,7 +145,7 @@ pub async fn append_in_transaction(
     expected: eventfold_event_schemas::ExpectedVersion,
     events: &[eventfold_event_schemas::NewEvent],
 ) -> Result<Option<crate::AppendResult>> {
-    let prepared = crate::append::prepare(&Limits::default(), events)?;
+    let prepared = crate::append::prepare(&Limits::default(), expected, events)?;
     match crate::postgres::try_append(conn, stream, expected, &prepared).await? {
         crate::postgres::Tried::Stored(rows) => crate::postgres::result_of(&rows).map(Some),
         crate::postgres::Tried::Conflict(_) => Ok(None),

@@ -425,6 +425,18 @@ async fn bad_input_is_rejected_with_typed_errors_and_writes_nothing<S: EventStor
             .await,
         Err(Error::EventTooLarge { .. })
     ));
+    // A version below 0 names no state of a stream (PostgreSQL's backend took -2 and
+    // -3 for "no stream" and "stream exists", -1 for "any", and appended).
+    for version in [-1, -2, -3, i64::MIN] {
+        for events in [vec![event(0)], vec![event(0), event(1)]] {
+            assert!(matches!(
+                store
+                    .append(&s, ExpectedVersion::Exact(version), &events)
+                    .await,
+                Err(Error::InvalidExpectedVersion(v)) if v == version
+            ));
+        }
+    }
     for data in [json!([1, 2]), json!("text"), json!(null), json!(3)] {
         assert!(matches!(
             store
