@@ -265,19 +265,23 @@ pub(crate) async fn try_append(
 /// against the function's 0.49 ms and a plain `INSERT`'s 0.34 ms).
 ///
 /// 1. `inflight` registers the transaction in the watermark before any position is
-///    taken: the insert below reads a row of it (and of `current`) before its target
+///    taken: the insert below reads a row of it (and of `current_version`) before its target
 ///    list, where `nextval` is, is evaluated.
-/// 2. `current` is the stream's version; the insert happens only when it is the one
+/// 2. `current_version` is the stream's version; the insert happens only when it is the one
 ///    expected ($3 as in `eventfold_append`: >= 0 exactly, -1 any, -2 no stream, -3
 ///    exists). Two appends racing for one version collide on the
 ///    (stream_id, stream_version) key, as with the function.
 /// 3. One row comes back: the version found, and the new event's position and version
 ///    (NULL when not inserted: a conflict).
+///
+/// Both CTEs are evaluated once (PostgreSQL never inlines one that calls a volatile
+/// function or is referenced twice), without `MATERIALIZED`, which PostgreSQL 11 and
+/// older do not parse.
 const APPEND_ONE: &str = "\
-WITH inflight AS MATERIALIZED (
+WITH inflight AS (
     SELECT pg_advisory_xact_lock_shared((17734::bigint << 48)
         | (COALESCE(pg_sequence_last_value('eventfold_positions'), 0) + 1))
-), current_version AS MATERIALIZED (
+), current_version AS (
     SELECT COALESCE(max(e.stream_version), -1) AS v
     FROM eventfold_events e WHERE e.stream_id = $1
 ), ins AS (
