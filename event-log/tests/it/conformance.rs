@@ -29,6 +29,7 @@ macro_rules! conformance_suite {
                 reads_restricted_to_types_move_past_the_others,
                 concurrent_appends_with_any_all_land_contiguously,
                 concurrent_appends_at_one_exact_version_admit_exactly_one,
+                a_flood_of_the_same_append_at_once_stores_it_once_and_answers_it_alike,
                 a_batch_takes_positions_in_version_order
             );
         }
@@ -720,6 +721,58 @@ async fn concurrent_appends_at_one_exact_version_admit_exactly_one<S: EventStore
     }
     assert_eq!(ok, 1);
     assert_eq!(store.stream_version(&s).await?, Some(1));
+    Ok(())
+}
+
+/// A client that retries without waiting for its answer (a voice assistant, a proxy):
+/// the very same append, its event ids included, many times at once, with every kind
+/// of expectation, one event and several. Each copy is answered with the one result;
+/// the stream holds the events once.
+async fn a_flood_of_the_same_append_at_once_stores_it_once_and_answers_it_alike<S: EventStore>(
+    store: S,
+) -> anyhow::Result<()> {
+    const COPIES: usize = 24;
+    let s = stream("order-flood");
+    let rounds: Vec<(ExpectedVersion, Vec<NewEvent>)> = vec![
+        (ExpectedVersion::NoStream, vec![event(0)]),
+        (ExpectedVersion::Exact(0), vec![event(1)]),
+        (ExpectedVersion::Any, vec![event(2), event(3)]),
+        (ExpectedVersion::StreamExists, vec![event(4)]),
+        (
+            ExpectedVersion::Exact(4),
+            vec![event(5), event(6), event(7)],
+        ),
+        (ExpectedVersion::Any, vec![event(8)]),
+    ];
+    let mut stored = 0;
+    for (expected, events) in rounds {
+        let mut copies = Vec::new();
+        for _ in 0..COPIES {
+            let (store, s, events) = (store.clone(), s.clone(), events.clone());
+            copies.push(tokio::spawn(async move {
+                store.append(&s, expected, &events).await
+            }));
+        }
+        let mut answers = Vec::new();
+        for copy in copies {
+            answers.push(copy.await?.map_err(|e| {
+                anyhow::anyhow!("a copy of the append with {expected} was refused: {e}")
+            })?);
+        }
+        let first = answers[0];
+        assert!(
+            answers.iter().all(|a| *a == first),
+            "copies of one append answered differently ({expected}): {answers:?}"
+        );
+        assert_eq!(first.first_version, stored);
+        stored += events.len() as i64;
+        assert_eq!(first.last_version, stored - 1);
+    }
+    let events = store
+        .read_stream(&s, ReadDirection::Forwards, 0, 1000)
+        .await?;
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (0..stored).collect::<Vec<_>>());
     Ok(())
 }
 
