@@ -272,6 +272,179 @@ async fn sqlite_a_mixed_group_commits_the_valid_appends_and_fails_the_others() -
     .await
 }
 
+/// A group whose appends are each on a stream of its own (on PostgreSQL the one plain
+/// statement, not the function): each kind of decision, every append on its own; then a
+/// group one of whose events is stored elsewhere, which fails that append only.
+async fn a_group_on_streams_of_their_own_decides_each_append<F, Fut>(
+    store: impl EventReader + EventWriter,
+    append_group: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(GroupInput) -> Fut,
+    Fut: std::future::Future<
+        Output = eventfold_event_log::Result<Vec<eventfold_event_log::Result<AppendResult>>>,
+    >,
+{
+    let earlier = vec![event(1), event(2)];
+    let original = store
+        .append(
+            &stream("order-retried"),
+            ExpectedVersion::NoStream,
+            &earlier,
+        )
+        .await?;
+    for s in ["order-behind", "order-old"] {
+        store
+            .append(&stream(s), ExpectedVersion::NoStream, &[event(0)])
+            .await?;
+    }
+    let results = append_group(vec![
+        (stream("order-a"), ExpectedVersion::NoStream, vec![event(1)]),
+        (
+            stream("order-m"),
+            ExpectedVersion::Any,
+            vec![event(2), event(3), event(4)],
+        ),
+        (
+            stream("order-behind"),
+            ExpectedVersion::Exact(5),
+            vec![event(5)],
+        ),
+        (
+            stream("order-none"),
+            ExpectedVersion::StreamExists,
+            vec![event(6)],
+        ),
+        (
+            stream("order-old"),
+            ExpectedVersion::NoStream,
+            vec![event(7)],
+        ),
+        (
+            stream("order-retried"),
+            ExpectedVersion::NoStream,
+            earlier.clone(),
+        ),
+        (
+            stream("order-behind-ok"),
+            ExpectedVersion::Any,
+            vec![event(8)],
+        ),
+        (
+            stream("order-old-ok"),
+            ExpectedVersion::Exact(0),
+            vec![event(9)],
+        ),
+    ])
+    .await?;
+    assert_eq!(results.len(), 8);
+    let a = results[0].as_ref().expect("a new stream");
+    let m = results[1].as_ref().expect("three events, any version");
+    assert_eq!((a.first_version, a.last_version), (0, 0));
+    assert_eq!((m.first_version, m.last_version), (0, 2));
+    assert_eq!(m.last_position.0 - m.first_position.0, 2);
+    assert!(a.last_position < m.first_position);
+    let conflict = |i: usize| match &results[i] {
+        Err(Error::WrongExpectedVersion { actual, .. }) => Ok(*actual),
+        other => Err(anyhow::anyhow!(
+            "append {i}: expected a conflict, got {other:?}"
+        )),
+    };
+    assert_eq!(conflict(2)?, Some(0));
+    assert_eq!(conflict(3)?, None);
+    assert_eq!(conflict(4)?, Some(0));
+    assert_eq!(results[5].as_ref().ok(), Some(&original));
+    let behind_ok = results[6].as_ref().expect("any version on a new stream");
+    assert!(m.last_position < behind_ok.first_position);
+    assert!(
+        matches!(
+            &results[7],
+            Err(Error::WrongExpectedVersion { actual: None, .. })
+        ),
+        "Exact(0) on a stream that does not exist: {:?}",
+        results[7]
+    );
+
+    // One event of the group is stored in another stream: that append fails, the
+    // others commit.
+    let taken = event(99);
+    store
+        .append(
+            &stream("order-taken"),
+            ExpectedVersion::NoStream,
+            std::slice::from_ref(&taken),
+        )
+        .await?;
+    let results = append_group(vec![
+        (
+            stream("order-c"),
+            ExpectedVersion::NoStream,
+            vec![event(10)],
+        ),
+        (
+            stream("order-dup"),
+            ExpectedVersion::Any,
+            vec![event(11), taken.clone()],
+        ),
+        (
+            stream("order-a"),
+            ExpectedVersion::Exact(0),
+            vec![event(12)],
+        ),
+    ])
+    .await?;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(matches!(results[1], Err(Error::DuplicateEventId { .. })));
+    assert_eq!(results[2].as_ref().map(|r| r.first_version).ok(), Some(1));
+
+    let read = |s: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .read_stream(&stream(s), ReadDirection::Forwards, 0, 100)
+                .await
+                .map(|events| events.len())
+        }
+    };
+    for (s, n) in [
+        ("order-a", 2),
+        ("order-m", 3),
+        ("order-behind", 1),
+        ("order-none", 0),
+        ("order-old", 1),
+        ("order-retried", 2),
+        ("order-behind-ok", 1),
+        ("order-old-ok", 0),
+        ("order-c", 1),
+        ("order-dup", 0),
+    ] {
+        assert_eq!(read(s).await?, n, "events in {s}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_group_on_streams_of_their_own_decides_each_append() -> anyhow::Result<()> {
+    let db = PgTestDb::new().await?;
+    let store = db.store.clone();
+    a_group_on_streams_of_their_own_decides_each_append(db.store.clone(), |g| {
+        let store = store.clone();
+        async move { store.append_group(g).await }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_group_on_streams_of_their_own_decides_each_append() -> anyhow::Result<()> {
+    let db = SqliteTestDb::new().await?;
+    let store = db.store.clone();
+    a_group_on_streams_of_their_own_decides_each_append(db.store.clone(), |g| {
+        let store = store.clone();
+        async move { store.append_group(g).await }
+    })
+    .await
+}
+
 /// 32 writers append single events with `Exact` versions to streams of their own while
 /// every connection of the store is killed (`pg_terminate_backend`) every few
 /// milliseconds, groups in flight included. A writer whose append failed for the store
