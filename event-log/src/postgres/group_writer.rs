@@ -4,7 +4,7 @@ use eventfold_event_schemas::Position;
 use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
-use super::{expected_code, result_of, try_append, Tried};
+use super::statements::{expected_code, result_of, try_append, Tried};
 use crate::group::{Append, GroupWriter, Outcome};
 use crate::{AppendResult, Error, Result};
 
