@@ -51,11 +51,14 @@ struct Shared {
     wake: Notify,
 }
 
-/// This process's leases.
+/// This process's leases. The keeper ends, releasing every lease, once the last clone
+/// is dropped.
 #[derive(Clone)]
 pub struct Leases {
     owner: String,
     shared: Arc<Shared>,
+    /// Dropped with the last clone: the keeper's signal to end.
+    _alive: Arc<watch::Sender<()>>,
     /// Whether other processes are excluded by a keeper (PostgreSQL) rather than there
     /// being only one (SQLite: every lease held from the start).
     exclusive: bool,
@@ -79,18 +82,16 @@ impl Leases {
             wanted: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
         });
+        let (alive, dropped) = watch::channel(());
         let exclusive = match (db.native_pg(), db.sqlite_file()) {
             (Some(pool), _) => {
-                tokio::spawn(keep(pool.clone(), owner.clone(), shared.clone(), board));
+                let keeper = keep(pool.clone(), owner.clone(), shared.clone(), board);
+                tokio::spawn(until_dropped(dropped, keeper));
                 true
             }
             (None, Some(file)) => {
-                tokio::spawn(keep_file(
-                    lock_file(file),
-                    owner.clone(),
-                    shared.clone(),
-                    board,
-                ));
+                let keeper = keep_file(lock_file(file), owner.clone(), shared.clone(), board);
+                tokio::spawn(until_dropped(dropped, keeper));
                 true
             }
             (None, None) => false,
@@ -98,6 +99,7 @@ impl Leases {
         Self {
             owner,
             shared,
+            _alive: Arc::new(alive),
             exclusive,
         }
     }
@@ -193,6 +195,21 @@ impl Leases {
                 }
             }
         }
+    }
+}
+
+/// Runs `keeper` until every [`Leases`] clone is dropped; the keeper's connection (or
+/// lock file) goes with it, and with that every lease it held. Before, keepers outlived
+/// their leases: one whose database was then dropped (a bench's, a test's scratch one)
+/// warned that it had lost its connection.
+async fn until_dropped(
+    mut dropped: watch::Receiver<()>,
+    keeper: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        // Only ever an error: the sender never sends.
+        _ = dropped.changed() => {}
+        () = keeper => {}
     }
 }
 

@@ -556,6 +556,11 @@ async fn run_in(
     while projectors.join_next().await.is_some() {}
     while reactions.join_next().await.is_some() {}
     server.abort();
+    // The server's tasks, then the app's leases, gone before the scratch database is:
+    // their keeper ends with its connection instead of warning that it lost it.
+    let _ = server.await;
+    drop(app);
+    tokio::task::yield_now().await;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod clickhouse;
 mod exactly_once;
+mod leases;
 mod lost_tables;
 mod outage;
 mod poison;
