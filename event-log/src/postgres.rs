@@ -49,6 +49,7 @@ use crate::{AppendResult, Error, GroupCommit, GroupStats, Limits, Result};
 
 mod group_writer;
 mod statements;
+mod warm;
 
 use group_writer::PgGroupWriter;
 pub(crate) use statements::{result_of, try_append, Tried};
@@ -77,6 +78,8 @@ pub struct PgEventStore {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
+    /// The connections appends run on (see [`warm`]).
+    warm: Arc<warm::Warm>,
     /// Fails operations fast while the server is unreachable (see [`crate::breaker`]).
     breaker: crate::Breaker,
     limits: Limits,
@@ -132,13 +135,17 @@ impl PgEventStore {
 
     /// Uses an existing pool; `group` says how concurrent appends are grouped.
     pub fn from_pool_with(pool: PgPool, limits: Limits, group: GroupCommit) -> Self {
-        let group = group
-            .enabled
-            .then(|| Queue::new(PgGroupWriter { pool: pool.clone() }, group));
+        // A connection for each group in flight and one for an append alone.
+        let warm = warm::Warm::new(pool.clone(), group.committers.max(1) + 1);
+        let group = group.enabled.then(|| {
+            let writer = PgGroupWriter { warm: warm.clone() };
+            Queue::new(writer, group)
+        });
         let breaker = crate::Breaker::postgres("the event log", (*pool.connect_options()).clone());
         Self {
             inner: Arc::new(Inner {
                 pool,
+                warm,
                 breaker,
                 limits,
                 group,
@@ -568,7 +575,7 @@ impl GroupedStore for PgEventStore {
 
     fn writer(&self) -> PgGroupWriter {
         PgGroupWriter {
-            pool: self.inner.pool.clone(),
+            warm: self.inner.warm.clone(),
         }
     }
 
@@ -596,7 +603,11 @@ impl GroupedStore for PgEventStore {
     ) -> Result<AppendResult> {
         let mut races = 0;
         loop {
-            let outcome = try_append(&self.inner.pool, stream, expected, prepared).await;
+            let mut conn = self.inner.warm.take().await?;
+            let outcome = try_append(&mut *conn, stream, expected, prepared).await;
+            self.inner
+                .warm
+                .give(conn, warm::usable(outcome.as_ref().err()));
             self.announce();
             let (conflict, error) = match outcome {
                 Ok(Tried::Stored(rows)) => return result_of(&rows),

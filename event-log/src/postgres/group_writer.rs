@@ -1,10 +1,12 @@
 //! Group commit on PostgreSQL: a group of appends in one call of `eventfold_append_group`.
 
 use eventfold_event_schemas::Position;
-use sqlx::postgres::PgPool;
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::statements::{expected_code, result_of, try_append, Tried};
+use super::warm::Warm;
 use crate::group::{Append, GroupWriter, Outcome};
 use crate::{AppendResult, Error, Result};
 
@@ -12,15 +14,21 @@ use crate::{AppendResult, Error, Result};
 /// one transaction, one round trip).
 #[derive(Debug)]
 pub(crate) struct PgGroupWriter {
-    pub(super) pool: PgPool,
+    pub(super) warm: Arc<Warm>,
 }
 
 type GroupRow = (i32, i32, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 impl GroupWriter for PgGroupWriter {
     async fn write(&self, group: &[Append]) -> Result<Vec<Outcome>> {
-        let mut conn = self.pool.acquire().await?;
-        self.write_on(&mut conn, group).await
+        let mut conn = self.warm.take().await?;
+        let written = self.write_on(&mut conn, group).await;
+        let usable = match &written {
+            Err(Error::Database(error)) => super::warm::usable(Some(error)),
+            _ => true,
+        };
+        self.warm.give(conn, usable);
+        written
     }
 }
 
