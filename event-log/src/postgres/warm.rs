@@ -84,6 +84,20 @@ impl Warm {
     }
 }
 
+impl Drop for Warm {
+    /// sqlx returns a dropped connection to its pool on a Tokio task: outside a runtime
+    /// (a store dropped after its runtime) that panicked. There the connections are
+    /// detached from the pool and closed with their sockets instead.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
+            for (_, conn) in idle.drain(..) {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
 /// Whether a connection is still usable after a statement that ended with `error`:
 /// the server's own error (a conflict, a collision) leaves it ready for the next one;
 /// any other (the socket, the protocol) may not.
@@ -135,6 +149,25 @@ mod tests {
         assert_eq!(Warm::new(pool(16), 3).keep, 3);
         assert_eq!(Warm::new(pool(8), 3).keep, 2);
         assert_eq!(Warm::new(pool(3), 3).keep, 0);
+    }
+
+    #[test]
+    fn dropped_outside_a_runtime_it_lets_its_connections_go() {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let (db, warm) = runtime
+            .block_on(async {
+                let db = PgTestDb::new().await?;
+                let warm = Warm::new(db.store.pool().clone(), 2);
+                let conn = warm.take().await?;
+                warm.give(conn, true);
+                Ok::<_, Box<dyn std::error::Error>>((db, warm))
+            })
+            .expect("a connection kept");
+        assert_eq!(warm.kept(), 1);
+        drop(runtime);
+        // Panicked: "this functionality requires a Tokio context".
+        drop(warm);
+        drop(db);
     }
 
     #[tokio::test]
