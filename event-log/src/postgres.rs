@@ -375,13 +375,19 @@ impl EventReader for PgEventStore {
                      ORDER BY stream_version DESC LIMIT $3"
                 ),
             };
+            // A command reads its stream, then appends to it: both on the connection
+            // used last (see `warm`).
+            let mut conn = self.inner.warm.take().await?;
             let rows = sqlx::query_as::<_, EventRow>(&sql)
                 .bind(stream.as_str())
                 .bind(from)
                 .bind(limit(max))
-                .fetch_all(&self.inner.pool)
-                .await?;
-            decode(rows)
+                .fetch_all(&mut *conn)
+                .await;
+            self.inner
+                .warm
+                .give(conn, warm::usable(rows.as_ref().err()));
+            decode(rows?)
         })
         .await
     }
