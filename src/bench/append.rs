@@ -376,7 +376,7 @@ async fn postgres_cases_in(
 /// The plain INSERTs' connections: each writer takes the one used last, as a plain
 /// client holding a connection of its own (`pgbench`) does. sqlx's pool hands its idle
 /// connections out in turn, each to a backend that has waited longest, its caches cold:
-/// that cost plain INSERTs 10–25 % at one writer (3,300 against 3,800–4,500 a second).
+/// that cost plain INSERTs 13–27 % at one writer (3,300 against 3,800–4,500 a second).
 #[derive(Clone)]
 struct RawConnections {
     pool: PgPool,

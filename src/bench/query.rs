@@ -560,7 +560,6 @@ async fn run_in(
     // their keeper ends with its connection instead of warning that it lost it.
     let _ = server.await;
     drop(app);
-    tokio::task::yield_now().await;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! The connections appends run on, kept warm.
+//! The connections appends (and the stream reads commands make before them) run on,
+//! kept warm.
 //!
 //! sqlx's pool hands out its idle connections in turn, first in, first out: under a
 //! steady stream of appends each one went to the backend that had waited longest, its
@@ -22,7 +23,7 @@ use sqlx::Postgres;
 
 use crate::pool::IDLE_PING;
 
-/// Connections kept for appends, the most recently used last.
+/// Connections kept for appends and stream reads, the most recently used last.
 #[derive(Debug)]
 pub(crate) struct Warm {
     pool: PgPool,
