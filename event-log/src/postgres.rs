@@ -356,6 +356,22 @@ fn limit(max: usize) -> i64 {
     i64::try_from(max).unwrap_or(i64::MAX)
 }
 
+/// One page of a stream's rows, `sql` taking the stream, a version and a limit.
+async fn stream_rows(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    stream: &StreamId,
+    from: StreamVersion,
+    max: usize,
+) -> std::result::Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as::<_, EventRow>(sql)
+        .bind(stream.as_str())
+        .bind(from)
+        .bind(limit(max))
+        .fetch_all(conn)
+        .await
+}
+
 impl EventReader for PgEventStore {
     async fn read_stream(
         &self,
@@ -378,15 +394,15 @@ impl EventReader for PgEventStore {
             // A command reads its stream, then appends to it: both on the connection
             // used last (see `warm`).
             let mut conn = self.inner.warm.take().await?;
-            let rows = sqlx::query_as::<_, EventRow>(&sql)
-                .bind(stream.as_str())
-                .bind(from)
-                .bind(limit(max))
-                .fetch_all(&mut *conn)
-                .await;
-            self.inner
-                .warm
-                .give(conn, warm::usable(rows.as_ref().err()));
+            let mut rows = stream_rows(&mut conn, &sql, stream, from, max).await;
+            let usable = warm::usable(rows.as_ref().err());
+            self.inner.warm.give(conn, usable);
+            if !usable {
+                // The connection had died (a kept one the server closed meanwhile,
+                // unseen until used): a read is safe to repeat on a fresh one.
+                let mut fresh = self.inner.pool.acquire().await?;
+                rows = stream_rows(&mut fresh, &sql, stream, from, max).await;
+            }
             decode(rows?)
         })
         .await

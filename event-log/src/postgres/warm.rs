@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgDatabaseError, PgPool, PgSeverity};
 use sqlx::Postgres;
 
 use crate::pool::IDLE_PING;
@@ -101,9 +101,17 @@ impl Drop for Warm {
 
 /// Whether a connection is still usable after a statement that ended with `error`:
 /// the server's own error (a conflict, a collision) leaves it ready for the next one;
-/// any other (the socket, the protocol) may not.
+/// a fatal one (the server ended the session: terminated, shutting down) or any other
+/// (the socket, the protocol) does not. (sqlx's pool pings every connection returned to
+/// it and drops the dead; kept here, one is not returned, so this is that check.)
 pub(crate) fn usable(error: Option<&sqlx::Error>) -> bool {
-    error.is_none_or(|e| matches!(e, sqlx::Error::Database(_)))
+    match error {
+        None => true,
+        Some(sqlx::Error::Database(db)) => !db
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|e| matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic)),
+        Some(_) => false,
+    }
 }
 
 /// Returns connections unused for [`IDLE_PING`] to the pool, until the store is gone.
@@ -195,8 +203,19 @@ mod tests {
         assert_eq!(pid(&mut broken).await?, pb);
         warm.give(broken, usable(Some(&sqlx::Error::PoolTimedOut)));
         assert_eq!(warm.kept(), 1);
+        // Ended by the server (a fatal error): not kept either.
+        let mut ended = warm.take().await?;
+        let fatal = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&mut *ended)
+            .await;
+        assert!(matches!(fatal, Err(sqlx::Error::Database(_))), "{fatal:?}");
+        warm.give(ended, usable(fatal.as_ref().err()));
+        assert_eq!(warm.kept(), 0);
 
         // Unused for a second: back to the pool.
+        let one = warm.take().await?;
+        warm.give(one, true);
+        assert_eq!(warm.kept(), 1);
         tokio::time::sleep(IDLE_PING).await;
         for _ in 0..40 {
             if warm.kept() == 0 {
